@@ -1,0 +1,1 @@
+//! Benchmarks of Lantern (criterion, in `benches/`); see BENCHMARKS.md for measured numbers.

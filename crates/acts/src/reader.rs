@@ -1,0 +1,334 @@
+//! `BatchReader`: streams fixed-size batches from a store, sequentially or shuffled, with
+//! bounded memory, deterministic order and exact resume from a [`Cursor`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ActsError, Result, usage};
+use crate::manifest::Role;
+use crate::rng::{Rng, derive_seed};
+use crate::shard::Shard;
+use crate::store::Store;
+
+/// Window length used to bound the mapped shards when reading sequentially.
+const SEQUENTIAL_WINDOW: u64 = 1 << 16;
+
+/// What to do with rows holding NaN or infinities.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NonFinite {
+    /// Fail with an error naming the shard file and row.
+    #[default]
+    Error,
+    /// Drop the row and count it ([`BatchReader::skipped_non_finite`]).
+    Skip,
+}
+
+/// How a [`BatchReader`] walks the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReaderOptions {
+    /// Rows per batch (at least 1).
+    pub batch_rows: usize,
+    /// Shuffle window in rows; 0 reads sequentially in manifest order.
+    pub shuffle_rows: usize,
+    pub seed: u64,
+    /// Keep only rows with this role (the store must have roles).
+    pub role: Option<Role>,
+    /// Number of passes over the store; `None` = forever.
+    pub epochs: Option<u64>,
+    pub non_finite: NonFinite,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        ReaderOptions {
+            batch_rows: 4096,
+            shuffle_rows: 0,
+            seed: 0,
+            role: None,
+            epochs: Some(1),
+            non_finite: NonFinite::Error,
+        }
+    }
+}
+
+/// Position in the epoch's (shuffled) row stream, before filtering.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Cursor {
+    pub epoch: u64,
+    pub row: u64,
+}
+
+/// A batch of rows: `acts` is row-major `[rows, d]` f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    pub rows: usize,
+    pub d: usize,
+    pub acts: Vec<f32>,
+    pub token_ids: Vec<u32>,
+    pub seq_ids: Vec<u32>,
+    pub positions: Vec<u32>,
+}
+
+/// The current window: which stream rows it covers and where each of its rows lives.
+struct Window {
+    epoch: u64,
+    index: u64,
+    start: u64,
+    /// `(shard, row in shard)` for each window offset, in read order.
+    rows: Vec<(u32, u32)>,
+}
+
+/// Streams fixed-size batches from a [`Store`], with bounded memory, deterministic order and
+/// exact resume from a [`Cursor`].
+///
+/// Shuffle (`shuffle_rows > 0`): for epoch `e`, the shard order is permuted by an RNG seeded
+/// from `(seed, e)`; the concatenated row stream is cut into windows of `shuffle_rows` rows;
+/// window `w`'s rows are permuted by an RNG seeded from `(seed, e, w)`. Rows are gathered from
+/// the memory-mapped shards straight into the batch. Only the shards the current window touches
+/// stay mapped and only the index vector of one window is held, so memory does not grow with
+/// the store. With `shuffle_rows = 0` rows come in manifest order.
+///
+/// Filters (role, non-finite rows) apply after the order is fixed, so a [`Cursor`] counts
+/// stream rows before filtering and resuming is exact with or without them.
+pub struct BatchReader {
+    store: Store,
+    opts: ReaderOptions,
+    cursor: Cursor,
+    skipped: u64,
+    window_len: u64,
+    /// Shard order of `order_epoch` and the stream row where each of its entries starts.
+    order_epoch: Option<u64>,
+    order: Vec<usize>,
+    order_starts: Vec<u64>,
+    window: Option<Window>,
+    /// Mapped shards by shard index; only those the current window touches are `Some`.
+    mapped: Vec<Option<Shard>>,
+}
+
+impl BatchReader {
+    pub fn new(store: Store, opts: ReaderOptions) -> Result<Self> {
+        if opts.batch_rows == 0 {
+            return Err(usage(store.dir(), "batch_rows must be at least 1"));
+        }
+        if opts.role.is_some() && !store.has_roles() {
+            return Err(usage(
+                store.dir(),
+                "a role filter was asked for but the store has no `role` tensor",
+            ));
+        }
+        let window_len = match opts.shuffle_rows {
+            0 => SEQUENTIAL_WINDOW,
+            n => (n as u64).min(u64::from(u32::MAX)),
+        };
+        let mapped = (0..store.num_shards()).map(|_| None).collect();
+        Ok(BatchReader {
+            store,
+            opts,
+            cursor: Cursor::default(),
+            skipped: 0,
+            window_len,
+            order_epoch: None,
+            order: Vec::new(),
+            order_starts: Vec::new(),
+            window: None,
+            mapped,
+        })
+    }
+
+    /// Where the next batch starts.
+    pub fn cursor(&self) -> Cursor {
+        self.cursor
+    }
+
+    /// Resume from a cursor: the batches that follow equal those of an uninterrupted reader.
+    pub fn seek(&mut self, cursor: Cursor) -> Result<()> {
+        if cursor.row > self.store.rows() {
+            return Err(usage(
+                self.store.dir(),
+                format!(
+                    "cursor row {} is past the store's {} rows",
+                    cursor.row,
+                    self.store.rows()
+                ),
+            ));
+        }
+        self.cursor = cursor;
+        Ok(())
+    }
+
+    /// Rows dropped so far because they held NaN or infinities ([`NonFinite::Skip`]).
+    pub fn skipped_non_finite(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Next batch of exactly `batch_rows` rows (batches may cross epoch boundaries); the final
+    /// batch of the final epoch may be shorter; `Ok(None)` when `epochs` are exhausted.
+    /// On error the cursor stays where the batch started.
+    pub fn next_batch(&mut self) -> Result<Option<Batch>> {
+        let start = self.cursor;
+        let skipped = self.skipped;
+        let res = self.fill();
+        if res.is_err() {
+            self.cursor = start;
+            self.skipped = skipped;
+        }
+        res
+    }
+
+    fn fill(&mut self) -> Result<Option<Batch>> {
+        let total = self.store.rows();
+        let d = self.store.d_model();
+        let want = self.opts.batch_rows;
+        let mut acts = vec![0.0f32; want * d];
+        let mut token_ids = Vec::with_capacity(want);
+        let mut seq_ids = Vec::with_capacity(want);
+        let mut positions = Vec::with_capacity(want);
+        let role = self.opts.role.map(|r| r as u8);
+        let mut rejected_in_a_row = 0u64;
+        while token_ids.len() < want && total > 0 {
+            if self.cursor.row >= total {
+                self.cursor = Cursor {
+                    epoch: self.cursor.epoch + 1,
+                    row: 0,
+                };
+            }
+            if self.opts.epochs.is_some_and(|e| self.cursor.epoch >= e) {
+                break;
+            }
+            if rejected_in_a_row > total {
+                return Err(usage(
+                    self.store.dir(),
+                    "no row passes the role / non-finite filters",
+                ));
+            }
+            let (shard_idx, local) = self.locate(self.cursor)?;
+            self.cursor.row += 1;
+            let Some(shard) = &self.mapped[shard_idx] else {
+                return Err(usage(
+                    self.store.dir(),
+                    "internal: shard of the window is not mapped",
+                ));
+            };
+            if role.is_some() && shard.role(local) != role {
+                rejected_in_a_row += 1;
+                continue;
+            }
+            let k = token_ids.len();
+            let out = &mut acts[k * d..(k + 1) * d];
+            shard.row_f32(local, out);
+            if !out.iter().all(|x| x.is_finite()) {
+                match self.opts.non_finite {
+                    NonFinite::Error => {
+                        return Err(ActsError::NonFinite {
+                            path: shard.path().to_path_buf(),
+                            row: local as u64,
+                        });
+                    }
+                    NonFinite::Skip => {
+                        self.skipped += 1;
+                        rejected_in_a_row += 1;
+                        continue;
+                    }
+                }
+            }
+            rejected_in_a_row = 0;
+            token_ids.push(shard.token_id(local));
+            seq_ids.push(shard.seq_id(local));
+            positions.push(shard.position(local));
+        }
+        if total > 0 && self.cursor.row >= total {
+            // Canonical form: the end of an epoch is the start of the next.
+            self.cursor = Cursor {
+                epoch: self.cursor.epoch + 1,
+                row: 0,
+            };
+        }
+        let rows = token_ids.len();
+        if rows == 0 {
+            return Ok(None);
+        }
+        acts.truncate(rows * d);
+        Ok(Some(Batch {
+            rows,
+            d,
+            acts,
+            token_ids,
+            seq_ids,
+            positions,
+        }))
+    }
+
+    /// Shard index and row within it for the stream row at `c`, loading the epoch's shard order
+    /// and the window (mapping its shards) when `c` leaves the current ones.
+    fn locate(&mut self, c: Cursor) -> Result<(usize, usize)> {
+        let w = c.row / self.window_len;
+        let current = self
+            .window
+            .as_ref()
+            .is_some_and(|win| win.epoch == c.epoch && win.index == w);
+        if !current {
+            self.load_window(c.epoch, w)?;
+        }
+        let Some(win) = &self.window else {
+            return Err(usage(self.store.dir(), "internal: no window loaded"));
+        };
+        let (s, r) = win.rows[(c.row - win.start) as usize];
+        Ok((s as usize, r as usize))
+    }
+
+    fn load_window(&mut self, epoch: u64, w: u64) -> Result<()> {
+        if self.order_epoch != Some(epoch) {
+            let mut order: Vec<usize> = (0..self.store.num_shards()).collect();
+            if self.opts.shuffle_rows > 0 {
+                Rng::new(derive_seed(&[self.opts.seed, epoch])).shuffle(&mut order);
+            }
+            let mut starts = Vec::with_capacity(order.len() + 1);
+            let mut acc = 0;
+            for &s in &order {
+                starts.push(acc);
+                acc += self.store.shard_rows(s);
+            }
+            starts.push(acc);
+            self.order = order;
+            self.order_starts = starts;
+            self.order_epoch = Some(epoch);
+        }
+        let total = self.store.rows();
+        let start = w * self.window_len;
+        let end = (start + self.window_len).min(total);
+        // Reuse the previous window's allocation.
+        let mut rows = self.window.take().map(|w| w.rows).unwrap_or_default();
+        rows.clear();
+        let mut touched = vec![false; self.mapped.len()];
+        // First order entry whose range contains `start`.
+        let mut k = self.order_starts.partition_point(|&s| s <= start) - 1;
+        let mut p = start;
+        while p < end {
+            let shard = self.order[k];
+            let seg_end = self.order_starts[k + 1].min(end);
+            if seg_end > p {
+                touched[shard] = true;
+                let base = self.order_starts[k];
+                rows.extend((p - base..seg_end - base).map(|r| (shard as u32, r as u32)));
+                p = seg_end;
+            }
+            k += 1;
+        }
+        if self.opts.shuffle_rows > 0 {
+            Rng::new(derive_seed(&[self.opts.seed, epoch, w])).shuffle(&mut rows);
+        }
+        for (i, slot) in self.mapped.iter_mut().enumerate() {
+            if !touched[i] {
+                *slot = None; // unmap shards this window does not read
+            } else if slot.is_none() {
+                *slot = Some(self.store.shard(i)?);
+            }
+        }
+        self.window = Some(Window {
+            epoch,
+            index: w,
+            start,
+            rows,
+        });
+        Ok(())
+    }
+}

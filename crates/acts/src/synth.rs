@@ -1,0 +1,324 @@
+//! Synthetic activation stores with known ground-truth features, for testing SAEs.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+use safetensors::SafeTensors;
+use safetensors::tensor::TensorView;
+
+use crate::error::{Result, invalid, io_err, usage};
+use crate::manifest::{Dtype, StoreMeta};
+use crate::rng::{Rng, derive_seed};
+use crate::shard::map_file;
+use crate::writer::{StoreWriter, WriterOptions};
+
+/// Rows per RNG chunk.
+const CHUNK_ROWS: u64 = 4096;
+/// Name of the ground-truth file written next to the shards.
+pub const GROUND_TRUTH_FILE: &str = "ground_truth.safetensors";
+/// Tokens per synthetic "sequence" (for `seq_id` / `position`).
+const SEQ_LEN: u64 = 128;
+/// Stream tags so feature directions and rows never share an RNG stream.
+const FEATURE_STREAM: u64 = 0xfea7;
+const ROW_STREAM: u64 = 0x0505;
+
+/// Shape and statistics of a synthetic store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SynthConfig {
+    pub d: usize,
+    pub features: usize,
+    pub rows: u64,
+    /// Expected number of firing features per row (Σ p_i).
+    pub mean_active: f64,
+    /// Power-law exponent of the firing probabilities.
+    pub alpha: f64,
+    /// Expected norm of the noise vector.
+    pub noise: f32,
+    pub seed: u64,
+    pub dtype: Dtype,
+    pub shard_rows: Option<usize>,
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        SynthConfig {
+            d: 64,
+            features: 512,
+            rows: 100_000,
+            mean_active: 8.0,
+            alpha: 0.6,
+            noise: 0.05,
+            seed: 0,
+            dtype: Dtype::F32,
+            shard_rows: None,
+        }
+    }
+}
+
+/// The features a synthetic store was built from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroundTruth {
+    pub d: usize,
+    /// `[m, d]`, unit-norm rows.
+    pub features: Vec<f32>,
+    /// `[m]`, firing probability of each feature.
+    pub frequencies: Vec<f32>,
+}
+
+impl GroundTruth {
+    /// Number of features `m`.
+    pub fn num_features(&self) -> usize {
+        self.frequencies.len()
+    }
+
+    /// Reads a safetensors file with `features [m, d]` F32 and `frequencies [m]` F32.
+    pub fn load(path: &Path) -> Result<Self> {
+        let mmap = map_file(path)?;
+        let st = SafeTensors::deserialize(&mmap)
+            .map_err(|e| invalid(path, format!("not a valid safetensors file: {e}")))?;
+        let get = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
+            let t = st
+                .tensor(name)
+                .map_err(|_| invalid(path, format!("missing tensor `{name}`")))?;
+            if t.dtype() != safetensors::Dtype::F32 {
+                return Err(invalid(
+                    path,
+                    format!("tensor `{name}` is {:?}, expected F32", t.dtype()),
+                ));
+            }
+            let v = t
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            Ok((t.shape().to_vec(), v))
+        };
+        let (fs, features) = get("features")?;
+        let (qs, frequencies) = get("frequencies")?;
+        match (fs.as_slice(), qs.as_slice()) {
+            (&[m, d], &[m2]) if m == m2 && d > 0 => Ok(GroundTruth {
+                d,
+                features,
+                frequencies,
+            }),
+            _ => Err(invalid(
+                path,
+                format!("shapes features {fs:?} / frequencies {qs:?}; expected [m, d] / [m]"),
+            )),
+        }
+    }
+
+    /// Writes `features` and `frequencies` as F32 tensors.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let m = self.num_features();
+        if self.features.len() != m * self.d {
+            return Err(usage(path, "features length is not frequencies length x d"));
+        }
+        let fb: Vec<u8> = self.features.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let qb: Vec<u8> = self
+            .frequencies
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let bad =
+            |e: safetensors::SafeTensorError| invalid(path, format!("cannot build tensor: {e}"));
+        let tensors = [
+            (
+                "features",
+                TensorView::new(safetensors::Dtype::F32, vec![m, self.d], &fb).map_err(bad)?,
+            ),
+            (
+                "frequencies",
+                TensorView::new(safetensors::Dtype::F32, vec![m], &qb).map_err(bad)?,
+            ),
+        ];
+        safetensors::serialize_to_file(tensors, None, path).map_err(|e| match e {
+            safetensors::SafeTensorError::IoError(e) => io_err(path)(e),
+            e => invalid(path, e.to_string()),
+        })
+    }
+}
+
+/// Firing probabilities `p_i = min(1, c·(i+1)^(−alpha))` with `c` such that `Σ p_i = mean_active`.
+pub(crate) fn firing_probabilities(features: usize, mean_active: f64, alpha: f64) -> Vec<f64> {
+    let base: Vec<f64> = (0..features)
+        .map(|i| ((i + 1) as f64).powf(-alpha))
+        .collect();
+    let total = |c: f64| base.iter().map(|b| (c * b).min(1.0)).sum::<f64>();
+    // At c = m^alpha every p_i >= 1, so the sum is m >= mean_active.
+    let (mut lo, mut hi) = (0.0f64, (features as f64).powf(alpha).max(1.0));
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if total(mid) < mean_active {
+            lo = mid
+        } else {
+            hi = mid
+        }
+    }
+    base.iter().map(|b| (hi * b).min(1.0)).collect()
+}
+
+/// Writes a synthetic store to `out` (which must not hold a store yet) and
+/// `out/ground_truth.safetensors`; returns the ground truth.
+///
+/// Each row is a sparse sum of unit-norm feature directions plus isotropic noise:
+///
+/// ```text
+/// x = Σ_{i fires} a_i f_i + ε,    a_i ~ Uniform(0.5, 1.5),    ε ~ N(0, noise²/d · I_d)
+/// ```
+///
+/// * `f_i` (`i < m = features`): a standard Gaussian vector in R^d, normalized to unit length.
+/// * Feature `i` fires independently with probability `p_i = min(1, c·(i+1)^(−alpha))`, `c`
+///   solved by bisection so that `Σ p_i = mean_active` (the expected L0 of a row).
+/// * `ε` has per-component variance `noise²/d`, so `‖ε‖ ≈ noise`.
+/// * `token_id` = index of the firing feature with the largest `a_i` (0 if none fires),
+///   `seq_id = row / 128`, `position = row % 128`.
+///
+/// Rows are generated in chunks of 4096 rows in parallel (rayon); chunk `k` draws from an
+/// RNG seeded by `(seed, k)`, so the store is identical whatever the thread count.
+/// Sampling the firing set uses thinning with geometric skips, so a row costs O(active
+/// features), not O(m).
+pub fn synthesize(cfg: &SynthConfig, out: &Path) -> Result<GroundTruth> {
+    let m = cfg.features;
+    if cfg.d == 0 || m == 0 {
+        return Err(usage(out, "synthesize: d and features must be at least 1"));
+    }
+    if !(cfg.mean_active > 0.0 && cfg.mean_active <= m as f64) {
+        return Err(usage(
+            out,
+            format!("synthesize: mean_active must be in (0, {m}]"),
+        ));
+    }
+    if !(cfg.alpha.is_finite() && cfg.alpha >= 0.0 && cfg.noise.is_finite() && cfg.noise >= 0.0) {
+        return Err(usage(
+            out,
+            "synthesize: alpha and noise must be finite and >= 0",
+        ));
+    }
+    let meta = StoreMeta {
+        d_model: cfg.d,
+        dtype: cfg.dtype,
+        hook: "synthetic".into(),
+        model: format!("synthetic(features={m}, seed={})", cfg.seed),
+    };
+    let opts = WriterOptions {
+        shard_rows: cfg.shard_rows.unwrap_or(0),
+    };
+    let mut writer = StoreWriter::create(out, meta, opts)?;
+
+    let d = cfg.d;
+    let mut rng = Rng::new(derive_seed(&[cfg.seed, FEATURE_STREAM]));
+    let mut features: Vec<f32> = (0..m * d).map(|_| rng.normal_f32()).collect();
+    for f in features.chunks_exact_mut(d) {
+        let norm = f
+            .iter()
+            .map(|x| x * x)
+            .sum::<f32>()
+            .sqrt()
+            .max(f32::MIN_POSITIVE);
+        f.iter_mut().for_each(|x| *x /= norm);
+    }
+    let probs = firing_probabilities(m, cfg.mean_active, cfg.alpha);
+    let truth = GroundTruth {
+        d,
+        features,
+        frequencies: probs.iter().map(|&p| p as f32).collect(),
+    };
+    truth.save(&out.join(GROUND_TRUTH_FILE))?;
+
+    // Generate group g+1 in parallel while group g is written, in order.
+    let chunks = cfg.rows.div_ceil(CHUNK_ROWS);
+    let group = (rayon::current_num_threads() as u64 * 4).max(1);
+    let generate = |first: u64| -> Vec<Chunk> {
+        (first..(first + group).min(chunks))
+            .into_par_iter()
+            .map(|k| make_chunk(cfg, &truth.features, &probs, k))
+            .collect()
+    };
+    let mut ready = generate(0);
+    let mut next = group;
+    while !ready.is_empty() {
+        let write = |w: &mut StoreWriter| -> Result<()> {
+            for c in &ready {
+                w.push(&c.acts, &c.token_ids, &c.seq_ids, &c.positions, None)?;
+            }
+            Ok(())
+        };
+        let (written, made) = rayon::join(
+            || write(&mut writer),
+            || {
+                if next < chunks {
+                    generate(next)
+                } else {
+                    Vec::new()
+                }
+            },
+        );
+        written?;
+        ready = made;
+        next += group;
+    }
+    writer.finish()?;
+    Ok(truth)
+}
+
+struct Chunk {
+    acts: Vec<f32>,
+    token_ids: Vec<u32>,
+    seq_ids: Vec<u32>,
+    positions: Vec<u32>,
+}
+
+/// Rows `[k·CHUNK_ROWS, min((k+1)·CHUNK_ROWS, rows))`, from the RNG of chunk `k`.
+fn make_chunk(cfg: &SynthConfig, features: &[f32], probs: &[f64], k: u64) -> Chunk {
+    let d = cfg.d;
+    let m = probs.len();
+    let start = k * CHUNK_ROWS;
+    let n = (cfg.rows - start).min(CHUNK_ROWS) as usize;
+    let mut rng = Rng::new(derive_seed(&[cfg.seed, ROW_STREAM, k]));
+    let sigma = cfg.noise / (d as f32).sqrt();
+    let mut acts = vec![0.0f32; n * d];
+    let mut token_ids = Vec::with_capacity(n);
+    // ln(1 − p_i): the geometric skip from index i is ⌊ln u / ln(1 − p_i)⌋.
+    let log_miss: Vec<f64> = probs.iter().map(|&p| (-p).ln_1p()).collect();
+    for x in acts.chunks_exact_mut(d) {
+        let mut best = (0u32, f32::NEG_INFINITY);
+        // Thinning: from index i every later feature is a candidate with probability q = p_i
+        // (the largest remaining p, as p is non-increasing); the first candidate j is a
+        // geometric skip away and fires with probability p_j / q. Then restart after j.
+        let mut i = 0usize;
+        while i < m {
+            let q = probs[i];
+            let j = if q >= 1.0 {
+                i
+            } else {
+                let u = 1.0 - rng.uniform_f64(); // (0, 1]
+                let skip = (u.ln() / log_miss[i]).floor();
+                if skip >= (m - i) as f64 {
+                    break;
+                }
+                i + skip as usize
+            };
+            if q >= 1.0 || rng.uniform_f64() * q < probs[j] {
+                let a = 0.5 + rng.uniform_f32();
+                let f = &features[j * d..(j + 1) * d];
+                x.iter_mut().zip(f).for_each(|(xv, fv)| *xv += a * fv);
+                if a > best.1 {
+                    best = (j as u32, a);
+                }
+            }
+            i = j + 1;
+        }
+        if sigma > 0.0 {
+            x.iter_mut().for_each(|v| *v += sigma * rng.normal_f32());
+        }
+        token_ids.push(best.0);
+    }
+    let rows = start..start + n as u64;
+    Chunk {
+        acts,
+        token_ids,
+        seq_ids: rows.clone().map(|r| (r / SEQ_LEN) as u32).collect(),
+        positions: rows.map(|r| (r % SEQ_LEN) as u32).collect(),
+    }
+}

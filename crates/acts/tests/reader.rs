@@ -1,0 +1,325 @@
+//! Batch streaming: order, shuffling, resume, filters, epochs, non-finite rows.
+
+mod common;
+
+use std::path::Path;
+
+use common::{formula_store, ids, meta, value};
+use lantern_acts::{
+    Batch, BatchReader, Cursor, Dtype, NonFinite, ReaderOptions, Role, Store, StoreWriter,
+    WriterOptions,
+};
+
+fn reader(dir: &Path, opts: ReaderOptions) -> BatchReader {
+    BatchReader::new(Store::open(dir).unwrap(), opts).unwrap()
+}
+
+fn all_batches(r: &mut BatchReader) -> Vec<Batch> {
+    std::iter::from_fn(|| r.next_batch().unwrap()).collect()
+}
+
+/// Row numbers of a batch (token_id = 3r + 1), after checking each row's values and ids.
+fn row_numbers(b: &Batch) -> Vec<u64> {
+    (0..b.rows)
+        .map(|i| {
+            let r = u64::from(b.token_ids[i] - 1) / 3;
+            let (_, s, p, _) = ids(r);
+            assert_eq!((b.seq_ids[i], b.positions[i]), (s, p), "row {r} ids");
+            let want: Vec<f32> = (0..b.d).map(|k| value(r, k)).collect();
+            assert_eq!(&b.acts[i * b.d..(i + 1) * b.d], &want[..], "row {r} values");
+            r
+        })
+        .collect()
+}
+
+fn shuffled(seed: u64, epochs: u64) -> ReaderOptions {
+    ReaderOptions {
+        batch_rows: 9,
+        shuffle_rows: 16,
+        seed,
+        epochs: Some(epochs),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn sequential_reading_follows_manifest_order() {
+    let dir = tempfile::tempdir().unwrap();
+    formula_store(dir.path(), 3, 23, 5, false);
+    let opts = ReaderOptions {
+        batch_rows: 4,
+        ..Default::default()
+    };
+    let batches = all_batches(&mut reader(dir.path(), opts));
+    let sizes: Vec<usize> = batches.iter().map(|b| b.rows).collect();
+    assert_eq!(sizes, [4, 4, 4, 4, 4, 3]);
+    let rows: Vec<u64> = batches.iter().flat_map(row_numbers).collect();
+    assert_eq!(rows, (0..23).collect::<Vec<_>>());
+}
+
+#[test]
+fn batches_are_full_across_epoch_boundaries() {
+    let dir = tempfile::tempdir().unwrap();
+    formula_store(dir.path(), 2, 10, 3, false);
+    let opts = ReaderOptions {
+        batch_rows: 4,
+        epochs: Some(3),
+        ..Default::default()
+    };
+    let mut r = reader(dir.path(), opts);
+    let batches = all_batches(&mut r);
+    let sizes: Vec<usize> = batches.iter().map(|b| b.rows).collect();
+    assert_eq!(sizes, [4, 4, 4, 4, 4, 4, 4, 2]);
+    let rows: Vec<u64> = batches.iter().flat_map(row_numbers).collect();
+    assert_eq!(rows, (0..30).map(|i| i % 10).collect::<Vec<_>>());
+    assert!(r.next_batch().unwrap().is_none(), "stays exhausted");
+}
+
+#[test]
+fn endless_epochs_keep_going() {
+    let dir = tempfile::tempdir().unwrap();
+    formula_store(dir.path(), 2, 10, 3, false);
+    let opts = ReaderOptions {
+        batch_rows: 7,
+        shuffle_rows: 4,
+        epochs: None,
+        ..Default::default()
+    };
+    let mut r = reader(dir.path(), opts);
+    for _ in 0..20 {
+        assert_eq!(r.next_batch().unwrap().unwrap().rows, 7);
+    }
+    assert_eq!(r.cursor(), Cursor { epoch: 14, row: 0 });
+}
+
+#[test]
+fn shuffled_epochs_are_permutations_and_follow_the_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    formula_store(dir.path(), 3, 100, 7, false);
+    let read = |seed| -> Vec<u64> {
+        all_batches(&mut reader(dir.path(), shuffled(seed, 3)))
+            .iter()
+            .flat_map(row_numbers)
+            .collect()
+    };
+    let a = read(5);
+    assert_eq!(a.len(), 300);
+    let identity: Vec<u64> = (0..100).collect();
+    for epoch in a.chunks(100) {
+        assert_ne!(epoch, &identity[..], "epoch not shuffled");
+        let mut sorted = epoch.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(sorted, identity, "epoch is not a permutation");
+    }
+    assert_ne!(a[..100], a[100..200], "epochs should differ");
+    assert_eq!(a, read(5), "same seed, same order");
+    assert_ne!(a, read(6), "other seed, other order");
+}
+
+#[test]
+fn shuffle_window_bounds_how_far_rows_move() {
+    // Sequential shard order is permuted, but rows within one window stay together: every
+    // window of 16 stream rows holds rows from at most 4 shards of 7 (16 = 7 + 7 + 2 worst case).
+    let dir = tempfile::tempdir().unwrap();
+    formula_store(dir.path(), 3, 100, 7, false);
+    let rows: Vec<u64> = all_batches(&mut reader(dir.path(), shuffled(1, 1)))
+        .iter()
+        .flat_map(row_numbers)
+        .collect();
+    for window in rows.chunks(16) {
+        let mut shards: Vec<u64> = window.iter().map(|r| r / 7).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        assert!(shards.len() <= 4, "window spans shards {shards:?}");
+    }
+}
+
+#[test]
+fn seek_to_a_saved_cursor_reproduces_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    formula_store(dir.path(), 4, 61, 6, true);
+    let mut opts = shuffled(9, 3);
+    opts.role = Some(Role::Answer); // filtering must not disturb resume either
+    let mut full = reader(dir.path(), opts.clone());
+    let mut batches = Vec::new();
+    let mut cursors = vec![full.cursor()];
+    while let Some(b) = full.next_batch().unwrap() {
+        batches.push(b);
+        cursors.push(full.cursor());
+    }
+    assert!(batches.len() > 8);
+    for j in [0, 1, 3, 4, 7, batches.len() - 1] {
+        let saved: Cursor =
+            serde_json::from_str(&serde_json::to_string(&cursors[j]).unwrap()).unwrap();
+        let mut resumed = reader(dir.path(), opts.clone());
+        resumed.seek(saved).unwrap();
+        let rest = all_batches(&mut resumed);
+        assert_eq!(rest, batches[j..], "resume from batch {j} at {saved:?}");
+    }
+}
+
+#[test]
+fn role_filter_keeps_only_that_role() {
+    let dir = tempfile::tempdir().unwrap();
+    formula_store(dir.path(), 2, 41, 5, true); // role = row % 2
+    for (role, parity) in [(Role::Answer, 1), (Role::Prompt, 0)] {
+        let opts = ReaderOptions {
+            batch_rows: 8,
+            shuffle_rows: 10,
+            role: Some(role),
+            ..Default::default()
+        };
+        let mut rows: Vec<u64> = all_batches(&mut reader(dir.path(), opts))
+            .iter()
+            .flat_map(row_numbers)
+            .collect();
+        rows.sort_unstable();
+        let want: Vec<u64> = (0..41).filter(|r| r % 2 == parity).collect();
+        assert_eq!(rows, want, "{role}");
+    }
+    let plain = tempfile::tempdir().unwrap();
+    formula_store(plain.path(), 2, 4, 5, false);
+    let opts = ReaderOptions {
+        role: Some(Role::Answer),
+        ..Default::default()
+    };
+    let err = BatchReader::new(Store::open(plain.path()).unwrap(), opts)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("role"), "{err}");
+}
+
+#[test]
+fn a_filter_that_rejects_everything_errors_instead_of_spinning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = StoreWriter::create(
+        dir.path(),
+        meta(2, Dtype::F32),
+        WriterOptions { shard_rows: 3 },
+    )
+    .unwrap();
+    w.push(&[1.0; 10], &[0; 5], &[0; 5], &[0; 5], Some(&[0; 5]))
+        .unwrap();
+    w.finish().unwrap();
+    let opts = ReaderOptions {
+        role: Some(Role::Answer),
+        epochs: None,
+        ..Default::default()
+    };
+    assert!(reader(dir.path(), opts).next_batch().is_err());
+}
+
+/// 20 rows, d = 3, shards of 5; row 7 has a NaN and row 13 an infinity.
+fn store_with_bad_rows(dir: &Path) {
+    let mut w =
+        StoreWriter::create(dir, meta(3, Dtype::F32), WriterOptions { shard_rows: 5 }).unwrap();
+    let mut acts: Vec<f32> = (0..60).map(|i| i as f32).collect();
+    acts[7 * 3 + 1] = f32::NAN;
+    acts[13 * 3 + 2] = f32::NEG_INFINITY;
+    let t: Vec<u32> = (0..20).collect();
+    w.push(&acts, &t, &t, &t, None).unwrap();
+    w.finish().unwrap();
+}
+
+#[test]
+fn non_finite_rows_error_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_bad_rows(dir.path());
+    let mut r = reader(
+        dir.path(),
+        ReaderOptions {
+            batch_rows: 4,
+            ..Default::default()
+        },
+    );
+    assert_eq!(r.next_batch().unwrap().unwrap().rows, 4);
+    let err = r.next_batch().unwrap_err().to_string();
+    assert!(
+        err.contains("shard-00001.safetensors") && err.contains("row 2"),
+        "{err}"
+    );
+    assert_eq!(
+        r.cursor(),
+        Cursor { epoch: 0, row: 4 },
+        "cursor stays at the failed batch"
+    );
+}
+
+#[test]
+fn non_finite_rows_are_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_bad_rows(dir.path());
+    let opts = ReaderOptions {
+        batch_rows: 6,
+        non_finite: NonFinite::Skip,
+        shuffle_rows: 8,
+        seed: 3,
+        ..Default::default()
+    };
+    let mut r = reader(dir.path(), opts);
+    let batches = all_batches(&mut r);
+    let sizes: Vec<usize> = batches.iter().map(|b| b.rows).collect();
+    assert_eq!(sizes, [6, 6, 6]);
+    let mut seen: Vec<u32> = batches.iter().flat_map(|b| b.token_ids.clone()).collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..20).filter(|&r| r != 7 && r != 13).collect::<Vec<_>>()
+    );
+    assert_eq!(r.skipped_non_finite(), 2);
+    for b in &batches {
+        for (i, &t) in b.token_ids.iter().enumerate() {
+            let want: Vec<f32> = (0..3).map(|k| (t * 3 + k) as f32).collect();
+            assert_eq!(&b.acts[i * 3..i * 3 + 3], &want[..]);
+        }
+    }
+}
+
+#[test]
+fn seek_past_the_end_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    formula_store(dir.path(), 2, 10, 3, false);
+    let mut r = reader(dir.path(), ReaderOptions::default());
+    assert!(r.seek(Cursor { epoch: 0, row: 11 }).is_err());
+    r.seek(Cursor { epoch: 0, row: 10 }).unwrap();
+    assert!(
+        r.next_batch().unwrap().is_none(),
+        "row 10 of 10 = end of the only epoch"
+    );
+}
+
+/// Shard files of `dir` currently memory-mapped by this process (Linux only).
+#[cfg(target_os = "linux")]
+fn mapped_shards(dir: &Path) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let dir = dir.to_string_lossy();
+    let mut files: Vec<&str> = maps
+        .lines()
+        .filter(|l| l.contains(&*dir))
+        .map(|l| l.rsplit('/').next().unwrap())
+        .collect();
+    files.sort_unstable();
+    files.dedup();
+    files.len()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn reader_maps_only_the_shards_of_the_current_window() {
+    let dir = tempfile::tempdir().unwrap();
+    formula_store(dir.path(), 4, 200, 5, false); // 40 shards
+    let opts = ReaderOptions {
+        batch_rows: 3,
+        shuffle_rows: 8,
+        epochs: Some(2),
+        ..Default::default()
+    };
+    let mut r = reader(dir.path(), opts);
+    let mut max = 0;
+    while r.next_batch().unwrap().is_some() {
+        max = max.max(mapped_shards(dir.path()));
+    }
+    assert!((1..=3).contains(&max), "up to {max} shards mapped at once");
+    drop(r);
+    assert_eq!(mapped_shards(dir.path()), 0);
+}

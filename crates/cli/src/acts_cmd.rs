@@ -1,0 +1,166 @@
+//! `lantern acts ...`
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Subcommand;
+use lantern_acts::{Dtype, ImportOptions, Store, SynthConfig};
+
+#[derive(Subcommand)]
+pub enum ActsCommand {
+    /// Import a .npy (2-D), .npz (named array) or .safetensors (named tensor) into a store.
+    Import {
+        /// The file to import.
+        file: PathBuf,
+        /// Array or tensor name inside .npz / .safetensors (needed when there are several).
+        #[arg(long)]
+        key: Option<String>,
+        /// Drop rows holding NaN/Inf (counted and reported) instead of failing.
+        #[arg(long)]
+        skip_non_finite: bool,
+        /// Hook name recorded in the manifest.
+        #[arg(long, default_value = "unknown")]
+        hook: String,
+        /// Model name recorded in the manifest.
+        #[arg(long, default_value = "unknown")]
+        model: String,
+        /// The store directory to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Describe a store (and verify every shard checksum with --verify).
+    Info {
+        store: PathBuf,
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Export all rows as a 2-D f32 .npy.
+    Export {
+        store: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Synthesize x = Σ aᵢ fᵢ + noise with known unit-norm features fᵢ (saved as
+    /// ground_truth.safetensors in the store) and power-law firing frequencies.
+    Synth {
+        #[arg(long)]
+        d: usize,
+        #[arg(long)]
+        features: usize,
+        #[arg(long)]
+        rows: u64,
+        /// Expected number of active features per row.
+        #[arg(long, default_value_t = 8.0)]
+        mean_active: f64,
+        /// Power-law exponent of the firing probabilities pᵢ ∝ (i+1)^−alpha.
+        #[arg(long, default_value_t = 0.6)]
+        alpha: f64,
+        /// Norm of the Gaussian noise.
+        #[arg(long, default_value_t = 0.05)]
+        noise: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// f32, f16 or bf16.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+pub fn run(cmd: ActsCommand) -> Result<()> {
+    match cmd {
+        ActsCommand::Import {
+            file,
+            key,
+            skip_non_finite,
+            hook,
+            model,
+            out,
+        } => {
+            let opts = ImportOptions {
+                key,
+                skip_non_finite,
+                shard_rows: None,
+                hook,
+                model,
+            };
+            let r = lantern_acts::import_file(&file, &out, &opts)?;
+            println!(
+                "imported {} rows of d = {} ({}) into {}{}",
+                r.rows,
+                r.d_model,
+                r.dtype,
+                out.display(),
+                if r.skipped_non_finite > 0 {
+                    format!("; skipped {} non-finite rows", r.skipped_non_finite)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        ActsCommand::Info { store, verify } => {
+            let s = Store::open(&store)?;
+            let m = s.manifest();
+            let bytes: u64 = m.shards.iter().map(|sh| sh.bytes).sum();
+            println!("store      {}", store.display());
+            println!("rows       {}", m.rows);
+            println!("d_model    {}", m.d_model);
+            println!("dtype      {}", m.dtype);
+            println!("hook       {}", m.hook);
+            println!("model      {}", m.model);
+            println!(
+                "shards     {} ({:.1} MiB)",
+                m.shards.len(),
+                bytes as f64 / (1 << 20) as f64
+            );
+            println!("roles      {}", if s.has_roles() { "yes" } else { "no" });
+            if store.join("ground_truth.safetensors").exists() {
+                println!("truth      ground_truth.safetensors");
+            }
+            if verify {
+                s.verify()?;
+                println!("checksums  ok");
+            }
+        }
+        ActsCommand::Export { store, out } => {
+            let s = Store::open(&store)?;
+            let rows = lantern_acts::export_npy(&s, &out)?;
+            println!("wrote {rows} rows to {}", out.display());
+        }
+        ActsCommand::Synth {
+            d,
+            features,
+            rows,
+            mean_active,
+            alpha,
+            noise,
+            seed,
+            dtype,
+            out,
+        } => {
+            let dtype: Dtype = dtype
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--dtype {dtype}: {e}"))?;
+            let cfg = SynthConfig {
+                d,
+                features,
+                rows,
+                mean_active,
+                alpha,
+                noise,
+                seed,
+                dtype,
+                shard_rows: None,
+            };
+            let t = std::time::Instant::now();
+            lantern_acts::synthesize(&cfg, &out)?;
+            println!(
+                "synthesized {rows} rows (d = {d}, {features} features) into {} in {:.1} s",
+                out.display(),
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}

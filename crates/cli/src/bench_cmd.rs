@@ -1,0 +1,177 @@
+//! `lantern bench ...`: throughput of the SAE training step and of store streaming.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::tensor::{Distribution, Tensor};
+use clap::Subcommand;
+use lantern_acts::{BatchReader, NonFinite, ReaderOptions, Store};
+use lantern_sae::optim::{self, Adam};
+use lantern_sae::params::{Params, scalar};
+use lantern_sae::step::{StepSettings, step};
+use lantern_sae::{Arch, DeviceChoice};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Tokens/s of a full TopK training step (forward, hand-written backward, Adam, decoder
+    /// renormalisation) on random data.
+    Sae {
+        /// cpu | wgpu | vulkan
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// d_in,d_sae,k (repeatable); default: 768,24576,32 and 4096,65536,64.
+        #[arg(long)]
+        shape: Vec<String>,
+        #[arg(long, default_value_t = 4096)]
+        batch: usize,
+        /// Timed steps (after one untimed warm-up step).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+    },
+    /// Rows/s and peak memory of streaming a whole store in shuffled batches.
+    Acts {
+        store: PathBuf,
+        #[arg(long, default_value_t = 4096)]
+        batch: usize,
+        #[arg(long, default_value_t = 1 << 16)]
+        shuffle_rows: usize,
+    },
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Sae {
+            device,
+            shape,
+            batch,
+            steps,
+        } => {
+            let choice: DeviceChoice = device.parse()?;
+            let shapes = if shape.is_empty() {
+                vec![(768, 24576, 32), (4096, 65536, 64)]
+            } else {
+                shape
+                    .iter()
+                    .map(|s| parse_shape(s))
+                    .collect::<Result<Vec<_>>>()?
+            };
+            for (d, m, k) in shapes {
+                let tok_s = bench_step(choice, d, m, k, batch, steps.max(1))?;
+                println!(
+                    "sae step  device {choice}  d {d}  d_sae {m}  k {k}  batch {batch}  {:.3} ms/step  {:.0} tokens/s",
+                    1e3 * batch as f64 / tok_s,
+                    tok_s
+                );
+            }
+        }
+        BenchCommand::Acts {
+            store,
+            batch,
+            shuffle_rows,
+        } => {
+            let s = Store::open(&store)?;
+            let bytes: u64 = s.manifest().shards.iter().map(|sh| sh.bytes).sum();
+            let mut reader = BatchReader::new(
+                s,
+                ReaderOptions {
+                    batch_rows: batch,
+                    shuffle_rows,
+                    seed: 0,
+                    role: None,
+                    epochs: Some(1),
+                    non_finite: NonFinite::Error,
+                },
+            )?;
+            let t = Instant::now();
+            let (mut rows, mut checksum) = (0u64, 0f64);
+            while let Some(b) = reader.next_batch()? {
+                rows += b.rows as u64;
+                checksum += b.acts.first().copied().unwrap_or(0.0) as f64;
+            }
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "streamed {rows} rows ({:.2} GB on disk) in {secs:.1} s: {:.0} rows/s, {:.2} GB/s; peak RSS {} MiB (checksum {checksum:.3})",
+                bytes as f64 / 1e9,
+                rows as f64 / secs,
+                bytes as f64 / 1e9 / secs,
+                peak_rss_mib().map_or("?".into(), |v| v.to_string())
+            );
+        }
+    }
+    Ok(())
+}
+
+fn parse_shape(s: &str) -> Result<(usize, usize, usize)> {
+    let v: Vec<usize> = s
+        .split(',')
+        .map(|p| p.trim().parse())
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow::anyhow!("--shape '{s}': expected d_in,d_sae,k"))?;
+    match v[..] {
+        [d, m, k] if d > 0 && m > 0 && k > 0 && k <= m => Ok((d, m, k)),
+        _ => bail!("--shape '{s}': expected d_in,d_sae,k with 0 < k ≤ d_sae"),
+    }
+}
+
+fn bench_step(
+    choice: DeviceChoice,
+    d: usize,
+    m: usize,
+    k: usize,
+    batch: usize,
+    steps: usize,
+) -> Result<f64> {
+    let device = choice.open()?;
+    let w_dec = optim::normalize_rows(Tensor::<2>::random(
+        [m, d],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    ));
+    let mut params = Params {
+        w_enc: w_dec.clone().transpose(),
+        b_enc: Tensor::zeros([m], &device),
+        w_dec,
+        b_dec: Tensor::zeros([d], &device),
+        log_threshold: None,
+    };
+    let mut adam = Adam::new(&params);
+    let x = Tensor::<2>::random([batch, d], Distribution::Normal(0.0, 1.0), &device);
+    let settings = StepSettings {
+        arch: Arch::TopK { k },
+        apply_b_dec_to_input: true,
+        sparsity_coeff: 0.0,
+        aux_coeff: 1.0 / 32.0,
+        k_aux: d / 2,
+        bandwidth: 0.001,
+    };
+    let mut run = |params: Params| -> Params {
+        let out = step(&params, x.clone(), &settings, None);
+        let g = Params {
+            w_dec: optim::remove_parallel_component(&params.w_dec, out.grads.w_dec.clone()),
+            ..out.grads
+        };
+        let mut p = adam.step(params, &g, 1e-4);
+        p.w_dec = optim::normalize_rows(p.w_dec);
+        p
+    };
+    params = run(params);
+    scalar(params.b_dec.clone().sum())?; // wait for the warm-up step
+    let t = Instant::now();
+    for _ in 0..steps {
+        params = run(params);
+    }
+    scalar(params.b_dec.clone().sum())?;
+    device
+        .sync()
+        .map_err(|e| anyhow::anyhow!("device sync: {e}"))?;
+    Ok((steps * batch) as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`).
+pub fn peak_rss_mib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
+}

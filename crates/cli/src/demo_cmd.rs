@@ -1,0 +1,95 @@
+//! `lantern demo`: the README's first command. Synthesizes activations with known features,
+//! trains a TopK SAE on them, evaluates it and writes the SAE, metrics and plots.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use lantern_acts::{Dtype, SynthConfig};
+
+use crate::sae_cmd::{self, TrainArgs};
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Output directory (store in OUT/acts, SAE in OUT/sae).
+    #[arg(long, default_value = "lantern-out")]
+    pub out: PathBuf,
+    /// cpu | wgpu | vulkan
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Rows of synthetic activations.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: u64,
+    #[arg(long, default_value_t = 64)]
+    pub d: usize,
+    #[arg(long, default_value_t = 512)]
+    pub features: usize,
+    #[arg(long, default_value_t = 16)]
+    pub k: usize,
+}
+
+pub fn run(a: DemoArgs) -> Result<()> {
+    let acts = a.out.join("acts");
+    if acts.join("manifest.json").exists() {
+        println!("reusing synthetic activations in {}", acts.display());
+    } else {
+        let cfg = SynthConfig {
+            d: a.d,
+            features: a.features,
+            rows: a.rows,
+            mean_active: 5.0,
+            alpha: 0.6,
+            noise: 0.05,
+            seed: 0,
+            dtype: Dtype::F32,
+            shard_rows: None,
+        };
+        lantern_acts::synthesize(&cfg, &acts)?;
+        println!(
+            "synthesized {} rows (d = {}, {} ground-truth features) into {}",
+            a.rows,
+            a.d,
+            a.features,
+            acts.display()
+        );
+    }
+    let args = TrainArgs {
+        acts,
+        arch: "topk".into(),
+        k: Some(a.k),
+        d_sae: Some(2 * a.features),
+        expansion: None,
+        tokens: Some(a.rows),
+        steps: None,
+        batch: 4096,
+        lr: None,
+        lr_warmup_steps: None,
+        lr_decay_steps: None,
+        sparsity_coeff: None,
+        sparsity_warmup_steps: None,
+        aux_coeff: None,
+        dead_tokens: Some(200_000),
+        bandwidth: None,
+        init_threshold: None,
+        grad_clip: None,
+        no_normalize: false,
+        b_dec_init: "median".into(),
+        exclude_token_ids: vec![],
+        outlier_factor: None,
+        seed: 0,
+        skip_non_finite: false,
+        checkpoint_every: 0,
+        log_every: 10,
+        resume: false,
+        eval_rows: 200_000,
+        device: a.device,
+        out: a.out.join("sae"),
+        quiet: false,
+    };
+    let outcome = sae_cmd::train(&args)?;
+    println!(
+        "demo done: SAE, metrics.json and plots in {}",
+        outcome.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! `lantern`: the command line of the Lantern SAE toolkit.
+//!
+//! ```text
+//! lantern demo --out lantern-out                       # synth → train → eval → files + plots
+//! lantern acts synth --d 128 --features 1024 --rows 1000000 --out acts/
+//! lantern sae train --acts acts/ --arch topk --k 32 --d-sae 2048 --tokens 5000000 --out sae/
+//! lantern sae eval --sae sae/ --acts acts/ --json
+//! ```
+
+mod acts_cmd;
+mod bench_cmd;
+mod demo_cmd;
+mod report;
+mod sae_cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "lantern",
+    version,
+    about = "Sparse-autoencoder interpretability toolkit"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Activation stores: import, export, inspect, synthesize.
+    #[command(subcommand)]
+    Acts(acts_cmd::ActsCommand),
+    /// Sparse autoencoders: train, evaluate, inspect, convert.
+    #[command(subcommand)]
+    Sae(sae_cmd::SaeCommand),
+    /// Speed measurements (tokens/s, memory).
+    #[command(subcommand)]
+    Bench(bench_cmd::BenchCommand),
+    /// The whole pipeline on built-in synthetic data with known features.
+    Demo(Box<demo_cmd::DemoArgs>),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Acts(c) => acts_cmd::run(c),
+        Command::Sae(c) => sae_cmd::run(c),
+        Command::Bench(c) => bench_cmd::run(c),
+        Command::Demo(a) => demo_cmd::run(*a),
+    };
+    if let Err(e) = result {
+        // One line: the chain of causes joined, never a backtrace.
+        let msg = e
+            .chain()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(": ");
+        eprintln!("error: {msg}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,226 @@
+//! What a training run leaves behind: the SAE, `metrics.json`, and the plots.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use lantern_acts::{GroundTruth, Store};
+use lantern_plot::{Histogram, LineChart, Series};
+use lantern_sae::{
+    DeviceChoice, EvalOptions, EvalReport, MetricsRow, SaeWeights, TrainConfig, TrainReport,
+};
+use serde::Serialize;
+
+use crate::sae_cmd::TrainArgs;
+
+/// Paths and numbers of a finished run.
+#[derive(Serialize)]
+pub struct TrainOutcome {
+    pub out: PathBuf,
+    pub tokens: u64,
+    pub seconds: f64,
+    pub tokens_per_second: f64,
+    pub eval: Option<EvalReport>,
+    pub mmcs: Option<f64>,
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct MetricsFile<'a> {
+    config: &'a TrainConfig,
+    device: String,
+    tokens: u64,
+    seconds: f64,
+    tokens_per_second: f64,
+    input_scale: f32,
+    skipped_non_finite: u64,
+    excluded_rows: u64,
+    eval: Option<&'a EvalReport>,
+    mmcs: Option<f64>,
+    history: &'a [MetricsRow],
+}
+
+pub fn finish_training(
+    args: &TrainArgs,
+    cfg: &TrainConfig,
+    store: &Store,
+    device: DeviceChoice,
+    report: TrainReport,
+    seconds: f64,
+) -> Result<TrainOutcome> {
+    let out = &args.out;
+    let eval = if args.eval_rows > 0 {
+        Some(lantern_sae::evaluate(
+            &report.weights,
+            store,
+            device,
+            &EvalOptions {
+                batch: cfg.batch,
+                max_rows: Some(args.eval_rows),
+                skip_non_finite: cfg.skip_non_finite,
+            },
+        )?)
+    } else {
+        None
+    };
+    lantern_sae::save_saelens(
+        &report.weights,
+        out,
+        eval.as_ref().map(|e| e.log10_density.as_slice()),
+    )?;
+    let mmcs = ground_truth_mmcs(None, &args.acts, &report.weights)?;
+    let tokens_per_second = report.tokens as f64 / seconds.max(1e-9);
+    let metrics = MetricsFile {
+        config: cfg,
+        device: device.to_string(),
+        tokens: report.tokens,
+        seconds,
+        tokens_per_second,
+        input_scale: report.input_scale,
+        skipped_non_finite: report.skipped_non_finite,
+        excluded_rows: report.excluded_rows,
+        eval: eval.as_ref(),
+        mmcs,
+        history: &report.history,
+    };
+    let metrics_path = out.join("metrics.json");
+    std::fs::write(&metrics_path, serde_json::to_string_pretty(&metrics)?)
+        .with_context(|| format!("writing {}", metrics_path.display()))?;
+    let mut files = vec![
+        out.join("cfg.json"),
+        out.join("sae_weights.safetensors"),
+        metrics_path,
+    ];
+    if eval.is_some() {
+        files.push(out.join("sparsity.safetensors"));
+    }
+    files.extend(plot_curves(out, &report.history)?);
+    if let Some(e) = &eval {
+        files.push(plot_density(out, &e.log10_density)?);
+    }
+    if !args.quiet {
+        println!(
+            "trained {} tokens in {seconds:.1} s ({tokens_per_second:.0} tokens/s)",
+            report.tokens
+        );
+        if let Some(e) = &eval {
+            print_eval(e, mmcs);
+        }
+        println!("wrote:");
+        for f in &files {
+            println!("  {}", f.display());
+        }
+    }
+    Ok(TrainOutcome {
+        out: out.clone(),
+        tokens: report.tokens,
+        seconds,
+        tokens_per_second,
+        eval,
+        mmcs,
+        files,
+    })
+}
+
+pub fn print_eval(e: &EvalReport, mmcs: Option<f64>) {
+    println!("rows           {}", e.rows);
+    println!("mse            {:.6}", e.mse);
+    println!("fvu            {:.4}", e.fvu);
+    println!("l0             {:.2}", e.l0);
+    println!("dead           {:.2} %", 100.0 * e.dead_fraction);
+    println!("dense (>10 %)  {:.2} %", 100.0 * e.dense_fraction);
+    if let Some(m) = mmcs {
+        println!("mmcs (truth)   {m:.4}");
+    }
+}
+
+/// Mean max cosine similarity of the ground-truth features to the decoder rows, when the
+/// store (or `explicit`) has them.
+pub fn ground_truth_mmcs(
+    explicit: Option<&Path>,
+    store_dir: &Path,
+    w: &SaeWeights,
+) -> Result<Option<f64>> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let p = store_dir.join("ground_truth.safetensors");
+            if !p.exists() {
+                return Ok(None);
+            }
+            p
+        }
+    };
+    let gt = GroundTruth::load(&path)?;
+    if gt.d != w.cfg.d_in {
+        anyhow::bail!(
+            "{}: ground-truth features have d = {}, the SAE has d_in = {}",
+            path.display(),
+            gt.d,
+            w.cfg.d_in
+        );
+    }
+    Ok(Some(lantern_sae::eval::mean_max_cosine(
+        &gt.features,
+        &w.w_dec,
+        gt.d,
+    )))
+}
+
+fn plot_curves(out: &Path, h: &[MetricsRow]) -> Result<Vec<PathBuf>> {
+    let series = |name: &str, f: &dyn Fn(&MetricsRow) -> f64| Series {
+        name: name.to_string(),
+        points: h.iter().map(|m| (m.tokens as f64, f(m))).collect(),
+    };
+    let loss = out.join("training_loss.png");
+    lantern_plot::line_chart(
+        &loss,
+        &LineChart {
+            title: "Training loss and FVU",
+            x_label: "tokens",
+            y_label: "value (log scale)",
+            log_y: true,
+            series: &[series("loss", &|m| m.loss), series("fvu", &|m| m.fvu)],
+        },
+    )?;
+    let sparsity = out.join("training_sparsity.png");
+    lantern_plot::line_chart(
+        &sparsity,
+        &LineChart {
+            title: "L0 and dead / dense latents",
+            x_label: "tokens",
+            y_label: "L0 (active latents per token) / percent",
+            log_y: false,
+            series: &[
+                series("L0", &|m| m.l0),
+                series("dead %", &|m| 100.0 * m.dead_fraction),
+                series("dense %", &|m| 100.0 * m.dense_fraction),
+            ],
+        },
+    )?;
+    Ok(vec![loss, sparsity])
+}
+
+fn plot_density(out: &Path, log10_density: &[f32]) -> Result<PathBuf> {
+    let path = out.join("feature_density.png");
+    let values: Vec<f64> = log10_density
+        .iter()
+        .map(|v| {
+            if *v <= -9.99 {
+                f64::NEG_INFINITY
+            } else {
+                *v as f64
+            }
+        })
+        .collect();
+    lantern_plot::histogram(
+        &path,
+        &Histogram {
+            title: "Feature density (log10 of firing frequency)",
+            x_label: "log10 density",
+            values: &values,
+            bins: 50,
+            markers: &[(-1.0, "dense (10 %)")],
+        },
+    )?;
+    Ok(path)
+}

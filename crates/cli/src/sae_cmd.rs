@@ -1,0 +1,352 @@
+//! `lantern sae ...`
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use lantern_acts::Store;
+use lantern_sae::init::BDecInit;
+use lantern_sae::{Arch, DeviceChoice, EvalOptions, TrainConfig, TrainEvent};
+
+use crate::report;
+
+#[derive(Subcommand)]
+pub enum SaeCommand {
+    /// Train an SAE on an activation store.
+    Train(Box<TrainArgs>),
+    /// Evaluate an SAE (any supported format) on an activation store.
+    Eval {
+        #[arg(long)]
+        sae: PathBuf,
+        #[arg(long)]
+        acts: PathBuf,
+        /// Rows to evaluate (default: all).
+        #[arg(long)]
+        rows: Option<u64>,
+        #[arg(long, default_value_t = 4096)]
+        batch: usize,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Ground-truth features (.safetensors with `features`); default: the store's
+        /// ground_truth.safetensors when present.
+        #[arg(long)]
+        ground_truth: Option<PathBuf>,
+    },
+    /// Describe an SAE in any supported format.
+    Info { sae: PathBuf },
+    /// Convert an SAE (SAELens, sparsify, Gemma Scope) to the SAELens v6 layout.
+    Convert {
+        sae: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct TrainArgs {
+    /// Activation store to train on.
+    #[arg(long)]
+    pub acts: PathBuf,
+    /// relu | topk | batchtopk | jumprelu
+    #[arg(long)]
+    pub arch: String,
+    /// Active latents per token (topk, batchtopk).
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// Number of latents.
+    #[arg(long, conflicts_with = "expansion")]
+    pub d_sae: Option<usize>,
+    /// Number of latents as a multiple of d_in.
+    #[arg(long)]
+    pub expansion: Option<usize>,
+    /// Training tokens (rounded up to whole batches).
+    #[arg(long, conflicts_with = "steps")]
+    pub tokens: Option<u64>,
+    /// Optimiser steps.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    #[arg(long, default_value_t = 4096)]
+    pub batch: usize,
+    /// Peak learning rate (default depends on the architecture).
+    #[arg(long)]
+    pub lr: Option<f32>,
+    #[arg(long)]
+    pub lr_warmup_steps: Option<u64>,
+    /// Linear decay to 0 over the last N steps (default: 20 % of the steps).
+    #[arg(long)]
+    pub lr_decay_steps: Option<u64>,
+    /// λ of the L1 (relu) or L0 (jumprelu) penalty.
+    #[arg(long)]
+    pub sparsity_coeff: Option<f32>,
+    #[arg(long)]
+    pub sparsity_warmup_steps: Option<u64>,
+    /// AuxK coefficient (topk, batchtopk).
+    #[arg(long)]
+    pub aux_coeff: Option<f32>,
+    /// A latent silent for this many tokens is dead.
+    #[arg(long)]
+    pub dead_tokens: Option<u64>,
+    /// JumpReLU straight-through bandwidth.
+    #[arg(long)]
+    pub bandwidth: Option<f32>,
+    /// JumpReLU initial threshold.
+    #[arg(long)]
+    pub init_threshold: Option<f32>,
+    /// Global gradient-norm clip (0 = off).
+    #[arg(long)]
+    pub grad_clip: Option<f32>,
+    /// Train on raw inputs instead of inputs scaled to E‖x‖ = √d.
+    #[arg(long)]
+    pub no_normalize: bool,
+    /// median | mean | zero
+    #[arg(long, default_value = "median")]
+    pub b_dec_init: String,
+    /// Comma-separated token ids whose rows are not trained on (e.g. BOS).
+    #[arg(long, value_delimiter = ',')]
+    pub exclude_token_ids: Vec<u32>,
+    /// Drop rows with ‖x‖ above this multiple of the median norm.
+    #[arg(long)]
+    pub outlier_factor: Option<f32>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Skip NaN/Inf rows instead of failing.
+    #[arg(long)]
+    pub skip_non_finite: bool,
+    /// Checkpoint every N steps (0 = never).
+    #[arg(long, default_value_t = 0)]
+    pub checkpoint_every: u64,
+    #[arg(long, default_value_t = 50)]
+    pub log_every: u64,
+    /// Continue from OUT/checkpoint.safetensors.
+    #[arg(long)]
+    pub resume: bool,
+    /// Rows evaluated after training (0 = skip).
+    #[arg(long, default_value_t = 200_000)]
+    pub eval_rows: u64,
+    /// cpu | wgpu | vulkan
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Output directory (SAELens v6 files, metrics.json, plots, checkpoint).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn parse_arch(arch: &str, k: Option<usize>) -> Result<Arch> {
+    let need_k = || k.with_context(|| format!("--arch {arch} needs --k"));
+    Ok(match arch {
+        "relu" | "standard" => Arch::Relu,
+        "topk" => Arch::TopK { k: need_k()? },
+        "batchtopk" => Arch::BatchTopK { k: need_k()? },
+        "jumprelu" => Arch::JumpRelu,
+        other => bail!("--arch '{other}': expected relu, topk, batchtopk or jumprelu"),
+    })
+}
+
+impl TrainArgs {
+    pub fn config(&self, d_in: usize) -> Result<TrainConfig> {
+        let arch = parse_arch(&self.arch, self.k)?;
+        let d_sae = match (self.d_sae, self.expansion) {
+            (Some(n), _) => n,
+            (None, Some(e)) => e * d_in,
+            (None, None) => 8 * d_in,
+        };
+        if self.batch == 0 {
+            bail!("--batch must be at least 1");
+        }
+        let steps = match (self.tokens, self.steps) {
+            (Some(t), _) => t.div_ceil(self.batch as u64),
+            (None, Some(s)) => s,
+            (None, None) => bail!("give --tokens N or --steps N"),
+        };
+        let mut c = TrainConfig::new(arch, d_sae, steps, self.batch);
+        if let Some(v) = self.lr {
+            c.lr = v;
+        }
+        if let Some(v) = self.lr_warmup_steps {
+            c.lr_warmup_steps = v;
+        }
+        if let Some(v) = self.lr_decay_steps {
+            c.lr_decay_steps = v;
+        }
+        if let Some(v) = self.sparsity_coeff {
+            c.sparsity_coeff = v;
+        }
+        if let Some(v) = self.sparsity_warmup_steps {
+            c.sparsity_warmup_steps = v;
+        }
+        if let Some(v) = self.aux_coeff {
+            c.aux_coeff = v;
+        }
+        if let Some(v) = self.dead_tokens {
+            c.dead_tokens = v;
+        }
+        if let Some(v) = self.bandwidth {
+            c.bandwidth = v;
+        }
+        if let Some(v) = self.init_threshold {
+            c.init_threshold = v;
+        }
+        if let Some(v) = self.grad_clip {
+            c.grad_clip = (v > 0.0).then_some(v);
+        }
+        c.normalize_inputs = !self.no_normalize;
+        c.b_dec_init = self.b_dec_init.parse::<BDecInit>()?;
+        c.exclude_token_ids = self.exclude_token_ids.clone();
+        c.outlier_factor = self.outlier_factor;
+        c.seed = self.seed;
+        c.skip_non_finite = self.skip_non_finite;
+        c.checkpoint_every = self.checkpoint_every;
+        c.log_every = self.log_every.max(1);
+        Ok(c)
+    }
+}
+
+pub fn run(cmd: SaeCommand) -> Result<()> {
+    match cmd {
+        SaeCommand::Train(args) => {
+            train(&args)?;
+        }
+        SaeCommand::Eval {
+            sae,
+            acts,
+            rows,
+            batch,
+            device,
+            json,
+            ground_truth,
+        } => {
+            let device: DeviceChoice = device.parse()?;
+            let (weights, format) = lantern_sae::load_sae(&sae)?;
+            let store = Store::open(&acts)?;
+            let r = lantern_sae::evaluate(
+                &weights,
+                &store,
+                device,
+                &EvalOptions {
+                    batch,
+                    max_rows: rows,
+                    skip_non_finite: false,
+                },
+            )?;
+            let mmcs = report::ground_truth_mmcs(ground_truth.as_deref(), &acts, &weights)?;
+            if json {
+                let mut v = serde_json::to_value(&r)?;
+                v["format"] = serde_json::json!(format!("{format:?}"));
+                if let Some(m) = mmcs {
+                    v["mmcs"] = serde_json::json!(m);
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "sae            {} ({format:?}, {:?}, d_in {}, d_sae {})",
+                    sae.display(),
+                    weights.cfg.arch,
+                    weights.cfg.d_in,
+                    weights.cfg.d_sae
+                );
+                report::print_eval(&r, mmcs);
+            }
+        }
+        SaeCommand::Info { sae } => {
+            let (w, format) = lantern_sae::load_sae(&sae)?;
+            println!("sae                   {}", sae.display());
+            println!("format                {format:?}");
+            println!("architecture          {:?}", w.cfg.arch);
+            println!("d_in                  {}", w.cfg.d_in);
+            println!("d_sae                 {}", w.cfg.d_sae);
+            println!("apply_b_dec_to_input  {}", w.cfg.apply_b_dec_to_input);
+            println!("hook                  {}", w.cfg.hook_name);
+            println!("model                 {}", w.cfg.model_name);
+            let norms: Vec<f32> = w
+                .w_dec
+                .chunks(w.cfg.d_in)
+                .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
+                .collect();
+            let mean = norms.iter().sum::<f32>() / norms.len().max(1) as f32;
+            println!("decoder row norm      mean {mean:.4}");
+            if let Some(t) = &w.threshold {
+                let mean_t = t.iter().sum::<f32>() / t.len().max(1) as f32;
+                println!("threshold             mean {mean_t:.4}");
+            }
+        }
+        SaeCommand::Convert { sae, out } => {
+            let (w, format) = lantern_sae::load_sae(&sae)?;
+            let density = if matches!(format, lantern_sae::SaeFormat::SaeLens) {
+                lantern_sae::formats::load_log10_density(&sae)?
+            } else {
+                None
+            };
+            lantern_sae::save_saelens(&w, &out, density.as_deref())?;
+            println!(
+                "converted {} ({format:?}) to SAELens v6 at {}",
+                sae.display(),
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Trains, saves the SAE (SAELens v6), evaluates, writes metrics.json and plots.
+pub fn train(args: &TrainArgs) -> Result<report::TrainOutcome> {
+    let device: DeviceChoice = args.device.parse()?;
+    let store = Store::open(&args.acts)?;
+    let cfg = args.config(store.d_model())?;
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(cfg.steps)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} steps {per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let tokens_per_step = cfg.batch as f64;
+    let t0 = std::time::Instant::now();
+    let mut first_step = 0;
+    let report = lantern_sae::train(
+        &store,
+        &cfg,
+        device,
+        &args.out,
+        args.resume,
+        &mut |ev| match ev {
+            TrainEvent::Started { step, .. } => {
+                first_step = step;
+                bar.set_position(step);
+            }
+            TrainEvent::Step(s) => bar.set_position(s),
+            TrainEvent::Metrics(m) => {
+                let tok_s = (m.step - first_step) as f64 * tokens_per_step
+                    / t0.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!(
+                    "loss {:.4} fvu {:.4} l0 {:.1} dead {:.1}% {:.0} tok/s",
+                    m.loss,
+                    m.fvu,
+                    m.l0,
+                    100.0 * m.dead_fraction,
+                    tok_s
+                ));
+            }
+            TrainEvent::Checkpoint(_) => {}
+        },
+    )?;
+    bar.finish();
+    report::finish_training(
+        args,
+        &cfg,
+        &store,
+        device,
+        report,
+        t0.elapsed().as_secs_f64(),
+    )
+}

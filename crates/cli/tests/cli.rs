@@ -1,0 +1,210 @@
+//! The `lantern` binary end to end: kill-and-resume training, and one-line errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use safetensors::SafeTensors;
+
+fn lantern() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lantern"))
+}
+
+fn run_ok(args: &[&str]) -> Output {
+    let out = lantern().args(args).output().expect("spawn lantern");
+    assert!(
+        out.status.success(),
+        "lantern {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn synth(dir: &Path) -> PathBuf {
+    let store = dir.join("acts");
+    run_ok(&[
+        "acts",
+        "synth",
+        "--d",
+        "48",
+        "--features",
+        "192",
+        "--rows",
+        "200000",
+        "--seed",
+        "3",
+        "--out",
+        store.to_str().unwrap(),
+    ]);
+    store
+}
+
+fn train_args<'a>(store: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "sae",
+        "train",
+        "--acts",
+        store,
+        "--arch",
+        "topk",
+        "--k",
+        "8",
+        "--d-sae",
+        "384",
+        "--steps",
+        "300",
+        "--batch",
+        "512",
+        "--checkpoint-every",
+        "10",
+        "--log-every",
+        "10",
+        "--dead-tokens",
+        "20000",
+        "--eval-rows",
+        "0",
+        "--quiet",
+        "--out",
+        out,
+    ]
+}
+
+fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let v = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (name, v)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn training_killed_midway_and_resumed_ends_with_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = synth(dir.path());
+    let store_s = store.to_str().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    run_ok(&train_args(store_s, a.to_str().unwrap()));
+
+    // Same run, killed (SIGKILL) once it has written a checkpoint, then resumed.
+    let mut child = lantern()
+        .args(train_args(store_s, b.to_str().unwrap()))
+        .spawn()
+        .unwrap();
+    let ckpt = b.join("checkpoint.safetensors");
+    let t = Instant::now();
+    while !ckpt.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !b.join("sae_weights.safetensors").exists(),
+        "the run finished before it could be killed; make it longer"
+    );
+    let mut resume = train_args(store_s, b.to_str().unwrap());
+    resume.push("--resume");
+    run_ok(&resume);
+
+    let (wa, wb) = (
+        tensors(&a.join("sae_weights.safetensors")),
+        tensors(&b.join("sae_weights.safetensors")),
+    );
+    assert_eq!(wa.len(), wb.len());
+    for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
+        assert_eq!(na, nb);
+        let worst = va
+            .iter()
+            .zip(vb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-6, "{na}: resumed run differs by {worst}");
+    }
+}
+
+#[test]
+fn resume_with_a_different_configuration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = synth(dir.path());
+    let out = dir.path().join("s");
+    let mut args = train_args(store.to_str().unwrap(), out.to_str().unwrap());
+    args[11] = "20"; // --steps 20
+    run_ok(&args);
+    let mut other = args.clone();
+    other[9] = "64"; // --d-sae
+    other.push("--resume");
+    let o = lantern().args(&other).output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("d_sae") && err.contains("checkpoint.safetensors"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_input_gives_one_line_errors_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_name = dir.path().display().to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "acts".into(),
+                "info".into(),
+                dir.path().join("nope").display().to_string(),
+            ],
+            "nope",
+        ),
+        (
+            vec![
+                "sae".into(),
+                "info".into(),
+                dir.path().display().to_string(),
+            ],
+            &dir_name,
+        ),
+    ];
+    for (args, needle) in cases {
+        let o = lantern().args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let store = synth(dir.path());
+    let o = lantern()
+        .args([
+            "sae",
+            "train",
+            "--acts",
+            store.to_str().unwrap(),
+            "--arch",
+            "gated",
+            "--steps",
+            "1",
+        ])
+        .args(["--out", dir.path().join("x").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--arch 'gated'"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}

@@ -1,0 +1,273 @@
+//! Training checkpoints: one safetensors file holding the parameters, Adam's moments and the
+//! dead-latent counters, with the step, data cursor, RNG, schedules' inputs and the metrics
+//! log as JSON metadata. Written to a temporary file, fsynced and renamed over the old one,
+//! so a kill at any moment leaves either the previous or the new checkpoint.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use burn::tensor::Device;
+use lantern_acts::Cursor;
+use lantern_acts::rng::Rng;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::optim::Adam;
+use crate::params::{Params, download, upload1, upload2};
+use crate::train::{MetricsRow, TrainConfig};
+use crate::{Result, SaeError};
+
+/// Everything needed to continue a run exactly.
+pub struct Checkpoint {
+    pub config: TrainConfig,
+    pub params: Params,
+    pub adam: Adam,
+    pub step: u64,
+    pub tokens: u64,
+    pub cursor: Cursor,
+    pub rng: Rng,
+    pub scale: f32,
+    pub median_norm: f32,
+    pub since_fired: Vec<u64>,
+    pub batch_threshold: f32,
+    pub history: Vec<MetricsRow>,
+    pub skipped_non_finite: u64,
+    pub excluded: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    format: u32,
+    config: TrainConfig,
+    step: u64,
+    adam_t: u64,
+    tokens: u64,
+    cursor: Cursor,
+    rng: Rng,
+    scale: f32,
+    median_norm: f32,
+    batch_threshold: f32,
+    history: Vec<MetricsRow>,
+    skipped_non_finite: u64,
+    excluded: u64,
+}
+
+const FORMAT: u32 = 1;
+
+fn err(path: &Path, msg: impl Into<String>) -> SaeError {
+    SaeError::Format {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SaeError + '_ {
+    move |e| SaeError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+/// Writes `ck` to `path` atomically (temp file, fsync, rename, fsync of the directory).
+pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
+    let mut tensors: Vec<(String, Vec<u8>, Vec<usize>, Dtype)> = Vec::new();
+    for (prefix, p) in [
+        ("", &ck.params),
+        ("adam_m.", &ck.adam.m),
+        ("adam_v.", &ck.adam.v),
+    ] {
+        let mut push = |name: &str, data: Vec<f32>, shape: Vec<usize>| {
+            tensors.push((
+                format!("{prefix}{name}"),
+                data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                shape,
+                Dtype::F32,
+            ));
+        };
+        let (d, m) = p.dims();
+        push("W_enc", download(p.w_enc.clone())?, vec![d, m]);
+        push("b_enc", download(p.b_enc.clone())?, vec![m]);
+        push("W_dec", download(p.w_dec.clone())?, vec![m, d]);
+        push("b_dec", download(p.b_dec.clone())?, vec![d]);
+        if let Some(t) = &p.log_threshold {
+            push("log_threshold", download(t.clone())?, vec![m]);
+        }
+    }
+    tensors.push((
+        "since_fired".into(),
+        ck.since_fired
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        vec![ck.since_fired.len()],
+        Dtype::U64,
+    ));
+    let meta = Meta {
+        format: FORMAT,
+        config: ck.config.clone(),
+        step: ck.step,
+        adam_t: ck.adam.t,
+        tokens: ck.tokens,
+        cursor: ck.cursor,
+        rng: ck.rng.clone(),
+        scale: ck.scale,
+        median_norm: ck.median_norm,
+        batch_threshold: ck.batch_threshold,
+        history: ck.history.clone(),
+        skipped_non_finite: ck.skipped_non_finite,
+        excluded: ck.excluded,
+    };
+    let json = serde_json::to_string(&meta).map_err(|e| err(path, e.to_string()))?;
+    let views = tensors
+        .iter()
+        .map(|(name, bytes, shape, dtype)| {
+            TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| err(path, e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views, Some(HashMap::from([("lantern".to_string(), json)])))
+        .map_err(|e| err(path, e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to `path` through a temporary file that is fsynced and renamed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+    }
+    Ok(())
+}
+
+/// Reads a checkpoint written by [`save`].
+pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
+    let bytes = fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => err(path, "no checkpoint to resume from (train without --resume first, with --checkpoint-every > 0)"),
+        _ => SaeError::Io { path: path.to_path_buf(), source: e },
+    })?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| err(path, format!("not a checkpoint: {e}")))?;
+    let json = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("lantern"))
+        .ok_or_else(|| err(path, "not a lantern checkpoint (no 'lantern' metadata)"))?;
+    let meta: Meta =
+        serde_json::from_str(json).map_err(|e| err(path, format!("bad metadata: {e}")))?;
+    if meta.format != FORMAT {
+        return Err(err(
+            path,
+            format!("checkpoint format {} (expected {FORMAT})", meta.format),
+        ));
+    }
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| err(path, e.to_string()))?;
+    let f32s = |name: &str, len: usize| -> Result<Vec<f32>> {
+        let t = st
+            .tensor(name)
+            .map_err(|_| err(path, format!("missing tensor '{name}'")))?;
+        if t.dtype() != Dtype::F32 || t.data().len() != len * 4 {
+            return Err(err(
+                path,
+                format!("tensor '{name}' should be F32 with {len} elements"),
+            ));
+        }
+        Ok(t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    };
+    let d_sae = meta.config.d_sae;
+    let d = st
+        .tensor("b_dec")
+        .map_err(|_| err(path, "missing tensor 'b_dec'"))?
+        .shape()
+        .first()
+        .copied()
+        .unwrap_or(0);
+    let jump = st.tensor("log_threshold").is_ok();
+    let params = |prefix: &str| -> Result<Params> {
+        Ok(Params {
+            w_enc: upload2(
+                &f32s(&format!("{prefix}W_enc"), d * d_sae)?,
+                [d, d_sae],
+                device,
+            ),
+            b_enc: upload1(&f32s(&format!("{prefix}b_enc"), d_sae)?, device),
+            w_dec: upload2(
+                &f32s(&format!("{prefix}W_dec"), d_sae * d)?,
+                [d_sae, d],
+                device,
+            ),
+            b_dec: upload1(&f32s(&format!("{prefix}b_dec"), d)?, device),
+            log_threshold: if jump {
+                Some(upload1(
+                    &f32s(&format!("{prefix}log_threshold"), d_sae)?,
+                    device,
+                ))
+            } else {
+                None
+            },
+        })
+    };
+    let since = st
+        .tensor("since_fired")
+        .map_err(|_| err(path, "missing tensor 'since_fired'"))?;
+    if since.dtype() != Dtype::U64 || since.data().len() != d_sae * 8 {
+        return Err(err(
+            path,
+            format!("tensor 'since_fired' should be U64 with {d_sae} elements"),
+        ));
+    }
+    let since_fired = since
+        .data()
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect();
+    let mut adam = Adam::new(&params("")?);
+    adam.m = params("adam_m.")?;
+    adam.v = params("adam_v.")?;
+    adam.t = meta.adam_t;
+    Ok(Checkpoint {
+        params: params("")?,
+        adam,
+        step: meta.step,
+        tokens: meta.tokens,
+        cursor: meta.cursor,
+        rng: meta.rng,
+        scale: meta.scale,
+        median_norm: meta.median_norm,
+        since_fired,
+        batch_threshold: meta.batch_threshold,
+        history: meta.history,
+        skipped_non_finite: meta.skipped_non_finite,
+        excluded: meta.excluded,
+        config: meta.config,
+    })
+}
+
+/// Names the first field in which two configurations differ.
+pub fn config_difference(a: &TrainConfig, b: &TrainConfig) -> String {
+    let (ja, jb) = (serde_json::to_value(a), serde_json::to_value(b));
+    if let (Ok(serde_json::Value::Object(ma)), Ok(serde_json::Value::Object(mb))) = (ja, jb) {
+        for (k, va) in &ma {
+            if mb.get(k) != Some(va) {
+                return format!(
+                    "{k}: checkpoint has {va}, this run has {}",
+                    mb.get(k).cloned().unwrap_or_default()
+                );
+            }
+        }
+    }
+    "unknown field".into()
+}

@@ -1,0 +1,222 @@
+//! Evaluating an SAE on an activation store, on any device.
+//!
+//! Over `N` rows: `MSE = Σ‖x − x̂‖² / (N·d)`, `FVU = Σ‖x − x̂‖² / Σ‖x − x̄‖²` (x̄ the mean over
+//! all evaluated rows), `L0` the mean number of active latents per row, the *dead* fraction
+//! (latents that never fired in the evaluated rows), the *dense* fraction (latents firing on
+//! more than 10 % of rows) and each latent's `log10(density + 1e-10)` as SAELens stores it in
+//! `sparsity.safetensors`.
+
+use burn::tensor::{Tensor, TensorData};
+use lantern_acts::{BatchReader, NonFinite, ReaderOptions, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::device::DeviceChoice;
+use crate::params::{Params, download, scalar};
+use crate::sparse::{self, Coo};
+use crate::step::{encoder_input, pre_acts};
+use crate::{Arch, Result, SaeError, SaeWeights};
+
+/// How much of the store to evaluate, and how.
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    /// Rows per batch.
+    pub batch: usize,
+    /// Stop after this many rows.
+    pub max_rows: Option<u64>,
+    /// Skip non-finite rows instead of failing.
+    pub skip_non_finite: bool,
+}
+
+/// Metrics of an SAE on a set of activations (module docs).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// Rows evaluated.
+    pub rows: u64,
+    /// Mean squared error per element.
+    pub mse: f64,
+    /// Fraction of variance unexplained.
+    pub fvu: f64,
+    /// Mean active latents per row.
+    pub l0: f64,
+    /// Fraction of latents that never fired.
+    pub dead_fraction: f64,
+    /// Fraction of latents firing on > 10 % of rows.
+    pub dense_fraction: f64,
+    /// `log10(density + 1e-10)` per latent.
+    #[serde(skip)]
+    pub log10_density: Vec<f32>,
+}
+
+/// The forward pass at inference: `x̂` `[B, d]`, the number of active latents, and each
+/// latent's fire count `[m]`.
+pub fn reconstruct(
+    p: &Params,
+    x: &Tensor<2>,
+    arch: Arch,
+    apply_b_dec: bool,
+    threshold: Option<&Tensor<1>>,
+) -> (Tensor<2>, Tensor<1>, Tensor<1>) {
+    let [batch, _] = x.dims();
+    let (_, m) = p.dims();
+    let xc = encoder_input(p, x, apply_b_dec);
+    let pre = pre_acts(p, &xc);
+    let b_dec = p.b_dec.clone().unsqueeze_dim(0);
+    let dense = |f: Tensor<2>| {
+        let fired = f.clone().greater_elem(0.0).float();
+        (
+            f.matmul(p.w_dec.clone()) + b_dec.clone(),
+            fired.clone().sum(),
+            fired.sum_dim(0).reshape([m]),
+        )
+    };
+    match (arch, threshold) {
+        (Arch::JumpRelu | Arch::BatchTopK { .. }, Some(theta)) => {
+            let theta = theta.clone().unsqueeze_dim::<2>(0);
+            let f = pre.clone() * pre.greater(theta).float();
+            dense(f)
+        }
+        (Arch::TopK { k } | Arch::BatchTopK { k }, _) => {
+            let k = k.min(m);
+            let coo = Coo::top_k_per_row(pre.clamp_min(0.0), k);
+            let x_hat = sparse::decode_per_row(&coo, &p.w_dec, batch, k) + b_dec;
+            let active = coo.val.clone().greater_elem(0.0).float().sum();
+            (x_hat, active, sparse::fire_counts(&coo, m))
+        }
+        (Arch::Relu | Arch::JumpRelu, _) => dense(pre.clamp_min(0.0)),
+    }
+}
+
+/// Evaluates `sae` on `store` (sequential order, one pass, up to `max_rows`).
+pub fn evaluate(
+    sae: &SaeWeights,
+    store: &Store,
+    device: DeviceChoice,
+    opts: &EvalOptions,
+) -> Result<EvalReport> {
+    sae.validate()?;
+    let d = sae.cfg.d_in;
+    if store.d_model() != d {
+        return Err(SaeError::Config(format!(
+            "{}: activations have d_model = {}, the SAE expects d_in = {d}",
+            store.dir().display(),
+            store.d_model()
+        )));
+    }
+    let device = device.open()?;
+    let p = Params::from_weights(sae, &device);
+    let threshold = sae
+        .threshold
+        .as_ref()
+        .map(|t| Tensor::<1>::from_data(TensorData::new(t.clone(), [t.len()]), &device));
+    let mut reader = BatchReader::new(
+        store.clone(),
+        ReaderOptions {
+            batch_rows: opts.batch.max(1),
+            shuffle_rows: 0,
+            seed: 0,
+            role: None,
+            epochs: Some(1),
+            non_finite: if opts.skip_non_finite {
+                NonFinite::Skip
+            } else {
+                NonFinite::Error
+            },
+        },
+    )
+    .map_err(SaeError::Acts)?;
+    let m = sae.cfg.d_sae;
+    let mut fires = Tensor::<1>::zeros([m], &device);
+    let (mut rows, mut sse, mut active) = (0u64, 0f64, 0f64);
+    let mut sum_x = vec![0f64; d];
+    let mut sum_sq = 0f64;
+    let limit = opts.max_rows.unwrap_or(u64::MAX);
+    while rows < limit {
+        let Some(mut batch) = reader.next_batch().map_err(SaeError::Acts)? else {
+            break;
+        };
+        let take = ((limit - rows) as usize).min(batch.rows);
+        batch.acts.truncate(take * d);
+        for row in batch.acts.chunks(d) {
+            for (s, v) in sum_x.iter_mut().zip(row) {
+                *s += *v as f64;
+                sum_sq += (*v as f64).powi(2);
+            }
+        }
+        let x = Tensor::<2>::from_data(TensorData::new(batch.acts, [take, d]), &device);
+        let (x_hat, act, f) = reconstruct(
+            &p,
+            &x,
+            sae.cfg.arch,
+            sae.cfg.apply_b_dec_to_input,
+            threshold.as_ref(),
+        );
+        sse += scalar((x_hat - x).square().sum())?;
+        active += scalar(act)?;
+        fires = fires + f;
+        rows += take as u64;
+    }
+    if rows == 0 {
+        return Err(SaeError::Config(format!(
+            "{}: no rows to evaluate",
+            store.dir().display()
+        )));
+    }
+    let n = rows as f64;
+    let tv = sum_sq - sum_x.iter().map(|s| s * s).sum::<f64>() / n;
+    let fires = download(fires)?;
+    let density: Vec<f64> = fires.iter().map(|f| *f as f64 / n).collect();
+    Ok(EvalReport {
+        rows,
+        mse: sse / (n * d as f64),
+        fvu: sse / tv.max(1e-30),
+        l0: active / n,
+        dead_fraction: density.iter().filter(|v| **v == 0.0).count() as f64 / m as f64,
+        dense_fraction: density.iter().filter(|v| **v > 0.1).count() as f64 / m as f64,
+        log10_density: density.iter().map(|v| (v + 1e-10).log10() as f32).collect(),
+    })
+}
+
+/// Recovery of known features: `MMCS = mean_i max_j cos(f_i, W_dec,j)` for ground-truth
+/// features `f` `[n_true, d]` and decoder rows `w_dec` `[m, d]` (Sharkey et al. 2022, "Taking
+/// features out of superposition with sparse autoencoders").
+pub fn mean_max_cosine(features: &[f32], w_dec: &[f32], d: usize) -> f64 {
+    use rayon::prelude::*;
+    let unit = |rows: &[f32]| -> Vec<f32> {
+        rows.chunks(d)
+            .flat_map(|r| {
+                let n = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                r.iter().map(move |v| v / n)
+            })
+            .collect()
+    };
+    let (f, w) = (unit(features), unit(w_dec));
+    let n_true = f.len() / d;
+    if n_true == 0 {
+        return 0.0;
+    }
+    let total: f64 = f
+        .par_chunks(d)
+        .map(|fi| {
+            w.chunks(d)
+                .map(|wj| fi.iter().zip(wj).map(|(a, b)| a * b).sum::<f32>())
+                .fold(f32::NEG_INFINITY, f32::max) as f64
+        })
+        .sum();
+    total / n_true as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_max_cosine_of_a_permuted_scaled_copy_is_one_and_of_orthogonal_rows_zero() {
+        let f = [1.0, 0.0, 0.0, 1.0];
+        let w = [0.0, 3.0, 2.0, 0.0, 1.0, 1.0];
+        assert!((mean_max_cosine(&f, &w, 2) - 1.0).abs() < 1e-6);
+        // One feature, one decoder row, orthogonal to it.
+        let f2 = [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+        let w2 = [0.0, 0.0, 1.0, -1.0, 0.0, 0.0, 1.0];
+        assert!(mean_max_cosine(&f2, &w2, 7).abs() < 1e-6);
+    }
+}

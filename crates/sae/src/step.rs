@@ -1,0 +1,379 @@
+//! One SAE training step: forward pass, loss and hand-written gradients, per architecture.
+//!
+//! Notation: `x [B, d]` the (scaled) input batch, `xc = x − a·b_dec` with `a` =
+//! `apply_b_dec_to_input`, `pre = xc W_enc + b_enc`, `f` the latent activations,
+//! `x̂ = f W_dec + b_dec`, `e = x̂ − x`, `TV = Σ_b ‖x_b − x̄‖²` the batch's total variance.
+//!
+//! | arch | `f` | loss |
+//! |---|---|---|
+//! | ReLU | `relu(pre)` | `Σ‖e‖²/B + λ Σ_b Σ_i f_bi ‖W_dec,i‖ / B` (L1 weighted by decoder norms) |
+//! | TopK | `k` largest of `relu(pre)` per row | `Σ‖e‖²/TV + α·AuxK` |
+//! | BatchTopK | `k·B` largest of `relu(pre)` in the batch | `Σ‖e‖²/TV + α·AuxK` |
+//! | JumpReLU | `pre · H(pre − θ)` | `Σ‖e‖²/B + λ Σ_b Σ_i H(pre_bi − θ_i) / B` (L0) |
+//!
+//! AuxK (Gao et al. 2024, "Scaling and evaluating sparse autoencoders"): the `k_aux`
+//! largest activations among dead latents reconstruct the residual `r = x − x̂` (detached):
+//! `AuxK = s · Σ‖ê − r‖² / TV`, `ê = Σ f_aux W_dec` (no bias), `s = min(n_dead / k_aux, 1)`,
+//! `α = 1/32`, `k_aux = d/2` by default.
+//!
+//! JumpReLU's threshold gets its gradient from the straight-through estimator of
+//! Rajamanoharan et al. 2024 ("Jumping Ahead"): with the rectangle kernel
+//! `K(u) = 1[|u| < ½]` and bandwidth `ε`, `∂f/∂θ := −(θ/ε) K((pre − θ)/ε)` and
+//! `∂H(pre − θ)/∂θ := −(1/ε) K((pre − θ)/ε)`; `∂f/∂pre = H(pre − θ)`. Gradients are taken
+//! with respect to `log θ` (`∂/∂log θ = θ ∂/∂θ`).
+
+use burn::tensor::Tensor;
+
+use crate::Arch;
+use crate::params::Params;
+use crate::sparse::{self, Coo, SparseGrads};
+
+/// Settings of one step that are not parameters.
+#[derive(Clone, Debug)]
+pub struct StepSettings {
+    /// The architecture.
+    pub arch: Arch,
+    /// Subtract `b_dec` from the input before encoding.
+    pub apply_b_dec_to_input: bool,
+    /// Sparsity coefficient λ for ReLU (L1) and JumpReLU (L0), after warm-up.
+    pub sparsity_coeff: f32,
+    /// AuxK coefficient α (TopK, BatchTopK).
+    pub aux_coeff: f32,
+    /// Number of dead latents AuxK may use per row.
+    pub k_aux: usize,
+    /// JumpReLU bandwidth ε.
+    pub bandwidth: f32,
+}
+
+/// Dead latents for AuxK: a `[m]` mask (1 = dead) and how many there are.
+#[derive(Clone, Debug)]
+pub struct DeadLatents {
+    /// 1.0 where the latent is dead, 0.0 elsewhere, `[m]`.
+    pub mask: Tensor<1>,
+    /// Number of dead latents.
+    pub count: usize,
+}
+
+/// What a step returns: gradients, and statistics left on the device until asked for.
+#[derive(Clone, Debug)]
+pub struct StepOutput {
+    /// `∂L/∂θ` for each parameter.
+    pub grads: Params,
+    /// `Σ‖e‖²`, `[1]`.
+    pub sse: Tensor<1>,
+    /// `TV = Σ‖x − x̄‖²`, `[1]`.
+    pub total_variance: Tensor<1>,
+    /// Number of non-zero latent activations in the batch, `[1]`.
+    pub active: Tensor<1>,
+    /// The AuxK term (before α), `[1]`; zero when not used.
+    pub aux_loss: Tensor<1>,
+    /// The sparsity term (before λ) for ReLU/JumpReLU, `[1]`.
+    pub sparsity_loss: Tensor<1>,
+    /// Times each latent fired in the batch, `[m]`.
+    pub fires: Tensor<1>,
+    /// BatchTopK: the smallest selected activation (for the inference threshold), `[1]`.
+    pub min_selected: Option<Tensor<1>>,
+}
+
+/// Forward and backward of one batch `x` `[B, d]`.
+pub fn step(p: &Params, x: Tensor<2>, s: &StepSettings, dead: Option<&DeadLatents>) -> StepOutput {
+    match s.arch {
+        Arch::TopK { k } => sparse_step(p, x, s, dead, Selection::PerRow(k)),
+        Arch::BatchTopK { k } => sparse_step(p, x, s, dead, Selection::PerBatch(k)),
+        Arch::Relu => relu_step(p, x, s),
+        Arch::JumpRelu => jumprelu_step(p, x, s),
+    }
+}
+
+enum Selection {
+    PerRow(usize),
+    PerBatch(usize),
+}
+
+/// `xc = x − a·b_dec`.
+pub fn encoder_input(p: &Params, x: &Tensor<2>, apply_b_dec: bool) -> Tensor<2> {
+    if apply_b_dec {
+        x.clone() - p.b_dec.clone().unsqueeze_dim(0)
+    } else {
+        x.clone()
+    }
+}
+
+/// `pre = xc W_enc + b_enc`.
+pub fn pre_acts(p: &Params, xc: &Tensor<2>) -> Tensor<2> {
+    xc.clone().matmul(p.w_enc.clone()) + p.b_enc.clone().unsqueeze_dim(0)
+}
+
+fn total_variance(x: &Tensor<2>) -> Tensor<1> {
+    (x.clone() - x.clone().mean_dim(0)).square().sum()
+}
+
+/// `∂L/∂b_dec` through the encoder input: `xc = x − b_dec` gives `−W_enc · Σ_b ∂L/∂pre_b`,
+/// and `Σ_b ∂L/∂pre_b` is exactly `∂L/∂b_enc`.
+fn b_dec_grad_through_encoder(p: &Params, grad_b_enc: &Tensor<1>) -> Tensor<1> {
+    let [d, _] = p.w_enc.dims();
+    p.w_enc
+        .clone()
+        .matmul(grad_b_enc.clone().unsqueeze_dim(1))
+        .reshape([d])
+        .neg()
+}
+
+fn sparse_step(
+    p: &Params,
+    x: Tensor<2>,
+    s: &StepSettings,
+    dead: Option<&DeadLatents>,
+    sel: Selection,
+) -> StepOutput {
+    let [batch, _] = x.dims();
+    let (_, m) = p.dims();
+    let xc = encoder_input(p, &x, s.apply_b_dec_to_input);
+    let acts = pre_acts(p, &xc).clamp_min(0.0);
+
+    // TopK: k entries per row, decoded sparsely. BatchTopK: every activation at or above the
+    // batch threshold τ (the k·B-th largest), decoded densely.
+    let (coo, dense_f, recon) = match sel {
+        Selection::PerRow(k) => {
+            let coo = Coo::top_k_per_row(acts.clone(), k.min(m));
+            let recon = sparse::decode_per_row(&coo, &p.w_dec, batch, k.min(m));
+            (Some(coo), None, recon)
+        }
+        Selection::PerBatch(k) => {
+            let tau = batch_threshold(&acts, k * batch);
+            let f = acts.clone()
+                * acts
+                    .clone()
+                    .greater_equal(tau.clone().reshape([1, 1]).expand([batch, m]))
+                    .float();
+            let recon = f.clone().matmul(p.w_dec.clone());
+            (None, Some((f, tau)), recon)
+        }
+    };
+    let x_hat = recon + p.b_dec.clone().unsqueeze_dim(0);
+    let e = x_hat - x.clone();
+    let tv = total_variance(&x).clamp_min(1e-12);
+    let two_over_tv = tv.clone().recip().mul_scalar(2.0).reshape([1, 1]);
+    let g = e.clone() * two_over_tv.clone();
+
+    let zeros = p.zeros_like();
+    let empty = SparseGrads {
+        w_dec: zeros.w_dec.clone(),
+        w_enc_t: zeros.w_dec,
+        b_enc: zeros.b_enc,
+    };
+    let mut grads = match (&coo, &dense_f) {
+        (Some(coo), _) => sparse::backward(coo, &g, &xc, &p.w_dec, empty),
+        (None, Some((f, _))) => {
+            // Dense twin of sparse::backward for the masked activations f.
+            let grad_pre =
+                g.clone().matmul(p.w_dec.clone().transpose()) * f.clone().greater_elem(0.0).float();
+            SparseGrads {
+                w_dec: f.clone().transpose().matmul(g.clone()),
+                w_enc_t: grad_pre.clone().transpose().matmul(xc.clone()),
+                b_enc: grad_pre.sum_dim(0).reshape([m]),
+            }
+        }
+        (None, None) => empty,
+    };
+
+    // AuxK: dead latents reconstruct the (detached) residual r = x − x̂ = −e.
+    let mut aux_loss = Tensor::<1>::zeros([1], &x.device());
+    if let Some(dead) = dead.filter(|d| d.count > 0 && s.aux_coeff > 0.0 && s.k_aux > 0) {
+        let k_aux = s.k_aux.min(dead.count);
+        let scale = (dead.count as f32 / s.k_aux as f32).min(1.0);
+        // Live latents get −1 so that top-k picks dead ones (activations are ≥ 0).
+        let alive = dead.mask.clone().lower_elem(0.5).unsqueeze_dim::<2>(0);
+        let dead_acts = acts
+            .mask_fill(alive.expand([batch, m]), -1.0)
+            .clamp_min(0.0);
+        let aux = Coo::top_k_per_row(dead_acts, k_aux);
+        let e_hat = sparse::decode_per_row(&aux, &p.w_dec, batch, k_aux);
+        let diff = e_hat + e.clone(); // ê − r with r = −e
+        aux_loss = diff.clone().square().sum() / tv.clone() * scale;
+        let g_aux = diff * two_over_tv.clone() * (scale * s.aux_coeff);
+        grads = sparse::backward(&aux, &g_aux, &xc, &p.w_dec, grads);
+    }
+
+    let mut grad_b_dec = g.sum_dim(0).reshape([x.dims()[1]]);
+    if s.apply_b_dec_to_input {
+        grad_b_dec = grad_b_dec + b_dec_grad_through_encoder(p, &grads.b_enc);
+    }
+    let (fires, active, min_selected) = match (coo, dense_f) {
+        (Some(coo), _) => (
+            sparse::fire_counts(&coo, m),
+            coo.val.greater_elem(0.0).float().sum(),
+            None,
+        ),
+        (None, Some((f, tau))) => {
+            let fired = f.greater_elem(0.0).float();
+            (
+                fired.clone().sum_dim(0).reshape([m]),
+                fired.sum(),
+                Some(tau),
+            )
+        }
+        (None, None) => unreachable!("a selection is always made"),
+    };
+    StepOutput {
+        grads: Params {
+            w_enc: grads.w_enc_t.transpose(),
+            b_enc: grads.b_enc,
+            w_dec: grads.w_dec,
+            b_dec: grad_b_dec,
+            log_threshold: None,
+        },
+        sse: e.square().sum(),
+        total_variance: tv,
+        active,
+        aux_loss,
+        sparsity_loss: Tensor::zeros([1], &x.device()),
+        fires,
+        min_selected,
+    }
+}
+
+/// ReLU SAE with L1 weighted by decoder row norms (Anthropic, "Towards Monosemanticity" and
+/// the April 2024 update): `L = Σ‖e‖²/B + λ Σ_b Σ_i f_bi ‖W_dec,i‖ / B`.
+/// The BatchTopK threshold `τ` `[1]`: the largest value with at least `n` activations
+/// `≥ τ` in the batch, by 40 halvings of `[0, max]` on the device (no read-back; exact up to
+/// `max·2⁻⁴⁰`). Ties at `τ` can select a few more than `n`.
+pub fn batch_threshold(acts: &Tensor<2>, n: usize) -> Tensor<1> {
+    let dims = acts.dims();
+    let mut lo = Tensor::<1>::zeros([1], &acts.device());
+    let mut hi = acts.clone().max().reshape([1]);
+    for _ in 0..40 {
+        let mid = (lo.clone() + hi.clone()).mul_scalar(0.5);
+        let count = acts
+            .clone()
+            .greater_equal(mid.clone().reshape([1, 1]).expand(dims))
+            .float()
+            .sum();
+        let enough = count.greater_equal_elem(n as f32);
+        lo = lo.mask_where(enough.clone(), mid.clone());
+        hi = mid.mask_where(enough, hi);
+    }
+    lo
+}
+
+fn relu_step(p: &Params, x: Tensor<2>, s: &StepSettings) -> StepOutput {
+    let [batch, _] = x.dims();
+    let xc = encoder_input(p, &x, s.apply_b_dec_to_input);
+    let pre = pre_acts(p, &xc);
+    let f = pre.clone().clamp_min(0.0);
+    let e = f.clone().matmul(p.w_dec.clone()) + p.b_dec.clone().unsqueeze_dim(0) - x.clone();
+    let inv_b = 1.0 / batch as f32;
+    let g = e.clone().mul_scalar(2.0 * inv_b);
+
+    let norms = p.w_dec.clone().square().sum_dim(1).sqrt().clamp_min(1e-12); // [m, 1]
+    let norms_row = norms.clone().transpose(); // [1, m]
+    let lambda = s.sparsity_coeff;
+    let sparsity = (f.clone() * norms_row.clone()).sum() * inv_b;
+
+    let grad_f =
+        g.clone().matmul(p.w_dec.clone().transpose()) + norms_row.mul_scalar(lambda * inv_b);
+    let grad_pre = grad_f * pre.greater_elem(0.0).float();
+    let f_col_sum = f.clone().sum_dim(0).transpose(); // [m, 1]
+    let grad_w_dec = f.clone().transpose().matmul(g.clone())
+        + (p.w_dec.clone() / norms) * f_col_sum.mul_scalar(lambda * inv_b);
+    let parts = DenseParts {
+        xc,
+        e,
+        g,
+        f,
+        grad_pre,
+        grad_w_dec,
+        grad_log_threshold: None,
+        sparsity_loss: sparsity,
+    };
+    dense_output(p, &x, parts, s.apply_b_dec_to_input)
+}
+
+/// JumpReLU SAE with an L0 penalty and straight-through threshold gradients (module docs).
+fn jumprelu_step(p: &Params, x: Tensor<2>, s: &StepSettings) -> StepOutput {
+    let [batch, _] = x.dims();
+    let xc = encoder_input(p, &x, s.apply_b_dec_to_input);
+    let pre = pre_acts(p, &xc);
+    let log_t = p
+        .log_threshold
+        .clone()
+        .unwrap_or_else(|| Tensor::zeros([p.dims().1], &x.device()));
+    let theta = log_t.exp().unsqueeze_dim::<2>(0); // [1, m]
+    let fired = pre.clone().greater(theta.clone()).float();
+    let f = pre.clone() * fired.clone();
+    let e = f.clone().matmul(p.w_dec.clone()) + p.b_dec.clone().unsqueeze_dim(0) - x.clone();
+    let inv_b = 1.0 / batch as f32;
+    let g = e.clone().mul_scalar(2.0 * inv_b);
+    let grad_f = g.clone().matmul(p.w_dec.clone().transpose());
+
+    let eps = s.bandwidth;
+    // K((pre − θ)/ε) = 1[|pre − θ| < ε/2]
+    let kernel = (pre.clone() - theta.clone())
+        .abs()
+        .lower_elem(eps * 0.5)
+        .float();
+    // ∂L/∂θ_i = Σ_b [∂L/∂f_bi · (−θ_i/ε) K_bi − (λ/(ε B)) K_bi]
+    let grad_theta = ((grad_f.clone() * theta.clone()).mul_scalar(-1.0 / eps)
+        + kernel
+            .ones_like()
+            .mul_scalar(-s.sparsity_coeff * inv_b / eps))
+        * kernel;
+    let grad_log_t = (grad_theta.sum_dim(0) * theta).reshape([p.dims().1]);
+
+    let grad_pre = grad_f * fired.clone();
+    let grad_w_dec = f.clone().transpose().matmul(g.clone());
+    let sparsity = fired.sum() * inv_b;
+    let parts = DenseParts {
+        xc,
+        e,
+        g,
+        f,
+        grad_pre,
+        grad_w_dec,
+        grad_log_threshold: Some(grad_log_t),
+        sparsity_loss: sparsity,
+    };
+    dense_output(p, &x, parts, s.apply_b_dec_to_input)
+}
+
+/// What the ReLU and JumpReLU forward/backward hand to [`dense_output`].
+struct DenseParts {
+    xc: Tensor<2>,
+    e: Tensor<2>,
+    g: Tensor<2>,
+    f: Tensor<2>,
+    grad_pre: Tensor<2>,
+    grad_w_dec: Tensor<2>,
+    grad_log_threshold: Option<Tensor<1>>,
+    sparsity_loss: Tensor<1>,
+}
+
+/// The encoder half of a dense step and the statistics, shared by ReLU and JumpReLU:
+/// `∂L/∂W_enc = xcᵀ ∂L/∂pre`, `∂L/∂b_enc = Σ_b ∂L/∂pre_b`, `∂L/∂b_dec = Σ_b g_b` (+ the
+/// encoder-input term).
+fn dense_output(p: &Params, x: &Tensor<2>, parts: DenseParts, apply_b_dec: bool) -> StepOutput {
+    let (d, m) = p.dims();
+    let grad_w_enc = parts.xc.transpose().matmul(parts.grad_pre.clone());
+    let grad_b_enc = parts.grad_pre.sum_dim(0).reshape([m]);
+    let mut grad_b_dec = parts.g.sum_dim(0).reshape([d]);
+    if apply_b_dec {
+        grad_b_dec = grad_b_dec + b_dec_grad_through_encoder(p, &grad_b_enc);
+    }
+    let fired = parts.f.greater_elem(0.0).float();
+    StepOutput {
+        grads: Params {
+            w_enc: grad_w_enc,
+            b_enc: grad_b_enc,
+            w_dec: parts.grad_w_dec,
+            b_dec: grad_b_dec,
+            log_threshold: parts.grad_log_threshold,
+        },
+        sse: parts.e.square().sum(),
+        total_variance: total_variance(x).clamp_min(1e-12),
+        active: fired.clone().sum(),
+        aux_loss: Tensor::zeros([1], &x.device()),
+        sparsity_loss: parts.sparsity_loss,
+        fires: fired.sum_dim(0).reshape([m]),
+        min_selected: None,
+    }
+}

@@ -1,0 +1,146 @@
+//! The same SAE computations on `wgpu` (WGSL; Mesa's lavapipe in CI) as on `cpu`.
+//!
+//! Without a wgpu adapter these tests print why and pass, unless `LANTERN_REQUIRE_WGPU=1`
+//! (set by `.ci/run`), where a missing adapter fails them.
+
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use lantern_sae::params::{Params, download};
+use lantern_sae::step::{DeadLatents, StepSettings, step};
+use lantern_sae::{Arch, DeviceChoice};
+
+fn wgpu() -> Option<Device> {
+    match DeviceChoice::Wgpu.open() {
+        Ok(d) => Some(d),
+        Err(e) if std::env::var("LANTERN_REQUIRE_WGPU").as_deref() == Ok("1") => {
+            panic!("LANTERN_REQUIRE_WGPU=1 but {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping wgpu test: {e}");
+            None
+        }
+    }
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    download(t).unwrap()
+}
+
+fn upload<const D: usize>(v: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+fn assert_close(name: &str, a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len(), "{name}");
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let worst = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= tol * scale,
+        "{name}: wgpu and cpu differ by {worst} (scale {scale})"
+    );
+}
+
+fn compare(arch: Arch, with_dead: bool) {
+    let Some(gpu) = wgpu() else { return };
+    let cpu = Device::flex();
+    let (d, m, b) = (24, 96, 64);
+    let w_dec = host(Tensor::<2>::random(
+        [m, d],
+        Distribution::Normal(0.0, 0.3),
+        &cpu,
+    ));
+    let w_enc = host(Tensor::<2>::random(
+        [d, m],
+        Distribution::Normal(0.0, 0.3),
+        &cpu,
+    ));
+    let b_enc = host(Tensor::<1>::random(
+        [m],
+        Distribution::Normal(0.0, 0.1),
+        &cpu,
+    ));
+    let b_dec = host(Tensor::<1>::random(
+        [d],
+        Distribution::Normal(0.0, 0.1),
+        &cpu,
+    ));
+    let x = host(Tensor::<2>::random(
+        [b, d],
+        Distribution::Normal(0.0, 1.0),
+        &cpu,
+    ));
+    let on = |dev: &Device| {
+        let p = Params {
+            w_enc: upload(w_enc.clone(), [d, m], dev),
+            b_enc: upload(b_enc.clone(), [m], dev),
+            w_dec: upload(w_dec.clone(), [m, d], dev),
+            b_dec: upload(b_dec.clone(), [d], dev),
+            log_threshold: matches!(arch, Arch::JumpRelu)
+                .then(|| upload(vec![(0.2f32).ln(); m], [m], dev)),
+        };
+        let dead = with_dead.then(|| DeadLatents {
+            mask: upload(
+                (0..m).map(|j| (j % 3 == 0) as u8 as f32).collect(),
+                [m],
+                dev,
+            ),
+            count: m.div_ceil(3),
+        });
+        let s = StepSettings {
+            arch,
+            apply_b_dec_to_input: true,
+            sparsity_coeff: 0.1,
+            aux_coeff: 1.0 / 32.0,
+            k_aux: if matches!(arch, Arch::TopK { k: 40 }) {
+                45
+            } else {
+                6
+            },
+            bandwidth: 0.05,
+        };
+        let out = step(&p, upload(x.clone(), [b, d], dev), &s, dead.as_ref());
+        (
+            host(out.grads.w_enc),
+            host(out.grads.w_dec),
+            host(out.grads.b_enc),
+            host(out.grads.b_dec),
+            host(out.sse),
+            host(out.fires),
+        )
+    };
+    let (c, g) = (on(&cpu), on(&gpu));
+    assert_close("grad W_enc", &g.0, &c.0, 1e-4);
+    assert_close("grad W_dec", &g.1, &c.1, 1e-4);
+    assert_close("grad b_enc", &g.2, &c.2, 1e-4);
+    assert_close("grad b_dec", &g.3, &c.3, 1e-4);
+    assert_close("sse", &g.4, &c.4, 1e-5);
+    assert_eq!(g.5, c.5, "fire counts");
+}
+
+#[test]
+fn topk_step_with_auxk_on_wgpu_matches_cpu() {
+    compare(Arch::TopK { k: 5 }, true);
+}
+
+#[test]
+fn topk_with_k_above_the_stock_reduction_limit_on_wgpu_matches_cpu() {
+    compare(Arch::TopK { k: 40 }, true);
+}
+
+#[test]
+fn batchtopk_step_on_wgpu_matches_cpu() {
+    compare(Arch::BatchTopK { k: 5 }, false);
+}
+
+#[test]
+fn relu_step_on_wgpu_matches_cpu() {
+    compare(Arch::Relu, false);
+}
+
+#[test]
+fn jumprelu_step_on_wgpu_matches_cpu() {
+    compare(Arch::JumpRelu, false);
+}
