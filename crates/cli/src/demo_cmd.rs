@@ -22,9 +22,9 @@ pub struct DemoArgs {
     pub rows: u64,
     #[arg(long, default_value_t = 64)]
     pub d: usize,
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 256)]
     pub features: usize,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 8)]
     pub k: usize,
 }
 
@@ -37,9 +37,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
             d: a.d,
             features: a.features,
             rows: a.rows,
-            mean_active: 5.0,
+            mean_active: 4.0,
             alpha: 0.6,
-            noise: 0.05,
+            noise: 0.02,
             seed: 0,
             dtype: Dtype::F32,
             shard_rows: None,
@@ -61,14 +61,14 @@ pub fn run(a: DemoArgs) -> Result<()> {
         expansion: None,
         tokens: Some(a.rows),
         steps: None,
-        batch: 4096,
-        lr: None,
+        batch: 1024,
+        lr: Some(4e-3),
         lr_warmup_steps: None,
         lr_decay_steps: None,
         sparsity_coeff: None,
         sparsity_warmup_steps: None,
         aux_coeff: None,
-        dead_tokens: Some(200_000),
+        dead_tokens: Some(100_000),
         bandwidth: None,
         init_threshold: None,
         grad_clip: None,
@@ -79,7 +79,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         seed: 0,
         skip_non_finite: false,
         checkpoint_every: 0,
-        log_every: 10,
+        log_every: 20,
         resume: false,
         eval_rows: 200_000,
         device: a.device,
