@@ -4,13 +4,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use burn::tensor::{Distribution, Tensor};
 use clap::Subcommand;
 use lantern_acts::{BatchReader, NonFinite, ReaderOptions, Store};
+use lantern_sae::DeviceChoice;
 use lantern_sae::optim::{self, Adam};
 use lantern_sae::params::{Params, scalar};
-use lantern_sae::step::{StepSettings, step};
-use lantern_sae::{Arch, DeviceChoice};
+use lantern_sae::step::step;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -123,43 +122,24 @@ fn bench_step(
     steps: usize,
 ) -> Result<f64> {
     let device = choice.open()?;
-    let w_dec = optim::normalize_rows(Tensor::<2>::random(
-        [m, d],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    ));
-    let mut params = Params {
-        w_enc: w_dec.clone().transpose(),
-        b_enc: Tensor::zeros([m], &device),
-        w_dec,
-        b_dec: Tensor::zeros([d], &device),
-        log_threshold: None,
-    };
+    let (mut params, x, settings) = optim::random_topk_setup(&device, d, m, k, batch);
     let mut adam = Adam::new(&params);
-    let x = Tensor::<2>::random([batch, d], Distribution::Normal(0.0, 1.0), &device);
-    let settings = StepSettings {
-        arch: Arch::TopK { k },
-        apply_b_dec_to_input: true,
-        sparsity_coeff: 0.0,
-        aux_coeff: 1.0 / 32.0,
-        k_aux: d / 2,
-        bandwidth: 0.001,
-    };
-    let mut run = |params: Params| -> Params {
+    let mut run = |params: Params| -> Result<Params> {
         let out = step(&params, x.clone(), &settings, None);
-        let g = Params {
-            w_dec: optim::remove_parallel_component(&params.w_dec, out.grads.w_dec.clone()),
-            ..out.grads
-        };
-        let mut p = adam.step(params, &g, 1e-4);
-        p.w_dec = optim::normalize_rows(p.w_dec);
-        p
+        Ok(optim::update(
+            params,
+            out.grads,
+            &mut adam,
+            1e-4,
+            true,
+            Some(1.0),
+        )?)
     };
-    params = run(params);
+    params = run(params)?;
     scalar(params.b_dec.clone().sum())?; // wait for the warm-up step
     let t = Instant::now();
     for _ in 0..steps {
-        params = run(params);
+        params = run(params)?;
     }
     scalar(params.b_dec.clone().sum())?;
     device

@@ -147,3 +147,65 @@ pub fn normalize_rows(w_dec: Tensor<2>) -> Tensor<2> {
     let norms = w_dec.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
     w_dec / norms
 }
+
+/// One optimiser update from a step's gradients, as the trainer does it: for unit-norm
+/// decoders, remove the gradient component along each decoder row; clip the global gradient
+/// norm; Adam at `lr`; renormalise the decoder rows.
+pub fn update(
+    params: Params,
+    mut grads: Params,
+    adam: &mut Adam,
+    lr: f32,
+    normalize_decoder: bool,
+    clip: Option<f32>,
+) -> Result<Params> {
+    if normalize_decoder {
+        grads.w_dec = remove_parallel_component(&params.w_dec, grads.w_dec);
+    }
+    if let Some(clip) = clip {
+        let norm = grad_norm(&grads)?;
+        if norm.is_finite() && norm > clip as f64 {
+            grads = scale_grads(&grads, (clip as f64 / norm) as f32);
+        }
+    }
+    let mut params = adam.step(params, &grads, lr);
+    if normalize_decoder {
+        params.w_dec = normalize_rows(params.w_dec);
+    }
+    Ok(params)
+}
+
+/// A random TopK SAE and batch on `device` for speed measurements: unit-norm Gaussian decoder
+/// rows, tied encoder, Gaussian inputs `[batch, d]`, and the step settings (AuxK on,
+/// `k_aux = d/2`).
+pub fn random_topk_setup(
+    device: &burn::tensor::Device,
+    d: usize,
+    m: usize,
+    k: usize,
+    batch: usize,
+) -> (Params, Tensor<2>, crate::step::StepSettings) {
+    use burn::tensor::Distribution;
+    let w_dec = normalize_rows(Tensor::<2>::random(
+        [m, d],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    ));
+    let params = Params {
+        w_enc: w_dec.clone().transpose(),
+        b_enc: Tensor::zeros([m], device),
+        w_dec,
+        b_dec: Tensor::zeros([d], device),
+        log_threshold: None,
+    };
+    let x = Tensor::<2>::random([batch, d], Distribution::Normal(0.0, 1.0), device);
+    let settings = crate::step::StepSettings {
+        arch: crate::Arch::TopK { k },
+        apply_b_dec_to_input: true,
+        sparsity_coeff: 0.0,
+        aux_coeff: 1.0 / 32.0,
+        k_aux: d / 2,
+        bandwidth: 0.001,
+    };
+    (params, x, settings)
+}

@@ -316,22 +316,15 @@ pub fn train(
             bandwidth: cfg.bandwidth,
         };
         let out_step = step(&state.params, x, &settings, state.dead.as_ref());
-        let mut grads = out_step.grads;
-        if normalize_decoder {
-            grads.w_dec = optim::remove_parallel_component(&state.params.w_dec, grads.w_dec);
-        }
-        if let Some(clip) = cfg.grad_clip {
-            let norm = optim::grad_norm(&grads)?;
-            if norm.is_finite() && norm > clip as f64 {
-                grads = optim::scale_grads(&grads, (clip as f64 / norm) as f32);
-            }
-        }
         let lr = cfg.lr_at(state.step);
-        let mut params = state.adam.step(state.params.clone(), &grads, lr);
-        if normalize_decoder {
-            params.w_dec = optim::normalize_rows(params.w_dec);
-        }
-        state.params = params;
+        state.params = optim::update(
+            state.params.clone(),
+            out_step.grads,
+            &mut state.adam,
+            lr,
+            normalize_decoder,
+            cfg.grad_clip,
+        )?;
         if let Some(min_sel) = out_step.min_selected {
             // BatchTopK inference threshold: exponential moving average of the smallest
             // selected activation (Bussmann et al. 2024 average it over training).
