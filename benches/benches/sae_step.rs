@@ -7,12 +7,12 @@ use burn::tensor::Device;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lantern_sae::optim::{self, Adam};
 use lantern_sae::params::download;
-use lantern_sae::step::step;
+use lantern_sae::step::{random_topk_setup, step};
 
 fn topk_step(c: &mut Criterion) {
     let device = Device::flex();
     let (d, m, k, batch) = (256, 4096, 16, 1024);
-    let (mut params, x, settings) = optim::random_topk_setup(&device, d, m, k, batch);
+    let (mut params, x, settings) = random_topk_setup(&device, d, m, k, batch);
     let mut adam = Adam::new(&params);
     let mut group = c.benchmark_group("sae");
     group.throughput(Throughput::Elements(batch as u64));

@@ -9,7 +9,7 @@ use lantern_acts::{BatchReader, NonFinite, ReaderOptions, Store};
 use lantern_sae::DeviceChoice;
 use lantern_sae::optim::{self, Adam};
 use lantern_sae::params::{Params, scalar};
-use lantern_sae::step::step;
+use lantern_sae::step::{random_topk_setup, step};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -122,7 +122,7 @@ fn bench_step(
     steps: usize,
 ) -> Result<f64> {
     let device = choice.open()?;
-    let (mut params, x, settings) = optim::random_topk_setup(&device, d, m, k, batch);
+    let (mut params, x, settings) = random_topk_setup(&device, d, m, k, batch);
     let mut adam = Adam::new(&params);
     let mut run = |params: Params| -> Result<Params> {
         let out = step(&params, x.clone(), &settings, None);

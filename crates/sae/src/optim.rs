@@ -174,38 +174,3 @@ pub fn update(
     }
     Ok(params)
 }
-
-/// A random TopK SAE and batch on `device` for speed measurements: unit-norm Gaussian decoder
-/// rows, tied encoder, Gaussian inputs `[batch, d]`, and the step settings (AuxK on,
-/// `k_aux = d/2`).
-pub fn random_topk_setup(
-    device: &burn::tensor::Device,
-    d: usize,
-    m: usize,
-    k: usize,
-    batch: usize,
-) -> (Params, Tensor<2>, crate::step::StepSettings) {
-    use burn::tensor::Distribution;
-    let w_dec = normalize_rows(Tensor::<2>::random(
-        [m, d],
-        Distribution::Normal(0.0, 1.0),
-        device,
-    ));
-    let params = Params {
-        w_enc: w_dec.clone().transpose(),
-        b_enc: Tensor::zeros([m], device),
-        w_dec,
-        b_dec: Tensor::zeros([d], device),
-        log_threshold: None,
-    };
-    let x = Tensor::<2>::random([batch, d], Distribution::Normal(0.0, 1.0), device);
-    let settings = crate::step::StepSettings {
-        arch: crate::Arch::TopK { k },
-        apply_b_dec_to_input: true,
-        sparsity_coeff: 0.0,
-        aux_coeff: 1.0 / 32.0,
-        k_aux: d / 2,
-        bandwidth: 0.001,
-    };
-    (params, x, settings)
-}
