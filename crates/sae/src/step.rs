@@ -85,6 +85,13 @@ pub fn step(p: &Params, x: Tensor<2>, s: &StepSettings, dead: Option<&DeadLatent
     }
 }
 
+/// Whether TopK runs densely on `device`: everywhere but burn's CPU backend, where the sparse
+/// gather/scatter path is the faster one. `LANTERN_SPARSE_TOPK=1` forces the sparse path.
+fn dense_top_k(device: &burn::tensor::Device) -> bool {
+    *device != burn::tensor::Device::flex()
+        && std::env::var("LANTERN_SPARSE_TOPK").map_or(true, |v| v != "1")
+}
+
 enum Selection {
     PerRow(usize),
     PerBatch(usize),
@@ -134,6 +141,17 @@ fn sparse_step(
     // TopK: k entries per row, decoded sparsely. BatchTopK: every activation at or above the
     // batch threshold τ (the k·B-th largest), decoded densely.
     let (coo, dense_f, recon) = match sel {
+        Selection::PerRow(k) if dense_top_k(&x.device()) => {
+            // On GPUs burn's scatter-add runs one thread per column over every entry, which
+            // costs more than three dense matmuls: mask the k largest per row instead and
+            // take the dense path (same values and gradients; ties at the k-th value keep
+            // every tied latent, which has probability zero for continuous activations).
+            let (vals, _) = crate::topk::top_k_rows(acts.clone(), k.min(m));
+            let kth = vals.min_dim(1);
+            let f = acts.clone() * acts.clone().greater_equal(kth.expand([batch, m])).float();
+            let recon = f.clone().matmul(p.w_dec.clone());
+            (None, Some((f, None)), recon)
+        }
         Selection::PerRow(k) => {
             let coo = Coo::top_k_per_row(acts.clone(), k.min(m));
             let recon = sparse::decode_per_row(&coo, &p.w_dec, batch, k.min(m));
@@ -147,7 +165,7 @@ fn sparse_step(
                     .greater_equal(tau.clone().reshape([1, 1]).expand([batch, m]))
                     .float();
             let recon = f.clone().matmul(p.w_dec.clone());
-            (None, Some((f, tau)), recon)
+            (None, Some((f, Some(tau))), recon)
         }
     };
     let x_hat = recon + p.b_dec.clone().unsqueeze_dim(0);
@@ -207,11 +225,7 @@ fn sparse_step(
         ),
         (None, Some((f, tau))) => {
             let fired = f.greater_elem(0.0).float();
-            (
-                fired.clone().sum_dim(0).reshape([m]),
-                fired.sum(),
-                Some(tau),
-            )
+            (fired.clone().sum_dim(0).reshape([m]), fired.sum(), tau)
         }
         (None, None) => unreachable!("a selection is always made"),
     };
