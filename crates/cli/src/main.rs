@@ -5,11 +5,15 @@
 //! lantern acts synth --d 128 --features 1024 --rows 1000000 --out acts/
 //! lantern sae train --acts acts/ --arch topk --k 32 --d-sae 2048 --tokens 5000000 --out sae/
 //! lantern sae eval --sae sae/ --acts acts/ --json
+//! lantern generate --model SmolLM2-135M-Instruct.Q4_1.gguf --chat --prompt "What is 2+2?"
+//! lantern capture --model model.gguf --prompts prompts.jsonl --hook blocks.15.hook_resid_post --out acts/
 //! ```
 
 mod acts_cmd;
 mod bench_cmd;
+mod capture_cmd;
 mod demo_cmd;
+mod generate_cmd;
 mod report;
 mod sae_cmd;
 
@@ -39,6 +43,10 @@ enum Command {
     Bench(bench_cmd::BenchCommand),
     /// The whole pipeline on built-in synthetic data with known features.
     Demo(Box<demo_cmd::DemoArgs>),
+    /// Run a language model over prompts and store the activations at hook points.
+    Capture(Box<capture_cmd::CaptureArgs>),
+    /// Generate text (or a chat answer) with a language model.
+    Generate(Box<generate_cmd::GenerateArgs>),
 }
 
 fn main() {
@@ -48,6 +56,8 @@ fn main() {
         Command::Sae(c) => sae_cmd::run(c),
         Command::Bench(c) => bench_cmd::run(c),
         Command::Demo(a) => demo_cmd::run(*a),
+        Command::Capture(a) => capture_cmd::run(*a),
+        Command::Generate(a) => generate_cmd::run(*a),
     };
     if let Err(e) = result {
         // One line: the chain of causes joined, never a backtrace.

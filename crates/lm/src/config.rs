@@ -1,0 +1,479 @@
+//! The model configuration, read from a Hugging Face `config.json` or from GGUF metadata.
+//!
+//! One struct serves both families: the Llama family (Llama 2/3, Mistral, Qwen2/2.5,
+//! SmolLM2) and GPT-2. Fields mirror `config.json`'s meaning; missing optional keys take
+//! Hugging Face's defaults.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::gguf::GgufFile;
+use crate::{LmError, Result};
+
+/// Which implementation runs the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// Pre-norm decoder with RMSNorm, rotary embeddings, SwiGLU and grouped-query attention.
+    Llama,
+    /// GPT-2: LayerNorm, learned positions, fused `c_attn`, gelu_new.
+    Gpt2,
+}
+
+/// How rotary frequencies are rescaled for long contexts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RopeScaling {
+    /// Plain RoPE: `inv_freq_i = θ^(−2i/d_head)`.
+    None,
+    /// Position interpolation: every `inv_freq` divided by `factor`.
+    Linear { factor: f64 },
+    /// Llama 3.1's frequency-dependent rescaling (wavelengths beyond
+    /// `original_max_position_embeddings / low_freq_factor` are divided by `factor`, those below
+    /// `… / high_freq_factor` kept, and a smooth blend in between).
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
+    /// Per-frequency divisors as stored in GGUF files (`rope_freqs.weight`).
+    Factors(Vec<f32>),
+}
+
+/// Everything the forward pass needs to know about the model's shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    pub family: Family,
+    /// `model_type` of `config.json` or `general.architecture` of GGUF.
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub d_head: usize,
+    /// Hidden width of the MLP.
+    pub d_mlp: usize,
+    /// RMSNorm / LayerNorm epsilon.
+    pub norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_scaling: RopeScaling,
+    pub max_position: usize,
+    /// Whether the unembedding is the token embedding (no separate `lm_head`).
+    pub tie_word_embeddings: bool,
+    /// Biases on q, k and v (Qwen2 always; Llama when `attention_bias`).
+    pub qkv_bias: bool,
+    /// Bias on the attention output projection (Llama `attention_bias`).
+    pub o_bias: bool,
+    /// Biases on the MLP projections (Llama `mlp_bias`).
+    pub mlp_bias: bool,
+    /// Mistral's sliding attention window, when set.
+    pub sliding_window: Option<usize>,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+}
+
+impl ModelConfig {
+    /// Reads a Hugging Face `config.json`.
+    pub fn from_hf_json(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| LmError::io(path, e))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| LmError::format(path, format!("not valid JSON: {e}")))?;
+        Self::from_hf_value(&v, path)
+    }
+
+    /// Reads an already parsed `config.json` (`path` names it in errors).
+    pub fn from_hf_value(v: &Value, path: &Path) -> Result<Self> {
+        let c = Keys { v, path };
+        let model_type = c.str("model_type")?;
+        match model_type.as_str() {
+            "llama" | "mistral" | "qwen2" => {}
+            "gpt2" => return Self::gpt2_from_hf(&c),
+            other => {
+                return Err(LmError::Unsupported {
+                    path: path.to_path_buf(),
+                    what: format!("model_type '{other}' (expected llama, mistral, qwen2 or gpt2)"),
+                });
+            }
+        }
+        let d_model = c.usize("hidden_size")?;
+        let n_heads = c.usize("num_attention_heads")?;
+        let n_kv_heads = c.opt_usize("num_key_value_heads")?.unwrap_or(n_heads);
+        let d_head = c.opt_usize("head_dim")?.unwrap_or(d_model / n_heads.max(1));
+        let qwen = model_type == "qwen2";
+        let attention_bias = c.opt_bool("attention_bias")?.unwrap_or(false);
+        let act = c.opt_str("hidden_act")?.unwrap_or_else(|| "silu".into());
+        if act != "silu" {
+            return Err(LmError::Unsupported {
+                path: path.to_path_buf(),
+                what: format!("hidden_act '{act}' (expected silu)"),
+            });
+        }
+        // transformers ≥ 5 writes `rope_parameters`; older versions `rope_theta` and
+        // `rope_scaling`.
+        let rope = v.get("rope_parameters").filter(|r| r.is_object());
+        let rope_theta = rope
+            .and_then(|r| r.get("rope_theta"))
+            .and_then(Value::as_f64)
+            .or(c.opt_f64("rope_theta")?)
+            .unwrap_or(10000.0);
+        let scaling = rope.or(v.get("rope_scaling").filter(|r| r.is_object()));
+        let rope_scaling = match scaling {
+            Some(s) => parse_rope_scaling(s, path)?,
+            None => RopeScaling::None,
+        };
+        let sliding_window = if model_type == "mistral" {
+            c.opt_usize("sliding_window")?
+        } else {
+            None
+        };
+        Self {
+            family: Family::Llama,
+            model_type: model_type.clone(),
+            vocab_size: c.usize("vocab_size")?,
+            d_model,
+            n_layers: c.usize("num_hidden_layers")?,
+            n_heads,
+            n_kv_heads,
+            d_head,
+            d_mlp: c.usize("intermediate_size")?,
+            norm_eps: c.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
+            rope_theta,
+            rope_scaling,
+            max_position: c.opt_usize("max_position_embeddings")?.unwrap_or(4096),
+            tie_word_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(false),
+            qkv_bias: qwen || attention_bias,
+            o_bias: attention_bias,
+            mlp_bias: c.opt_bool("mlp_bias")?.unwrap_or(false),
+            sliding_window,
+            bos_token_id: c.opt_usize("bos_token_id")?.map(|x| x as u32),
+            eos_token_ids: eos_ids(v.get("eos_token_id")),
+        }
+        .validated(path)
+    }
+
+    fn gpt2_from_hf(c: &Keys) -> Result<Self> {
+        let d_model = c.usize("n_embd")?;
+        let n_heads = c.usize("n_head")?;
+        let act = c
+            .opt_str("activation_function")?
+            .unwrap_or_else(|| "gelu_new".into());
+        if act != "gelu_new" {
+            return Err(LmError::Unsupported {
+                path: c.path.to_path_buf(),
+                what: format!("activation_function '{act}' (expected gelu_new)"),
+            });
+        }
+        Self {
+            family: Family::Gpt2,
+            model_type: "gpt2".into(),
+            vocab_size: c.usize("vocab_size")?,
+            d_model,
+            n_layers: c.usize("n_layer")?,
+            n_heads,
+            n_kv_heads: n_heads,
+            d_head: d_model / n_heads.max(1),
+            d_mlp: c.opt_usize("n_inner")?.unwrap_or(4 * d_model),
+            norm_eps: c.opt_f64("layer_norm_epsilon")?.unwrap_or(1e-5),
+            rope_theta: 0.0,
+            rope_scaling: RopeScaling::None,
+            max_position: c.opt_usize("n_positions")?.unwrap_or(1024),
+            tie_word_embeddings: true,
+            qkv_bias: true,
+            o_bias: true,
+            mlp_bias: true,
+            sliding_window: None,
+            bos_token_id: c.opt_usize("bos_token_id")?.map(|x| x as u32),
+            eos_token_ids: eos_ids(c.v.get("eos_token_id")),
+        }
+        .validated(c.path)
+    }
+
+    /// Reads the model shape from GGUF metadata (`{arch}.block_count`, ...). Architectures
+    /// `llama` (also used for Mistral and SmolLM2) and `qwen2` are supported.
+    pub fn from_gguf(f: &GgufFile, path: &Path) -> Result<Self> {
+        let arch = f
+            .architecture()
+            .ok_or_else(|| LmError::format(path, "GGUF metadata lacks general.architecture"))?
+            .to_string();
+        if arch != "llama" && arch != "qwen2" {
+            return Err(LmError::Unsupported {
+                path: path.to_path_buf(),
+                what: format!("GGUF architecture '{arch}' (expected llama or qwen2)"),
+            });
+        }
+        let key = |k: &str| format!("{arch}.{k}");
+        let int = |k: &str| -> Result<usize> {
+            f.get_u64(&key(k)).map(|v| v as usize).ok_or_else(|| {
+                LmError::format(path, format!("GGUF metadata lacks integer '{}'", key(k)))
+            })
+        };
+        let d_model = int("embedding_length")?;
+        let n_heads = int("attention.head_count")?;
+        let n_kv_heads = f
+            .get_u64(&key("attention.head_count_kv"))
+            .map_or(n_heads, |v| v as usize);
+        let d_head = f
+            .get_u64(&key("attention.key_length"))
+            .map_or(d_model / n_heads.max(1), |v| v as usize);
+        let vocab_size = match f.get_u64(&key("vocab_size")) {
+            Some(v) => v as usize,
+            None => f
+                .tensor("token_embd.weight")
+                .map(|t| t.dims.get(1).copied().unwrap_or(0))
+                .ok_or_else(|| LmError::format(path, "GGUF file lacks token_embd.weight"))?,
+        };
+        let rope_scaling = match f.get_str(&key("rope.scaling.type")) {
+            None | Some("none") => RopeScaling::None,
+            Some("linear") => RopeScaling::Linear {
+                factor: f.get_f64(&key("rope.scaling.factor")).unwrap_or(1.0),
+            },
+            Some(other) => {
+                return Err(LmError::Unsupported {
+                    path: path.to_path_buf(),
+                    what: format!("GGUF rope scaling '{other}' (expected none or linear)"),
+                });
+            }
+        };
+        let eos: Vec<u32> = f
+            .get_u64("tokenizer.ggml.eos_token_id")
+            .map(|v| vec![v as u32])
+            .unwrap_or_default();
+        Self {
+            family: Family::Llama,
+            model_type: arch.clone(),
+            vocab_size,
+            d_model,
+            n_layers: int("block_count")?,
+            n_heads,
+            n_kv_heads,
+            d_head,
+            d_mlp: int("feed_forward_length")?,
+            norm_eps: f
+                .get_f64(&key("attention.layer_norm_rms_epsilon"))
+                .unwrap_or(1e-5),
+            rope_theta: f.get_f64(&key("rope.freq_base")).unwrap_or(10000.0),
+            rope_scaling,
+            max_position: int("context_length").unwrap_or(4096),
+            tie_word_embeddings: f.tensor("output.weight").is_none(),
+            qkv_bias: f.tensor("blk.0.attn_q.bias").is_some(),
+            o_bias: f.tensor("blk.0.attn_output.bias").is_some(),
+            mlp_bias: f.tensor("blk.0.ffn_up.bias").is_some(),
+            sliding_window: None,
+            bos_token_id: f.get_u64("tokenizer.ggml.bos_token_id").map(|v| v as u32),
+            eos_token_ids: eos,
+        }
+        .validated(path)
+    }
+
+    /// Checks the shape relations the forward pass relies on.
+    pub fn validated(self, path: &Path) -> Result<Self> {
+        let bad = |msg: String| Err(LmError::format(path, msg));
+        if self.d_model == 0 || self.n_layers == 0 || self.n_heads == 0 || self.vocab_size == 0 {
+            return bad(format!(
+                "d_model, layers, heads and vocab must be positive (got {}, {}, {}, {})",
+                self.d_model, self.n_layers, self.n_heads, self.vocab_size
+            ));
+        }
+        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            return bad(format!(
+                "{} attention heads are not a multiple of {} key/value heads",
+                self.n_heads, self.n_kv_heads
+            ));
+        }
+        if self.family == Family::Llama && !self.d_head.is_multiple_of(2) {
+            return bad(format!("head_dim {} must be even for RoPE", self.d_head));
+        }
+        if self.family == Family::Gpt2 && !self.d_model.is_multiple_of(self.n_heads) {
+            return bad(format!(
+                "n_embd {} is not a multiple of n_head {}",
+                self.d_model, self.n_heads
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Rotary inverse frequencies `inv_freq_i`, `i < d_head/2`, after scaling.
+    pub fn inv_freq(&self) -> Vec<f64> {
+        let half = self.d_head / 2;
+        let base: Vec<f64> = (0..half)
+            .map(|i| 1.0 / self.rope_theta.powf(2.0 * i as f64 / self.d_head as f64))
+            .collect();
+        match &self.rope_scaling {
+            RopeScaling::None => base,
+            RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
+            RopeScaling::Factors(div) => base
+                .iter()
+                .zip(div.iter().chain(std::iter::repeat(&1.0)))
+                .map(|(f, d)| f / f64::from(*d))
+                .collect(),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: old,
+            } => {
+                let low_wavelen = old / low_freq_factor;
+                let high_wavelen = old / high_freq_factor;
+                base.iter()
+                    .map(|&f| {
+                        let wavelen = 2.0 * std::f64::consts::PI / f;
+                        if wavelen < high_wavelen {
+                            f
+                        } else if wavelen > low_wavelen {
+                            f / factor
+                        } else {
+                            let smooth = (old / wavelen - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+fn parse_rope_scaling(s: &Value, path: &Path) -> Result<RopeScaling> {
+    let kind = s
+        .get("rope_type")
+        .or_else(|| s.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let num = |k: &str| -> Result<f64> {
+        s.get(k).and_then(Value::as_f64).ok_or_else(|| {
+            LmError::format(path, format!("rope scaling '{kind}' needs a number '{k}'"))
+        })
+    };
+    Ok(match kind {
+        "default" => RopeScaling::None,
+        "linear" => RopeScaling::Linear {
+            factor: num("factor")?,
+        },
+        "llama3" => RopeScaling::Llama3 {
+            factor: num("factor")?,
+            low_freq_factor: num("low_freq_factor")?,
+            high_freq_factor: num("high_freq_factor")?,
+            original_max_position_embeddings: num("original_max_position_embeddings")?,
+        },
+        other => {
+            return Err(LmError::Unsupported {
+                path: path.to_path_buf(),
+                what: format!("RoPE scaling '{other}' (expected default, linear or llama3)"),
+            });
+        }
+    })
+}
+
+fn eos_ids(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_u64)
+            .map(|x| x as u32)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Typed access to `config.json` keys with one-line errors.
+struct Keys<'a> {
+    v: &'a Value,
+    path: &'a Path,
+}
+
+impl Keys<'_> {
+    fn missing(&self, key: &str, what: &str) -> LmError {
+        LmError::format(self.path, format!("config key '{key}' must be {what}"))
+    }
+    fn str(&self, key: &str) -> Result<String> {
+        self.opt_str(key)?
+            .ok_or_else(|| self.missing(key, "a string"))
+    }
+    fn opt_str(&self, key: &str) -> Result<Option<String>> {
+        match self.v.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(self.missing(key, "a string")),
+        }
+    }
+    fn usize(&self, key: &str) -> Result<usize> {
+        self.opt_usize(key)?
+            .ok_or_else(|| self.missing(key, "a non-negative integer"))
+    }
+    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
+        match self.v.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x
+                .as_u64()
+                .map(|n| Some(n as usize))
+                .ok_or_else(|| self.missing(key, "a non-negative integer")),
+        }
+    }
+    fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
+        match self.v.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.missing(key, "a number")),
+        }
+    }
+    fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
+        match self.v.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| self.missing(key, "true or false")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama3_rope_scaling_matches_the_reference_formula() {
+        // Llama 3.1 8B (θ = 500000, d_head 128, factor 8, low 1, high 4, original 8192),
+        // indices 0, 20, 40, 63, computed in Python float64; transformers'
+        // `_compute_llama3_parameters` gives the same to f32 precision.
+        let v: Value = serde_json::json!({
+            "model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32,
+            "num_key_value_heads": 8, "num_hidden_layers": 32, "intermediate_size": 14336,
+            "vocab_size": 128256, "rope_theta": 500000.0,
+            "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                             "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+        });
+        let c = ModelConfig::from_hf_value(&v, Path::new("config.json")).unwrap();
+        assert_eq!((c.d_head, c.n_kv_heads), (128, 8));
+        let f = c.inv_freq();
+        let want = [
+            (0, 1.0),
+            (20, 0.016560440080994446),
+            (40, 3.428102195952591e-05),
+            (63, 3.068925988914511e-07),
+        ];
+        for (i, w) in want {
+            assert!((f[i] - w).abs() <= 1e-12 * w, "{i}: {} vs {w}", f[i]);
+        }
+    }
+
+    #[test]
+    fn bad_configs_give_one_line_errors() {
+        let p = Path::new("m/config.json");
+        let e = ModelConfig::from_hf_value(&serde_json::json!({"model_type": "bert"}), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("m/config.json") && e.contains("bert"), "{e}");
+        let e = ModelConfig::from_hf_value(
+            &serde_json::json!({"model_type": "llama", "hidden_size": "big"}),
+            p,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("hidden_size"), "{e}");
+    }
+}

