@@ -350,3 +350,57 @@ fn bad_models_and_hooks_fail_with_one_line() {
         .to_string();
     assert!(e.contains("999"), "{e}");
 }
+
+#[test]
+fn hooks_apply_at_every_generation_step() {
+    use lantern_lm::{GenerateOptions, Sampling, generate};
+    let model = Model::load(&dir("llama_gqa"), &Device::flex()).unwrap();
+    let r = Reference::load("llama_gqa");
+    let prompt = r.ids[0][..5].to_vec();
+    let opts = GenerateOptions {
+        max_new_tokens: 6,
+        sampling: Sampling::default(),
+        stop_ids: vec![],
+        pad_id: 0,
+    };
+    let plain = generate(
+        &model,
+        std::slice::from_ref(&prompt),
+        &opts,
+        &mut Hooks::new(),
+        |_, _| {},
+    )
+    .unwrap();
+    // A capture sees the prompt pass, then one position per later step.
+    let mut hooks = Hooks::new();
+    hooks.capture(HookPoint::ResidPost(1));
+    let same = generate(
+        &model,
+        std::slice::from_ref(&prompt),
+        &opts,
+        &mut hooks,
+        |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(same, plain);
+    let caps = hooks.take(HookPoint::ResidPost(1));
+    assert_eq!(caps.len(), 6);
+    assert_eq!(caps[0].dims()[1], 5);
+    assert!(caps[1..].iter().all(|c| c.dims()[1] == 1));
+    // Steering only the generated positions (5..) leaves the first token, changes the rest.
+    let v: Vec<f32> = (0..32)
+        .map(|i| if i % 3 == 0 { 1.0 } else { -0.5 })
+        .collect();
+    let mut hooks = Hooks::new();
+    hooks.add(HookPoint::ResidPre(1), v, 40.0, Some(5..100));
+    let steered = generate(
+        &model,
+        std::slice::from_ref(&prompt),
+        &opts,
+        &mut hooks,
+        |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(steered[0][0], plain[0][0], "the prompt pass is not steered");
+    assert_ne!(steered[0][1..], plain[0][1..], "later steps are");
+}
