@@ -80,7 +80,8 @@ pub fn generate(
         real.push((0..width).map(|i| i >= pad).collect::<Vec<bool>>());
     }
     let mut rng = SplitMix(s.seed);
-    let mut cache = KvCache::default();
+    // Fixed slots: the same shapes at every step after the prompt.
+    let mut cache = KvCache::with_capacity(width + opts.max_new_tokens);
     let mut out = vec![Vec::new(); batch];
     let mut done = vec![false; batch];
     let vocab = model.config().vocab_size;

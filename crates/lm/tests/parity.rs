@@ -185,13 +185,17 @@ fn left_padding_leaves_real_tokens_unchanged() {
 
 #[test]
 fn kv_cache_steps_match_the_full_pass() {
-    for case in CASES {
+    // A growing cache, and one with fixed slots (more than needed: the spare ones are masked).
+    for (case, capacity) in CASES.iter().flat_map(|c| [(*c, None), (*c, Some(15))]) {
         let model = Model::load(&dir(case), &Device::flex()).unwrap();
         let r = Reference::load(case);
         let (b, t) = (r.ids.len(), r.ids[0].len());
         let vocab = model.config().vocab_size;
         let want = r.get("logits");
-        let mut cache = KvCache::default();
+        let mut cache = KvCache {
+            capacity,
+            ..KvCache::default()
+        };
         let prefix = 7;
         let ids: Vec<u32> = r
             .ids
@@ -232,7 +236,10 @@ fn kv_cache_steps_match_the_full_pass() {
             for row in 0..b {
                 let w = &want[(row * t + pos) * vocab..(row * t + pos + 1) * vocab];
                 let e = max_err(&l[row * vocab..(row + 1) * vocab], w);
-                assert!(e <= 1e-4, "{case}: row {row} position {pos} differs by {e}");
+                assert!(
+                    e <= 1e-4,
+                    "{case} (capacity {capacity:?}): row {row} position {pos} differs by {e}"
+                );
             }
         }
     }

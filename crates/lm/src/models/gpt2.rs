@@ -114,7 +114,11 @@ impl Gpt2 {
             ));
         }
         let (past, real_all) = super::merge_real(cache.as_deref(), real, batch, new)?;
-        let ctx = AttnCtx::new(&real_all, past, new, None, &dev);
+        let keys = cache
+            .as_deref()
+            .and_then(|c| c.capacity)
+            .unwrap_or(past + new);
+        let ctx = AttnCtx::new(&real_all, past, new, keys, None, &dev);
         if let Some(&p) = ctx.positions.iter().flatten().max()
             && p >= cfg.max_position
         {
@@ -163,7 +167,7 @@ impl Gpt2 {
             let k = split_heads(qkv.clone().narrow(2, d, d), cfg.n_heads);
             let v = split_heads(qkv.narrow(2, 2 * d, d), cfg.n_heads);
             let (k, v) = match cache.as_deref_mut() {
-                Some(c) => extend_cache(&mut c.layers[l], k, v),
+                Some(c) => extend_cache(&mut c.layers[l], k, v, past, c.capacity),
                 None => (k, v),
             };
             let a = blk.proj.forward(attend(q, k, v, &ctx.bias));

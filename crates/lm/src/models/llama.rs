@@ -117,7 +117,11 @@ impl Llama {
             ));
         }
         let (past, real_all) = super::merge_real(cache.as_deref(), real, batch, new)?;
-        let ctx = AttnCtx::new(&real_all, past, new, cfg.sliding_window, &dev)
+        let keys = cache
+            .as_deref()
+            .and_then(|c| c.capacity)
+            .unwrap_or(past + new);
+        let ctx = AttnCtx::new(&real_all, past, new, keys, cfg.sliding_window, &dev)
             .with_rope(&self.inv_freq, &dev);
         let (cos, sin) = ctx.rope.clone().expect("with_rope sets rope");
         if let Some(c) = cache.as_deref_mut() {
@@ -161,7 +165,7 @@ impl Llama {
             );
             let v = split_heads(blk.v.forward(h), cfg.n_kv_heads);
             let (k, v) = match cache.as_deref_mut() {
-                Some(c) => extend_cache(&mut c.layers[l], k, v),
+                Some(c) => extend_cache(&mut c.layers[l], k, v, past, c.capacity),
                 None => (k, v),
             };
             let a = blk.o.forward(attend(q, k, v, &ctx.bias));

@@ -33,6 +33,14 @@ pub(crate) fn merge_real(
             "the attention mask must be {batch} rows of {new} entries, one per token"
         )));
     }
+    if let Some(cap) = cache.and_then(|c| c.capacity)
+        && cache.map_or(0, KvCache::len) + new > cap
+    {
+        return Err(LmError::Config(format!(
+            "the KV cache has {cap} slots; {} are used and {new} more were asked for",
+            cache.map_or(0, KvCache::len)
+        )));
+    }
     match cache {
         Some(c) if !c.is_empty() => {
             if c.real.len() != batch {

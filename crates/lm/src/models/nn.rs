@@ -83,15 +83,30 @@ impl LayerNorm {
 
 /// Keys and values of earlier positions, one pair per block, and which of those positions are
 /// real tokens (left padding is not).
+///
+/// A cache without capacity grows by concatenation. With a capacity it holds that many key
+/// slots from the start and writes new keys in place, so every generation step after the first
+/// runs on tensors of the same shapes (GPU backends compile kernels per shape); the unused
+/// slots are masked.
 #[derive(Clone, Debug, Default)]
 pub struct KvCache {
-    /// `(k, v)` per block, each `[batch, kv_heads, seq, d_head]`.
+    /// `(k, v)` per block, each `[batch, kv_heads, seq or capacity, d_head]`.
     pub layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
     /// `[batch][seq]`: whether each cached position holds a real token.
     pub real: Vec<Vec<bool>>,
+    /// Fixed number of key slots, or `None` to grow.
+    pub capacity: Option<usize>,
 }
 
 impl KvCache {
+    /// An empty cache of `slots` fixed key slots.
+    pub fn with_capacity(slots: usize) -> Self {
+        Self {
+            capacity: Some(slots),
+            ..Self::default()
+        }
+    }
+
     /// Number of cached positions.
     pub fn len(&self) -> usize {
         self.real.first().map_or(0, Vec::len)
@@ -120,15 +135,19 @@ impl AttnCtx {
     /// Builds the mask and positions for `new` tokens per row after `past` cached ones.
     /// `real` (`[batch][past + new]`) marks real tokens; `window` limits how far back a
     /// query may look (Mistral).
+    ///
+    /// The mask spans `keys ≥ past + new` columns; columns past the real ones (unused slots of a
+    /// fixed-capacity cache) are masked.
     pub fn new(
         real: &[Vec<bool>],
         past: usize,
         new: usize,
+        keys: usize,
         window: Option<usize>,
         dev: &Device,
     ) -> Self {
         let batch = real.len();
-        let total = past + new;
+        let total = keys.max(past + new);
         let mut bias = vec![0.0f32; batch * new * total];
         let mut positions = vec![vec![0usize; new]; batch];
         for (b, row) in real.iter().enumerate() {
@@ -140,7 +159,8 @@ impl AttnCtx {
                     positions[b][i] = count;
                     count += 1;
                 }
-                for (j, &real_j) in row.iter().enumerate().take(total) {
+                for j in 0..total {
+                    let real_j = row.get(j).copied().unwrap_or(false);
                     let allowed = j <= q && real_j && window.is_none_or(|w| q - j < w);
                     if !allowed {
                         bias[(b * new + i) * total + j] = -1e30;
@@ -228,15 +248,30 @@ pub fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: &Tensor<4>) -> Ten
     probs.matmul(v).swap_dims(1, 2).reshape([b, t, h * d])
 }
 
-/// Appends new keys/values to the cache of one block and returns the full ones.
+/// Adds the new keys/values (positions `past..past + new`) to the cache of one block and
+/// returns the full ones: concatenated, or written into the fixed `capacity` slots.
 pub fn extend_cache(
     slot: &mut Option<(Tensor<4>, Tensor<4>)>,
     k: Tensor<4>,
     v: Tensor<4>,
+    past: usize,
+    capacity: Option<usize>,
 ) -> (Tensor<4>, Tensor<4>) {
-    let (k, v) = match slot.take() {
-        Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
-        None => (k, v),
+    let (k, v) = match (slot.take(), capacity) {
+        (Some((pk, pv)), None) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+        (None, None) => (k, v),
+        (old, Some(cap)) => {
+            let [b, h, new, d] = k.dims();
+            let dev = k.device();
+            let (ck, cv) = old.unwrap_or_else(|| {
+                (
+                    Tensor::zeros([b, h, cap, d], &dev),
+                    Tensor::zeros([b, h, cap, d], &dev),
+                )
+            });
+            let at = [0..b, 0..h, past..past + new, 0..d];
+            (ck.slice_assign(at.clone(), k), cv.slice_assign(at, v))
+        }
     };
     *slot = Some((k.clone(), v.clone()));
     (k, v)
