@@ -11,15 +11,14 @@
 
 use burn::tensor::{Device, Tensor};
 
-use super::LogitsAt;
 use super::nn::{
-    AttnCtx, KvCache, LayerNorm, Linear, attend, extend_cache, ids_tensor, split_heads, upload1,
-    upload2,
+    KvCache, LayerNorm, Linear, attend, extend_cache, ids_tensor, split_heads, upload1, upload2,
 };
+use super::{LogitsAt, Pass, hook};
+use crate::Result;
 use crate::config::ModelConfig;
 use crate::hooks::{HookPoint, Hooks};
 use crate::weights::WeightSource;
-use crate::{LmError, Result};
 
 struct Block {
     ln1: LayerNorm,
@@ -107,53 +106,32 @@ impl Gpt2 {
         let dev = self.wte.device();
         let new = ids.len() / batch.max(1);
         let (n, d) = (cfg.n_layers, cfg.d_model);
-        let stop = hooks.stop_order(n);
-        if stop.is_some() && cache.is_some() {
-            return Err(LmError::Config(
-                "stopping the forward pass early cannot be combined with a KV cache".into(),
-            ));
-        }
-        let (past, real_all) = super::merge_real(cache.as_deref(), real, batch, new)?;
-        let keys = cache
-            .as_deref()
-            .and_then(|c| c.capacity)
-            .unwrap_or(past + new);
-        let ctx = AttnCtx::new(&real_all, past, new, keys, None, &dev);
-        if let Some(&p) = ctx.positions.iter().flatten().max()
-            && p >= cfg.max_position
-        {
-            return Err(LmError::Config(format!(
-                "position {p} is beyond GPT-2's {} learned positions",
-                cfg.max_position
-            )));
-        }
-        if let Some(c) = cache.as_deref_mut() {
-            c.real = real_all;
-            c.layers.resize(n, None);
-        }
-
-        macro_rules! hook {
-            ($p:expr, $x:expr) => {{
-                let p = $p;
-                let x = if hooks.wants(p) {
-                    hooks.apply(p, $x, past)
-                } else {
-                    $x
-                };
-                if stop == Some(p.order(n)) {
-                    return Ok(None);
-                }
-                x
-            }};
-        }
+        let pass = Pass::begin(
+            cache.as_deref_mut(),
+            hooks,
+            real,
+            batch,
+            new,
+            n,
+            None,
+            Some(cfg.max_position),
+            &dev,
+        )?;
+        let past = pass.ctx.past;
 
         let tok = self
             .wte
             .clone()
             .select(0, ids_tensor(ids, &dev))
             .reshape([batch, new, d]);
-        let tok = hook!(HookPoint::Embed, tok);
-        let pos_ids: Vec<u32> = ctx.positions.iter().flatten().map(|&p| p as u32).collect();
+        let tok = hook!(pass, hooks, HookPoint::Embed, tok);
+        let pos_ids: Vec<u32> = pass
+            .ctx
+            .positions
+            .iter()
+            .flatten()
+            .map(|&p| p as u32)
+            .collect();
         let pos = self
             .wpe
             .clone()
@@ -161,7 +139,7 @@ impl Gpt2 {
             .reshape([batch, new, d]);
         let mut x = tok + pos;
         for (l, blk) in self.blocks.iter().enumerate() {
-            x = hook!(HookPoint::ResidPre(l), x);
+            x = hook!(pass, hooks, HookPoint::ResidPre(l), x);
             let qkv = blk.attn.forward(blk.ln1.forward(x.clone()));
             let q = split_heads(qkv.clone().narrow(2, 0, d), cfg.n_heads);
             let k = split_heads(qkv.clone().narrow(2, d, d), cfg.n_heads);
@@ -170,16 +148,16 @@ impl Gpt2 {
                 Some(c) => extend_cache(&mut c.layers[l], k, v, past, c.capacity),
                 None => (k, v),
             };
-            let a = blk.proj.forward(attend(q, k, v, &ctx.bias));
-            let a = hook!(HookPoint::AttnOut(l), a);
-            x = hook!(HookPoint::ResidMid(l), x + a);
+            let a = blk.proj.forward(attend(q, k, v, &pass.ctx.bias));
+            let a = hook!(pass, hooks, HookPoint::AttnOut(l), a);
+            x = hook!(pass, hooks, HookPoint::ResidMid(l), x + a);
             let m = blk
                 .out
                 .forward(gelu_new(blk.fc.forward(blk.ln2.forward(x.clone()))));
-            let m = hook!(HookPoint::MlpOut(l), m);
-            x = hook!(HookPoint::ResidPost(l), x + m);
+            let m = hook!(pass, hooks, HookPoint::MlpOut(l), m);
+            x = hook!(pass, hooks, HookPoint::ResidPost(l), x + m);
         }
-        x = hook!(HookPoint::LnFinal, self.ln_f.forward(x));
+        x = hook!(pass, hooks, HookPoint::LnFinal, self.ln_f.forward(x));
         Ok(super::unembed(x, &self.unembed, logits))
     }
 }

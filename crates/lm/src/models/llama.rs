@@ -12,15 +12,15 @@
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
-use super::LogitsAt;
 use super::nn::{
-    AttnCtx, KvCache, Linear, RmsNorm, apply_rope, attend, extend_cache, ids_tensor, split_heads,
-    upload1, upload2,
+    KvCache, Linear, RmsNorm, apply_rope, attend, extend_cache, ids_tensor, split_heads, upload1,
+    upload2,
 };
+use super::{LogitsAt, Pass, hook};
+use crate::Result;
 use crate::config::ModelConfig;
 use crate::hooks::{HookPoint, Hooks};
 use crate::weights::WeightSource;
-use crate::{LmError, Result};
 
 struct Block {
     ln1: RmsNorm,
@@ -110,48 +110,29 @@ impl Llama {
         let dev = self.embed.device();
         let new = ids.len() / batch.max(1);
         let n = cfg.n_layers;
-        let stop = hooks.stop_order(n);
-        if stop.is_some() && cache.is_some() {
-            return Err(LmError::Config(
-                "stopping the forward pass early cannot be combined with a KV cache".into(),
-            ));
-        }
-        let (past, real_all) = super::merge_real(cache.as_deref(), real, batch, new)?;
-        let keys = cache
-            .as_deref()
-            .and_then(|c| c.capacity)
-            .unwrap_or(past + new);
-        let ctx = AttnCtx::new(&real_all, past, new, keys, cfg.sliding_window, &dev)
-            .with_rope(&self.inv_freq, &dev);
-        let (cos, sin) = ctx.rope.clone().expect("with_rope sets rope");
-        if let Some(c) = cache.as_deref_mut() {
-            c.real = real_all;
-            c.layers.resize(n, None);
-        }
-
-        macro_rules! hook {
-            ($p:expr, $x:expr) => {{
-                let p = $p;
-                let x = if hooks.wants(p) {
-                    hooks.apply(p, $x, past)
-                } else {
-                    $x
-                };
-                if stop == Some(p.order(n)) {
-                    return Ok(None);
-                }
-                x
-            }};
-        }
+        let mut pass = Pass::begin(
+            cache.as_deref_mut(),
+            hooks,
+            real,
+            batch,
+            new,
+            n,
+            cfg.sliding_window,
+            None,
+            &dev,
+        )?;
+        pass.ctx = pass.ctx.with_rope(&self.inv_freq, &dev);
+        let (cos, sin) = pass.ctx.rope.clone().expect("with_rope sets rope");
+        let past = pass.ctx.past;
 
         let mut x = self
             .embed
             .clone()
             .select(0, ids_tensor(ids, &dev))
             .reshape([batch, new, cfg.d_model]);
-        x = hook!(HookPoint::Embed, x);
+        x = hook!(pass, hooks, HookPoint::Embed, x);
         for (l, blk) in self.blocks.iter().enumerate() {
-            x = hook!(HookPoint::ResidPre(l), x);
+            x = hook!(pass, hooks, HookPoint::ResidPre(l), x);
             let h = blk.ln1.forward(x.clone());
             let q = apply_rope(
                 split_heads(blk.q.forward(h.clone()), cfg.n_heads),
@@ -168,17 +149,17 @@ impl Llama {
                 Some(c) => extend_cache(&mut c.layers[l], k, v, past, c.capacity),
                 None => (k, v),
             };
-            let a = blk.o.forward(attend(q, k, v, &ctx.bias));
-            let a = hook!(HookPoint::AttnOut(l), a);
-            x = hook!(HookPoint::ResidMid(l), x + a);
+            let a = blk.o.forward(attend(q, k, v, &pass.ctx.bias));
+            let a = hook!(pass, hooks, HookPoint::AttnOut(l), a);
+            x = hook!(pass, hooks, HookPoint::ResidMid(l), x + a);
             let h = blk.ln2.forward(x.clone());
             let m = blk
                 .down
                 .forward(silu(blk.gate.forward(h.clone())) * blk.up.forward(h));
-            let m = hook!(HookPoint::MlpOut(l), m);
-            x = hook!(HookPoint::ResidPost(l), x + m);
+            let m = hook!(pass, hooks, HookPoint::MlpOut(l), m);
+            x = hook!(pass, hooks, HookPoint::ResidPost(l), x + m);
         }
-        x = hook!(HookPoint::LnFinal, self.norm.forward(x));
+        x = hook!(pass, hooks, HookPoint::LnFinal, self.norm.forward(x));
         Ok(super::unembed(x, &self.unembed, logits))
     }
 }

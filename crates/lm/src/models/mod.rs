@@ -4,10 +4,11 @@ pub mod gpt2;
 pub mod llama;
 pub mod nn;
 
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 
+use crate::hooks::{HookPoint, Hooks};
 use crate::{LmError, Result};
-use nn::KvCache;
+use nn::{AttnCtx, KvCache};
 
 /// Which positions' logits a forward pass computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,3 +78,81 @@ pub(crate) fn unembed(x: Tensor<3>, w_u: &Tensor<2>, at: LogitsAt) -> Option<Ten
             .reshape([b, t, vocab]),
     )
 }
+
+/// What both families hold during one forward pass: the attention inputs, and where the hooks
+/// let the pass stop.
+pub(crate) struct Pass {
+    pub ctx: AttnCtx,
+    stop: Option<usize>,
+    n_layers: usize,
+}
+
+impl Pass {
+    /// Everything before the first block: refuses an early stop together with a cache, joins
+    /// the cached and new padding masks, builds the attention mask and positions (checked
+    /// against `max_position` when the model has learned positions), and records the new
+    /// tokens in the cache.
+    #[allow(clippy::too_many_arguments)] // one call per family; a struct would only rename them
+    pub(crate) fn begin(
+        cache: Option<&mut KvCache>,
+        hooks: &Hooks,
+        real: &[Vec<bool>],
+        batch: usize,
+        new: usize,
+        n_layers: usize,
+        window: Option<usize>,
+        max_position: Option<usize>,
+        dev: &Device,
+    ) -> Result<Self> {
+        let stop = hooks.stop_order(n_layers);
+        if stop.is_some() && cache.is_some() {
+            return Err(LmError::Config(
+                "stopping the forward pass early cannot be combined with a KV cache".into(),
+            ));
+        }
+        let (past, real_all) = merge_real(cache.as_deref(), real, batch, new)?;
+        let keys = cache
+            .as_deref()
+            .and_then(|c| c.capacity)
+            .unwrap_or(past + new);
+        let ctx = AttnCtx::new(&real_all, past, new, keys, window, dev);
+        if let Some(limit) = max_position
+            && let Some(&p) = ctx.positions.iter().flatten().max()
+            && p >= limit
+        {
+            return Err(LmError::Config(format!(
+                "position {p} is beyond the model's {limit} learned positions"
+            )));
+        }
+        if let Some(c) = cache {
+            c.real = real_all;
+            c.layers.resize(n_layers, None);
+        }
+        Ok(Self {
+            ctx,
+            stop,
+            n_layers,
+        })
+    }
+
+    /// Applies the hooks registered at `p` to `x`; `None` when the pass stops here.
+    pub(crate) fn at(&self, hooks: &mut Hooks, p: HookPoint, x: Tensor<3>) -> Option<Tensor<3>> {
+        let x = if hooks.wants(p) {
+            hooks.apply(p, x, self.ctx.past)
+        } else {
+            x
+        };
+        (self.stop != Some(p.order(self.n_layers))).then_some(x)
+    }
+}
+
+/// `x` after the hooks at a point, or an early `return Ok(None)` from the forward pass.
+macro_rules! hook {
+    ($pass:expr, $hooks:expr, $p:expr, $x:expr) => {
+        match $pass.at($hooks, $p, $x) {
+            Some(x) => x,
+            None => return Ok(None),
+        }
+    };
+}
+pub(crate) use hook;
