@@ -5,7 +5,8 @@
 //! Without the file these tests print a note and pass, unless `LANTERN_REQUIRE_SMOLLM2=1`
 //! (set in CI) makes its absence a failure.
 
-use std::path::PathBuf;
+mod text_support;
+
 use std::sync::OnceLock;
 
 use burn::tensor::Device;
@@ -13,30 +14,12 @@ use lantern_lm::chat::Message;
 use lantern_lm::{GenerateOptions, HookPoint, Hooks, LanguageModel, LogitsAt, Sampling, generate};
 use serde_json::Value;
 
-fn gguf_path() -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-    ));
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var("LANTERN_REQUIRE_SMOLLM2").is_err(),
-        "LANTERN_REQUIRE_SMOLLM2 is set but {} is missing (run scripts/fetch-smollm2.sh)",
-        p.display()
-    );
-    eprintln!(
-        "skipping: {} not found (scripts/fetch-smollm2.sh)",
-        p.display()
-    );
-    None
-}
-
 fn model() -> Option<&'static LanguageModel> {
     static LM: OnceLock<Option<LanguageModel>> = OnceLock::new();
-    LM.get_or_init(|| gguf_path().map(|p| LanguageModel::load(&p, &Device::flex()).unwrap()))
-        .as_ref()
+    LM.get_or_init(|| {
+        text_support::smollm2_gguf().map(|p| LanguageModel::load(&p, &Device::flex()).unwrap())
+    })
+    .as_ref()
 }
 
 fn reference() -> Value {
