@@ -1,5 +1,8 @@
-//! SAE file formats against fixtures written by `tests/fixtures/make_fixtures.py`, whose
-//! references follow each library's own forward pass in float64.
+//! SAE file formats against two kinds of fixtures:
+//! - `tests/fixtures/make_fixtures.py` (numpy only) writes each library's documented layout,
+//!   with references that transcribe its forward pass in float64;
+//! - `tests/library_fixtures/make_library_fixtures.py` runs SAELens 6.54.12 and sparsify 1.3.3
+//!   themselves: their saves and forward passes, and SAELens reading the files Lantern writes.
 
 use std::path::{Path, PathBuf};
 
@@ -56,8 +59,13 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
 }
 
 fn check_fixture(name: &str, format: SaeFormat, arch: Arch, apply_b_dec: bool) -> SaeWeights {
-    let dir = fixture(name);
-    let (sae, got_format) = load_sae(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+    check_dir(&fixture(name), format, arch, apply_b_dec)
+}
+
+/// Loads the SAE in `dir` (d_in 16, d_sae 48) and checks it against `dir/reference.safetensors`.
+fn check_dir(dir: &Path, format: SaeFormat, arch: Arch, apply_b_dec: bool) -> SaeWeights {
+    let name = dir.file_name().unwrap().to_string_lossy();
+    let (sae, got_format) = load_sae(dir).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(got_format, format, "{name}: format");
     assert_eq!(sae.cfg.arch, arch, "{name}: arch");
     assert_eq!((sae.cfg.d_in, sae.cfg.d_sae), (16, 48), "{name}: dims");
@@ -65,9 +73,16 @@ fn check_fixture(name: &str, format: SaeFormat, arch: Arch, apply_b_dec: bool) -
         sae.cfg.apply_b_dec_to_input, apply_b_dec,
         "{name}: apply_b_dec_to_input"
     );
+    check_forward(&sae, dir);
+    sae
+}
+
+/// `encode(x)` and `decode(encode(x))` of `sae` equal the reference in `dir`.
+fn check_forward(sae: &SaeWeights, dir: &Path) {
+    let name = dir.file_name().unwrap().to_string_lossy();
     let reference = dir.join("reference.safetensors");
     let (shape, x) = read_tensor(&reference, "x");
-    assert_eq!(shape, [8, 16]);
+    assert_eq!(shape, [8, sae.cfg.d_in], "{name}: x");
     let (_, acts) = read_tensor(&reference, "feature_acts");
     let (_, recon) = read_tensor(&reference, "recon");
     let f = sae.encode(&x);
@@ -78,7 +93,6 @@ fn check_fixture(name: &str, format: SaeFormat, arch: Arch, apply_b_dec: bool) -
         "{name}: the active set differs from the reference"
     );
     assert_close(&format!("{name} recon"), &sae.decode(&f), &recon);
-    sae
 }
 
 #[test]
@@ -557,4 +571,79 @@ fn saelens_legacy_topk_from_activation_fn_kwargs() {
     std::fs::write(dir.path().join("cfg.json"), gated.to_string()).unwrap();
     let msg = load_err(dir.path());
     assert!(msg.contains("unsupported gated SAE architecture"), "{msg}");
+}
+
+// Fixtures written by the libraries themselves (tests/library_fixtures, made by
+// make_library_fixtures.py with torch, sae-lens 6.54.12 and eai-sparsify 1.3.3).
+
+fn library_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/library_fixtures")
+        .join(name)
+}
+
+#[test]
+fn saves_of_saelens_itself_load_and_encode_like_saelens() {
+    let cases = [
+        ("saelens_standard", Arch::Relu),
+        ("saelens_topk", Arch::TopK { k: 8 }),
+        ("saelens_topk_rescaled", Arch::TopK { k: 8 }),
+        ("saelens_jumprelu", Arch::JumpRelu),
+    ];
+    for (name, arch) in cases {
+        check_dir(&library_fixture(name), SaeFormat::SaeLens, arch, true);
+    }
+}
+
+#[test]
+fn saves_of_sparsify_itself_load_and_encode_like_sparsify() {
+    let dir = library_fixture("sparsify_topk");
+    check_dir(&dir, SaeFormat::Sparsify, Arch::TopK { k: 8 }, true);
+}
+
+/// Lantern's SAELens files, on fixed weights, are the ones SAELens was shown to read:
+/// byte for byte what is committed in `library_fixtures/lantern_*`, where
+/// `reference.safetensors` holds SAELens's own forward pass of the loaded files. With
+/// `LANTERN_BLESS=1` the files are rewritten instead (then rerun the Python script).
+#[test]
+fn saelens_reads_what_lantern_writes() {
+    let cases = [
+        ("lantern_relu", Arch::Relu, false),
+        ("lantern_topk", Arch::TopK { k: 3 }, false),
+        ("lantern_jumprelu", Arch::JumpRelu, true),
+        ("lantern_batchtopk", Arch::BatchTopK { k: 4 }, true),
+    ];
+    let bless = std::env::var("LANTERN_BLESS").is_ok_and(|v| v == "1");
+    for (name, arch, with_threshold) in cases {
+        let sae = synthetic(arch, with_threshold);
+        let dir = library_fixture(name);
+        if bless {
+            save_saelens(&sae, &dir, None).unwrap();
+            continue;
+        }
+        let fresh = tempfile::tempdir().unwrap();
+        save_saelens(&sae, fresh.path(), None).unwrap();
+        let stale = "rerun with LANTERN_BLESS=1, then make_library_fixtures.py";
+        let weights = "sae_weights.safetensors";
+        assert!(
+            std::fs::read(fresh.path().join(weights)).unwrap()
+                == std::fs::read(dir.join(weights)).unwrap(),
+            "{name}/{weights}: Lantern now writes other bytes than SAELens was checked on; {stale}"
+        );
+        let cfg = |d: &Path| {
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(d.join("cfg.json")).unwrap()).unwrap();
+            v["metadata"]["lantern_version"] = serde_json::Value::Null;
+            v
+        };
+        assert_eq!(
+            cfg(fresh.path()),
+            cfg(&dir),
+            "{name}/cfg.json: Lantern now writes another config than SAELens was checked on; {stale}"
+        );
+        // The files SAELens read give Lantern SAELens's forward pass (BatchTopK as the
+        // JumpReLU it is exported as).
+        let (loaded, _) = load_sae(&dir).unwrap();
+        check_forward(&loaded, &dir);
+    }
 }
