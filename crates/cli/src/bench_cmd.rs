@@ -133,7 +133,7 @@ fn bench_step(
             1e-4,
             true,
             Some(1.0),
-        )?)
+        ))
     };
     params = run(params)?;
     scalar(params.b_dec.clone().sum())?; // wait for the warm-up step

@@ -207,4 +207,20 @@ fn bad_input_gives_one_line_errors_naming_the_problem() {
         "{err}"
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    // A learning rate that blows the weights up stops training with the step named, instead
+    // of writing NaN weights.
+    let mut args = train_args(store.to_str().unwrap(), "unused");
+    let out = dir.path().join("diverged");
+    let n = args.len();
+    args[n - 1] = out.to_str().unwrap();
+    args.extend(["--lr", "1e30", "--grad-clip", "0"]);
+    let o = lantern().args(&args).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(1) && err.contains("training diverged at step"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!out.join("sae_weights.safetensors").exists());
 }

@@ -89,6 +89,12 @@ pub enum SaeError {
     /// In-memory SAE weights that are inconsistent (lengths, missing threshold, NaN).
     #[error("invalid SAE weights: {msg}")]
     Invalid { msg: String },
+
+    /// The loss became NaN or infinite.
+    #[error(
+        "training diverged at step {step}: the reconstruction error is {value} (lower --lr, or keep --grad-clip on)"
+    )]
+    Diverged { step: u64, value: f64 },
 }
 
 /// `Result` with [`SaeError`].

@@ -3,7 +3,7 @@
 use burn::tensor::Tensor;
 
 use crate::Result;
-use crate::params::{Params, scalar};
+use crate::params::{ParamTensor, Params, scalar};
 
 /// Adam (Kingma & Ba 2015) with bias correction:
 /// `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
@@ -115,8 +115,13 @@ impl Hyper {
     }
 }
 
-/// Global gradient norm `‖g‖ = √(Σ over every parameter of Σ g²)`.
+/// Global gradient norm `‖g‖ = √(Σ over every parameter of Σ g²)`, read back to the host.
 pub fn grad_norm(g: &Params) -> Result<f64> {
+    Ok(scalar(squared_norm(g))?.sqrt())
+}
+
+/// `Σ over every parameter of Σ g²`, `[1]`, left on the device.
+fn squared_norm(g: &Params) -> Tensor<1> {
     let mut total = g.w_enc.clone().square().sum()
         + g.b_enc.clone().square().sum()
         + g.w_dec.clone().square().sum()
@@ -124,14 +129,29 @@ pub fn grad_norm(g: &Params) -> Result<f64> {
     if let Some(t) = &g.log_threshold {
         total = total + t.clone().square().sum();
     }
-    Ok(scalar(total)?.sqrt())
+    total
+}
+
+/// Clips the global gradient norm to `clip` on the device: every gradient is scaled by
+/// `clip / max(‖g‖, clip)`, i.e. by 1 when `‖g‖ ≤ clip`. No read-back, so a GPU never waits
+/// for the step before the next one is queued.
+pub fn clip_grads(g: &Params, clip: f32) -> Params {
+    let factor = squared_norm(g)
+        .sqrt()
+        .clamp_min(clip)
+        .recip()
+        .mul_scalar(clip);
+    g.map(|t| match t {
+        ParamTensor::One(t) => ParamTensor::One(t * factor.clone()),
+        ParamTensor::Two(t) => ParamTensor::Two(t * factor.clone().unsqueeze_dim::<2>(0)),
+    })
 }
 
 /// Scales every gradient by `factor`.
 pub fn scale_grads(g: &Params, factor: f32) -> Params {
     g.map(|t| match t {
-        crate::params::ParamTensor::One(t) => crate::params::ParamTensor::One(t.mul_scalar(factor)),
-        crate::params::ParamTensor::Two(t) => crate::params::ParamTensor::Two(t.mul_scalar(factor)),
+        ParamTensor::One(t) => ParamTensor::One(t.mul_scalar(factor)),
+        ParamTensor::Two(t) => ParamTensor::Two(t.mul_scalar(factor)),
     })
 }
 
@@ -158,19 +178,74 @@ pub fn update(
     lr: f32,
     normalize_decoder: bool,
     clip: Option<f32>,
-) -> Result<Params> {
+) -> Params {
     if normalize_decoder {
         grads.w_dec = remove_parallel_component(&params.w_dec, grads.w_dec);
     }
     if let Some(clip) = clip {
-        let norm = grad_norm(&grads)?;
-        if norm.is_finite() && norm > clip as f64 {
-            grads = scale_grads(&grads, (clip as f64 / norm) as f32);
-        }
+        grads = clip_grads(&grads, clip);
     }
     let mut params = adam.step(params, &grads, lr);
     if normalize_decoder {
         params.w_dec = normalize_rows(params.w_dec);
     }
-    Ok(params)
+    params
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Tensor, TensorData};
+
+    use super::*;
+
+    fn params(scale: f32) -> Params {
+        let dev = Device::flex();
+        let v = |n: usize, off: f32| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i as f32 * 0.37 + off).sin()) * scale)
+                .collect()
+        };
+        let t2 = |r: usize, c: usize, off: f32| {
+            Tensor::<2>::from_data(TensorData::new(v(r * c, off), [r, c]), &dev)
+        };
+        let t1 = |n: usize, off: f32| Tensor::<1>::from_data(TensorData::new(v(n, off), [n]), &dev);
+        Params {
+            w_enc: t2(3, 5, 0.1),
+            b_enc: t1(5, 0.2),
+            w_dec: t2(5, 3, 0.3),
+            b_dec: t1(3, 0.4),
+            log_threshold: Some(t1(5, 0.5)),
+        }
+    }
+
+    fn host(p: &Params) -> Vec<f64> {
+        let mut out = Vec::new();
+        p.map(|t| {
+            let data = match &t {
+                ParamTensor::One(t) => t.to_data(),
+                ParamTensor::Two(t) => t.to_data(),
+            };
+            out.extend(data.try_to_vec::<f32>().unwrap().into_iter().map(f64::from));
+            t
+        });
+        out
+    }
+
+    #[test]
+    fn clipping_scales_to_the_clip_norm_only_above_it() {
+        for (scale, clip) in [(2.0f32, 1.0f32), (0.05, 1.0), (1.0, 0.3)] {
+            let g = params(scale);
+            let before = host(&g);
+            let norm = before.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let want = (clip as f64 / norm).min(1.0);
+            let after = host(&clip_grads(&g, clip));
+            for (a, b) in after.iter().zip(&before) {
+                assert!(
+                    (a - b * want).abs() <= 1e-6 * b.abs().max(1e-3),
+                    "{a} vs {}",
+                    b * want
+                );
+            }
+        }
+    }
 }

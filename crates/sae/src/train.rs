@@ -324,7 +324,7 @@ pub fn train(
             lr,
             normalize_decoder,
             cfg.grad_clip,
-        )?;
+        );
         if let Some(min_sel) = out_step.min_selected {
             // BatchTopK inference threshold: exponential moving average of the smallest
             // selected activation (Bussmann et al. 2024 average it over training).
@@ -347,6 +347,12 @@ pub fn train(
         }
         if log_now {
             let sse = scalar(out_step.sse)?;
+            if !sse.is_finite() {
+                return Err(SaeError::Diverged {
+                    step: state.step,
+                    value: sse,
+                });
+            }
             let tv = scalar(out_step.total_variance)?;
             let aux = scalar(out_step.aux_loss)?;
             let sparsity = scalar(out_step.sparsity_loss)?;

@@ -4,6 +4,7 @@
 //! (set by `.ci/run`), where a missing adapter fails them.
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use lantern_sae::optim::{self, Adam};
 use lantern_sae::params::{Params, download};
 use lantern_sae::step::{DeadLatents, StepSettings, step};
 use lantern_sae::{Arch, DeviceChoice};
@@ -102,6 +103,11 @@ fn compare(arch: Arch, with_dead: bool) {
             bandwidth: 0.05,
         };
         let out = step(&p, upload(x.clone(), [b, d], dev), &s, dead.as_ref());
+        // Gradients clipped on the device (a clip small enough to be active), and one
+        // optimiser update (Adam's first step is scale-free, so it cannot show the clip).
+        let clipped = optim::clip_grads(&out.grads, 1e-3);
+        let mut adam = Adam::new(&p);
+        let updated = optim::update(p, out.grads.clone(), &mut adam, 1e-2, true, Some(1e-3));
         (
             host(out.grads.w_enc),
             host(out.grads.w_dec),
@@ -109,6 +115,8 @@ fn compare(arch: Arch, with_dead: bool) {
             host(out.grads.b_dec),
             host(out.sse),
             host(out.fires),
+            (host(updated.w_enc), host(updated.w_dec)),
+            (host(clipped.w_enc), host(clipped.b_dec)),
         )
     };
     let (c, g) = (on(&cpu), on(&gpu));
@@ -118,6 +126,10 @@ fn compare(arch: Arch, with_dead: bool) {
     assert_close("grad b_dec", &g.3, &c.3, 1e-4);
     assert_close("sse", &g.4, &c.4, 1e-5);
     assert_eq!(g.5, c.5, "fire counts");
+    assert_close("updated W_enc", &g.6.0, &c.6.0, 1e-4);
+    assert_close("updated W_dec", &g.6.1, &c.6.1, 1e-4);
+    assert_close("clipped grad W_enc", &g.7.0, &c.7.0, 1e-4);
+    assert_close("clipped grad b_dec", &g.7.1, &c.7.1, 1e-4);
 }
 
 #[test]
