@@ -147,8 +147,15 @@ fn sparse_step(
             // take the dense path (same values and gradients; ties at the k-th value keep
             // every tied latent, which has probability zero for continuous activations).
             // The mask needs only each row's k-th value, found by halving like BatchTopK's
-            // threshold; burn's top-k kernel cost ~170 ms a step at d_sae 2048 on an H100.
-            let kth = row_threshold(&acts, k.min(m));
+            // threshold. On an H100 that trains 2.9× (d 128, d_sae 2048) and 1.7× (d 768,
+            // d_sae 24576) faster than taking it from burn's top-k kernel, although on the
+            // random data of `lantern bench sae` the kernel is the faster one (BENCHMARKS.md);
+            // `LANTERN_TOPK_KTH=topk` selects the kernel.
+            let kth = if std::env::var("LANTERN_TOPK_KTH").is_ok_and(|v| v == "topk") {
+                crate::topk::top_k_rows(acts.clone(), k.min(m)).0.min_dim(1)
+            } else {
+                row_threshold(&acts, k.min(m))
+            };
             let f = acts.clone() * acts.clone().greater_equal(kth.expand([batch, m])).float();
             let recon = f.clone().matmul(p.w_dec.clone());
             (None, Some((f, None)), recon)
