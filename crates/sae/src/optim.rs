@@ -2,8 +2,7 @@
 
 use burn::tensor::Tensor;
 
-use crate::Result;
-use crate::params::{ParamTensor, Params, scalar};
+use crate::params::{ParamTensor, Params};
 
 /// Adam (Kingma & Ba 2015) with bias correction:
 /// `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
@@ -115,12 +114,7 @@ impl Hyper {
     }
 }
 
-/// Global gradient norm `‖g‖ = √(Σ over every parameter of Σ g²)`, read back to the host.
-pub fn grad_norm(g: &Params) -> Result<f64> {
-    Ok(scalar(squared_norm(g))?.sqrt())
-}
-
-/// `Σ over every parameter of Σ g²`, `[1]`, left on the device.
+/// `‖g‖² = Σ over every parameter of Σ g²`, `[1]`, left on the device.
 fn squared_norm(g: &Params) -> Tensor<1> {
     let mut total = g.w_enc.clone().square().sum()
         + g.b_enc.clone().square().sum()
@@ -144,14 +138,6 @@ pub fn clip_grads(g: &Params, clip: f32) -> Params {
     g.map(|t| match t {
         ParamTensor::One(t) => ParamTensor::One(t * factor.clone()),
         ParamTensor::Two(t) => ParamTensor::Two(t * factor.clone().unsqueeze_dim::<2>(0)),
-    })
-}
-
-/// Scales every gradient by `factor`.
-pub fn scale_grads(g: &Params, factor: f32) -> Params {
-    g.map(|t| match t {
-        ParamTensor::One(t) => ParamTensor::One(t.mul_scalar(factor)),
-        ParamTensor::Two(t) => ParamTensor::Two(t.mul_scalar(factor)),
     })
 }
 
