@@ -5,7 +5,9 @@ from the median, Adam with linear decay over the last 20 %, clip 1, AuxK 1/32 ov
 dead window, d_sae 2048, k 32, batch 2048), and print MMCS against the store's ground truth and
 FVU. A reference for BENCHMARKS.md; needs torch and sae-lens==6.54.12.
 
-    python3 scripts/saelens_reference_train.py STORE topk|batchtopk TOKENS LR
+    python3 scripts/saelens_reference_train.py STORE topk|batchtopk TOKENS LR [DECODER_INIT_NORM]
+
+DECODER_INIT_NORM defaults to SAELens's 0.1; `none` keeps kaiming-uniform rows.
 """
 import json
 import sys
@@ -20,6 +22,8 @@ from sae_lens.saes.sae import TrainStepInput
 torch.manual_seed(0); torch.set_num_threads(2)
 store = Path(sys.argv[1])
 arch, tokens, lr = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+init_norm = sys.argv[5] if len(sys.argv) > 5 else "0.1"
+init_norm = None if init_norm == "none" else float(init_norm)
 manifest = json.loads((store / "manifest.json").read_text())
 # The first shards, up to 2M rows (f32 stores).
 shards, n = [], 0
@@ -36,9 +40,9 @@ x_all = x_all * scale
 F = torch.from_numpy(load_file(str(store / 'ground_truth.safetensors'))['features'])
 B, d_sae, k = 2048, 2048, 32
 if arch == 'topk':
-    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d, d_sae=d_sae, k=k, aux_loss_coefficient=1/32))
+    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d, d_sae=d_sae, k=k, aux_loss_coefficient=1/32, decoder_init_norm=init_norm))
 else:
-    sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(d_in=d, d_sae=d_sae, k=k, aux_loss_coefficient=1/32))
+    sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(d_in=d, d_sae=d_sae, k=k, aux_loss_coefficient=1/32, decoder_init_norm=init_norm))
 with torch.no_grad():
     sae.b_dec.copy_(x_all[:16384].median(dim=0).values)
 opt = torch.optim.Adam(sae.parameters(), lr=lr)
@@ -66,4 +70,4 @@ with torch.no_grad():
     xe = x_all[-200000:]
     o = sae.training_forward_pass(TrainStepInput(sae_in=xe[:50000], coefficients={}, dead_neuron_mask=None, n_training_steps=steps, is_logging_step=False))
     fvu = ((o.sae_out - xe[:50000]) ** 2).sum() / ((xe[:50000] - xe[:50000].mean(0)) ** 2).sum()
-print(arch, 'tokens', tokens, 'lr', lr, 'MMCS', round(mmcs, 3), 'FVU(train fwd)', round(fvu.item(), 3), 'secs', round(time.time() - t0))
+print(arch, 'tokens', tokens, 'lr', lr, 'decoder_init_norm', init_norm, 'MMCS', round(mmcs, 3), 'FVU(train fwd)', round(fvu.item(), 3), 'secs', round(time.time() - t0))
