@@ -96,7 +96,7 @@ pub struct TrainArgs {
     /// JumpReLU initial threshold.
     #[arg(long)]
     pub init_threshold: Option<f32>,
-    /// Global gradient-norm clip (0 = off).
+    /// Global gradient-norm clip (0 = off; default 0.01 for topk/batchtopk, 1 for relu/jumprelu)
     #[arg(long)]
     pub grad_clip: Option<f32>,
     /// Train on raw inputs instead of inputs scaled to E‖x‖ = √d.
