@@ -1,16 +1,12 @@
 //! GGUF reading and dequantization against references from gguf-py (llama.cpp's Python
 //! package), made by `tests/fixtures/make_gguf_fixtures.py`.
 
+mod text_support;
+
 use lantern_lm::LmError;
 use lantern_lm::gguf::{GgufFile, MetaArray, MetaValue};
 use lantern_lm::quant::GgmlType;
-use std::path::{Path, PathBuf};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+use text_support::fixture;
 
 fn tiny_bytes() -> Vec<u8> {
     std::fs::read(fixture("gguf_tiny.gguf")).unwrap()
@@ -347,29 +343,12 @@ fn corrupted_headers_never_panic() {
     }
 }
 
-fn smollm2_path() -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("LANTERN_REQUIRE_SMOLLM2").as_deref() == Ok("1") {
-        panic!(
-            "LANTERN_REQUIRE_SMOLLM2=1 but {} is missing",
-            path.display()
-        );
-    }
-    eprintln!("skipping: {} not found", path.display());
-    None
-}
-
 #[test]
 fn smollm2_q4_1_matches_gguf_py() {
-    let Some(path) = smollm2_path() else { return };
-    let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("gguf_smollm2_tensors.json")).unwrap(),
-    )
-    .unwrap();
+    let Some(path) = text_support::smollm2_gguf() else {
+        return;
+    };
+    let reference = text_support::json_fixture("gguf_smollm2_tensors.json");
     let g = GgufFile::open(&path).unwrap();
     assert_eq!(g.architecture(), Some("llama"));
     assert_eq!(g.get_u64("llama.block_count"), Some(30));

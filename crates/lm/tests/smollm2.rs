@@ -13,6 +13,7 @@ use burn::tensor::Device;
 use lantern_lm::chat::Message;
 use lantern_lm::{GenerateOptions, HookPoint, Hooks, LanguageModel, LogitsAt, Sampling, generate};
 use serde_json::Value;
+use text_support::ids;
 
 fn model() -> Option<&'static LanguageModel> {
     static LM: OnceLock<Option<LanguageModel>> = OnceLock::new();
@@ -23,20 +24,7 @@ fn model() -> Option<&'static LanguageModel> {
 }
 
 fn reference() -> Value {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/smollm2_reference.json"
-    ))
-    .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    text_support::json_fixture("smollm2_reference.json")
 }
 
 #[test]

@@ -8,14 +8,7 @@ mod text_support;
 use lantern_lm::LmError;
 use lantern_lm::tokenizer::{GgufVocab, Tokenizer};
 use serde_json::Value;
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
+use text_support::ids;
 
 #[test]
 fn smollm2_gguf_ids_match_llama_cpp_and_transformers() {
@@ -144,8 +137,7 @@ fn offsets_are_byte_ranges_of_the_input() {
 }
 
 fn tiny_reference() -> Value {
-    let text = std::fs::read_to_string(text_support::fixture("tiny_bpe/reference.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
+    text_support::json_fixture("tiny_bpe/reference.json")
 }
 
 #[test]
@@ -188,8 +180,7 @@ fn tokenizer_json_matches_python_tokenizers() {
 
 /// The tiny BPE's vocabulary and merges as GGUF metadata would hold them.
 fn tiny_as_gguf(add_bos: Option<bool>) -> GgufVocab {
-    let text = std::fs::read_to_string(text_support::fixture("tiny_bpe/tokenizer.json")).unwrap();
-    let json: Value = serde_json::from_str(&text).unwrap();
+    let json = text_support::json_fixture("tiny_bpe/tokenizer.json");
     let vocab = json["model"]["vocab"].as_object().unwrap();
     let mut tokens = vec![String::new(); vocab.len()];
     for (token, id) in vocab {

@@ -1,4 +1,4 @@
-//! Shared by the tokenizer and chat tests: fixture paths and the real SmolLM2 GGUF.
+//! Shared by the tokenizer, chat, GGUF and SmolLM2 tests: fixtures and the real SmolLM2 GGUF.
 
 #![allow(dead_code)] // each test binary uses a different part
 
@@ -11,11 +11,24 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A JSON file under `tests/fixtures/`, parsed.
+pub fn json_fixture(name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture(name)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 /// The parsed `tests/fixtures/smollm2_tokens.json`.
 pub fn smollm2_fixture() -> serde_json::Value {
-    let path = fixture("smollm2_tokens.json");
-    let text = std::fs::read_to_string(&path).unwrap();
-    serde_json::from_str(&text).unwrap()
+    json_fixture("smollm2_tokens.json")
+}
+
+/// A JSON array of token ids.
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 /// The real SmolLM2 GGUF, or `None` (with a note) when it is not downloaded, unless
