@@ -252,53 +252,25 @@ fn bad_capture_input_gives_one_line_errors() {
     let bad = tmp.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"text\": \"ok\"}\n{\"txt\": 1}\n").unwrap();
     let out = tmp.path().join("o");
+    let (bad, out) = (bad.to_str().unwrap(), out.to_str().unwrap());
+    let with = |model, hook| {
+        vec![
+            "capture",
+            "--model",
+            model,
+            "--prompts",
+            bad,
+            "--hook",
+            hook,
+            "--out",
+            out,
+        ]
+    };
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (
-            capture_args(m, bad.to_str().unwrap(), out.to_str().unwrap()),
-            "bad.jsonl:2",
-        ),
-        (
-            vec![
-                "capture",
-                "--model",
-                m,
-                "--prompts",
-                bad.to_str().unwrap(),
-                "--hook",
-                "blocks.30.hook_resid_post",
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            "out of range",
-        ),
-        (
-            vec![
-                "capture",
-                "--model",
-                m,
-                "--prompts",
-                bad.to_str().unwrap(),
-                "--hook",
-                "blocks.3.resid",
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            "unknown hook",
-        ),
-        (
-            vec![
-                "capture",
-                "--model",
-                "/nonexistent.gguf",
-                "--prompts",
-                bad.to_str().unwrap(),
-                "--hook",
-                HOOK,
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            "/nonexistent.gguf",
-        ),
+        (capture_args(m, bad, out), "bad.jsonl:2"),
+        (with(m, "blocks.30.hook_resid_post"), "out of range"),
+        (with(m, "blocks.3.resid"), "unknown hook"),
+        (with("/nonexistent.gguf", HOOK), "/nonexistent.gguf"),
     ];
     for (args, needle) in cases {
         let o = run(&args);

@@ -370,25 +370,21 @@ fn hooks_apply_at_every_generation_step() {
         stop_ids: vec![],
         pad_id: 0,
     };
-    let plain = generate(
-        &model,
-        std::slice::from_ref(&prompt),
-        &opts,
-        &mut Hooks::new(),
-        |_, _| {},
-    )
-    .unwrap();
+    let run = |hooks: &mut Hooks| {
+        generate(
+            &model,
+            std::slice::from_ref(&prompt),
+            &opts,
+            hooks,
+            |_, _| {},
+        )
+        .unwrap()
+    };
+    let plain = run(&mut Hooks::new());
     // A capture sees the prompt pass, then one position per later step.
     let mut hooks = Hooks::new();
     hooks.capture(HookPoint::ResidPost(1));
-    let same = generate(
-        &model,
-        std::slice::from_ref(&prompt),
-        &opts,
-        &mut hooks,
-        |_, _| {},
-    )
-    .unwrap();
+    let same = run(&mut hooks);
     assert_eq!(same, plain);
     let caps = hooks.take(HookPoint::ResidPost(1));
     assert_eq!(caps.len(), 6);
@@ -400,14 +396,7 @@ fn hooks_apply_at_every_generation_step() {
         .collect();
     let mut hooks = Hooks::new();
     hooks.add(HookPoint::ResidPre(1), v, 40.0, Some(5..100));
-    let steered = generate(
-        &model,
-        std::slice::from_ref(&prompt),
-        &opts,
-        &mut hooks,
-        |_, _| {},
-    )
-    .unwrap();
+    let steered = run(&mut hooks);
     assert_eq!(steered[0][0], plain[0][0], "the prompt pass is not steered");
     assert_ne!(steered[0][1..], plain[0][1..], "later steps are");
 }
