@@ -403,30 +403,27 @@ impl Keys<'_> {
             .ok_or_else(|| self.missing(key, "a non-negative integer"))
     }
     fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
-        match self.v.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(x) => x
-                .as_u64()
-                .map(|n| Some(n as usize))
-                .ok_or_else(|| self.missing(key, "a non-negative integer")),
-        }
+        self.opt(key, "a non-negative integer", |x| {
+            x.as_u64().map(|n| n as usize)
+        })
     }
     fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
-        match self.v.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(x) => x
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.missing(key, "a number")),
-        }
+        self.opt(key, "a number", Value::as_f64)
     }
     fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
+        self.opt(key, "true or false", Value::as_bool)
+    }
+    /// `key` read by `get`: `None` when absent or null, an error naming `what` was expected
+    /// when present with another type.
+    fn opt<T>(
+        &self,
+        key: &str,
+        what: &str,
+        get: impl Fn(&Value) -> Option<T>,
+    ) -> Result<Option<T>> {
         match self.v.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(x) => x
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| self.missing(key, "true or false")),
+            Some(x) => get(x).map(Some).ok_or_else(|| self.missing(key, what)),
         }
     }
 }
