@@ -247,12 +247,7 @@ fn ingest(
         ));
     }
     let dtype = src.ty.store_dtype();
-    let meta = StoreMeta {
-        d_model: src.d,
-        dtype,
-        hook: opts.hook.clone(),
-        model: opts.model.clone(),
-    };
+    let meta = StoreMeta::new(src.d, dtype, opts.hook.clone(), opts.model.clone());
     let wopts = WriterOptions {
         shard_rows: opts.shard_rows.unwrap_or(0),
     };

@@ -4,14 +4,15 @@
 //!
 //! A store is a directory holding `manifest.json` and `shard-NNNNN.safetensors` files, each with
 //! `acts [n, d]` (f32, f16 or bf16), `token_ids`, `seq_ids`, `positions` (`[n]` u32) and an
-//! optional `role [n]` u8 (0 = prompt, 1 = answer). [`StoreWriter`] appends rows and commits
+//! optional `role [n]` u8 (0 = prompt, 1 = answer) and `label [n]` u8 (which contrasting set the
+//! row's sequence belongs to; the manifest names the labels). [`StoreWriter`] appends rows and commits
 //! each finished shard atomically, [`Store`] opens and validates a store, and [`BatchReader`]
 //! streams batches from it.
 //!
 //! ```
 //! use lantern_acts::{BatchReader, Dtype, ReaderOptions, Store, StoreMeta, StoreWriter, WriterOptions};
 //! let dir = tempfile::tempdir()?;
-//! let meta = StoreMeta { d_model: 2, dtype: Dtype::F32, hook: "blocks.0.hook_resid_post".into(), model: "toy".into() };
+//! let meta = StoreMeta::new(2, Dtype::F32, "blocks.0.hook_resid_post", "toy");
 //! let mut w = StoreWriter::create(dir.path(), meta, WriterOptions { shard_rows: 2 })?;
 //! w.push(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[7, 8, 9], &[0, 0, 0], &[0, 1, 2], None)?;
 //! w.finish()?;
@@ -41,11 +42,12 @@ pub use error::{ActsError, Result};
 pub use export::export_npy;
 pub use import::{ImportOptions, ImportReport, import_file};
 pub use manifest::{
-    Dtype, FORMAT_VERSION, MANIFEST_FILE, Manifest, Role, ShardEntry, StoreMeta, shard_file_name,
+    Dtype, FORMAT_VERSION, MANIFEST_FILE, MAX_LABELS, Manifest, Role, ShardEntry, StoreMeta,
+    shard_file_name,
 };
 pub use reader::{Batch, BatchReader, Cursor, NonFinite, ReaderOptions};
 pub use rng::Rng;
 pub use shard::Shard;
 pub use store::Store;
 pub use synth::{GROUND_TRUTH_FILE, GroundTruth, SynthConfig, synthesize};
-pub use writer::{StoreWriter, WriterOptions};
+pub use writer::{Rows, StoreWriter, WriterOptions};

@@ -103,7 +103,32 @@ pub struct StoreMeta {
     /// Hook point name, TransformerLens spelling (`blocks.6.hook_resid_post`).
     pub hook: String,
     pub model: String,
+    /// Names of the per-sequence labels (`label` byte `i` means `labels[i]`); empty when the
+    /// rows carry no labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
+
+impl StoreMeta {
+    /// Metadata without labels.
+    pub fn new(
+        d_model: usize,
+        dtype: Dtype,
+        hook: impl Into<String>,
+        model: impl Into<String>,
+    ) -> Self {
+        Self {
+            d_model,
+            dtype,
+            hook: hook.into(),
+            model: model.into(),
+            labels: Vec::new(),
+        }
+    }
+}
+
+/// The most label names a store holds (labels are stored as one byte).
+pub const MAX_LABELS: usize = 256;
 
 /// The contents of `manifest.json`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -113,6 +138,10 @@ pub struct Manifest {
     pub dtype: Dtype,
     pub hook: String,
     pub model: String,
+    /// Names of the per-sequence labels; absent in stores without labels (and in stores
+    /// written before labels existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
     /// Sum of the shards' rows.
     pub rows: u64,
     pub shards: Vec<ShardEntry>,
@@ -139,6 +168,7 @@ impl Manifest {
             dtype: meta.dtype,
             hook: meta.hook.clone(),
             model: meta.model.clone(),
+            labels: meta.labels.clone(),
             rows: 0,
             shards: Vec::new(),
         }
@@ -151,6 +181,7 @@ impl Manifest {
             dtype: self.dtype,
             hook: self.hook.clone(),
             model: self.model.clone(),
+            labels: self.labels.clone(),
         }
     }
 
@@ -176,6 +207,12 @@ impl Manifest {
             .map_err(|e| invalid(&path, format!("not a store manifest: {e}")))?;
         if m.d_model == 0 {
             return Err(invalid(&path, "d_model must be at least 1"));
+        }
+        if m.labels.len() > MAX_LABELS {
+            return Err(invalid(
+                &path,
+                format!("{} label names (at most {MAX_LABELS})", m.labels.len()),
+            ));
         }
         let sum: u64 = m.shards.iter().map(|s| s.rows).sum();
         if sum != m.rows {

@@ -32,6 +32,9 @@ pub struct ReaderOptions {
     pub seed: u64,
     /// Keep only rows with this role (the store must have roles).
     pub role: Option<Role>,
+    /// Keep only rows with this label index (see [`Store::label_index`]; the store must have
+    /// labels).
+    pub label: Option<u8>,
     /// Number of passes over the store; `None` = forever.
     pub epochs: Option<u64>,
     pub non_finite: NonFinite,
@@ -44,6 +47,7 @@ impl Default for ReaderOptions {
             shuffle_rows: 0,
             seed: 0,
             role: None,
+            label: None,
             epochs: Some(1),
             non_finite: NonFinite::Error,
         }
@@ -113,6 +117,17 @@ impl BatchReader {
             return Err(usage(
                 store.dir(),
                 "a role filter was asked for but the store has no `role` tensor",
+            ));
+        }
+        if let Some(l) = opts.label
+            && usize::from(l) >= store.labels().len()
+        {
+            return Err(usage(
+                store.dir(),
+                format!(
+                    "a filter on label {l} was asked for but the store has {} labels",
+                    store.labels().len()
+                ),
             ));
         }
         let window_len = match opts.shuffle_rows {
@@ -197,7 +212,7 @@ impl BatchReader {
             if rejected_in_a_row > total {
                 return Err(usage(
                     self.store.dir(),
-                    "no row passes the role / non-finite filters",
+                    "no row passes the role / label / non-finite filters",
                 ));
             }
             let (shard_idx, local) = self.locate(self.cursor)?;
@@ -208,7 +223,9 @@ impl BatchReader {
                     "internal: shard of the window is not mapped",
                 ));
             };
-            if role.is_some() && shard.role(local) != role {
+            if (role.is_some() && shard.role(local) != role)
+                || (self.opts.label.is_some() && shard.label(local) != self.opts.label)
+            {
                 rejected_in_a_row += 1;
                 continue;
             }

@@ -1,5 +1,6 @@
 //! One shard file: a safetensors file with `acts [n, d]`, `token_ids [n]`, `seq_ids [n]`,
-//! `positions [n]` (u32) and optional `role [n]` (u8). Writing streams the bytes through a
+//! `positions [n]` (u32), optional `role [n]` (u8) and optional `label [n]` (u8, an index into
+//! the manifest's `labels`). Writing streams the bytes through a
 //! crc32 hasher; reading memory-maps the file and decodes rows on demand.
 
 use std::fs::File;
@@ -21,6 +22,7 @@ pub(crate) struct ShardBuf {
     pub seq_ids: Vec<u32>,
     pub positions: Vec<u32>,
     pub roles: Option<Vec<u8>>,
+    pub labels: Option<Vec<u8>>,
 }
 
 impl ShardBuf {
@@ -67,7 +69,7 @@ pub(crate) fn write_shard(
     let n = buf.rows();
     let ids = 4 * n;
     let acts_len = buf.acts.len();
-    // Data order: the three u32 tensors, then acts (4-byte aligned start), then role.
+    // Data order: the three u32 tensors, then acts (4-byte aligned start), then role, label.
     let mut entries = vec![
         ("token_ids", "U32".to_string(), vec![n], 0, ids),
         ("seq_ids", "U32".to_string(), vec![n], ids, 2 * ids),
@@ -80,9 +82,15 @@ pub(crate) fn write_shard(
             3 * ids + acts_len,
         ),
     ];
-    if buf.roles.is_some() {
-        let start = 3 * ids + acts_len;
-        entries.push(("role", "U8".to_string(), vec![n], start, start + n));
+    let mut start = 3 * ids + acts_len;
+    for (name, present) in [
+        ("role", buf.roles.is_some()),
+        ("label", buf.labels.is_some()),
+    ] {
+        if present {
+            entries.push((name, "U8".to_string(), vec![n], start, start + n));
+            start += n;
+        }
     }
     let mut header = serde_json::Map::new();
     for (name, dt, shape, a, b) in entries {
@@ -107,8 +115,8 @@ pub(crate) fn write_shard(
         w.write_u32s(&buf.seq_ids)?;
         w.write_u32s(&buf.positions)?;
         w.write(&buf.acts)?;
-        if let Some(r) = &buf.roles {
-            w.write(r)?;
+        for bytes in [&buf.roles, &buf.labels].into_iter().flatten() {
+            w.write(bytes)?;
         }
         w.inner.flush()?;
         w.inner.get_ref().sync_all()
@@ -172,10 +180,11 @@ pub(crate) struct Layout {
     pub seq_ids: usize,
     pub positions: usize,
     pub role: Option<usize>,
+    pub label: Option<usize>,
 }
 
 /// Parses and checks a shard's header: `acts [rows, d]` of `dtype`, the id tensors U32 `[rows]`,
-/// optional `role` U8 `[rows]`. `rows = None` accepts any row count.
+/// optional `role` and `label` U8 `[rows]`. `rows = None` accepts any row count.
 pub(crate) fn parse_layout(
     path: &Path,
     bytes: &[u8],
@@ -241,6 +250,7 @@ pub(crate) fn parse_layout(
         seq_ids: required("seq_ids")?,
         positions: required("positions")?,
         role: vector("role", safetensors::Dtype::U8)?,
+        label: vector("label", safetensors::Dtype::U8)?,
     })
 }
 
@@ -315,5 +325,12 @@ impl Shard {
     pub fn role(&self, i: usize) -> Option<u8> {
         assert!(i < self.layout.rows, "row {i} out of range");
         self.layout.role.map(|base| self.mmap[base + i])
+    }
+
+    /// The row's label byte (an index into the manifest's `labels`), or `None` when the store
+    /// has no labels.
+    pub fn label(&self, i: usize) -> Option<u8> {
+        assert!(i < self.layout.rows, "row {i} out of range");
+        self.layout.label.map(|base| self.mmap[base + i])
     }
 }

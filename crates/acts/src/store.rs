@@ -63,6 +63,20 @@ impl Store {
                     "some shards have a `role` tensor and others do not",
                 ));
             }
+            if layout.label.is_some() == manifest.labels.is_empty() {
+                return Err(invalid(
+                    &path,
+                    format!(
+                        "the manifest names {} labels but this shard {} a `label` tensor",
+                        manifest.labels.len(),
+                        if layout.label.is_some() {
+                            "has"
+                        } else {
+                            "lacks"
+                        }
+                    ),
+                ));
+            }
             starts.push(total);
             total += entry.rows;
             layouts.push(layout);
@@ -94,6 +108,29 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// The label names (`label` byte `i` means `labels()[i]`); empty when rows carry no labels.
+    pub fn labels(&self) -> &[String] {
+        &self.inner.manifest.labels
+    }
+
+    /// The index of label `name`, or an error naming the labels the store has.
+    pub fn label_index(&self, name: &str) -> Result<u8> {
+        match self.labels().iter().position(|l| l == name) {
+            Some(i) => Ok(i as u8),
+            None => Err(invalid(
+                &self.inner.dir.join(crate::manifest::MANIFEST_FILE),
+                if self.labels().is_empty() {
+                    format!("no label '{name}': the store has no labels")
+                } else {
+                    format!(
+                        "no label '{name}': the store's labels are {}",
+                        self.labels().join(", ")
+                    )
+                },
+            )),
+        }
     }
 
     /// Whether the shards carry the `role` tensor.

@@ -195,12 +195,12 @@ pub fn synthesize(cfg: &SynthConfig, out: &Path) -> Result<GroundTruth> {
             "synthesize: alpha and noise must be finite and >= 0",
         ));
     }
-    let meta = StoreMeta {
-        d_model: cfg.d,
-        dtype: cfg.dtype,
-        hook: "synthetic".into(),
-        model: format!("synthetic(features={m}, seed={})", cfg.seed),
-    };
+    let meta = StoreMeta::new(
+        cfg.d,
+        cfg.dtype,
+        "synthetic",
+        format!("synthetic(features={m}, seed={})", cfg.seed),
+    );
     let opts = WriterOptions {
         shard_rows: cfg.shard_rows.unwrap_or(0),
     };

@@ -25,10 +25,23 @@ impl WriterOptions {
         if self.shard_rows > 0 {
             return self.shard_rows;
         }
-        // acts + three u32 ids + one role byte per row
-        let row_bytes = meta.d_model * meta.dtype.size() + 13;
+        // acts + three u32 ids + a role and a label byte per row
+        let row_bytes = meta.d_model * meta.dtype.size() + 14;
         (AUTO_SHARD_BYTES / row_bytes.max(1)).max(1)
     }
+}
+
+/// Rows for [`StoreWriter::push_rows`]: `acts` row-major `[n, d_model]` f32 (converted to the
+/// store dtype on write), the id slices of length `n`, and optional per-row roles (0 = prompt,
+/// 1 = answer) and labels (indices into [`StoreMeta::labels`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Rows<'a> {
+    pub acts: &'a [f32],
+    pub token_ids: &'a [u32],
+    pub seq_ids: &'a [u32],
+    pub positions: &'a [u32],
+    pub roles: Option<&'a [u8]>,
+    pub labels: Option<&'a [u8]>,
 }
 
 /// Appends rows to a store directory, cutting them into shards of `shard_rows` rows.
@@ -49,6 +62,26 @@ pub struct StoreWriter {
     has_roles: Option<bool>,
 }
 
+/// Fails when a push's optional per-row tensor is present where the store's is not, or the
+/// other way round (`has` is `None` until the first push decides).
+fn same_presence(dir: &Path, what: &str, has: &mut Option<bool>, given: bool) -> Result<()> {
+    match *has {
+        None => *has = Some(given),
+        Some(h) if h != given => {
+            return Err(usage(
+                dir,
+                format!(
+                    "push: the store {} {what}, this push {}",
+                    if h { "has" } else { "has no" },
+                    if given { "has them" } else { "has none" }
+                ),
+            ));
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
 impl StoreWriter {
     /// New store; error if `dir` already holds a manifest.json. Creates `dir` if needed, deletes
     /// stray `shard-NNNNN.safetensors` / `*.tmp` files left by an earlier run that never wrote a
@@ -56,6 +89,16 @@ impl StoreWriter {
     pub fn create(dir: &Path, meta: StoreMeta, opts: WriterOptions) -> Result<Self> {
         if meta.d_model == 0 {
             return Err(usage(dir, "d_model must be at least 1"));
+        }
+        if meta.labels.len() > crate::manifest::MAX_LABELS {
+            return Err(usage(
+                dir,
+                format!(
+                    "{} label names (at most {})",
+                    meta.labels.len(),
+                    crate::manifest::MAX_LABELS
+                ),
+            ));
         }
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let manifest_path = dir.join(MANIFEST_FILE);
@@ -96,6 +139,7 @@ impl StoreWriter {
             ("dtype", stored.dtype.to_string(), meta.dtype.to_string()),
             ("hook", stored.hook.clone(), meta.hook.clone()),
             ("model", stored.model.clone(), meta.model.clone()),
+            ("labels", stored.labels.join(","), meta.labels.join(",")),
         ];
         for (field, s, r) in checks {
             if s != r {
@@ -158,6 +202,27 @@ impl StoreWriter {
         positions: &[u32],
         roles: Option<&[u8]>,
     ) -> Result<()> {
+        self.push_rows(Rows {
+            acts,
+            token_ids,
+            seq_ids,
+            positions,
+            roles,
+            labels: None,
+        })
+    }
+
+    /// Append rows with optional labels. A store whose metadata names labels takes labels with
+    /// every push, each below the number of names; a store without label names takes none.
+    pub fn push_rows(&mut self, rows: Rows<'_>) -> Result<()> {
+        let Rows {
+            acts,
+            token_ids,
+            seq_ids,
+            positions,
+            roles,
+            labels,
+        } = rows;
         let n = token_ids.len();
         let d = self.manifest.d_model;
         if acts.len() != n * d {
@@ -169,11 +234,37 @@ impl StoreWriter {
                 ),
             ));
         }
-        if seq_ids.len() != n || positions.len() != n || roles.is_some_and(|r| r.len() != n) {
+        if seq_ids.len() != n
+            || positions.len() != n
+            || roles.is_some_and(|r| r.len() != n)
+            || labels.is_some_and(|r| r.len() != n)
+        {
             return Err(usage(
                 &self.dir,
-                format!("push: token_ids has {n} rows but seq_ids/positions/roles differ"),
+                format!("push: token_ids has {n} rows but seq_ids/positions/roles/labels differ"),
             ));
+        }
+        let names = self.manifest.labels.len();
+        match labels {
+            None if names > 0 => {
+                return Err(usage(
+                    &self.dir,
+                    format!("push: the store has {names} label names, this push no labels"),
+                ));
+            }
+            Some(_) if names == 0 => {
+                return Err(usage(
+                    &self.dir,
+                    "push: labels given, but the store has no label names",
+                ));
+            }
+            Some(l) if l.iter().any(|&v| usize::from(v) >= names) => {
+                return Err(usage(
+                    &self.dir,
+                    format!("push: label values must be below the {names} label names"),
+                ));
+            }
+            _ => {}
         }
         if roles.is_some_and(|r| r.iter().any(|&v| v > 1)) {
             return Err(usage(
@@ -184,24 +275,7 @@ impl StoreWriter {
         if n == 0 {
             return Ok(()); // an empty push decides nothing, not even role presence
         }
-        match self.has_roles {
-            None => self.has_roles = Some(roles.is_some()),
-            Some(h) if h != roles.is_some() => {
-                return Err(usage(
-                    &self.dir,
-                    format!(
-                        "push: the store {} roles, this push {}",
-                        if h { "has" } else { "has no" },
-                        if roles.is_some() {
-                            "has them"
-                        } else {
-                            "has none"
-                        }
-                    ),
-                ));
-            }
-            Some(_) => {}
-        }
+        same_presence(&self.dir, "roles", &mut self.has_roles, roles.is_some())?;
         let mut start = 0;
         while start < n {
             let take = (self.shard_rows - self.buf.rows()).min(n - start);
@@ -219,6 +293,12 @@ impl StoreWriter {
                     .roles
                     .get_or_insert_with(Vec::new)
                     .extend_from_slice(&r[start..end]);
+            }
+            if let Some(l) = labels {
+                self.buf
+                    .labels
+                    .get_or_insert_with(Vec::new)
+                    .extend_from_slice(&l[start..end]);
             }
             start = end;
             if self.buf.rows() == self.shard_rows {
@@ -293,8 +373,11 @@ impl StoreWriter {
         self.buf.token_ids.clear();
         self.buf.seq_ids.clear();
         self.buf.positions.clear();
-        if let Some(r) = &mut self.buf.roles {
-            r.clear();
+        for v in [&mut self.buf.roles, &mut self.buf.labels]
+            .into_iter()
+            .flatten()
+        {
+            v.clear();
         }
         Ok(())
     }

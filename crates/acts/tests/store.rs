@@ -383,3 +383,88 @@ fn store_and_shard_can_be_shared_across_threads() {
     send::<lantern_acts::BatchReader>();
     send::<StoreWriter>();
 }
+
+#[test]
+fn labels_are_stored_per_row_named_in_the_manifest_and_filtered_by_the_reader() {
+    use lantern_acts::{BatchReader, ReaderOptions, Rows};
+    let dir = tempfile::tempdir().unwrap();
+    let d = 3;
+    let mut m = meta(d, Dtype::F32);
+    m.labels = vec!["aligned".into(), "misaligned".into()];
+    let mut w = StoreWriter::create(dir.path(), m.clone(), WriterOptions { shard_rows: 4 }).unwrap();
+    // Three sequences of 3 rows: labels 1, 0, 1.
+    let n = 9;
+    let acts: Vec<f32> = (0..n as u64).flat_map(|r| (0..d).map(move |k| value(r, k))).collect();
+    let seq: Vec<u32> = (0..n as u32).map(|r| r / 3).collect();
+    let labels: Vec<u8> = seq.iter().map(|&s| [1, 0, 1][s as usize]).collect();
+    let rows = Rows {
+        acts: &acts,
+        token_ids: &vec![5; n],
+        seq_ids: &seq,
+        positions: &(0..n as u32).map(|r| r % 3).collect::<Vec<_>>(),
+        roles: None,
+        labels: Some(&labels),
+    };
+    // A store with label names takes labels with every push, each below the name count.
+    let e = w
+        .push_rows(Rows { labels: None, ..rows })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("2 label names"), "{e}");
+    let e = w
+        .push_rows(Rows {
+            labels: Some(&[2; 9]),
+            ..rows
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("below the 2 label names"), "{e}");
+    w.push_rows(rows).unwrap();
+    w.finish().unwrap();
+
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.labels(), ["aligned", "misaligned"]);
+    let mut got = Vec::new();
+    for i in 0..store.num_shards() {
+        let s = store.shard(i).unwrap();
+        got.extend((0..s.rows()).map(|j| s.label(j).unwrap()));
+    }
+    assert_eq!(got, labels);
+    let mis = store.label_index("misaligned").unwrap();
+    let e = store.label_index("neutral").unwrap_err().to_string();
+    assert!(e.contains("aligned, misaligned"), "{e}");
+    let opts = ReaderOptions {
+        batch_rows: 100,
+        label: Some(mis),
+        ..Default::default()
+    };
+    let b = BatchReader::new(store.clone(), opts).unwrap().next_batch().unwrap().unwrap();
+    assert_eq!(b.seq_ids, [0, 0, 0, 2, 2, 2]);
+
+    // Resuming with other label names is refused, naming the field.
+    let mut other = m;
+    other.labels = vec!["a".into(), "b".into()];
+    let e = StoreWriter::open_or_create(dir.path(), other, WriterOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("labels"), "{e}");
+}
+
+#[test]
+fn stores_without_labels_have_none_and_refuse_a_label_filter() {
+    use lantern_acts::{BatchReader, ReaderOptions};
+    let dir = tempfile::tempdir().unwrap();
+    formula_store(dir.path(), 4, 10, 4, true);
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.labels().is_empty());
+    assert_eq!(store.shard(0).unwrap().label(0), None);
+    let text = fs::read_to_string(dir.path().join("manifest.json")).unwrap();
+    assert!(!text.contains("labels"), "no labels key in an unlabelled manifest");
+    let opts = ReaderOptions {
+        label: Some(0),
+        ..Default::default()
+    };
+    let e = BatchReader::new(store, opts).err().unwrap().to_string();
+    assert!(e.contains("0 labels"), "{e}");
+}

@@ -78,6 +78,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                     shuffle_rows,
                     seed: 0,
                     role: None,
+                    label: None,
                     epochs: Some(1),
                     non_finite: NonFinite::Error,
                 },

@@ -6,12 +6,7 @@ use std::path::Path;
 use lantern_acts::{Dtype, StoreMeta, StoreWriter, WriterOptions};
 
 pub fn meta(d: usize, dtype: Dtype) -> StoreMeta {
-    StoreMeta {
-        d_model: d,
-        dtype,
-        hook: "blocks.3.hook_resid_post".into(),
-        model: "test-model".into(),
-    }
+    StoreMeta::new(d, dtype, "blocks.3.hook_resid_post", "test-model")
 }
 
 /// Value `k` of row `r`: exactly representable in f32 (a multiple of 1/8 below 2^10), so every
