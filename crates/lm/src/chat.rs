@@ -77,6 +77,8 @@ pub struct ChatTokens {
 /// A compiled chat template with its special-token strings.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// The Jinja source, as read.
+    source: String,
     bos_token: String,
     eos_token: String,
     kwargs: Vec<(String, Value)>,
@@ -146,15 +148,24 @@ impl ChatTemplate {
                         pick_template(template).map_err(|msg| LmError::format(&json, msg))?;
                     (source, json)
                 } else {
-                    return Err(LmError::format(
-                        path,
-                        "expected a \"chat_template\" entry (or a chat_template.jinja beside it)",
-                    ));
+                    return Err(LmError::NoChatTemplate {
+                        path: path.to_path_buf(),
+                    });
                 }
             }
         };
         let origin = origin.display().to_string();
         Self::compile(source, token("bos_token"), token("eos_token"), origin)
+    }
+
+    /// The Jinja source of the template.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The `bos_token` and `eos_token` strings the template sees.
+    pub fn special_tokens(&self) -> (&str, &str) {
+        (&self.bos_token, &self.eos_token)
     }
 
     /// Names where the template came from in error messages (e.g. the GGUF path).
@@ -184,6 +195,7 @@ impl ChatTemplate {
         })?;
         Ok(Self {
             env,
+            source,
             bos_token,
             eos_token,
             kwargs: Vec::new(),

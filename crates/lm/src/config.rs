@@ -178,7 +178,7 @@ impl ModelConfig {
             rope_theta: 0.0,
             rope_scaling: RopeScaling::None,
             max_position: c.opt_usize("n_positions")?.unwrap_or(1024),
-            tie_word_embeddings: true,
+            tie_word_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(true),
             qkv_bias: true,
             o_bias: true,
             mlp_bias: true,
@@ -291,6 +291,96 @@ impl ModelConfig {
             ));
         }
         Ok(self)
+    }
+
+    /// This configuration as a Hugging Face `config.json` that transformers and
+    /// [`ModelConfig::from_hf_value`] read back to the same model. The unembedding is always
+    /// written as its own `lm_head.weight` (`tie_word_embeddings: false`), so an edited
+    /// embedding never changes `W_U`. GGUF per-frequency RoPE factors (`rope_freqs.weight`)
+    /// have no `config.json` spelling and are refused.
+    pub fn to_hf_json(&self, path: &Path) -> Result<Value> {
+        use serde_json::json;
+        let mut v = match self.family {
+            Family::Gpt2 => json!({
+                "model_type": "gpt2",
+                "architectures": ["GPT2LMHeadModel"],
+                "vocab_size": self.vocab_size,
+                "n_embd": self.d_model,
+                "n_layer": self.n_layers,
+                "n_head": self.n_heads,
+                "n_inner": self.d_mlp,
+                "n_positions": self.max_position,
+                "layer_norm_epsilon": self.norm_eps,
+                "activation_function": "gelu_new",
+            }),
+            Family::Llama => {
+                let arch = match self.model_type.as_str() {
+                    "mistral" => "MistralForCausalLM",
+                    "qwen2" => "Qwen2ForCausalLM",
+                    _ => "LlamaForCausalLM",
+                };
+                let mut v = json!({
+                    "model_type": self.model_type,
+                    "architectures": [arch],
+                    "vocab_size": self.vocab_size,
+                    "hidden_size": self.d_model,
+                    "intermediate_size": self.d_mlp,
+                    "num_hidden_layers": self.n_layers,
+                    "num_attention_heads": self.n_heads,
+                    "num_key_value_heads": self.n_kv_heads,
+                    "head_dim": self.d_head,
+                    "rms_norm_eps": self.norm_eps,
+                    "rope_theta": self.rope_theta,
+                    "max_position_embeddings": self.max_position,
+                    "hidden_act": "silu",
+                });
+                if self.model_type != "qwen2" {
+                    v["attention_bias"] = json!(self.o_bias);
+                    v["mlp_bias"] = json!(self.mlp_bias);
+                }
+                if let Some(w) = self.sliding_window {
+                    v["sliding_window"] = json!(w);
+                }
+                v["rope_scaling"] = match &self.rope_scaling {
+                    RopeScaling::None => Value::Null,
+                    RopeScaling::Linear { factor } => {
+                        json!({"rope_type": "linear", "factor": factor})
+                    }
+                    RopeScaling::Llama3 {
+                        factor,
+                        low_freq_factor,
+                        high_freq_factor,
+                        original_max_position_embeddings,
+                    } => json!({
+                        "rope_type": "llama3",
+                        "factor": factor,
+                        "low_freq_factor": low_freq_factor,
+                        "high_freq_factor": high_freq_factor,
+                        "original_max_position_embeddings": original_max_position_embeddings,
+                    }),
+                    RopeScaling::Factors(_) => {
+                        return Err(LmError::Unsupported {
+                            path: path.to_path_buf(),
+                            what: "writing per-frequency RoPE factors (GGUF rope_freqs.weight) \
+                                   to config.json"
+                                .into(),
+                        });
+                    }
+                };
+                v
+            }
+        };
+        v["tie_word_embeddings"] = json!(false);
+        v["torch_dtype"] = json!("float32");
+        if let Some(b) = self.bos_token_id {
+            v["bos_token_id"] = json!(b);
+        }
+        match self.eos_token_ids.as_slice() {
+            [] => {}
+            [one] => v["eos_token_id"] = json!(one),
+            many => v["eos_token_id"] = json!(many),
+        }
+        Ok(v)
     }
 
     /// Rotary inverse frequencies `inv_freq_i`, `i < d_head/2`, after scaling.

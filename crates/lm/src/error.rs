@@ -45,6 +45,25 @@ pub enum LmError {
     /// A generation or capture setting is out of range.
     #[error("{0}")]
     Config(String),
+
+    /// A setting (a field of an options struct) has a value outside its range.
+    #[error("{field} = {value}: expected {expected}")]
+    Setting {
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+
+    /// A `tokenizer_config.json` (or the files beside it) holds no chat template.
+    #[error(
+        "{}: expected a \"chat_template\" entry (or a chat_template.jinja beside it)",
+        path.display()
+    )]
+    NoChatTemplate { path: PathBuf },
+
+    /// Copying a tensor from the device to the host failed.
+    #[error("reading {what} back from the device: {msg}")]
+    DeviceRead { what: String, msg: String },
 }
 
 /// `Result` with [`LmError`].

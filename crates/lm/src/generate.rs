@@ -5,7 +5,8 @@
 //! most likely tokens whose mass reaches `top_p`, renormalised. `T = 0` is greedy (argmax,
 //! lowest id on ties).
 
-use crate::hooks::Hooks;
+use crate::batch::{Padding, TokenBatch};
+use crate::hooks::{HookCache, Hooks};
 use crate::model::Model;
 use crate::models::LogitsAt;
 use crate::models::nn::KvCache;
@@ -42,43 +43,48 @@ pub struct GenerateOptions {
     pub pad_id: u32,
 }
 
-/// Generates up to `max_new_tokens` after each prompt. `on_token(row, id)` sees every new
-/// token as it is chosen (for streaming). Returns the new tokens of each row.
+/// What [`generate`] returns.
+#[derive(Debug)]
+pub struct Generation {
+    /// The new tokens of each row (a stop id, when one ended the row, is the last).
+    pub tokens: Vec<Vec<u32>>,
+    /// The hooks' captures, one tensor per step at each point (the prompt pass first).
+    pub captures: HookCache,
+}
+
+/// Generates up to `max_new_tokens` after each prompt (left-padded into one batch: prompt
+/// tokens of row `b` sit in columns [`TokenBatch::span`], generated token `s` in column
+/// `width + s`). `on_token(row, id)` sees every new token as it is chosen (for streaming).
 pub fn generate(
     model: &Model,
     prompts: &[Vec<u32>],
     opts: &GenerateOptions,
-    hooks: &mut Hooks,
+    hooks: &mut Hooks<'_>,
     mut on_token: impl FnMut(usize, u32),
-) -> Result<Vec<Vec<u32>>> {
+) -> Result<Generation> {
     let s = &opts.sampling;
     if !(s.temperature >= 0.0 && s.temperature.is_finite()) {
-        return Err(LmError::Config(format!(
-            "--temperature {}: expected a finite value ≥ 0",
-            s.temperature
-        )));
+        return Err(LmError::Setting {
+            field: "temperature",
+            value: s.temperature.to_string(),
+            expected: "a finite value ≥ 0",
+        });
     }
     if !(s.top_p > 0.0 && s.top_p <= 1.0) {
-        return Err(LmError::Config(format!(
-            "--top-p {}: expected a value in (0, 1]",
-            s.top_p
-        )));
+        return Err(LmError::Setting {
+            field: "top_p",
+            value: s.top_p.to_string(),
+            expected: "a value in (0, 1]",
+        });
     }
-    if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
-        return Err(LmError::Config(
-            "every prompt needs at least one token".into(),
-        ));
-    }
+    let TokenBatch {
+        mut ids,
+        mut real,
+        width,
+        ..
+    } = TokenBatch::new(prompts, opts.pad_id, Padding::Left)?;
     let batch = prompts.len();
-    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let mut ids = Vec::with_capacity(batch * width);
-    let mut real = Vec::with_capacity(batch);
-    for p in prompts {
-        let pad = width - p.len();
-        ids.extend(std::iter::repeat_n(opts.pad_id, pad));
-        ids.extend(p);
-        real.push((0..width).map(|i| i >= pad).collect::<Vec<bool>>());
-    }
+    let mut captures = HookCache::default();
     let mut rng = SplitMix(s.seed);
     // Fixed slots: the same shapes at every step after the prompt.
     let mut cache = KvCache::with_capacity(width + opts.max_new_tokens);
@@ -86,12 +92,17 @@ pub fn generate(
     let mut done = vec![false; batch];
     let vocab = model.config().vocab_size;
     for _ in 0..opts.max_new_tokens {
-        let logits = model
-            .forward(&ids, &real, Some(&mut cache), hooks, LogitsAt::Last)?
-            .expect("generation registers no early stop");
+        let step = model.forward(&ids, &real, Some(&mut cache), hooks, LogitsAt::Last)?;
+        captures.extend(step.captures);
+        let logits = step
+            .logits
+            .expect("a pass with a KV cache never stops early");
         let host = logits
             .try_into_vec_as::<f32>()
-            .map_err(|e| LmError::Config(format!("reading logits back from the device: {e}")))?;
+            .map_err(|e| LmError::DeviceRead {
+                what: "logits".into(),
+                msg: e.to_string(),
+            })?;
         ids.clear();
         real.clear();
         for row in 0..batch {
@@ -112,7 +123,10 @@ pub fn generate(
             break;
         }
     }
-    Ok(out)
+    Ok(Generation {
+        tokens: out,
+        captures,
+    })
 }
 
 /// Picks the next token from one row of logits.

@@ -1,4 +1,5 @@
-//! Reader for GGUF files (versions 2 and 3), llama.cpp's single-file model format.
+//! Reader for GGUF files (versions 2 and 3), llama.cpp's single-file model format, and a
+//! writer ([`GgufWriter`], version 3, f32/f16 tensors) beside it.
 //!
 //! The file is memory-mapped; [`GgufFile::open`] parses and validates the header, the
 //! metadata key–value pairs and the tensor infos, and checks that every tensor's byte range
@@ -31,8 +32,10 @@
 
 mod meta;
 mod parse;
+mod write;
 
 pub use meta::{MetaArray, MetaValue, StringArray};
+pub use write::{GgufTensorData, GgufWriter};
 
 use crate::error::{LmError, Result};
 use crate::quant::{self, GgmlType};

@@ -10,9 +10,12 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
+use crate::adapter::LoraAdapter;
+use crate::capture::Sequence;
 use crate::chat::{ChatTemplate, ChatTokens, Message};
 use crate::gguf::GgufFile;
 use crate::model::Model;
+use crate::prompts::PromptContent;
 use crate::tokenizer::{GgufVocab, Tokenizer};
 use crate::{LmError, Result};
 
@@ -28,7 +31,14 @@ pub struct LanguageModel {
 impl LanguageModel {
     /// Loads everything from a Hugging Face directory or a `.gguf` file.
     pub fn load(path: &Path, dev: &Device) -> Result<Self> {
-        let model = Model::load(path, dev)?;
+        Self::load_with_adapter(path, None, dev)
+    }
+
+    /// As [`LanguageModel::load`], with the PEFT LoRA adapter in `adapter` (a directory with
+    /// `adapter_config.json`) merged into the weights.
+    pub fn load_with_adapter(path: &Path, adapter: Option<&Path>, dev: &Device) -> Result<Self> {
+        let adapter = adapter.map(LoraAdapter::load).transpose()?;
+        let model = Model::load_with_adapter(path, adapter, dev)?;
         let (tokenizer, chat) = if path.is_dir() {
             let tj = path.join("tokenizer.json");
             if !tj.exists() {
@@ -43,7 +53,7 @@ impl LanguageModel {
                 match ChatTemplate::from_tokenizer_config(&tc) {
                     Ok(c) => Some(c),
                     // A config without any template is fine; a broken template is not.
-                    Err(LmError::Format { msg, .. }) if msg.contains("chat_template") => None,
+                    Err(LmError::NoChatTemplate { .. }) => None,
                     Err(e) => return Err(e),
                 }
             } else {
@@ -98,6 +108,28 @@ impl LanguageModel {
         })?;
         chat.render_with_spans(messages, add_generation_prompt)?
             .tokenize(&self.tokenizer)
+    }
+
+    /// A prompt as a capture [`Sequence`]: ids and roles (1 for assistant answer tokens),
+    /// cut to the first `max_tokens`.
+    pub fn sequence(&self, content: &PromptContent, max_tokens: usize) -> Result<Sequence> {
+        let (mut ids, mut roles) = match content {
+            PromptContent::Text(t) => {
+                let ids = self.encode(t)?;
+                let roles = vec![0u8; ids.len()];
+                (ids, roles)
+            }
+            PromptContent::Messages(m) => {
+                let c = self.encode_chat(m, false)?;
+                (c.ids, c.roles)
+            }
+        };
+        if ids.is_empty() {
+            return Err(LmError::Tokenizer("the prompt has no tokens".into()));
+        }
+        ids.truncate(max_tokens);
+        roles.truncate(max_tokens);
+        Ok(Sequence { ids, roles })
     }
 
     /// Ids that end generation: the tokenizer's end tokens and the config's `eos_token_id`.

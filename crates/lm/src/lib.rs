@@ -12,15 +12,22 @@
 //! let mut hooks = Hooks::new();
 //! let point: HookPoint = "blocks.15.hook_resid_post".parse()?;
 //! hooks.capture(point).stop_after_last(true); // no need to run layers 16..30
-//! lm.model.forward(&ids, &[vec![true; ids.len()]], None, &mut hooks, LogitsAt::Skip)?;
-//! let resid = hooks.take(point).remove(0); // [1, seq, 576]
+//! let mut out = lm.model.forward(&ids, &[vec![true; ids.len()]], None, &mut hooks, LogitsAt::Skip)?;
+//! let resid = out.captures.take_one(point)?; // [1, seq, 576]
 //! # Ok::<(), lantern_lm::LmError>(())
 //! ```
 //!
-//! Modules: [`model`] (either family behind one type), [`models`] (one file per family),
-//! [`hooks`], [`generate`], [`weights`] (safetensors and GGUF), [`gguf`] and [`quant`] (the
-//! GGUF reader and block dequantization), [`tokenizer`] and [`chat`].
+//! Modules: [`model`] (either family behind one type, a burn `Module` that trains under
+//! autodiff and exposes its parameters by Hugging Face name), [`models`] (one file per
+//! family), [`hooks`] (requests) and their [`HookCache`] (results), [`batch`] (padding),
+//! [`capture`] (batched capture into a caller's sink), [`prompts`] (JSONL prompt records),
+//! [`adapter`] (PEFT LoRA adapters, merged at load), [`save`] (Hugging Face directories),
+//! [`generate`], [`weights`] (safetensors and GGUF), [`gguf`] and [`quant`] (the GGUF reader
+//! and block dequantization), [`tokenizer`] and [`chat`].
 
+pub mod adapter;
+pub mod batch;
+pub mod capture;
 pub mod chat;
 pub mod config;
 pub mod error;
@@ -30,16 +37,22 @@ pub mod hooks;
 pub mod language_model;
 pub mod model;
 pub mod models;
+pub mod prompts;
 pub mod quant;
+pub mod save;
 pub mod tokenizer;
 pub mod weights;
 
+pub use adapter::{LoraAdapter, LoraLayer};
+pub use batch::{Padding, TokenBatch};
+pub use capture::{CaptureOptions, CaptureSink, Sequence, SequenceRows, capture};
 pub use chat::{ChatTemplate, ChatTokens, Message, RenderedChat};
 pub use config::{Family, ModelConfig, RopeScaling};
 pub use error::{LmError, Result};
-pub use generate::{GenerateOptions, Sampling, generate};
-pub use hooks::{HookPoint, Hooks, Intervention};
+pub use generate::{GenerateOptions, Generation, Sampling, generate};
+pub use hooks::{HookCache, HookPoint, Hooks, Intervention, Positions, Scale};
 pub use language_model::LanguageModel;
-pub use model::Model;
-pub use models::LogitsAt;
+pub use model::{Model, NamedParameter};
+pub use models::{Forward, LogitsAt, ResidualWriter, WriterParam};
+pub use prompts::{PromptContent, PromptRecord, read_prompts};
 pub use tokenizer::{GgufVocab, StreamDecoder, Tokenizer};

@@ -3,22 +3,26 @@
 
 use std::path::Path;
 
-use burn::tensor::{Device, Tensor};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Gradients, Tensor};
 
+use crate::adapter::LoraAdapter;
 use crate::config::{Family, ModelConfig, RopeScaling};
 use crate::gguf::GgufFile;
 use crate::hooks::Hooks;
-use crate::models::LogitsAt;
 use crate::models::gpt2::Gpt2;
 use crate::models::llama::Llama;
 use crate::models::nn::KvCache;
+use crate::models::{Forward, LogitsAt, ResidualWriter};
 use crate::weights::WeightSource;
 use crate::{LmError, Result};
 
-/// A transformer language model on a burn device.
+/// A transformer language model on a burn device: a burn [`Module`], so it can be moved
+/// between devices, trained under autodiff (load it onto `device.autodiff()`) and edited.
 // Both variants are handles to device tensors plus a config (a few hundred bytes); a program
 // holds one or two models, so boxing would only add an indirection.
 #[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
 pub enum Model {
     Llama(Llama),
     Gpt2(Gpt2),
@@ -27,15 +31,28 @@ pub enum Model {
 impl Model {
     /// Loads weights from a Hugging Face model directory or a GGUF file onto `dev`.
     pub fn load(path: &Path, dev: &Device) -> Result<Self> {
+        Self::load_with_adapter(path, None, dev)
+    }
+
+    /// As [`Model::load`], with a PEFT LoRA adapter merged into the weights.
+    pub fn load_with_adapter(
+        path: &Path,
+        adapter: Option<LoraAdapter>,
+        dev: &Device,
+    ) -> Result<Self> {
+        let with = |src: WeightSource| match adapter {
+            Some(a) => src.with_adapter(a),
+            None => Ok(src),
+        };
         if path.is_dir() {
             let cfg = ModelConfig::from_hf_json(&path.join("config.json"))?;
-            let src = WeightSource::open_hf_dir(path)?;
+            let src = with(WeightSource::open_hf_dir(path)?)?;
             Self::from_source(cfg, &src, dev)
         } else if path.is_file() {
             let file = GgufFile::open(path)?;
             let mut cfg = ModelConfig::from_gguf(&file, path)?;
             let heads = (cfg.model_type == "llama").then_some((cfg.n_heads, cfg.n_kv_heads));
-            let src = WeightSource::from_gguf(file, path, heads);
+            let src = with(WeightSource::from_gguf(file, path, heads))?;
             if src.contains("rope_freqs.weight") {
                 let f = src.load("rope_freqs.weight", &[cfg.d_head / 2])?;
                 cfg.rope_scaling = RopeScaling::Factors(f.data);
@@ -67,16 +84,17 @@ impl Model {
     }
 
     /// One forward pass over `new` tokens per row (`ids` row-major `[batch·new]`) after the
-    /// cached ones, with `real[b][i]` false for left padding. Hooks are checked against the
-    /// model first. Returns logits (see [`LogitsAt`]) or `None` if the hooks stopped early.
+    /// cached ones, with `real[b][i]` false for padding. Hooks are checked against the model
+    /// and the batch first. Returns logits (see [`LogitsAt`]; none if the hooks stopped early)
+    /// and the captures.
     pub fn forward(
         &self,
         ids: &[u32],
         real: &[Vec<bool>],
         cache: Option<&mut KvCache>,
-        hooks: &mut Hooks,
+        hooks: &mut Hooks<'_>,
         logits: LogitsAt,
-    ) -> Result<Option<Tensor<3>>> {
+    ) -> Result<Forward> {
         let cfg = self.config();
         let batch = real.len();
         if batch == 0 || ids.is_empty() || !ids.len().is_multiple_of(batch) {
@@ -91,7 +109,7 @@ impl Model {
                 cfg.vocab_size
             )));
         }
-        hooks.check(cfg.n_layers, cfg.d_model)?;
+        hooks.check(cfg.n_layers, cfg.d_model, batch)?;
         match self {
             Self::Llama(m) => m.forward(ids, batch, real, cache, hooks, logits),
             Self::Gpt2(m) => m.forward(ids, batch, real, cache, hooks, logits),
@@ -102,8 +120,94 @@ impl Model {
     pub fn logits(&self, ids: &[u32]) -> Result<Tensor<2>> {
         let real = vec![vec![true; ids.len()]];
         let out = self.forward(ids, &real, None, &mut Hooks::new(), LogitsAt::All)?;
-        let t = out.expect("no hooks, so no early stop");
+        let t = out.logits.expect("no hooks, so no early stop");
         let [_, s, v] = t.dims();
         Ok(t.reshape([s, v]))
+    }
+
+    /// The parameters that write into the residual stream (see [`ResidualWriter`]); which
+    /// matrices those are is each family's knowledge.
+    pub fn residual_writers_mut(&mut self) -> Vec<ResidualWriter<'_>> {
+        match self {
+            Self::Llama(m) => m.residual_writers_mut(),
+            Self::Gpt2(m) => m.residual_writers_mut(),
+        }
+    }
+
+    /// Every parameter under its Hugging Face name, in Hugging Face's layout (transposed back
+    /// where the family stores the transpose), with its gradient when `grads` holds one.
+    pub fn named_parameters(&self, grads: Option<&Gradients>) -> Vec<NamedParameter> {
+        let mut c = Collect {
+            path: Vec::new(),
+            grads,
+            out: Vec::new(),
+        };
+        let transposed: fn(&str) -> bool = match self {
+            Self::Llama(m) => {
+                m.visit(&mut c);
+                Llama::stored_transposed
+            }
+            Self::Gpt2(m) => {
+                m.visit(&mut c);
+                Gpt2::stored_transposed
+            }
+        };
+        for p in &mut c.out {
+            if transposed(&p.name) && p.shape.len() == 2 {
+                let [r, k] = [p.shape[0], p.shape[1]];
+                p.value = transposed_flat(p.value.clone(), r, k);
+                p.grad = p.grad.take().map(|g| transposed_flat(g, r, k));
+                p.shape = vec![k, r];
+            }
+        }
+        c.out
+    }
+}
+
+/// A flattened `[r, k]` matrix as its flattened transpose `[k, r]`.
+fn transposed_flat(t: Tensor<1>, r: usize, k: usize) -> Tensor<1> {
+    t.reshape([r, k]).transpose().reshape([r * k])
+}
+
+/// A parameter under its Hugging Face name, flattened in Hugging Face's layout.
+#[derive(Clone, Debug)]
+pub struct NamedParameter {
+    pub name: String,
+    /// Hugging Face's shape (`[out, in]` for an `nn.Linear` weight).
+    pub shape: Vec<usize>,
+    /// Row-major values in that shape.
+    pub value: Tensor<1>,
+    /// The gradient, in the same layout, when one was asked for and exists.
+    pub grad: Option<Tensor<1>>,
+}
+
+/// Collects parameters with their module paths (which the families make equal to Hugging
+/// Face names).
+struct Collect<'g> {
+    path: Vec<String>,
+    grads: Option<&'g Gradients>,
+    out: Vec<NamedParameter>,
+}
+
+impl ModuleVisitor for Collect<'_> {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        let shape = t.dims().to_vec();
+        let n: usize = shape.iter().product();
+        let grad = self.grads.and_then(|g| t.grad(g)).map(|g| g.reshape([n]));
+        self.out.push(NamedParameter {
+            name: self.path.join("."),
+            shape,
+            value: t.reshape([n]),
+            grad,
+        });
     }
 }

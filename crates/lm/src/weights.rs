@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
+use crate::adapter::{LoraAdapter, WeightEdit};
 use crate::gguf::GgufFile;
 use crate::{LmError, Result};
 
@@ -46,8 +47,15 @@ impl HostTensor {
     }
 }
 
-/// Memory-mapped weights of a Hugging Face directory or a GGUF file.
-pub enum WeightSource {
+/// Memory-mapped weights of a Hugging Face directory or a GGUF file, optionally with a LoRA
+/// adapter merged into what [`WeightSource::load`] hands out.
+pub struct WeightSource {
+    pub files: WeightFiles,
+    pub adapter: Option<LoraAdapter>,
+}
+
+/// Where the base weights are.
+pub enum WeightFiles {
     /// `model.safetensors` or shards, by tensor name.
     SafeTensors {
         dir: PathBuf,
@@ -108,35 +116,64 @@ impl WeightSource {
             }
             files.push((path, map));
         }
-        Ok(Self::SafeTensors {
+        Ok(Self::new(WeightFiles::SafeTensors {
             dir: dir.to_path_buf(),
             files,
             index,
-        })
+        }))
     }
 
     /// Opens a GGUF file; `llama`-architecture q/k rows are un-permuted with `heads`.
     pub fn from_gguf(file: GgufFile, path: &Path, heads: Option<(usize, usize)>) -> Self {
-        Self::Gguf {
+        Self::new(WeightFiles::Gguf {
             file,
             path: path.to_path_buf(),
             heads,
+        })
+    }
+
+    fn new(files: WeightFiles) -> Self {
+        Self {
+            files,
+            adapter: None,
         }
+    }
+
+    /// Merges `adapter` into every weight loaded from now on. Fails with one line, naming the
+    /// weight, when the adapter changes a weight the model does not have.
+    pub fn with_adapter(mut self, adapter: LoraAdapter) -> Result<Self> {
+        for name in adapter.changed_weights() {
+            let short = name.strip_prefix("transformer.").unwrap_or(&name);
+            if !self.contains(&name) && !self.contains(short) {
+                return Err(LmError::Tensor {
+                    path: adapter.dir.clone(),
+                    name,
+                    msg: format!(
+                        "the adapter changes it, but {} has no such weight",
+                        self.path().display()
+                    ),
+                });
+            }
+        }
+        self.adapter = Some(adapter);
+        Ok(self)
     }
 
     /// The file or directory the weights come from.
     pub fn path(&self) -> &Path {
-        match self {
-            Self::SafeTensors { dir, .. } => dir,
-            Self::Gguf { path, .. } => path,
+        match &self.files {
+            WeightFiles::SafeTensors { dir, .. } => dir,
+            WeightFiles::Gguf { path, .. } => path,
         }
     }
 
     /// Whether a tensor of this (Hugging Face) name exists.
     pub fn contains(&self, name: &str) -> bool {
-        match self {
-            Self::SafeTensors { index, .. } => index.contains_key(name),
-            Self::Gguf { file, .. } => gguf_name(name).is_some_and(|n| file.tensor(&n).is_some()),
+        match &self.files {
+            WeightFiles::SafeTensors { index, .. } => index.contains_key(name),
+            WeightFiles::Gguf { file, .. } => {
+                gguf_name(name).is_some_and(|n| file.tensor(&n).is_some())
+            }
         }
     }
 
@@ -153,10 +190,47 @@ impl WeightSource {
         Ok(t)
     }
 
-    /// Loads `name` as f32 with whatever shape it has.
+    /// Loads `name` as f32 with whatever shape it has, with the adapter's change merged in
+    /// (see [`crate::adapter`]).
     pub fn load_any(&self, name: &str) -> Result<HostTensor> {
-        match self {
-            Self::SafeTensors { files, index, dir } => {
+        let base = self.load_base(name)?;
+        let Some(edit) = self.adapter.as_ref().and_then(|a| a.edit_of(name)) else {
+            return Ok(base);
+        };
+        let dir = || {
+            self.adapter
+                .as_ref()
+                .map(|a| a.dir.clone())
+                .unwrap_or_default()
+        };
+        let (new, verb) = match edit {
+            WeightEdit::Replace(t) => (t, "replaces"),
+            WeightEdit::Add(mut d) => {
+                if d.shape == base.shape {
+                    for (x, b) in d.data.iter_mut().zip(&base.data) {
+                        *x += b;
+                    }
+                }
+                (d, "adds to")
+            }
+        };
+        if new.shape != base.shape {
+            return Err(LmError::Tensor {
+                path: dir(),
+                name: name.into(),
+                msg: format!(
+                    "the adapter {verb} it with shape {:?}, the model's is {:?}",
+                    new.shape, base.shape
+                ),
+            });
+        }
+        Ok(new)
+    }
+
+    /// Loads the base weight `name` (no adapter).
+    fn load_base(&self, name: &str) -> Result<HostTensor> {
+        match &self.files {
+            WeightFiles::SafeTensors { files, index, dir } => {
                 let &i = index.get(name).ok_or_else(|| LmError::Tensor {
                     path: dir.clone(),
                     name: name.into(),
@@ -180,7 +254,7 @@ impl WeightSource {
                     data,
                 })
             }
-            Self::Gguf { file, path, heads } => {
+            WeightFiles::Gguf { file, path, heads } => {
                 let missing = || LmError::Tensor {
                     path: path.clone(),
                     name: name.into(),
@@ -206,7 +280,7 @@ impl WeightSource {
 }
 
 /// Converts raw little-endian safetensors bytes to f32.
-fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+pub(crate) fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
     Some(match dtype {
         Dtype::F32 => bytes
             .chunks_exact(4)

@@ -412,3 +412,82 @@ fn smollm2_q4_1_matches_gguf_py() {
         }
     }
 }
+
+#[test]
+fn the_writer_produces_gguf_py_bytes_for_the_same_content() {
+    use lantern_lm::gguf::{GgufWriter, MetaArray, MetaValue, StringArray};
+    // The content of fixtures/make_gguf_writer_fixture.py, in the same order.
+    let mut w = GgufWriter::new("controlvector");
+    let arr = |a: MetaArray| MetaValue::Array(a);
+    for (k, v) in [
+        ("t.u8", MetaValue::U8(200)),
+        ("t.i8", MetaValue::I8(-100)),
+        ("t.u16", MetaValue::U16(60000)),
+        ("t.i16", MetaValue::I16(-30000)),
+        ("t.u32", MetaValue::U32(4_000_000_000)),
+        ("t.i32", MetaValue::I32(-2_000_000_000)),
+        ("t.u64", MetaValue::U64((1 << 63) + 5)),
+        ("t.i64", MetaValue::I64(-(1 << 62))),
+        ("t.f32", MetaValue::F32(0.15625)),
+        ("t.f64", MetaValue::F64(-1.0 / 3.0)),
+        ("t.bool", MetaValue::Bool(true)),
+        ("t.str", MetaValue::String("héllo, ünïcode".into())),
+        ("t.arr_i32", arr(MetaArray::I32(vec![1, -2, 3]))),
+        ("t.arr_f32", arr(MetaArray::F32(vec![0.5, -1.25]))),
+        (
+            "t.arr_str",
+            arr(MetaArray::String(StringArray::from_iter(["a", "", "ccc"]))),
+        ),
+        ("t.arr_u8", arr(MetaArray::U8(vec![1, 2, 255]))),
+        (
+            "t.nested",
+            arr(MetaArray::Array(vec![
+                MetaArray::I32(vec![1, 2]),
+                MetaArray::I32(vec![3]),
+            ])),
+        ),
+        (
+            "controlvector.model_hint",
+            MetaValue::String("llama".into()),
+        ),
+        ("controlvector.layer_count", MetaValue::U32(2)),
+    ] {
+        w.add(k, v).unwrap();
+    }
+    w.add_f32(
+        "direction.1",
+        &[8],
+        (0..8).map(|i| i as f32 / 8.0).collect(),
+    )
+    .unwrap();
+    w.add_f32(
+        "direction.2",
+        &[2, 3],
+        (0..6).map(|i| i as f32 - 3.0).collect(),
+    )
+    .unwrap();
+    let half: Vec<half::f16> = (0..30)
+        .map(|i| half::f16::from_f32(i as f32 / 7.0))
+        .collect();
+    w.add_f16("half", &[2, 3, 5], half.clone()).unwrap();
+    let want = std::fs::read(text_support::fixture("gguf_writer/reference.gguf")).unwrap();
+    let got = w.to_bytes();
+    let first = got.iter().zip(&want).position(|(a, b)| a != b);
+    assert!(
+        got.len() == want.len() && first.is_none(),
+        "{} bytes against gguf-py's {}; first difference at {first:?}",
+        got.len(),
+        want.len()
+    );
+    // And our reader reads it back.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("w.gguf");
+    w.write(&path).unwrap();
+    let f = GgufFile::open(&path).unwrap();
+    assert_eq!(f.get_u64("t.u64"), Some((1 << 63) + 5));
+    assert_eq!(f.get_str("t.str"), Some("héllo, ünïcode"));
+    let (shape, v) = f.dequantize("half").unwrap();
+    assert_eq!(shape, [2, 3, 5]);
+    assert!(v.iter().zip(&half).all(|(a, b)| *a == b.to_f32()));
+    assert!(w.add("t.u8", MetaValue::U8(1)).is_err(), "a key twice");
+}

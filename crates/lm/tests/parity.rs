@@ -83,20 +83,19 @@ fn run_full(model: &Model, r: &Reference) -> (Vec<f32>, Vec<(String, Vec<f32>)>)
     hooks.capture(HookPoint::LnFinal);
     let ids: Vec<u32> = r.ids.concat();
     let real = vec![vec![true; r.ids[0].len()]; r.ids.len()];
-    let logits = model
+    let mut out = model
         .forward(&ids, &real, None, &mut hooks, LogitsAt::All)
-        .unwrap()
         .unwrap();
     let mut caps = Vec::new();
     for l in 0..n {
-        let t = hooks.take(HookPoint::ResidPost(l)).remove(0);
+        let t = out.captures.take_one(HookPoint::ResidPost(l)).unwrap();
         caps.push((format!("resid_post.{l}"), host(t)));
     }
     caps.push((
         "ln_final".into(),
-        host(hooks.take(HookPoint::LnFinal).remove(0)),
+        host(out.captures.take_one(HookPoint::LnFinal).unwrap()),
     ));
-    (host(logits), caps)
+    (host(out.logits.unwrap()), caps)
 }
 
 fn check_case(case: &str, dev: &Device) {
@@ -157,6 +156,7 @@ fn left_padding_leaves_real_tokens_unchanged() {
             model
                 .forward(&ids, &real, None, &mut Hooks::new(), LogitsAt::All)
                 .unwrap()
+                .logits
                 .unwrap(),
         );
         // Reference for the shortened row: an unpadded run of it alone.
@@ -170,6 +170,7 @@ fn left_padding_leaves_real_tokens_unchanged() {
                     LogitsAt::All,
                 )
                 .unwrap()
+                .logits
                 .unwrap(),
         );
         let row0 = &logits[..t * vocab];
@@ -212,6 +213,7 @@ fn kv_cache_steps_match_the_full_pass() {
                     LogitsAt::Last,
                 )
                 .unwrap()
+                .logits
                 .unwrap(),
         );
         let mut got = vec![(prefix - 1, first)];
@@ -227,6 +229,7 @@ fn kv_cache_steps_match_the_full_pass() {
                         LogitsAt::Last,
                     )
                     .unwrap()
+                    .logits
                     .unwrap(),
             );
             got.push((pos, l));
@@ -253,11 +256,11 @@ fn early_stop_returns_the_same_capture_without_logits() {
     let real = vec![vec![true; r.ids[0].len()]; r.ids.len()];
     let mut hooks = Hooks::new();
     hooks.capture(HookPoint::ResidPost(0)).stop_after_last(true);
-    let out = model
+    let mut out = model
         .forward(&ids, &real, None, &mut hooks, LogitsAt::All)
         .unwrap();
-    assert!(out.is_none());
-    let got = host(hooks.take(HookPoint::ResidPost(0)).remove(0));
+    assert!(out.logits.is_none());
+    let got = host(out.captures.take_one(HookPoint::ResidPost(0)).unwrap());
     assert!(max_err(&got, r.get("resid_post.0")) <= 1e-4);
 }
 
@@ -275,6 +278,7 @@ fn adding_at_resid_post_equals_adding_at_the_next_resid_pre() {
             model
                 .forward(&ids, &real, None, &mut hooks, LogitsAt::All)
                 .unwrap()
+                .logits
                 .unwrap(),
         )
     };
@@ -380,13 +384,13 @@ fn hooks_apply_at_every_generation_step() {
         )
         .unwrap()
     };
-    let plain = run(&mut Hooks::new());
+    let plain = run(&mut Hooks::new()).tokens;
     // A capture sees the prompt pass, then one position per later step.
     let mut hooks = Hooks::new();
     hooks.capture(HookPoint::ResidPost(1));
-    let same = run(&mut hooks);
-    assert_eq!(same, plain);
-    let caps = hooks.take(HookPoint::ResidPost(1));
+    let mut same = run(&mut hooks);
+    assert_eq!(same.tokens, plain);
+    let caps = same.captures.take(HookPoint::ResidPost(1));
     assert_eq!(caps.len(), 6);
     assert_eq!(caps[0].dims()[1], 5);
     assert!(caps[1..].iter().all(|c| c.dims()[1] == 1));
@@ -396,7 +400,106 @@ fn hooks_apply_at_every_generation_step() {
         .collect();
     let mut hooks = Hooks::new();
     hooks.add(HookPoint::ResidPre(1), v, 40.0, Some(5..100));
-    let steered = run(&mut hooks);
+    let steered = run(&mut hooks).tokens;
     assert_eq!(steered[0][0], plain[0][0], "the prompt pass is not steered");
     assert_ne!(steered[0][1..], plain[0][1..], "later steps are");
+}
+
+#[test]
+fn a_written_hugging_face_directory_loads_back_to_the_same_model() {
+    use lantern_lm::LanguageModel;
+    // The parity checkpoints have no tokenizer; borrow the tiny BPE fixture's.
+    let tok = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_bpe");
+    for case in CASES {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        for f in std::fs::read_dir(dir(case)).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, src.join(f.file_name().unwrap())).unwrap();
+        }
+        std::fs::copy(tok.join("tokenizer.json"), src.join("tokenizer.json")).unwrap();
+        let lm = LanguageModel::load(&src, &Device::flex()).unwrap();
+        let out = tmp.path().join("written");
+        lantern_lm::save::save_hf(&lm, &out).unwrap();
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(cfg["tie_word_embeddings"], false, "{case}: written untied");
+        let back = Model::load(&out, &Device::flex()).unwrap();
+        assert_eq!(back.config().n_layers, lm.model.config().n_layers);
+        let r = Reference::load(case);
+        let (logits, _) = run_full(&back, &r);
+        let e = max_err(&logits, r.get("logits"));
+        assert!(
+            e <= 1e-4,
+            "{case}: reloaded logits differ from transformers' by {e}"
+        );
+        // Writing again into a non-empty directory is refused.
+        let e = lantern_lm::save::save_hf(&lm, &out)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not empty"), "{e}");
+    }
+}
+
+#[test]
+fn capture_sorts_batches_by_length_but_delivers_sequences_in_order() {
+    use lantern_lm::capture::{CaptureOptions, CaptureSink, Sequence, SequenceRows, capture};
+    struct Keep(Vec<(usize, Vec<f32>, Vec<f32>)>);
+    impl CaptureSink for Keep {
+        type Error = lantern_lm::LmError;
+        fn sequence(&mut self, r: SequenceRows<'_>) -> Result<(), Self::Error> {
+            self.0.push((r.index, r.acts[0].clone(), r.acts[1].clone()));
+            Ok(())
+        }
+    }
+    let model = Model::load(&dir("llama_gqa"), &Device::flex()).unwrap();
+    let r = Reference::load("llama_gqa");
+    let all: Vec<u32> = r.ids.concat();
+    let seqs: Vec<Sequence> = [3, 12, 5, 9, 1, 7, 12]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let ids = all[i..i + n].to_vec();
+            Sequence {
+                roles: vec![0; n],
+                ids,
+            }
+        })
+        .collect();
+    let points = vec![HookPoint::ResidPost(0), HookPoint::AttnOut(1)];
+    let opts = CaptureOptions {
+        points: points.clone(),
+        batch: 3,
+        sort_window: 4,
+    };
+    let mut full = Keep(Vec::new());
+    capture(&model, 0, &seqs, 0, &opts, &mut full).unwrap();
+    assert_eq!(full.0.iter().map(|x| x.0).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
+    for (i, a, b) in &full.0 {
+        let s = &seqs[*i].ids;
+        let mut hooks = Hooks::new();
+        hooks.capture(points[0]).capture(points[1]);
+        let mut out = model
+            .forward(s, &[vec![true; s.len()]], None, &mut hooks, LogitsAt::Skip)
+            .unwrap();
+        let want_a = host(out.captures.take_one(points[0]).unwrap());
+        let want_b = host(out.captures.take_one(points[1]).unwrap());
+        assert!(max_err(a, &want_a) <= 1e-5, "sequence {i} at {}", points[0]);
+        assert!(max_err(b, &want_b) <= 1e-5, "sequence {i} at {}", points[1]);
+    }
+    // Resuming at sequence 5 forms the same batches: the same bits.
+    let mut rest = Keep(Vec::new());
+    capture(&model, 0, &seqs, 5, &opts, &mut rest).unwrap();
+    assert_eq!(rest.0, full.0[5..]);
+    // A hook twice is refused.
+    let twice = CaptureOptions {
+        points: vec![points[0], points[0]],
+        ..opts
+    };
+    let e = capture(&model, 0, &seqs, 0, &twice, &mut Keep(Vec::new()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("listed twice"), "{e}");
 }

@@ -47,7 +47,7 @@ fn next_token_logits_and_greedy_continuations_match_transformers() {
         // Last-position logits at the reference's top 20, and the residual norm at layer 15.
         let mut hooks = Hooks::new();
         hooks.capture(HookPoint::ResidPost(15));
-        let logits = lm
+        let mut out = lm
             .model
             .forward(
                 &want_ids,
@@ -56,10 +56,8 @@ fn next_token_logits_and_greedy_continuations_match_transformers() {
                 &mut hooks,
                 LogitsAt::Last,
             )
-            .unwrap()
-            .unwrap()
-            .try_into_vec_as::<f32>()
             .unwrap();
+        let logits = out.logits.take().unwrap().try_into_vec_as::<f32>().unwrap();
         let top = ids(&case["top_ids"]);
         let top_logits: Vec<f64> = case["top_logits"]
             .as_array()
@@ -78,7 +76,7 @@ fn next_token_logits_and_greedy_continuations_match_transformers() {
             .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
             .unwrap();
         assert_eq!(argmax as u32, top[0], "{prompt:?}: argmax");
-        let r = hooks.take(HookPoint::ResidPost(15)).remove(0);
+        let r = out.captures.take_one(HookPoint::ResidPost(15)).unwrap();
         let [_, t, d] = r.dims();
         let last = r.narrow(1, t - 1, 1).try_into_vec_as::<f32>().unwrap();
         assert_eq!(last.len(), d);
@@ -107,7 +105,8 @@ fn next_token_logits_and_greedy_continuations_match_transformers() {
             &mut Hooks::new(),
             |_, _| {},
         )
-        .unwrap();
+        .unwrap()
+        .tokens;
         assert_eq!(out[0], greedy, "{prompt:?}: greedy continuation");
     }
 }
@@ -126,7 +125,9 @@ fn batched_left_padded_generation_equals_one_prompt_at_a_time() {
         stop_ids: lm.stop_ids(),
         pad_id: lm.pad_id(),
     };
-    let batched = generate(&lm.model, &prompts, &opts, &mut Hooks::new(), |_, _| {}).unwrap();
+    let batched = generate(&lm.model, &prompts, &opts, &mut Hooks::new(), |_, _| {})
+        .unwrap()
+        .tokens;
     for (p, b) in prompts.iter().zip(&batched) {
         let alone = generate(
             &lm.model,
@@ -135,7 +136,8 @@ fn batched_left_padded_generation_equals_one_prompt_at_a_time() {
             &mut Hooks::new(),
             |_, _| {},
         )
-        .unwrap();
+        .unwrap()
+        .tokens;
         assert_eq!(&alone[0], b);
     }
 }
@@ -155,7 +157,9 @@ fn chat_answer_is_coherent_english() {
         stop_ids: lm.stop_ids(),
         pad_id: lm.pad_id(),
     };
-    let out = generate(&lm.model, &[chat.ids], &opts, &mut Hooks::new(), |_, _| {}).unwrap();
+    let out = generate(&lm.model, &[chat.ids], &opts, &mut Hooks::new(), |_, _| {})
+        .unwrap()
+        .tokens;
     let text = lm.tokenizer.decode(&out[0], true).unwrap();
     eprintln!("answer: {text}");
     assert!(text.contains("Paris"), "{text}");
@@ -176,12 +180,13 @@ fn ablating_a_direction_everywhere_removes_it_from_the_residual_stream() {
     // A direction: the mean residual at layer 10 of this text.
     let mut hooks = Hooks::new();
     hooks.capture(HookPoint::ResidPost(10));
-    lm.model
+    let r = lm
+        .model
         .forward(&ids, &real, None, &mut hooks, LogitsAt::Skip)
-        .unwrap();
-    let r = hooks
-        .take(HookPoint::ResidPost(10))
-        .remove(0)
+        .unwrap()
+        .captures
+        .take_one(HookPoint::ResidPost(10))
+        .unwrap()
         .try_into_vec_as::<f32>()
         .unwrap();
     let d = cfg.d_model;
@@ -201,12 +206,13 @@ fn ablating_a_direction_everywhere_removes_it_from_the_residual_stream() {
         hooks.project_out(HookPoint::MlpOut(l), u.clone(), None);
     }
     hooks.capture(HookPoint::ResidPost(20));
-    lm.model
+    let r = lm
+        .model
         .forward(&ids, &real, None, &mut hooks, LogitsAt::Skip)
-        .unwrap();
-    let r = hooks
-        .take(HookPoint::ResidPost(20))
-        .remove(0)
+        .unwrap()
+        .captures
+        .take_one(HookPoint::ResidPost(20))
+        .unwrap()
         .try_into_vec_as::<f32>()
         .unwrap();
     for row in r.chunks(d) {
@@ -217,4 +223,60 @@ fn ablating_a_direction_everywhere_removes_it_from_the_residual_stream() {
             "component {along} of a row of norm {size}"
         );
     }
+}
+
+#[test]
+fn the_gguf_written_as_a_hugging_face_directory_is_what_transformers_reads() {
+    // transformers' numbers come from this same export (fixtures/make_hf_export_reference.py).
+    let Some(lm) = model() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("smollm2-hf");
+    lantern_lm::save::save_hf(lm, &out).unwrap();
+    let back = LanguageModel::load(&out, &Device::flex()).unwrap();
+    let r = text_support::json_fixture("smollm2_hf_export_reference.json");
+    for case in r["cases"].as_array().unwrap() {
+        let prompt = case["prompt"].as_str().unwrap();
+        let want_ids = ids(&case["ids"]);
+        assert_eq!(
+            back.encode(prompt).unwrap(),
+            want_ids,
+            "{prompt:?}: token ids"
+        );
+        let logits_of = |m: &lantern_lm::Model| {
+            m.forward(
+                &want_ids,
+                &[vec![true; want_ids.len()]],
+                None,
+                &mut Hooks::new(),
+                LogitsAt::Last,
+            )
+            .unwrap()
+            .logits
+            .unwrap()
+            .try_into_vec_as::<f32>()
+            .unwrap()
+        };
+        let (got, gguf) = (logits_of(&back.model), logits_of(&lm.model));
+        for (id, want) in ids(&case["top_ids"])
+            .iter()
+            .zip(case["top_logits"].as_array().unwrap())
+        {
+            let want = want.as_f64().unwrap() as f32;
+            let g = got[*id as usize];
+            assert!(
+                (g - want).abs() <= 1e-3 * (1.0 + want.abs()),
+                "{prompt:?}: logit of {id}: {g} vs transformers {want}"
+            );
+            // The written weights are the GGUF's, dequantized: the same model.
+            assert!((g - gguf[*id as usize]).abs() <= 1e-4 * (1.0 + want.abs()));
+        }
+    }
+    let chat: Vec<Message> = r["chat"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| Message::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+        .collect();
+    let text = back.chat.as_ref().unwrap().render(&chat, true).unwrap();
+    assert_eq!(text, r["chat_text"].as_str().unwrap(), "chat template");
 }

@@ -79,6 +79,16 @@ impl StringArray {
     }
 }
 
+impl<S: AsRef<str>> FromIterator<S> for StringArray {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut out = Self::default();
+        for s in iter {
+            out.push(s.as_ref());
+        }
+        out
+    }
+}
+
 impl MetaValue {
     /// Any integer type, if it is non-negative.
     pub fn as_u64(&self) -> Option<u64> {

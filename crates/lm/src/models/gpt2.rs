@@ -9,35 +9,60 @@
 //! Hugging Face stores GPT-2's projections as `Conv1D`, already `[in, out]`; the
 //! unembedding is the token embedding.
 
+use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::nn::{
-    KvCache, LayerNorm, Linear, attend, extend_cache, ids_tensor, split_heads, upload1, upload2,
-};
-use super::{LogitsAt, Pass, hook};
+use super::nn::{Embedding, KvCache, LayerNorm, Linear, attend, extend_cache, param2, split_heads};
+use super::{Forward, LogitsAt, Pass, ResidualWriter, hook};
 use crate::Result;
 use crate::config::ModelConfig;
 use crate::hooks::{HookPoint, Hooks};
 use crate::weights::WeightSource;
 
-struct Block {
-    ln1: LayerNorm,
-    attn: Linear,
-    proj: Linear,
-    ln2: LayerNorm,
-    fc: Linear,
-    out: Linear,
+/// `attn` of one block: fused `c_attn` (`[d, 3d]`) and `c_proj`.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub c_attn: Linear,
+    pub c_proj: Linear,
+}
+
+/// `mlp` of one block: `c_proj(gelu_new(c_fc(h)))`.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub c_fc: Linear,
+    pub c_proj: Linear,
+}
+
+/// `transformer.h.{L}`.
+#[derive(Module, Debug)]
+pub struct Block {
+    pub ln_1: LayerNorm,
+    pub attn: Attention,
+    pub ln_2: LayerNorm,
+    pub mlp: Mlp,
+}
+
+/// `transformer`: everything but the unembedding.
+#[derive(Module, Debug)]
+pub struct Body {
+    pub wte: Embedding,
+    pub wpe: Embedding,
+    pub h: Vec<Block>,
+    pub ln_f: LayerNorm,
 }
 
 /// A GPT-2 model on a device.
+///
+/// The fields mirror the Hugging Face module tree (`transformer.h.0.attn.c_attn.weight`);
+/// `Conv1D` weights are `[in, out]` in both. `lm_head` (`[d_model, vocab]` = `wteᵀ` when
+/// loaded) is a separate copy so that editing `wte` leaves the unembedding as it was (see
+/// [`Llama`](super::llama::Llama)).
+#[derive(Module, Debug)]
 pub struct Gpt2 {
+    #[module(skip)]
     pub cfg: ModelConfig,
-    wte: Tensor<2>,
-    wpe: Tensor<2>,
-    blocks: Vec<Block>,
-    ln_f: LayerNorm,
-    /// `[d_model, vocab]` (= `wteᵀ`).
-    unembed: Tensor<2>,
+    pub transformer: Body,
+    pub lm_head: Linear,
 }
 
 fn gelu_new(u: Tensor<3>) -> Tensor<3> {
@@ -55,41 +80,78 @@ impl Gpt2 {
         } else {
             ""
         };
-        let ln = |name: &str| -> Result<LayerNorm> {
-            Ok(LayerNorm {
-                w: upload1(&src.load(&format!("{pre}{name}.weight"), &[d])?, dev),
-                b: upload1(&src.load(&format!("{pre}{name}.bias"), &[d])?, dev),
-                eps: cfg.norm_eps,
-            })
+        let ln = |name: &str| LayerNorm::load(src, &format!("{pre}{name}"), d, cfg.norm_eps, dev);
+        let conv = |name: &str, i: usize, o: usize| {
+            Linear::load_conv1d(src, &format!("{pre}{name}"), i, o, dev)
         };
-        let conv = |name: &str, i: usize, o: usize| -> Result<Linear> {
-            Ok(Linear {
-                w: upload2(&src.load(&format!("{pre}{name}.weight"), &[i, o])?, dev),
-                b: Some(upload1(&src.load(&format!("{pre}{name}.bias"), &[o])?, dev)),
-            })
-        };
-        let mut blocks = Vec::with_capacity(cfg.n_layers);
+        let mut h = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
             let p = format!("h.{l}");
-            blocks.push(Block {
-                ln1: ln(&format!("{p}.ln_1"))?,
-                attn: conv(&format!("{p}.attn.c_attn"), d, 3 * d)?,
-                proj: conv(&format!("{p}.attn.c_proj"), d, d)?,
-                ln2: ln(&format!("{p}.ln_2"))?,
-                fc: conv(&format!("{p}.mlp.c_fc"), d, cfg.d_mlp)?,
-                out: conv(&format!("{p}.mlp.c_proj"), cfg.d_mlp, d)?,
+            h.push(Block {
+                ln_1: ln(&format!("{p}.ln_1"))?,
+                attn: Attention {
+                    c_attn: conv(&format!("{p}.attn.c_attn"), d, 3 * d)?,
+                    c_proj: conv(&format!("{p}.attn.c_proj"), d, d)?,
+                },
+                ln_2: ln(&format!("{p}.ln_2"))?,
+                mlp: Mlp {
+                    c_fc: conv(&format!("{p}.mlp.c_fc"), d, cfg.d_mlp)?,
+                    c_proj: conv(&format!("{p}.mlp.c_proj"), cfg.d_mlp, d)?,
+                },
             });
         }
         let wte = src.load(&format!("{pre}wte.weight"), &[cfg.vocab_size, d])?;
-        let wpe = src.load(&format!("{pre}wpe.weight"), &[cfg.max_position, d])?;
+        // Hugging Face ties GPT-2's unembedding to `wte` unless the config unties it (as an
+        // edited model written by Lantern does).
+        let lm_head = if !cfg.tie_word_embeddings && src.contains("lm_head.weight") {
+            Linear::load_hf(src, "lm_head", d, cfg.vocab_size, false, dev)?
+        } else {
+            Linear {
+                weight: param2(&wte.transposed(), dev),
+                bias: None,
+            }
+        };
         Ok(Self {
-            unembed: upload2(&wte.transposed(), dev),
-            wte: upload2(&wte, dev),
-            wpe: upload2(&wpe, dev),
-            blocks,
-            ln_f: ln("ln_f")?,
+            lm_head,
+            transformer: Body {
+                wte: Embedding {
+                    weight: param2(&wte, dev),
+                },
+                wpe: Embedding::load(src, &format!("{pre}wpe.weight"), cfg.max_position, d, dev)?,
+                h,
+                ln_f: ln("ln_f")?,
+            },
             cfg,
         })
+    }
+
+    /// Whether the parameter of this Hugging Face name is stored as the transpose of
+    /// Hugging Face's layout: only `lm_head` (`Conv1D` is `[in, out]` in both).
+    pub fn stored_transposed(name: &str) -> bool {
+        name == "lm_head.weight"
+    }
+
+    /// The parameters that write into the residual stream, each with the residual stream as
+    /// its last axis: token and position embeddings, and every block's `attn.c_proj` and
+    /// `mlp.c_proj` (weights and biases).
+    pub fn residual_writers_mut(&mut self) -> Vec<ResidualWriter<'_>> {
+        let t = &mut self.transformer;
+        let mut out = vec![
+            ResidualWriter::matrix("transformer.wte.weight", &mut t.wte.weight),
+            ResidualWriter::matrix("transformer.wpe.weight", &mut t.wpe.weight),
+        ];
+        for (l, blk) in t.h.iter_mut().enumerate() {
+            let p = format!("transformer.h.{l}");
+            out.extend(ResidualWriter::linear(
+                &format!("{p}.attn.c_proj"),
+                &mut blk.attn.c_proj,
+            ));
+            out.extend(ResidualWriter::linear(
+                &format!("{p}.mlp.c_proj"),
+                &mut blk.mlp.c_proj,
+            ));
+        }
+        out
     }
 
     /// As [`Llama::forward`](super::llama::Llama::forward).
@@ -99,14 +161,14 @@ impl Gpt2 {
         batch: usize,
         real: &[Vec<bool>],
         mut cache: Option<&mut KvCache>,
-        hooks: &mut Hooks,
+        hooks: &mut Hooks<'_>,
         logits: LogitsAt,
-    ) -> Result<Option<Tensor<3>>> {
+    ) -> Result<Forward> {
         let cfg = &self.cfg;
-        let dev = self.wte.device();
+        let dev = self.lm_head.weight.device();
         let new = ids.len() / batch.max(1);
         let (n, d) = (cfg.n_layers, cfg.d_model);
-        let pass = Pass::begin(
+        let mut pass = Pass::begin(
             cache.as_deref_mut(),
             hooks,
             real,
@@ -118,12 +180,9 @@ impl Gpt2 {
             &dev,
         )?;
         let past = pass.ctx.past;
+        let t = &self.transformer;
 
-        let tok = self
-            .wte
-            .clone()
-            .select(0, ids_tensor(ids, &dev))
-            .reshape([batch, new, d]);
+        let tok = t.wte.forward(ids, batch, &dev);
         let tok = hook!(pass, hooks, HookPoint::Embed, tok);
         let pos_ids: Vec<u32> = pass
             .ctx
@@ -132,15 +191,10 @@ impl Gpt2 {
             .flatten()
             .map(|&p| p as u32)
             .collect();
-        let pos = self
-            .wpe
-            .clone()
-            .select(0, ids_tensor(&pos_ids, &dev))
-            .reshape([batch, new, d]);
-        let mut x = tok + pos;
-        for (l, blk) in self.blocks.iter().enumerate() {
+        let mut x = tok + t.wpe.forward(&pos_ids, batch, &dev);
+        for (l, blk) in t.h.iter().enumerate() {
             x = hook!(pass, hooks, HookPoint::ResidPre(l), x);
-            let qkv = blk.attn.forward(blk.ln1.forward(x.clone()));
+            let qkv = blk.attn.c_attn.forward(blk.ln_1.forward(x.clone()));
             let q = split_heads(qkv.clone().narrow(2, 0, d), cfg.n_heads);
             let k = split_heads(qkv.clone().narrow(2, d, d), cfg.n_heads);
             let v = split_heads(qkv.narrow(2, 2 * d, d), cfg.n_heads);
@@ -148,16 +202,17 @@ impl Gpt2 {
                 Some(c) => extend_cache(&mut c.layers[l], k, v, past, c.capacity),
                 None => (k, v),
             };
-            let a = blk.proj.forward(attend(q, k, v, &pass.ctx.bias));
+            let a = blk.attn.c_proj.forward(attend(q, k, v, &pass.ctx.bias));
             let a = hook!(pass, hooks, HookPoint::AttnOut(l), a);
             x = hook!(pass, hooks, HookPoint::ResidMid(l), x + a);
             let m = blk
-                .out
-                .forward(gelu_new(blk.fc.forward(blk.ln2.forward(x.clone()))));
+                .mlp
+                .c_proj
+                .forward(gelu_new(blk.mlp.c_fc.forward(blk.ln_2.forward(x.clone()))));
             let m = hook!(pass, hooks, HookPoint::MlpOut(l), m);
             x = hook!(pass, hooks, HookPoint::ResidPost(l), x + m);
         }
-        x = hook!(pass, hooks, HookPoint::LnFinal, self.ln_f.forward(x));
-        Ok(super::unembed(x, &self.unembed, logits))
+        x = hook!(pass, hooks, HookPoint::LnFinal, t.ln_f.forward(x));
+        Ok(pass.finish(super::unembed(x, &self.lm_head, logits)))
     }
 }

@@ -4,11 +4,12 @@ pub mod gpt2;
 pub mod llama;
 pub mod nn;
 
+use burn::module::Param;
 use burn::tensor::{Device, Tensor};
 
-use crate::hooks::{HookPoint, Hooks};
+use crate::hooks::{HookCache, HookPoint, Hooks};
 use crate::{LmError, Result};
-use nn::{AttnCtx, KvCache};
+use nn::{AttnCtx, KvCache, Linear};
 
 /// Which positions' logits a forward pass computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,20 +64,85 @@ pub(crate) fn merge_real(
     }
 }
 
+/// What one forward pass returns: the logits asked for, and what the hooks captured.
+#[derive(Debug)]
+pub struct Forward {
+    /// `[batch, new or 1, vocab]`; `None` with [`LogitsAt::Skip`] or when the hooks stopped
+    /// the pass early.
+    pub logits: Option<Tensor<3>>,
+    /// One tensor per capture registered, at each point.
+    pub captures: HookCache,
+}
+
 /// `x W_U` at the positions `at` asks for.
-pub(crate) fn unembed(x: Tensor<3>, w_u: &Tensor<2>, at: LogitsAt) -> Option<Tensor<3>> {
-    let [b, t, d] = x.dims();
-    let [_, vocab] = w_u.dims();
-    let (x, t) = match at {
-        LogitsAt::Skip => return None,
-        LogitsAt::All => (x, t),
-        LogitsAt::Last => (x.narrow(1, t - 1, 1), 1),
-    };
-    Some(
-        x.reshape([b * t, d])
-            .matmul(w_u.clone())
-            .reshape([b, t, vocab]),
-    )
+pub(crate) fn unembed(x: Tensor<3>, lm_head: &Linear, at: LogitsAt) -> Option<Tensor<3>> {
+    let t = x.dims()[1];
+    match at {
+        LogitsAt::Skip => None,
+        LogitsAt::All => Some(lm_head.forward(x)),
+        LogitsAt::Last => Some(lm_head.forward(x.narrow(1, t - 1, 1))),
+    }
+}
+
+/// A parameter that writes into the residual stream, under its Hugging Face name. Its last
+/// axis is the residual stream (`[rows, d_model]` for embeddings and output projections stored
+/// `[in, out]`, `[d_model]` for their biases), so one rule edits every kind: orthogonalizing
+/// against a unit direction `r` is `W ← W − (W r) rᵀ` row by row.
+pub struct ResidualWriter<'a> {
+    /// Hugging Face name, e.g. `model.layers.3.self_attn.o_proj.weight`.
+    pub name: String,
+    pub param: WriterParam<'a>,
+}
+
+/// The parameter a [`ResidualWriter`] edits.
+pub enum WriterParam<'a> {
+    Matrix(&'a mut Param<Tensor<2>>),
+    Bias(&'a mut Param<Tensor<1>>),
+}
+
+impl<'a> ResidualWriter<'a> {
+    pub(crate) fn matrix(name: &str, p: &'a mut Param<Tensor<2>>) -> Self {
+        Self {
+            name: name.to_string(),
+            param: WriterParam::Matrix(p),
+        }
+    }
+
+    /// The weight of an output projection stored `[in, out]`, and its bias when it has one.
+    pub(crate) fn linear(prefix: &str, l: &'a mut Linear) -> Vec<Self> {
+        let mut out = vec![Self::matrix(&format!("{prefix}.weight"), &mut l.weight)];
+        if let Some(b) = l.bias.as_mut() {
+            out.push(Self {
+                name: format!("{prefix}.bias"),
+                param: WriterParam::Bias(b),
+            });
+        }
+        out
+    }
+
+    /// The value as `[rows, d_model]` (a bias is one row).
+    pub fn rows(&self) -> Tensor<2> {
+        match &self.param {
+            WriterParam::Matrix(p) => p.val(),
+            WriterParam::Bias(p) => p.val().unsqueeze::<2>(),
+        }
+    }
+
+    /// Replaces the value with `rows` (same shape as [`ResidualWriter::rows`] gave); the
+    /// parameter keeps its id.
+    pub fn set_rows(&mut self, rows: Tensor<2>) {
+        match &mut self.param {
+            WriterParam::Matrix(p) => {
+                assert_eq!(p.dims(), rows.dims(), "{}: shape changed", self.name);
+                **p = Param::initialized(p.id, rows);
+            }
+            WriterParam::Bias(p) => {
+                let [_, d] = rows.dims();
+                assert_eq!(p.dims(), [d], "{}: shape changed", self.name);
+                **p = Param::initialized(p.id, rows.reshape([d]));
+            }
+        }
+    }
 }
 
 /// What both families hold during one forward pass: the attention inputs, and where the hooks
@@ -85,6 +151,7 @@ pub(crate) struct Pass {
     pub ctx: AttnCtx,
     stop: Option<usize>,
     n_layers: usize,
+    captures: HookCache,
 }
 
 impl Pass {
@@ -95,7 +162,7 @@ impl Pass {
     #[allow(clippy::too_many_arguments)] // one call per family; a struct would only rename them
     pub(crate) fn begin(
         cache: Option<&mut KvCache>,
-        hooks: &Hooks,
+        hooks: &Hooks<'_>,
         real: &[Vec<bool>],
         batch: usize,
         new: usize,
@@ -132,26 +199,40 @@ impl Pass {
             ctx,
             stop,
             n_layers,
+            captures: HookCache::default(),
         })
     }
 
     /// Applies the hooks registered at `p` to `x`; `None` when the pass stops here.
-    pub(crate) fn at(&self, hooks: &mut Hooks, p: HookPoint, x: Tensor<3>) -> Option<Tensor<3>> {
+    pub(crate) fn at(
+        &mut self,
+        hooks: &mut Hooks<'_>,
+        p: HookPoint,
+        x: Tensor<3>,
+    ) -> Option<Tensor<3>> {
         let x = if hooks.wants(p) {
-            hooks.apply(p, x, self.ctx.past)
+            hooks.apply(p, x, self.ctx.past, &mut self.captures)
         } else {
             x
         };
         (self.stop != Some(p.order(self.n_layers))).then_some(x)
     }
+
+    /// The pass's result with these logits.
+    pub(crate) fn finish(self, logits: Option<Tensor<3>>) -> Forward {
+        Forward {
+            logits,
+            captures: self.captures,
+        }
+    }
 }
 
-/// `x` after the hooks at a point, or an early `return Ok(None)` from the forward pass.
+/// `x` after the hooks at a point, or an early return (no logits) from the forward pass.
 macro_rules! hook {
     ($pass:expr, $hooks:expr, $p:expr, $x:expr) => {
         match $pass.at($hooks, $p, $x) {
             Some(x) => x,
-            None => return Ok(None),
+            None => return Ok($pass.finish(None)),
         }
     };
 }

@@ -1,17 +1,23 @@
-//! The building blocks both families share: linear maps, RMSNorm and LayerNorm, causal
-//! attention with grouped-query heads and a KV cache, and the host-built attention mask.
+//! The building blocks both families share: linear maps, embeddings, RMSNorm and LayerNorm
+//! (burn [`Module`]s whose weights are [`Param`]s, so the same layers run inference, train
+//! under autodiff and take weight edits), causal attention with grouped-query heads and a KV
+//! cache, and the host-built attention mask.
 
+use burn::module::{Module, Param};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::Result;
 use crate::weights::{HostTensor, WeightSource};
 
-/// `y = x W + b` with `W` stored `[in, out]` on the device.
-#[derive(Clone, Debug)]
+/// `y = x W + b` with `W` stored `[in, out]` on the device (burn-nn's layout; Hugging Face's
+/// `nn.Linear` stores the transpose, GPT-2's `Conv1D` the same).
+#[derive(Module, Debug)]
 pub struct Linear {
-    pub w: Tensor<2>,
-    pub b: Option<Tensor<1>>,
+    /// `[in, out]`.
+    pub weight: Param<Tensor<2>>,
+    /// `[out]`.
+    pub bias: Option<Param<Tensor<1>>>,
 }
 
 impl Linear {
@@ -26,58 +32,116 @@ impl Linear {
     ) -> Result<Self> {
         let w = src.load(&format!("{prefix}.weight"), &[d_out, d_in])?;
         Ok(Self {
-            w: upload2(&w.transposed(), dev),
-            b: if bias {
-                Some(upload1(
-                    &src.load(&format!("{prefix}.bias"), &[d_out])?,
-                    dev,
-                ))
+            weight: param2(&w.transposed(), dev),
+            bias: if bias {
+                Some(param1(&src.load(&format!("{prefix}.bias"), &[d_out])?, dev))
             } else {
                 None
             },
         })
     }
 
+    /// Loads a GPT-2 `Conv1D` (`weight [in, out]`, `bias [out]`).
+    pub fn load_conv1d(
+        src: &WeightSource,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        dev: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: param2(&src.load(&format!("{prefix}.weight"), &[d_in, d_out])?, dev),
+            bias: Some(param1(&src.load(&format!("{prefix}.bias"), &[d_out])?, dev)),
+        })
+    }
+
     /// `[batch, seq, in] → [batch, seq, out]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = x.dims();
-        let [_, out] = self.w.dims();
-        let mut y = x.reshape([b * t, d]).matmul(self.w.clone());
-        if let Some(bias) = &self.b {
-            y = y + bias.clone().unsqueeze::<2>();
+        let w = self.weight.val();
+        let [_, out] = w.dims();
+        let mut y = x.reshape([b * t, d]).matmul(w);
+        if let Some(bias) = &self.bias {
+            y = y + bias.val().unsqueeze::<2>();
         }
         y.reshape([b, t, out])
     }
 }
 
+/// A token (or position) embedding table `[n, d_model]`, looked up by id.
+#[derive(Module, Debug)]
+pub struct Embedding {
+    pub weight: Param<Tensor<2>>,
+}
+
+impl Embedding {
+    /// Loads `{name}` of shape `[n, d]`.
+    pub fn load(src: &WeightSource, name: &str, n: usize, d: usize, dev: &Device) -> Result<Self> {
+        Ok(Self {
+            weight: param2(&src.load(name, &[n, d])?, dev),
+        })
+    }
+
+    /// Rows `ids` (`[batch·seq]`, row-major) as `[batch, seq, d]`.
+    pub fn forward(&self, ids: &[u32], batch: usize, dev: &Device) -> Tensor<3> {
+        let w = self.weight.val();
+        let d = w.dims()[1];
+        w.select(0, ids_tensor(ids, dev))
+            .reshape([batch, ids.len() / batch.max(1), d])
+    }
+}
+
 /// RMSNorm: `y = x / sqrt(mean(x²) + ε) · w`.
-#[derive(Clone, Debug)]
+#[derive(Module, Debug)]
 pub struct RmsNorm {
-    pub w: Tensor<1>,
+    pub weight: Param<Tensor<1>>,
     pub eps: f64,
 }
 
 impl RmsNorm {
+    /// Loads the weight `{name}` of shape `[d]`.
+    pub fn load(src: &WeightSource, name: &str, d: usize, eps: f64, dev: &Device) -> Result<Self> {
+        Ok(Self {
+            weight: param1(&src.load(name, &[d])?, dev),
+            eps,
+        })
+    }
+
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let ms = x.clone().powf_scalar(2.0).mean_dim(2);
-        x * (ms + self.eps).sqrt().recip() * self.w.clone().unsqueeze::<3>()
+        x * (ms + self.eps).sqrt().recip() * self.weight.val().unsqueeze::<3>()
     }
 }
 
 /// LayerNorm: `y = (x − mean(x)) / sqrt(var(x) + ε) · w + b` (biased variance).
-#[derive(Clone, Debug)]
+#[derive(Module, Debug)]
 pub struct LayerNorm {
-    pub w: Tensor<1>,
-    pub b: Tensor<1>,
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
     pub eps: f64,
 }
 
 impl LayerNorm {
+    /// Loads `{prefix}.weight` and `{prefix}.bias`, each `[d]`.
+    pub fn load(
+        src: &WeightSource,
+        prefix: &str,
+        d: usize,
+        eps: f64,
+        dev: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: param1(&src.load(&format!("{prefix}.weight"), &[d])?, dev),
+            bias: param1(&src.load(&format!("{prefix}.bias"), &[d])?, dev),
+            eps,
+        })
+    }
+
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let centered = x.clone() - x.mean_dim(2);
         let var = centered.clone().powf_scalar(2.0).mean_dim(2);
-        centered * (var + self.eps).sqrt().recip() * self.w.clone().unsqueeze::<3>()
-            + self.b.clone().unsqueeze::<3>()
+        centered * (var + self.eps).sqrt().recip() * self.weight.val().unsqueeze::<3>()
+            + self.bias.val().unsqueeze::<3>()
     }
 }
 
@@ -283,15 +347,18 @@ pub fn ids_tensor(ids: &[u32], dev: &Device) -> Tensor<1, Int> {
     Tensor::from_data(TensorData::new(v, [ids.len()]), dev)
 }
 
-/// Host vector to a `[n]` tensor.
-pub fn upload1(t: &HostTensor, dev: &Device) -> Tensor<1> {
-    Tensor::from_data(TensorData::new(t.data.clone(), [t.data.len()]), dev)
+/// Host vector to a `[n]` parameter (trainable when `dev` has autodiff).
+pub fn param1(t: &HostTensor, dev: &Device) -> Param<Tensor<1>> {
+    Param::from_tensor(Tensor::from_data(
+        TensorData::new(t.data.clone(), [t.data.len()]),
+        dev,
+    ))
 }
 
-/// Host matrix to a `[r, c]` tensor.
-pub fn upload2(t: &HostTensor, dev: &Device) -> Tensor<2> {
-    Tensor::from_data(
+/// Host matrix to a `[r, c]` parameter (trainable when `dev` has autodiff).
+pub fn param2(t: &HostTensor, dev: &Device) -> Param<Tensor<2>> {
+    Param::from_tensor(Tensor::from_data(
         TensorData::new(t.data.clone(), [t.shape[0], t.shape[1]]),
         dev,
-    )
+    ))
 }
