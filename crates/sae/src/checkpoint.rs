@@ -19,7 +19,8 @@ use crate::params::{Params, download, upload1, upload2};
 use crate::train::{MetricsRow, TrainConfig};
 use crate::{Result, SaeError};
 
-/// Everything needed to continue a run exactly.
+/// Everything needed to continue a run exactly: the persisted half of the training state.
+#[derive(Clone)]
 pub struct Checkpoint {
     pub config: TrainConfig,
     pub params: Params,

@@ -57,7 +57,7 @@ impl DeviceChoice {
                 let found = Device::enumerate(DeviceType::Wgpu).into_vec();
                 found.into_iter().next().ok_or_else(|| {
                     SaeError::Device(
-                        "--device wgpu: no wgpu adapter found (install a Vulkan driver, e.g. \
+                        "wgpu device: no wgpu adapter found (install a Vulkan driver, e.g. \
                          Debian's mesa-vulkan-drivers for lavapipe)"
                             .into(),
                     )
@@ -73,7 +73,7 @@ fn open_vulkan() -> Result<Device> {
     let found = Device::enumerate(DeviceType::Vulkan).into_vec();
     found.into_iter().next().ok_or_else(|| {
         SaeError::Device(
-            "--device vulkan: no Vulkan adapter found (set VK_DRIVER_FILES to the GPU's ICD json)"
+            "vulkan device: no Vulkan adapter found (set VK_DRIVER_FILES to the GPU's ICD json)"
                 .into(),
         )
     })
@@ -82,7 +82,7 @@ fn open_vulkan() -> Result<Device> {
 #[cfg(not(feature = "vulkan"))]
 fn open_vulkan() -> Result<Device> {
     Err(SaeError::Device(
-        "--device vulkan: this build has no SPIR-V support; rebuild with `--features vulkan` \
+        "vulkan device: this build has no SPIR-V support; rebuild with `--features vulkan` \
          (off by default because Mesa's lavapipe crashes compiling SPIR-V)"
             .into(),
     ))

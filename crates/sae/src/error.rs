@@ -13,6 +13,23 @@ pub enum SaeError {
     #[error("{0}")]
     Config(String),
 
+    /// A setting (a field of a config struct) has a value outside its range.
+    #[error("{field} = {value}: expected {expected}")]
+    Setting {
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+
+    /// A checkpoint was written by a run with other settings than the one resuming it.
+    #[error("{}: written with a different configuration ({difference})", path.display())]
+    ConfigMismatch { path: PathBuf, difference: String },
+
+    /// The activation store has no more rows to train on (every row filtered out, or the
+    /// reader stopped).
+    #[error("the activation store ran out of usable rows")]
+    StoreExhausted,
+
     /// The compute device is missing or failed.
     #[error("{0}")]
     Device(String),

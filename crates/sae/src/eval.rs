@@ -11,10 +11,9 @@ use lantern_acts::{BatchReader, NonFinite, ReaderOptions, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceChoice;
-use crate::params::{Params, download, scalar};
-use crate::sparse::{self, Coo};
-use crate::step::{encoder_input, pre_acts};
-use crate::{Arch, Result, SaeError, SaeWeights};
+use crate::params::{download, scalar};
+use crate::sae::{Reconstruction, Sae};
+use crate::{Result, SaeError, SaeWeights};
 
 /// How much of the store to evaluate, and how.
 #[derive(Clone, Debug)]
@@ -47,45 +46,6 @@ pub struct EvalReport {
     pub log10_density: Vec<f32>,
 }
 
-/// The forward pass at inference: `x̂` `[B, d]`, the number of active latents, and each
-/// latent's fire count `[m]`.
-pub fn reconstruct(
-    p: &Params,
-    x: &Tensor<2>,
-    arch: Arch,
-    apply_b_dec: bool,
-    threshold: Option<&Tensor<1>>,
-) -> (Tensor<2>, Tensor<1>, Tensor<1>) {
-    let [batch, _] = x.dims();
-    let (_, m) = p.dims();
-    let xc = encoder_input(p, x, apply_b_dec);
-    let pre = pre_acts(p, &xc);
-    let b_dec = p.b_dec.clone().unsqueeze_dim(0);
-    let dense = |f: Tensor<2>| {
-        let fired = f.clone().greater_elem(0.0).float();
-        (
-            f.matmul(p.w_dec.clone()) + b_dec.clone(),
-            fired.clone().sum(),
-            fired.sum_dim(0).reshape([m]),
-        )
-    };
-    match (arch, threshold) {
-        (Arch::JumpRelu | Arch::BatchTopK { .. }, Some(theta)) => {
-            let theta = theta.clone().unsqueeze_dim::<2>(0);
-            let f = pre.clone() * pre.greater(theta).float();
-            dense(f)
-        }
-        (Arch::TopK { k } | Arch::BatchTopK { k }, _) => {
-            let k = k.min(m);
-            let coo = Coo::top_k_per_row(pre.clamp_min(0.0), k);
-            let x_hat = sparse::decode_per_row(&coo, &p.w_dec, batch, k) + b_dec;
-            let active = coo.val.clone().greater_elem(0.0).float().sum();
-            (x_hat, active, sparse::fire_counts(&coo, m))
-        }
-        (Arch::Relu | Arch::JumpRelu, _) => dense(pre.clamp_min(0.0)),
-    }
-}
-
 /// Evaluates `sae` on `store` (sequential order, one pass, up to `max_rows`).
 pub fn evaluate(
     sae: &SaeWeights,
@@ -103,11 +63,7 @@ pub fn evaluate(
         )));
     }
     let device = device.open()?;
-    let p = Params::from_weights(sae, &device);
-    let threshold = sae
-        .threshold
-        .as_ref()
-        .map(|t| Tensor::<1>::from_data(TensorData::new(t.clone(), [t.len()]), &device));
+    let model = Sae::from_weights(sae, &device)?;
     let mut reader = BatchReader::new(
         store.clone(),
         ReaderOptions {
@@ -115,6 +71,7 @@ pub fn evaluate(
             shuffle_rows: 0,
             seed: 0,
             role: None,
+            label: None,
             epochs: Some(1),
             non_finite: if opts.skip_non_finite {
                 NonFinite::Skip
@@ -143,13 +100,11 @@ pub fn evaluate(
             }
         }
         let x = Tensor::<2>::from_data(TensorData::new(batch.acts, [take, d]), &device);
-        let (x_hat, act, f) = reconstruct(
-            &p,
-            &x,
-            sae.cfg.arch,
-            sae.cfg.apply_b_dec_to_input,
-            threshold.as_ref(),
-        );
+        let Reconstruction {
+            x_hat,
+            active: act,
+            fires: f,
+        } = model.reconstruct(&x);
         sse += scalar((x_hat - x).square().sum())?;
         active += scalar(act)?;
         fires = fires + f;

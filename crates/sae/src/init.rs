@@ -24,7 +24,7 @@ impl std::str::FromStr for BDecInit {
             "mean" => Ok(Self::Mean),
             "zero" | "zeros" => Ok(Self::Zero),
             other => Err(crate::SaeError::Config(format!(
-                "--b-dec-init '{other}': expected median, mean or zero"
+                "b_dec init '{other}': expected median, mean or zero"
             ))),
         }
     }
