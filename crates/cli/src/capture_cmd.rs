@@ -12,9 +12,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use lantern_acts::{Dtype, StoreMeta, StoreWriter, WriterOptions};
-use lantern_lm::chat::Message;
-use lantern_lm::{HookPoint, Hooks, LanguageModel, LogitsAt};
+use lantern_acts::{Dtype, Rows, StoreMeta, StoreWriter, WriterOptions};
+use lantern_lm::capture::{CaptureOptions, CaptureSink, Sequence, SequenceRows, capture};
+use lantern_lm::{HookPoint, LanguageModel, PromptRecord};
 use lantern_sae::DeviceChoice;
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +23,12 @@ pub struct CaptureArgs {
     /// A Hugging Face model directory or a .gguf file.
     #[arg(long)]
     model: PathBuf,
-    /// JSONL: one {"text": ...} or {"messages": [{"role": ..., "content": ...}, ...]} per line.
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors),
+    /// merged into the model's weights at load.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// JSONL: one {"text": ...} or {"messages": [{"role": ..., "content": ...}, ...]} per line,
+    /// with optional "id" and "label" (labels are stored per sequence).
     #[arg(long)]
     prompts: PathBuf,
     /// Hook point in TransformerLens spelling, e.g. blocks.15.hook_resid_post (repeatable).
@@ -35,6 +40,10 @@ pub struct CaptureArgs {
     /// Sequences per forward pass.
     #[arg(long, default_value_t = 8)]
     batch: usize,
+    /// Sequences sorted by length together before batching, to cut padding (1: file order).
+    /// Rows are stored in file order either way.
+    #[arg(long, default_value_t = 64)]
+    sort_window: usize,
     /// cpu | wgpu | vulkan
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -58,30 +67,18 @@ struct CaptureRecord {
     tokens: u64,
     max_tokens_per_seq: usize,
     hooks: Vec<String>,
+    /// Batches depend on it; runs before it existed batched in file order.
+    #[serde(default = "file_order")]
+    sort_window: usize,
 }
 
-/// One tokenized prompt record.
-struct Sequence {
-    ids: Vec<u32>,
-    roles: Vec<u8>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Record {
-    text: Option<String>,
-    messages: Option<Vec<RecordMessage>>,
-}
-
-#[derive(Deserialize)]
-struct RecordMessage {
-    role: String,
-    content: String,
+fn file_order() -> usize {
+    1
 }
 
 pub fn run(a: CaptureArgs) -> Result<()> {
-    if a.batch == 0 || a.max_tokens_per_seq == 0 {
-        bail!("--batch and --max-tokens-per-seq must be at least 1");
+    if a.batch == 0 || a.max_tokens_per_seq == 0 || a.sort_window == 0 {
+        bail!("--batch, --max-tokens-per-seq and --sort-window must be at least 1");
     }
     let points: Vec<HookPoint> = a
         .hooks
@@ -93,20 +90,38 @@ pub fn run(a: CaptureArgs) -> Result<()> {
         .parse()
         .map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
     let device = a.device.parse::<DeviceChoice>()?.open()?;
-    let lm = LanguageModel::load(&a.model, &device)?;
+    let lm = LanguageModel::load_with_adapter(&a.model, a.adapter.as_deref(), &device)?;
     let cfg = lm.model.config().clone();
-    for p in &points {
+    for (k, p) in points.iter().enumerate() {
         p.check(cfg.n_layers)?;
+        if points[..k].contains(p) {
+            bail!("--hook {p} is given twice");
+        }
     }
     let text = std::fs::read_to_string(&a.prompts)
         .with_context(|| format!("reading {}", a.prompts.display()))?;
-    let seqs = tokenize_records(&lm, &text, &a.prompts, a.max_tokens_per_seq)?;
+    let records = lantern_lm::prompts::parse_prompts(&text, &a.prompts)?;
+    let (label_names, labels) = sequence_labels(&records, &a.prompts)?;
+    let seqs: Vec<Sequence> = records
+        .iter()
+        .map(|r| {
+            lm.sequence(&r.content, a.max_tokens_per_seq)
+                .with_context(|| format!("{}:{}", a.prompts.display(), r.line))
+        })
+        .collect::<Result<_>>()?;
     let total: u64 = seqs.iter().map(|s| s.ids.len() as u64).sum();
 
-    let model_name = a.model.file_name().map_or_else(
-        || a.model.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let name_of = |p: &Path| {
+        p.file_name().map_or_else(
+            || p.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    };
+    // The stores record the adapter with the model: rows of a finetune are not the base's.
+    let model_name = match &a.adapter {
+        Some(ad) => format!("{} + {}", name_of(&a.model), name_of(ad)),
+        None => name_of(&a.model),
+    };
     let record = CaptureRecord {
         model: model_name.clone(),
         prompts_crc32: crc32fast::hash(text.as_bytes()),
@@ -114,6 +129,7 @@ pub fn run(a: CaptureArgs) -> Result<()> {
         tokens: total,
         max_tokens_per_seq: a.max_tokens_per_seq,
         hooks: a.hooks.clone(),
+        sort_window: a.sort_window,
     };
     check_or_write_record(&a.out, &record)?;
 
@@ -124,12 +140,8 @@ pub fn run(a: CaptureArgs) -> Result<()> {
     };
     let mut writers = Vec::new();
     for (p, dir) in points.iter().zip(&dirs) {
-        let meta = StoreMeta {
-            d_model: cfg.d_model,
-            dtype,
-            hook: p.to_string(),
-            model: model_name.clone(),
-        };
+        let mut meta = StoreMeta::new(cfg.d_model, dtype, p.to_string(), model_name.clone());
+        meta.labels = label_names.clone();
         let opts = WriterOptions {
             shard_rows: a.shard_rows,
         };
@@ -142,6 +154,15 @@ pub fn run(a: CaptureArgs) -> Result<()> {
         return finish(writers);
     }
 
+    // Global row of each sequence's first token; resume from the sequence holding row `start`.
+    let mut offsets = Vec::with_capacity(seqs.len());
+    let mut acc = 0u64;
+    for s in &seqs {
+        offsets.push(acc);
+        acc += s.ids.len() as u64;
+    }
+    let first = offsets.partition_point(|&o| o <= start).saturating_sub(1);
+
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} tokens  {per_sec}  eta {eta}")
@@ -149,66 +170,20 @@ pub fn run(a: CaptureArgs) -> Result<()> {
     );
     bar.set_position(start);
     let timer = Instant::now();
-    let mut offset = 0u64; // global row index of the first token of record `i`
-    let mut first = 0;
-    while first < seqs.len() && offset + seqs[first].ids.len() as u64 <= start {
-        offset += seqs[first].ids.len() as u64;
-        first += 1;
-    }
-    let d = cfg.d_model;
-    let pad = lm.pad_id();
-    let mut i = first;
-    while i < seqs.len() {
-        let group = &seqs[i..(i + a.batch).min(seqs.len())];
-        let width = group.iter().map(|s| s.ids.len()).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(group.len() * width);
-        let mut real = Vec::with_capacity(group.len());
-        for s in group {
-            ids.extend(&s.ids);
-            ids.extend(std::iter::repeat_n(pad, width - s.ids.len()));
-            real.push((0..width).map(|t| t < s.ids.len()).collect::<Vec<bool>>());
-        }
-        let mut hooks = Hooks::new();
-        for p in &points {
-            hooks.capture(*p);
-        }
-        hooks.stop_after_last(true);
-        lm.model
-            .forward(&ids, &real, None, &mut hooks, LogitsAt::Skip)?;
-        for (h, p) in points.iter().enumerate() {
-            let acts = hooks
-                .take(*p)
-                .pop()
-                .expect("a capture per forward")
-                .try_into_vec_as::<f32>()
-                .map_err(|e| anyhow::anyhow!("reading activations back from the device: {e}"))?;
-            let mut row0 = offset;
-            for (b, s) in group.iter().enumerate() {
-                let n = s.ids.len();
-                // Skip what this store already holds (resume).
-                let skip = done[h].saturating_sub(row0).min(n as u64) as usize;
-                if skip < n {
-                    let seq_id = (i + b) as u32;
-                    let lo = (b * width + skip) * d;
-                    let hi = (b * width + n) * d;
-                    let positions: Vec<u32> = (skip as u32..n as u32).collect();
-                    writers[h].push(
-                        &acts[lo..hi],
-                        &s.ids[skip..],
-                        &vec![seq_id; n - skip],
-                        &positions,
-                        Some(&s.roles[skip..]),
-                    )?;
-                }
-                row0 += n as u64;
-            }
-        }
-        let tokens: u64 = group.iter().map(|s| s.ids.len() as u64).sum();
-        offset += tokens;
-        bar.set_position(offset);
-        i += group.len();
-    }
-    bar.finish_and_clear();
+    let mut sink = StoreSink {
+        writers,
+        done,
+        offsets,
+        labels,
+        bar,
+    };
+    let opts = CaptureOptions {
+        points: points.clone(),
+        batch: a.batch,
+        sort_window: a.sort_window,
+    };
+    capture(&lm.model, lm.pad_id(), &seqs, first, &opts, &mut sink)?;
+    sink.bar.finish_and_clear();
     let secs = timer.elapsed().as_secs_f64();
     let captured = total - start;
     println!(
@@ -218,7 +193,49 @@ pub fn run(a: CaptureArgs) -> Result<()> {
         captured as f64 / secs,
         a.out.display()
     );
-    finish(writers)
+    finish(sink.writers)
+}
+
+/// Writes each captured sequence into one store per hook point, skipping the rows a store
+/// already holds (resume).
+struct StoreSink {
+    writers: Vec<StoreWriter>,
+    /// Rows each store held when the run started.
+    done: Vec<u64>,
+    /// Global row of each sequence's first token.
+    offsets: Vec<u64>,
+    /// Label index of each sequence, when the prompts have labels.
+    labels: Option<Vec<u8>>,
+    bar: ProgressBar,
+}
+
+impl CaptureSink for StoreSink {
+    type Error = anyhow::Error;
+
+    fn sequence(&mut self, rows: SequenceRows<'_>) -> Result<()> {
+        let n = rows.ids.len();
+        let row0 = self.offsets[rows.index];
+        let d = rows.acts[0].len() / n;
+        let seq_id = rows.index as u32;
+        for (h, w) in self.writers.iter_mut().enumerate() {
+            let skip = self.done[h].saturating_sub(row0).min(n as u64) as usize;
+            if skip == n {
+                continue;
+            }
+            let positions: Vec<u32> = (skip as u32..n as u32).collect();
+            let labels = self.labels.as_ref().map(|l| vec![l[rows.index]; n - skip]);
+            w.push_rows(Rows {
+                acts: &rows.acts[h][skip * d..],
+                token_ids: &rows.ids[skip..],
+                seq_ids: &vec![seq_id; n - skip],
+                positions: &positions,
+                roles: Some(&rows.roles[skip..]),
+                labels: labels.as_deref(),
+            })?;
+        }
+        self.bar.set_position(row0 + n as u64);
+        Ok(())
+    }
 }
 
 fn finish(writers: Vec<StoreWriter>) -> Result<()> {
@@ -228,55 +245,44 @@ fn finish(writers: Vec<StoreWriter>) -> Result<()> {
     Ok(())
 }
 
-/// Parses and tokenizes every JSONL record, truncating to `max_tokens`.
-fn tokenize_records(
-    lm: &LanguageModel,
-    text: &str,
+/// The label names in order of first appearance and each record's label index; `None` when no
+/// record has a label. Labels are all or nothing: a file that labels some records and not
+/// others is refused (the unlabelled ones would fall in no contrasting set).
+fn sequence_labels(
+    records: &[PromptRecord],
     path: &Path,
-    max_tokens: usize,
-) -> Result<Vec<Sequence>> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = || format!("{}:{}", path.display(), n + 1);
-        let rec: Record = serde_json::from_str(line).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: expected {{\"text\": ...}} or {{\"messages\": [...]}} ({e})",
-                at()
-            )
-        })?;
-        let (mut ids, mut roles) = match (rec.text, rec.messages) {
-            (Some(t), None) => {
-                let ids = lm.encode(&t).with_context(at)?;
-                let roles = vec![0u8; ids.len()];
-                (ids, roles)
-            }
-            (None, Some(m)) => {
-                let m: Vec<Message> = m
-                    .into_iter()
-                    .map(|x| Message::new(x.role, x.content))
-                    .collect();
-                let c = lm.encode_chat(&m, false).with_context(at)?;
-                (c.ids, c.roles)
-            }
-            _ => bail!(
-                "{}: expected exactly one of \"text\" and \"messages\"",
-                at()
-            ),
+) -> Result<(Vec<String>, Option<Vec<u8>>)> {
+    if records.iter().all(|r| r.label.is_none()) {
+        return Ok((Vec::new(), None));
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut index = Vec::with_capacity(records.len());
+    for r in records {
+        let Some(label) = &r.label else {
+            bail!(
+                "{}:{}: this record has no \"label\" while others have one (label every record or none)",
+                path.display(),
+                r.line
+            );
         };
-        if ids.is_empty() {
-            bail!("{}: the record has no tokens", at());
-        }
-        ids.truncate(max_tokens);
-        roles.truncate(max_tokens);
-        out.push(Sequence { ids, roles });
+        let i = match names.iter().position(|n| n == label) {
+            Some(i) => i,
+            None => {
+                if names.len() == lantern_acts::MAX_LABELS {
+                    bail!(
+                        "{}:{}: more than {} distinct labels",
+                        path.display(),
+                        r.line,
+                        lantern_acts::MAX_LABELS
+                    );
+                }
+                names.push(label.clone());
+                names.len() - 1
+            }
+        };
+        index.push(i as u8);
     }
-    if out.is_empty() {
-        bail!("{}: no records", path.display());
-    }
-    Ok(out)
+    Ok((names, Some(index)))
 }
 
 /// Writes `capture.json` for a new run, or checks that a resumed run matches it.
@@ -299,6 +305,7 @@ fn check_or_write_record(out: &Path, record: &CaptureRecord) -> Result<()> {
                 old.max_tokens_per_seq != record.max_tokens_per_seq,
             ),
             ("hooks", old.hooks != record.hooks),
+            ("sort_window", old.sort_window != record.sort_window),
             ("tokens", old.tokens != record.tokens),
         ];
         if let Some((field, _)) = diffs.iter().find(|d| d.1) {

@@ -15,6 +15,10 @@ pub struct GenerateArgs {
     /// A Hugging Face model directory or a .gguf file.
     #[arg(long)]
     model: PathBuf,
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors),
+    /// merged into the model's weights at load.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// The prompt (repeat for a batch, generated together with left padding).
     #[arg(long = "prompt", required = true)]
     prompts: Vec<String>,
@@ -40,7 +44,7 @@ pub struct GenerateArgs {
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     let device = a.device.parse::<DeviceChoice>()?.open()?;
-    let lm = LanguageModel::load(&a.model, &device)?;
+    let lm = LanguageModel::load_with_adapter(&a.model, a.adapter.as_deref(), &device)?;
     let prompts: Vec<Vec<u32>> = a
         .prompts
         .iter()
@@ -76,7 +80,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             let _ = write!(stdout, "{text}");
             let _ = stdout.flush();
         }
-    })?;
+    })
+    .map_err(crate::flag_error)?
+    .tokens;
     let secs = t.elapsed().as_secs_f64();
     if single {
         println!();

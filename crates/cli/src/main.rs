@@ -7,6 +7,7 @@
 //! lantern sae eval --sae sae/ --acts acts/ --json
 //! lantern generate --model SmolLM2-135M-Instruct.Q4_1.gguf --chat --prompt "What is 2+2?"
 //! lantern capture --model model.gguf --prompts prompts.jsonl --hook blocks.15.hook_resid_post --out acts/
+//! lantern model export --model base.gguf --adapter finetune/ --out merged/
 //! ```
 
 mod acts_cmd;
@@ -14,6 +15,7 @@ mod bench_cmd;
 mod capture_cmd;
 mod demo_cmd;
 mod generate_cmd;
+mod model_cmd;
 mod report;
 mod sae_cmd;
 
@@ -47,6 +49,21 @@ enum Command {
     Capture(Box<capture_cmd::CaptureArgs>),
     /// Generate text (or a chat answer) with a language model.
     Generate(Box<generate_cmd::GenerateArgs>),
+    /// Language models: write one (GGUF, or base + adapter) as a Hugging Face directory.
+    #[command(subcommand)]
+    Model(model_cmd::ModelCommand),
+}
+
+/// A library setting error under the command-line flag that set it (`temperature` →
+/// `--temperature`); other errors pass unchanged. The library names its fields, the CLI its
+/// flags.
+pub(crate) fn flag_error(e: lantern_lm::LmError) -> anyhow::Error {
+    match &e {
+        lantern_lm::LmError::Setting { field, .. } => {
+            anyhow::anyhow!("--{}: {e}", field.replace('_', "-"))
+        }
+        _ => e.into(),
+    }
 }
 
 fn main() {
@@ -58,6 +75,7 @@ fn main() {
         Command::Demo(a) => demo_cmd::run(*a),
         Command::Capture(a) => capture_cmd::run(*a),
         Command::Generate(a) => generate_cmd::run(*a),
+        Command::Model(c) => model_cmd::run(c),
     };
     if let Err(e) = result {
         // One line: the chain of causes joined, never a backtrace.

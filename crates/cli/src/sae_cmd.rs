@@ -339,7 +339,8 @@ pub fn train(args: &TrainArgs) -> Result<report::TrainOutcome> {
             }
             TrainEvent::Checkpoint(_) => {}
         },
-    )?;
+    )
+    .map_err(train_flag_error)?;
     bar.finish();
     report::finish_training(
         args,
@@ -349,4 +350,21 @@ pub fn train(args: &TrainArgs) -> Result<report::TrainOutcome> {
         report,
         t0.elapsed().as_secs_f64(),
     )
+}
+
+/// A trainer error under the flag that set the offending field (`d_sae` → `--d-sae`); a
+/// resume refused for other settings names `--resume`.
+fn train_flag_error(e: lantern_sae::SaeError) -> anyhow::Error {
+    use lantern_sae::SaeError;
+    match &e {
+        SaeError::Setting { field, .. } => {
+            let flag = match *field {
+                "steps" => "--steps/--tokens".to_string(),
+                f => format!("--{}", f.replace('_', "-")),
+            };
+            anyhow::anyhow!("{flag}: {e}")
+        }
+        SaeError::ConfigMismatch { .. } => anyhow::anyhow!("--resume: {e}"),
+        _ => e.into(),
+    }
 }

@@ -133,7 +133,8 @@ fn capture_stores_every_token_once_with_roles_and_the_forward_activations() {
         let mut hooks = Hooks::new();
         let point: HookPoint = HOOK.parse().unwrap();
         hooks.capture(point);
-        lm.model
+        let acts = lm
+            .model
             .forward(
                 &ids,
                 &[vec![true; ids.len()]],
@@ -141,10 +142,10 @@ fn capture_stores_every_token_once_with_roles_and_the_forward_activations() {
                 &mut hooks,
                 LogitsAt::Skip,
             )
-            .unwrap();
-        let acts = hooks
-            .take(point)
-            .remove(0)
+            .unwrap()
+            .captures
+            .take_one(point)
+            .unwrap()
             .try_into_vec_as::<f32>()
             .unwrap();
         let d = lm.model.config().d_model;
@@ -281,4 +282,47 @@ fn bad_capture_input_gives_one_line_errors() {
             "{args:?}: {e}"
         );
     }
+}
+
+#[test]
+fn labels_of_the_prompt_records_reach_the_store_per_sequence() {
+    let Some(model) = gguf() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let recs = [
+        ("Bonjour, comment allez-vous ?", "french"),
+        ("Hello, how are you?", "english"),
+        ("Le chat dort sur le canapé.", "french"),
+    ];
+    let text: Vec<String> = recs
+        .iter()
+        .enumerate()
+        .map(|(i, (t, l))| serde_json::json!({"text": t, "label": l, "id": i}).to_string())
+        .collect();
+    let p = tmp.path().join("p.jsonl");
+    std::fs::write(&p, text.join("\n")).unwrap();
+    let out = tmp.path().join("store");
+    let o = run(&capture_args(
+        model.to_str().unwrap(),
+        p.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = Store::open(&out).unwrap();
+    assert_eq!(s.labels(), ["french", "english"]);
+    for i in 0..s.num_shards() {
+        let sh = s.shard(i).unwrap();
+        for r in 0..sh.rows() {
+            let want = [0u8, 1, 0][sh.seq_id(r) as usize];
+            assert_eq!(sh.label(r), Some(want), "row {r} of shard {i}");
+        }
+    }
+    // Labelling some records and not others is refused, naming the line.
+    std::fs::write(&p, format!("{}\n{{\"text\": \"unlabelled\"}}\n", text[0])).unwrap();
+    let o = run(&capture_args(
+        model.to_str().unwrap(),
+        p.to_str().unwrap(),
+        tmp.path().join("other").to_str().unwrap(),
+    ));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("p.jsonl:2") && err.contains("label"), "{err}");
 }

@@ -224,3 +224,75 @@ fn bad_input_gives_one_line_errors_naming_the_problem() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(!out.join("sae_weights.safetensors").exists());
 }
+
+#[test]
+fn model_export_merges_an_adapter_into_a_directory_that_loads_back() {
+    use burn::tensor::Device;
+    use lantern_lm::{Hooks, LogitsAt, Model};
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lm/tests/fixtures");
+    let tmp = tempfile::tempdir().unwrap();
+    // The tiny Llama checkpoint with a tokenizer beside it (the export writes one).
+    let base = tmp.path().join("base");
+    std::fs::create_dir(&base).unwrap();
+    for f in std::fs::read_dir(fixtures.join("parity/llama_gqa")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, base.join(f.file_name().unwrap())).unwrap();
+    }
+    std::fs::copy(
+        fixtures.join("tiny_bpe/tokenizer.json"),
+        base.join("tokenizer.json"),
+    )
+    .unwrap();
+    let adapter = fixtures.join("adapters/llama_rank4_all");
+    let out = tmp.path().join("merged");
+    run_ok(&[
+        "model",
+        "export",
+        "--model",
+        base.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    // The merged model alone computes what PEFT computed with the adapter active.
+    let bytes = std::fs::read(adapter.join("reference.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let ids: Vec<u32> = st
+        .tensor("input_ids")
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+        .collect();
+    let want: Vec<f32> = st
+        .tensor("logits")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let model = Model::load(&out, &Device::flex()).unwrap();
+    let real = vec![vec![true; ids.len() / 2]; 2];
+    let got = model
+        .forward(&ids, &real, None, &mut Hooks::new(), LogitsAt::All)
+        .unwrap()
+        .logits
+        .unwrap()
+        .try_into_vec_as::<f32>()
+        .unwrap();
+    let err = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
+        .fold(0.0f32, f32::max);
+    assert!(err <= 1e-4, "merged export differs from PEFT by {err}");
+    // An output that exists and is not empty is refused.
+    let o = lantern()
+        .args(["model", "export", "--model", base.to_str().unwrap()])
+        .args(["--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("not empty"), "{e}");
+}
