@@ -82,188 +82,52 @@ impl ModelConfig {
         Self::from_hf_value(&v, path)
     }
 
-    /// Reads an already parsed `config.json` (`path` names it in errors).
+    /// Reads an already parsed `config.json` (`path` names it in errors); the family that
+    /// owns the `model_type` (see [`crate::models`]) reads the rest.
     pub fn from_hf_value(v: &Value, path: &Path) -> Result<Self> {
         let c = Keys { v, path };
         let model_type = c.str("model_type")?;
-        match model_type.as_str() {
-            "llama" | "mistral" | "qwen2" => {}
-            "gpt2" => return Self::gpt2_from_hf(&c),
-            other => {
-                return Err(LmError::Unsupported {
-                    path: path.to_path_buf(),
-                    what: format!("model_type '{other}' (expected llama, mistral, qwen2 or gpt2)"),
-                });
-            }
-        }
-        let d_model = c.usize("hidden_size")?;
-        let n_heads = c.usize("num_attention_heads")?;
-        let n_kv_heads = c.opt_usize("num_key_value_heads")?.unwrap_or(n_heads);
-        let d_head = c.opt_usize("head_dim")?.unwrap_or(d_model / n_heads.max(1));
-        let qwen = model_type == "qwen2";
-        let attention_bias = c.opt_bool("attention_bias")?.unwrap_or(false);
-        let act = c.opt_str("hidden_act")?.unwrap_or_else(|| "silu".into());
-        if act != "silu" {
-            return Err(LmError::Unsupported {
+        match crate::models::family_of(&model_type) {
+            Some(Family::Llama) => crate::models::llama::config_from_hf(&c, &model_type),
+            Some(Family::Gpt2) => crate::models::gpt2::config_from_hf(&c),
+            None => Err(LmError::Unsupported {
                 path: path.to_path_buf(),
-                what: format!("hidden_act '{act}' (expected silu)"),
-            });
+                what: format!(
+                    "model_type '{model_type}' (expected {})",
+                    crate::models::MODEL_TYPES.join(", ")
+                ),
+            }),
         }
-        // transformers ≥ 5 writes `rope_parameters`; older versions `rope_theta` and
-        // `rope_scaling`.
-        let rope = v.get("rope_parameters").filter(|r| r.is_object());
-        let rope_theta = rope
-            .and_then(|r| r.get("rope_theta"))
-            .and_then(Value::as_f64)
-            .or(c.opt_f64("rope_theta")?)
-            .unwrap_or(10000.0);
-        let scaling = rope.or(v.get("rope_scaling").filter(|r| r.is_object()));
-        let rope_scaling = match scaling {
-            Some(s) => parse_rope_scaling(s, path)?,
-            None => RopeScaling::None,
-        };
-        let sliding_window = if model_type == "mistral" {
-            c.opt_usize("sliding_window")?
-        } else {
-            None
-        };
-        Self {
-            family: Family::Llama,
-            model_type: model_type.clone(),
-            vocab_size: c.usize("vocab_size")?,
-            d_model,
-            n_layers: c.usize("num_hidden_layers")?,
-            n_heads,
-            n_kv_heads,
-            d_head,
-            d_mlp: c.usize("intermediate_size")?,
-            norm_eps: c.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
-            rope_theta,
-            rope_scaling,
-            max_position: c.opt_usize("max_position_embeddings")?.unwrap_or(4096),
-            tie_word_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(false),
-            qkv_bias: qwen || attention_bias,
-            o_bias: attention_bias,
-            mlp_bias: c.opt_bool("mlp_bias")?.unwrap_or(false),
-            sliding_window,
-            bos_token_id: c.opt_usize("bos_token_id")?.map(|x| x as u32),
-            eos_token_ids: eos_ids(v.get("eos_token_id")),
-        }
-        .validated(path)
     }
 
-    fn gpt2_from_hf(c: &Keys) -> Result<Self> {
-        let d_model = c.usize("n_embd")?;
-        let n_heads = c.usize("n_head")?;
-        let act = c
-            .opt_str("activation_function")?
-            .unwrap_or_else(|| "gelu_new".into());
-        if act != "gelu_new" {
-            return Err(LmError::Unsupported {
-                path: c.path.to_path_buf(),
-                what: format!("activation_function '{act}' (expected gelu_new)"),
-            });
-        }
-        Self {
-            family: Family::Gpt2,
-            model_type: "gpt2".into(),
-            vocab_size: c.usize("vocab_size")?,
-            d_model,
-            n_layers: c.usize("n_layer")?,
-            n_heads,
-            n_kv_heads: n_heads,
-            d_head: d_model / n_heads.max(1),
-            d_mlp: c.opt_usize("n_inner")?.unwrap_or(4 * d_model),
-            norm_eps: c.opt_f64("layer_norm_epsilon")?.unwrap_or(1e-5),
-            rope_theta: 0.0,
-            rope_scaling: RopeScaling::None,
-            max_position: c.opt_usize("n_positions")?.unwrap_or(1024),
-            tie_word_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(true),
-            qkv_bias: true,
-            o_bias: true,
-            mlp_bias: true,
-            sliding_window: None,
-            bos_token_id: c.opt_usize("bos_token_id")?.map(|x| x as u32),
-            eos_token_ids: eos_ids(c.v.get("eos_token_id")),
-        }
-        .validated(c.path)
-    }
-
-    /// Reads the model shape from GGUF metadata (`{arch}.block_count`, ...). Architectures
-    /// `llama` (also used for Mistral and SmolLM2) and `qwen2` are supported.
+    /// Reads the model shape from GGUF metadata (`{arch}.block_count`, ...); GGUF models are
+    /// of the Llama family (architectures `llama`, also used for Mistral and SmolLM2, and
+    /// `qwen2`).
     pub fn from_gguf(f: &GgufFile, path: &Path) -> Result<Self> {
-        let arch = f
-            .architecture()
-            .ok_or_else(|| LmError::format(path, "GGUF metadata lacks general.architecture"))?
-            .to_string();
-        if arch != "llama" && arch != "qwen2" {
-            return Err(LmError::Unsupported {
-                path: path.to_path_buf(),
-                what: format!("GGUF architecture '{arch}' (expected llama or qwen2)"),
-            });
+        crate::models::llama::config_from_gguf(f, path)
+    }
+
+    /// This configuration as a Hugging Face `config.json` that transformers and
+    /// [`ModelConfig::from_hf_value`] read back to the same model (written by the family).
+    /// The unembedding is always written as its own `lm_head.weight`
+    /// (`tie_word_embeddings: false`), so an edited embedding never changes `W_U`.
+    pub fn to_hf_json(&self, path: &Path) -> Result<Value> {
+        use serde_json::json;
+        let mut v = match self.family {
+            Family::Llama => crate::models::llama::config_to_hf(self, path)?,
+            Family::Gpt2 => crate::models::gpt2::config_to_hf(self),
+        };
+        v["tie_word_embeddings"] = json!(false);
+        v["torch_dtype"] = json!("float32");
+        if let Some(b) = self.bos_token_id {
+            v["bos_token_id"] = json!(b);
         }
-        let key = |k: &str| format!("{arch}.{k}");
-        let int = |k: &str| -> Result<usize> {
-            f.get_u64(&key(k)).map(|v| v as usize).ok_or_else(|| {
-                LmError::format(path, format!("GGUF metadata lacks integer '{}'", key(k)))
-            })
-        };
-        let d_model = int("embedding_length")?;
-        let n_heads = int("attention.head_count")?;
-        let n_kv_heads = f
-            .get_u64(&key("attention.head_count_kv"))
-            .map_or(n_heads, |v| v as usize);
-        let d_head = f
-            .get_u64(&key("attention.key_length"))
-            .map_or(d_model / n_heads.max(1), |v| v as usize);
-        let vocab_size = match f.get_u64(&key("vocab_size")) {
-            Some(v) => v as usize,
-            None => f
-                .tensor("token_embd.weight")
-                .map(|t| t.dims.get(1).copied().unwrap_or(0))
-                .ok_or_else(|| LmError::format(path, "GGUF file lacks token_embd.weight"))?,
-        };
-        let rope_scaling = match f.get_str(&key("rope.scaling.type")) {
-            None | Some("none") => RopeScaling::None,
-            Some("linear") => RopeScaling::Linear {
-                factor: f.get_f64(&key("rope.scaling.factor")).unwrap_or(1.0),
-            },
-            Some(other) => {
-                return Err(LmError::Unsupported {
-                    path: path.to_path_buf(),
-                    what: format!("GGUF rope scaling '{other}' (expected none or linear)"),
-                });
-            }
-        };
-        let eos: Vec<u32> = f
-            .get_u64("tokenizer.ggml.eos_token_id")
-            .map(|v| vec![v as u32])
-            .unwrap_or_default();
-        Self {
-            family: Family::Llama,
-            model_type: arch.clone(),
-            vocab_size,
-            d_model,
-            n_layers: int("block_count")?,
-            n_heads,
-            n_kv_heads,
-            d_head,
-            d_mlp: int("feed_forward_length")?,
-            norm_eps: f
-                .get_f64(&key("attention.layer_norm_rms_epsilon"))
-                .unwrap_or(1e-5),
-            rope_theta: f.get_f64(&key("rope.freq_base")).unwrap_or(10000.0),
-            rope_scaling,
-            max_position: int("context_length").unwrap_or(4096),
-            tie_word_embeddings: f.tensor("output.weight").is_none(),
-            qkv_bias: f.tensor("blk.0.attn_q.bias").is_some(),
-            o_bias: f.tensor("blk.0.attn_output.bias").is_some(),
-            mlp_bias: f.tensor("blk.0.ffn_up.bias").is_some(),
-            sliding_window: None,
-            bos_token_id: f.get_u64("tokenizer.ggml.bos_token_id").map(|v| v as u32),
-            eos_token_ids: eos,
+        match self.eos_token_ids.as_slice() {
+            [] => {}
+            [one] => v["eos_token_id"] = json!(one),
+            many => v["eos_token_id"] = json!(many),
         }
-        .validated(path)
+        Ok(v)
     }
 
     /// Checks the shape relations the forward pass relies on.
@@ -291,96 +155,6 @@ impl ModelConfig {
             ));
         }
         Ok(self)
-    }
-
-    /// This configuration as a Hugging Face `config.json` that transformers and
-    /// [`ModelConfig::from_hf_value`] read back to the same model. The unembedding is always
-    /// written as its own `lm_head.weight` (`tie_word_embeddings: false`), so an edited
-    /// embedding never changes `W_U`. GGUF per-frequency RoPE factors (`rope_freqs.weight`)
-    /// have no `config.json` spelling and are refused.
-    pub fn to_hf_json(&self, path: &Path) -> Result<Value> {
-        use serde_json::json;
-        let mut v = match self.family {
-            Family::Gpt2 => json!({
-                "model_type": "gpt2",
-                "architectures": ["GPT2LMHeadModel"],
-                "vocab_size": self.vocab_size,
-                "n_embd": self.d_model,
-                "n_layer": self.n_layers,
-                "n_head": self.n_heads,
-                "n_inner": self.d_mlp,
-                "n_positions": self.max_position,
-                "layer_norm_epsilon": self.norm_eps,
-                "activation_function": "gelu_new",
-            }),
-            Family::Llama => {
-                let arch = match self.model_type.as_str() {
-                    "mistral" => "MistralForCausalLM",
-                    "qwen2" => "Qwen2ForCausalLM",
-                    _ => "LlamaForCausalLM",
-                };
-                let mut v = json!({
-                    "model_type": self.model_type,
-                    "architectures": [arch],
-                    "vocab_size": self.vocab_size,
-                    "hidden_size": self.d_model,
-                    "intermediate_size": self.d_mlp,
-                    "num_hidden_layers": self.n_layers,
-                    "num_attention_heads": self.n_heads,
-                    "num_key_value_heads": self.n_kv_heads,
-                    "head_dim": self.d_head,
-                    "rms_norm_eps": self.norm_eps,
-                    "rope_theta": self.rope_theta,
-                    "max_position_embeddings": self.max_position,
-                    "hidden_act": "silu",
-                });
-                if self.model_type != "qwen2" {
-                    v["attention_bias"] = json!(self.o_bias);
-                    v["mlp_bias"] = json!(self.mlp_bias);
-                }
-                if let Some(w) = self.sliding_window {
-                    v["sliding_window"] = json!(w);
-                }
-                v["rope_scaling"] = match &self.rope_scaling {
-                    RopeScaling::None => Value::Null,
-                    RopeScaling::Linear { factor } => {
-                        json!({"rope_type": "linear", "factor": factor})
-                    }
-                    RopeScaling::Llama3 {
-                        factor,
-                        low_freq_factor,
-                        high_freq_factor,
-                        original_max_position_embeddings,
-                    } => json!({
-                        "rope_type": "llama3",
-                        "factor": factor,
-                        "low_freq_factor": low_freq_factor,
-                        "high_freq_factor": high_freq_factor,
-                        "original_max_position_embeddings": original_max_position_embeddings,
-                    }),
-                    RopeScaling::Factors(_) => {
-                        return Err(LmError::Unsupported {
-                            path: path.to_path_buf(),
-                            what: "writing per-frequency RoPE factors (GGUF rope_freqs.weight) \
-                                   to config.json"
-                                .into(),
-                        });
-                    }
-                };
-                v
-            }
-        };
-        v["tie_word_embeddings"] = json!(false);
-        v["torch_dtype"] = json!("float32");
-        if let Some(b) = self.bos_token_id {
-            v["bos_token_id"] = json!(b);
-        }
-        match self.eos_token_ids.as_slice() {
-            [] => {}
-            [one] => v["eos_token_id"] = json!(one),
-            many => v["eos_token_id"] = json!(many),
-        }
-        Ok(v)
     }
 
     /// Rotary inverse frequencies `inv_freq_i`, `i < d_head/2`, after scaling.
@@ -424,7 +198,7 @@ impl ModelConfig {
     }
 }
 
-fn parse_rope_scaling(s: &Value, path: &Path) -> Result<RopeScaling> {
+pub(crate) fn parse_rope_scaling(s: &Value, path: &Path) -> Result<RopeScaling> {
     let kind = s
         .get("rope_type")
         .or_else(|| s.get("type"))
@@ -455,7 +229,7 @@ fn parse_rope_scaling(s: &Value, path: &Path) -> Result<RopeScaling> {
     })
 }
 
-fn eos_ids(v: Option<&Value>) -> Vec<u32> {
+pub(crate) fn eos_ids(v: Option<&Value>) -> Vec<u32> {
     match v {
         Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
         Some(Value::Array(a)) => a
@@ -468,39 +242,39 @@ fn eos_ids(v: Option<&Value>) -> Vec<u32> {
 }
 
 /// Typed access to `config.json` keys with one-line errors.
-struct Keys<'a> {
-    v: &'a Value,
-    path: &'a Path,
+pub(crate) struct Keys<'a> {
+    pub v: &'a Value,
+    pub path: &'a Path,
 }
 
 impl Keys<'_> {
     fn missing(&self, key: &str, what: &str) -> LmError {
         LmError::format(self.path, format!("config key '{key}' must be {what}"))
     }
-    fn str(&self, key: &str) -> Result<String> {
+    pub(crate) fn str(&self, key: &str) -> Result<String> {
         self.opt_str(key)?
             .ok_or_else(|| self.missing(key, "a string"))
     }
-    fn opt_str(&self, key: &str) -> Result<Option<String>> {
+    pub(crate) fn opt_str(&self, key: &str) -> Result<Option<String>> {
         match self.v.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(_) => Err(self.missing(key, "a string")),
         }
     }
-    fn usize(&self, key: &str) -> Result<usize> {
+    pub(crate) fn usize(&self, key: &str) -> Result<usize> {
         self.opt_usize(key)?
             .ok_or_else(|| self.missing(key, "a non-negative integer"))
     }
-    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
+    pub(crate) fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
         self.opt(key, "a non-negative integer", |x| {
             x.as_u64().map(|n| n as usize)
         })
     }
-    fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
+    pub(crate) fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
         self.opt(key, "a number", Value::as_f64)
     }
-    fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
+    pub(crate) fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
         self.opt(key, "true or false", Value::as_bool)
     }
     /// `key` read by `get`: `None` when absent or null, an error naming `what` was expected

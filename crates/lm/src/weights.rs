@@ -172,7 +172,7 @@ impl WeightSource {
         match &self.files {
             WeightFiles::SafeTensors { index, .. } => index.contains_key(name),
             WeightFiles::Gguf { file, .. } => {
-                gguf_name(name).is_some_and(|n| file.tensor(&n).is_some())
+                crate::models::llama::gguf_name(name).is_some_and(|n| file.tensor(&n).is_some())
             }
         }
     }
@@ -260,7 +260,7 @@ impl WeightSource {
                     name: name.into(),
                     msg: "missing".into(),
                 };
-                let gname = gguf_name(name).ok_or_else(missing)?;
+                let gname = crate::models::llama::gguf_name(name).ok_or_else(missing)?;
                 if file.tensor(&gname).is_none() {
                     return Err(missing());
                 }
@@ -296,37 +296,6 @@ pub(crate) fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
             .collect(),
         _ => return None,
     })
-}
-
-/// The GGUF (llama.cpp) name of a Hugging Face Llama-family tensor name.
-fn gguf_name(hf: &str) -> Option<String> {
-    let fixed = match hf {
-        "model.embed_tokens.weight" => Some("token_embd.weight"),
-        "model.norm.weight" => Some("output_norm.weight"),
-        "lm_head.weight" => Some("output.weight"),
-        "rope_freqs.weight" => Some("rope_freqs.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.into());
-    }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (layer, tail) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let (module, kind) = tail.rsplit_once('.')?;
-    let g = match module {
-        "input_layernorm" => "attn_norm",
-        "post_attention_layernorm" => "ffn_norm",
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{g}.{kind}"))
 }
 
 /// Undoes llama.cpp's conversion permutation of q/k rows. The converter reshapes the rows as

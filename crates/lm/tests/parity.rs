@@ -476,7 +476,10 @@ fn capture_sorts_batches_by_length_but_delivers_sequences_in_order() {
     };
     let mut full = Keep(Vec::new());
     capture(&model, 0, &seqs, 0, &opts, &mut full).unwrap();
-    assert_eq!(full.0.iter().map(|x| x.0).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
+    assert_eq!(
+        full.0.iter().map(|x| x.0).collect::<Vec<_>>(),
+        (0..7).collect::<Vec<_>>()
+    );
     for (i, a, b) in &full.0 {
         let s = &seqs[*i].ids;
         let mut hooks = Hooks::new();

@@ -7,17 +7,74 @@
 //! gelu_new(u) = ½u(1 + tanh(√(2/π)(u + 0.044715u³)))
 //! ```
 //! Hugging Face stores GPT-2's projections as `Conv1D`, already `[in, out]`; the
-//! unembedding is the token embedding.
+//! unembedding is the token embedding unless `tie_word_embeddings` is false. This file owns
+//! GPT-2's `config.json` reading and writing and its weight names.
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
+use serde_json::{Value, json};
 
 use super::nn::{Embedding, KvCache, LayerNorm, Linear, attend, extend_cache, param2, split_heads};
 use super::{Forward, LogitsAt, Pass, ResidualWriter, hook};
-use crate::Result;
-use crate::config::ModelConfig;
+use crate::config::{Family, Keys, ModelConfig, RopeScaling, eos_ids};
 use crate::hooks::{HookPoint, Hooks};
 use crate::weights::WeightSource;
+use crate::{LmError, Result};
+
+/// Reads a GPT-2 `config.json`.
+pub(crate) fn config_from_hf(c: &Keys) -> Result<ModelConfig> {
+    let d_model = c.usize("n_embd")?;
+    let n_heads = c.usize("n_head")?;
+    let act = c
+        .opt_str("activation_function")?
+        .unwrap_or_else(|| "gelu_new".into());
+    if act != "gelu_new" {
+        return Err(LmError::Unsupported {
+            path: c.path.to_path_buf(),
+            what: format!("activation_function '{act}' (expected gelu_new)"),
+        });
+    }
+    ModelConfig {
+        family: Family::Gpt2,
+        model_type: "gpt2".into(),
+        vocab_size: c.usize("vocab_size")?,
+        d_model,
+        n_layers: c.usize("n_layer")?,
+        n_heads,
+        n_kv_heads: n_heads,
+        d_head: d_model / n_heads.max(1),
+        d_mlp: c.opt_usize("n_inner")?.unwrap_or(4 * d_model),
+        norm_eps: c.opt_f64("layer_norm_epsilon")?.unwrap_or(1e-5),
+        rope_theta: 0.0,
+        rope_scaling: RopeScaling::None,
+        max_position: c.opt_usize("n_positions")?.unwrap_or(1024),
+        tie_word_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(true),
+        qkv_bias: true,
+        o_bias: true,
+        mlp_bias: true,
+        sliding_window: None,
+        bos_token_id: c.opt_usize("bos_token_id")?.map(|x| x as u32),
+        eos_token_ids: eos_ids(c.v.get("eos_token_id")),
+    }
+    .validated(c.path)
+}
+
+/// `config.json` keys of a GPT-2 model (the shared ones are added by
+/// [`ModelConfig::to_hf_json`]).
+pub(crate) fn config_to_hf(cfg: &ModelConfig) -> Value {
+    json!({
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": cfg.vocab_size,
+        "n_embd": cfg.d_model,
+        "n_layer": cfg.n_layers,
+        "n_head": cfg.n_heads,
+        "n_inner": cfg.d_mlp,
+        "n_positions": cfg.max_position,
+        "layer_norm_epsilon": cfg.norm_eps,
+        "activation_function": "gelu_new",
+    })
+}
 
 /// `attn` of one block: fused `c_attn` (`[d, 3d]`) and `c_proj`.
 #[derive(Module, Debug)]

@@ -8,6 +8,9 @@
 //! RoPE rotates halves (`[x₁, x₂] → [x₁cos − x₂sin, x₂cos + x₁sin]`), as Hugging Face and
 //! TransformerLens index heads. Key/value heads are shared by `n_heads / n_kv_heads` query
 //! heads (grouped-query attention). Biases on q/k/v exist for Qwen2.
+//!
+//! This file owns the family's `config.json` and GGUF metadata reading, its `config.json`
+//! writing, and its weight names (Hugging Face, and llama.cpp's GGUF names).
 
 use burn::module::Module;
 use burn::tensor::Device;
@@ -16,11 +19,247 @@ use burn::tensor::activation::silu;
 use super::nn::{
     Embedding, KvCache, Linear, RmsNorm, apply_rope, attend, extend_cache, param2, split_heads,
 };
+use std::path::Path;
+
+use serde_json::{Value, json};
+
 use super::{Forward, LogitsAt, Pass, ResidualWriter, hook};
-use crate::Result;
-use crate::config::ModelConfig;
+use crate::config::{Family, Keys, ModelConfig, RopeScaling, eos_ids, parse_rope_scaling};
+use crate::gguf::GgufFile;
 use crate::hooks::{HookPoint, Hooks};
 use crate::weights::WeightSource;
+use crate::{LmError, Result};
+
+/// The Llama-family `model_type`s of `config.json`.
+pub(crate) const MODEL_TYPES: [&str; 3] = ["llama", "mistral", "qwen2"];
+
+/// Reads a Llama-family `config.json` (`model_type` already read).
+pub(crate) fn config_from_hf(c: &Keys, model_type: &str) -> Result<ModelConfig> {
+    let (v, path) = (c.v, c.path);
+    let model_type = model_type.to_string();
+    let d_model = c.usize("hidden_size")?;
+    let n_heads = c.usize("num_attention_heads")?;
+    let n_kv_heads = c.opt_usize("num_key_value_heads")?.unwrap_or(n_heads);
+    let d_head = c.opt_usize("head_dim")?.unwrap_or(d_model / n_heads.max(1));
+    let qwen = model_type == "qwen2";
+    let attention_bias = c.opt_bool("attention_bias")?.unwrap_or(false);
+    let act = c.opt_str("hidden_act")?.unwrap_or_else(|| "silu".into());
+    if act != "silu" {
+        return Err(LmError::Unsupported {
+            path: path.to_path_buf(),
+            what: format!("hidden_act '{act}' (expected silu)"),
+        });
+    }
+    // transformers ≥ 5 writes `rope_parameters`; older versions `rope_theta` and
+    // `rope_scaling`.
+    let rope = v.get("rope_parameters").filter(|r| r.is_object());
+    let rope_theta = rope
+        .and_then(|r| r.get("rope_theta"))
+        .and_then(Value::as_f64)
+        .or(c.opt_f64("rope_theta")?)
+        .unwrap_or(10000.0);
+    let scaling = rope.or(v.get("rope_scaling").filter(|r| r.is_object()));
+    let rope_scaling = match scaling {
+        Some(s) => parse_rope_scaling(s, path)?,
+        None => RopeScaling::None,
+    };
+    let sliding_window = if model_type == "mistral" {
+        c.opt_usize("sliding_window")?
+    } else {
+        None
+    };
+    ModelConfig {
+        family: Family::Llama,
+        model_type: model_type.clone(),
+        vocab_size: c.usize("vocab_size")?,
+        d_model,
+        n_layers: c.usize("num_hidden_layers")?,
+        n_heads,
+        n_kv_heads,
+        d_head,
+        d_mlp: c.usize("intermediate_size")?,
+        norm_eps: c.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
+        rope_theta,
+        rope_scaling,
+        max_position: c.opt_usize("max_position_embeddings")?.unwrap_or(4096),
+        tie_word_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(false),
+        qkv_bias: qwen || attention_bias,
+        o_bias: attention_bias,
+        mlp_bias: c.opt_bool("mlp_bias")?.unwrap_or(false),
+        sliding_window,
+        bos_token_id: c.opt_usize("bos_token_id")?.map(|x| x as u32),
+        eos_token_ids: eos_ids(v.get("eos_token_id")),
+    }
+    .validated(path)
+}
+
+/// Reads the model shape from GGUF metadata (`{arch}.block_count`, ...). Architectures
+/// `llama` (also used for Mistral and SmolLM2) and `qwen2` are supported.
+pub(crate) fn config_from_gguf(f: &GgufFile, path: &Path) -> Result<ModelConfig> {
+    let arch = f
+        .architecture()
+        .ok_or_else(|| LmError::format(path, "GGUF metadata lacks general.architecture"))?
+        .to_string();
+    if arch != "llama" && arch != "qwen2" {
+        return Err(LmError::Unsupported {
+            path: path.to_path_buf(),
+            what: format!("GGUF architecture '{arch}' (expected llama or qwen2)"),
+        });
+    }
+    let key = |k: &str| format!("{arch}.{k}");
+    let int = |k: &str| -> Result<usize> {
+        f.get_u64(&key(k)).map(|v| v as usize).ok_or_else(|| {
+            LmError::format(path, format!("GGUF metadata lacks integer '{}'", key(k)))
+        })
+    };
+    let d_model = int("embedding_length")?;
+    let n_heads = int("attention.head_count")?;
+    let n_kv_heads = f
+        .get_u64(&key("attention.head_count_kv"))
+        .map_or(n_heads, |v| v as usize);
+    let d_head = f
+        .get_u64(&key("attention.key_length"))
+        .map_or(d_model / n_heads.max(1), |v| v as usize);
+    let vocab_size = match f.get_u64(&key("vocab_size")) {
+        Some(v) => v as usize,
+        None => f
+            .tensor("token_embd.weight")
+            .map(|t| t.dims.get(1).copied().unwrap_or(0))
+            .ok_or_else(|| LmError::format(path, "GGUF file lacks token_embd.weight"))?,
+    };
+    let rope_scaling = match f.get_str(&key("rope.scaling.type")) {
+        None | Some("none") => RopeScaling::None,
+        Some("linear") => RopeScaling::Linear {
+            factor: f.get_f64(&key("rope.scaling.factor")).unwrap_or(1.0),
+        },
+        Some(other) => {
+            return Err(LmError::Unsupported {
+                path: path.to_path_buf(),
+                what: format!("GGUF rope scaling '{other}' (expected none or linear)"),
+            });
+        }
+    };
+    let eos: Vec<u32> = f
+        .get_u64("tokenizer.ggml.eos_token_id")
+        .map(|v| vec![v as u32])
+        .unwrap_or_default();
+    ModelConfig {
+        family: Family::Llama,
+        model_type: arch.clone(),
+        vocab_size,
+        d_model,
+        n_layers: int("block_count")?,
+        n_heads,
+        n_kv_heads,
+        d_head,
+        d_mlp: int("feed_forward_length")?,
+        norm_eps: f
+            .get_f64(&key("attention.layer_norm_rms_epsilon"))
+            .unwrap_or(1e-5),
+        rope_theta: f.get_f64(&key("rope.freq_base")).unwrap_or(10000.0),
+        rope_scaling,
+        max_position: int("context_length").unwrap_or(4096),
+        tie_word_embeddings: f.tensor("output.weight").is_none(),
+        qkv_bias: f.tensor("blk.0.attn_q.bias").is_some(),
+        o_bias: f.tensor("blk.0.attn_output.bias").is_some(),
+        mlp_bias: f.tensor("blk.0.ffn_up.bias").is_some(),
+        sliding_window: None,
+        bos_token_id: f.get_u64("tokenizer.ggml.bos_token_id").map(|v| v as u32),
+        eos_token_ids: eos,
+    }
+    .validated(path)
+}
+
+/// `config.json` keys of a Llama-family model (the shared ones are added by
+/// [`ModelConfig::to_hf_json`]). GGUF per-frequency RoPE factors (`rope_freqs.weight`) have
+/// no `config.json` spelling and are refused.
+pub(crate) fn config_to_hf(cfg: &ModelConfig, path: &Path) -> Result<Value> {
+    let arch = match cfg.model_type.as_str() {
+        "mistral" => "MistralForCausalLM",
+        "qwen2" => "Qwen2ForCausalLM",
+        _ => "LlamaForCausalLM",
+    };
+    let mut v = json!({
+        "model_type": cfg.model_type,
+        "architectures": [arch],
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.d_mlp,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads,
+        "head_dim": cfg.d_head,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "max_position_embeddings": cfg.max_position,
+        "hidden_act": "silu",
+    });
+    if cfg.model_type != "qwen2" {
+        v["attention_bias"] = json!(cfg.o_bias);
+        v["mlp_bias"] = json!(cfg.mlp_bias);
+    }
+    if let Some(w) = cfg.sliding_window {
+        v["sliding_window"] = json!(w);
+    }
+    v["rope_scaling"] = match &cfg.rope_scaling {
+        RopeScaling::None => Value::Null,
+        RopeScaling::Linear { factor } => {
+            json!({"rope_type": "linear", "factor": factor})
+        }
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => json!({
+            "rope_type": "llama3",
+            "factor": factor,
+            "low_freq_factor": low_freq_factor,
+            "high_freq_factor": high_freq_factor,
+            "original_max_position_embeddings": original_max_position_embeddings,
+        }),
+        RopeScaling::Factors(_) => {
+            return Err(LmError::Unsupported {
+                path: path.to_path_buf(),
+                what: "writing per-frequency RoPE factors (GGUF rope_freqs.weight) \
+                           to config.json"
+                    .into(),
+            });
+        }
+    };
+    Ok(v)
+}
+
+/// The GGUF (llama.cpp) name of a Hugging Face Llama-family tensor name.
+pub(crate) fn gguf_name(hf: &str) -> Option<String> {
+    let fixed = match hf {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        "rope_freqs.weight" => Some("rope_freqs.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.into());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, tail) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, kind) = tail.rsplit_once('.')?;
+    let g = match module {
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{g}.{kind}"))
+}
 
 /// `self_attn` of one block.
 #[derive(Module, Debug)]

@@ -7,9 +7,26 @@ pub mod nn;
 use burn::module::Param;
 use burn::tensor::{Device, Tensor};
 
+use crate::config::Family;
 use crate::hooks::{HookCache, HookPoint, Hooks};
 use crate::{LmError, Result};
 use nn::{AttnCtx, KvCache, Linear};
+
+/// Every `model_type` of `config.json` this crate reads, by family. Adding a family is one
+/// file in this directory (config, weight names, forward) plus its line here and in
+/// [`family_of`].
+pub const MODEL_TYPES: [&str; 4] = ["llama", "mistral", "qwen2", "gpt2"];
+
+/// The family that implements a `config.json` `model_type`.
+pub fn family_of(model_type: &str) -> Option<Family> {
+    if llama::MODEL_TYPES.contains(&model_type) {
+        Some(Family::Llama)
+    } else if model_type == "gpt2" {
+        Some(Family::Gpt2)
+    } else {
+        None
+    }
+}
 
 /// Which positions' logits a forward pass computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
