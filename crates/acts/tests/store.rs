@@ -391,10 +391,13 @@ fn labels_are_stored_per_row_named_in_the_manifest_and_filtered_by_the_reader() 
     let d = 3;
     let mut m = meta(d, Dtype::F32);
     m.labels = vec!["aligned".into(), "misaligned".into()];
-    let mut w = StoreWriter::create(dir.path(), m.clone(), WriterOptions { shard_rows: 4 }).unwrap();
+    let mut w =
+        StoreWriter::create(dir.path(), m.clone(), WriterOptions { shard_rows: 4 }).unwrap();
     // Three sequences of 3 rows: labels 1, 0, 1.
     let n = 9;
-    let acts: Vec<f32> = (0..n as u64).flat_map(|r| (0..d).map(move |k| value(r, k))).collect();
+    let acts: Vec<f32> = (0..n as u64)
+        .flat_map(|r| (0..d).map(move |k| value(r, k)))
+        .collect();
     let seq: Vec<u32> = (0..n as u32).map(|r| r / 3).collect();
     let labels: Vec<u8> = seq.iter().map(|&s| [1, 0, 1][s as usize]).collect();
     let rows = Rows {
@@ -407,7 +410,10 @@ fn labels_are_stored_per_row_named_in_the_manifest_and_filtered_by_the_reader() 
     };
     // A store with label names takes labels with every push, each below the name count.
     let e = w
-        .push_rows(Rows { labels: None, ..rows })
+        .push_rows(Rows {
+            labels: None,
+            ..rows
+        })
         .unwrap_err()
         .to_string();
     assert!(e.contains("2 label names"), "{e}");
@@ -438,7 +444,11 @@ fn labels_are_stored_per_row_named_in_the_manifest_and_filtered_by_the_reader() 
         label: Some(mis),
         ..Default::default()
     };
-    let b = BatchReader::new(store.clone(), opts).unwrap().next_batch().unwrap().unwrap();
+    let b = BatchReader::new(store.clone(), opts)
+        .unwrap()
+        .next_batch()
+        .unwrap()
+        .unwrap();
     assert_eq!(b.seq_ids, [0, 0, 0, 2, 2, 2]);
 
     // Resuming with other label names is refused, naming the field.
@@ -460,7 +470,10 @@ fn stores_without_labels_have_none_and_refuse_a_label_filter() {
     assert!(store.labels().is_empty());
     assert_eq!(store.shard(0).unwrap().label(0), None);
     let text = fs::read_to_string(dir.path().join("manifest.json")).unwrap();
-    assert!(!text.contains("labels"), "no labels key in an unlabelled manifest");
+    assert!(
+        !text.contains("labels"),
+        "no labels key in an unlabelled manifest"
+    );
     let opts = ReaderOptions {
         label: Some(0),
         ..Default::default()

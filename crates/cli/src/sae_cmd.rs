@@ -365,6 +365,7 @@ fn train_flag_error(e: lantern_sae::SaeError) -> anyhow::Error {
             anyhow::anyhow!("{flag}: {e}")
         }
         SaeError::ConfigMismatch { .. } => anyhow::anyhow!("--resume: {e}"),
+        SaeError::Diverged { .. } => anyhow::anyhow!("{e}: --lr, --grad-clip"),
         _ => e.into(),
     }
 }

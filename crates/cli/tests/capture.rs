@@ -324,5 +324,8 @@ fn labels_of_the_prompt_records_reach_the_store_per_sequence() {
         tmp.path().join("other").to_str().unwrap(),
     ));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("p.jsonl:2") && err.contains("label"), "{err}");
+    assert!(
+        !o.status.success() && err.contains("p.jsonl:2") && err.contains("label"),
+        "{err}"
+    );
 }

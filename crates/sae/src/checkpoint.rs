@@ -154,8 +154,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Reads a checkpoint written by [`save`].
 pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
     let bytes = fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => err(path, "no checkpoint to resume from (train without --resume first, with --checkpoint-every > 0)"),
-        _ => SaeError::Io { path: path.to_path_buf(), source: e },
+        std::io::ErrorKind::NotFound => err(
+            path,
+            "no checkpoint to resume from (a run writes one when checkpoint_every > 0)",
+        ),
+        _ => SaeError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
     })?;
     let (_, header) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| err(path, format!("not a checkpoint: {e}")))?;

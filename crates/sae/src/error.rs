@@ -109,7 +109,7 @@ pub enum SaeError {
 
     /// The loss became NaN or infinite.
     #[error(
-        "training diverged at step {step}: the reconstruction error is {value} (lower --lr, or keep --grad-clip on)"
+        "training diverged at step {step}: the reconstruction error is {value} (lower the learning rate, or keep gradient clipping on)"
     )]
     Diverged { step: u64, value: f64 },
 }
