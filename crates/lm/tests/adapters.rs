@@ -2,15 +2,11 @@
 //! checkpoints (`fixtures/make_adapter_fixtures.py`): rank 1 on one `down_proj`, rank 4 on
 //! every linear module, rslora with `modules_to_save`, and GPT-2's `fan_in_fan_out` Conv1D.
 
-use std::path::{Path, PathBuf};
+mod tensor_support;
 
 use burn::tensor::Device;
 use lantern_lm::{Hooks, LogitsAt, LoraAdapter, Model};
-use safetensors::SafeTensors;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+use tensor_support::{fixtures, max_err};
 
 const CASES: [(&str, &str); 4] = [
     ("llama_rank1_down_proj", "llama_gqa"),
@@ -20,29 +16,15 @@ const CASES: [(&str, &str); 4] = [
 ];
 
 fn reference(case: &str) -> (Vec<u32>, Vec<f32>) {
-    let bytes = std::fs::read(
-        fixtures()
-            .join("adapters")
+    let t = tensor_support::read(
+        &fixtures("adapters")
             .join(case)
             .join("reference.safetensors"),
+    );
+    (
+        tensor_support::ids(&t),
+        tensor_support::get(&t, "logits").to_vec(),
     )
-    .unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let ids = st
-        .tensor("input_ids")
-        .unwrap()
-        .data()
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
-        .collect();
-    let logits = st
-        .tensor("logits")
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    (ids, logits)
 }
 
 fn logits(model: &Model, ids: &[u32]) -> Vec<f32> {
@@ -56,19 +38,11 @@ fn logits(model: &Model, ids: &[u32]) -> Vec<f32> {
         .unwrap()
 }
 
-fn max_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn merged_adapters_match_peft() {
     for (case, base) in CASES {
-        let adapter = LoraAdapter::load(&fixtures().join("adapters").join(case)).unwrap();
-        let base_dir = fixtures().join("parity").join(base);
+        let adapter = LoraAdapter::load(&fixtures("adapters").join(case)).unwrap();
+        let base_dir = fixtures("parity").join(base);
         let model = Model::load_with_adapter(&base_dir, Some(adapter), &Device::flex()).unwrap();
         let (ids, want) = reference(case);
         let e = max_err(&logits(&model, &ids), &want);
@@ -82,14 +56,14 @@ fn merged_adapters_match_peft() {
 
 #[test]
 fn a_rank_one_adapter_exposes_its_b_vector() {
-    let a = LoraAdapter::load(&fixtures().join("adapters/llama_rank1_down_proj")).unwrap();
+    let a = LoraAdapter::load(&fixtures("adapters/llama_rank1_down_proj")).unwrap();
     assert_eq!(a.layers.len(), 1);
     let l = a.layer("model.layers.1.mlp.down_proj").unwrap();
     assert_eq!(
         (l.rank(), l.b.shape.clone(), l.scale),
         (1, vec![32, 1], 2.0)
     );
-    let r = LoraAdapter::load(&fixtures().join("adapters/llama_rslora_head")).unwrap();
+    let r = LoraAdapter::load(&fixtures("adapters/llama_rslora_head")).unwrap();
     // rslora: s = α/√r = 3/√2.
     assert!((r.layers[0].scale - 3.0 / 2f64.sqrt()).abs() < 1e-12);
     assert!(r.replaced.contains_key("lm_head.weight"));
@@ -98,13 +72,13 @@ fn a_rank_one_adapter_exposes_its_b_vector() {
 #[test]
 fn bad_adapters_fail_with_one_line() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = fixtures().join("adapters/llama_rank1_down_proj");
+    let src = fixtures("adapters/llama_rank1_down_proj");
     for f in ["adapter_config.json", "adapter_model.safetensors"] {
         std::fs::copy(src.join(f), tmp.path().join(f)).unwrap();
     }
     // An adapter for a module the model lacks (GPT-2 has no down_proj).
     let a = LoraAdapter::load(tmp.path()).unwrap();
-    let e = Model::load_with_adapter(&fixtures().join("parity/gpt2"), Some(a), &Device::flex())
+    let e = Model::load_with_adapter(&fixtures("parity/gpt2"), Some(a), &Device::flex())
         .err()
         .unwrap()
         .to_string();
@@ -125,6 +99,6 @@ fn bad_adapters_fail_with_one_line() {
         "{e}"
     );
     // No adapter files at all.
-    let e = LoraAdapter::load(&fixtures()).unwrap_err().to_string();
+    let e = LoraAdapter::load(&fixtures("")).unwrap_err().to_string();
     assert!(e.contains("adapter_config.json"), "{e}");
 }

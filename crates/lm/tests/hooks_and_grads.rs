@@ -6,12 +6,12 @@
 //!   al.'s equivalence), so the writer list misses nothing;
 //! - gradients of the next-token loss under burn's autodiff equal PyTorch's autograd.
 
-use std::path::{Path, PathBuf};
+mod tensor_support;
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use lantern_lm::{HookPoint, Hooks, LogitsAt, Model, Positions, Scale};
-use safetensors::SafeTensors;
+use tensor_support::{Named, get, max_err, parity_dir as dir, read};
 
 const CASES: [&str; 5] = [
     "llama_gqa",
@@ -21,67 +21,19 @@ const CASES: [&str; 5] = [
     "gpt2",
 ];
 
-fn dir(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/parity")
-        .join(case)
-}
-
-/// Every tensor of a safetensors file as f32 (i64 ids converted), with its shape.
-fn read(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(name, v)| {
-            let data = match v.dtype() {
-                safetensors::Dtype::F32 => v
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-                safetensors::Dtype::I64 => v
-                    .data()
-                    .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
-                    .collect(),
-                other => panic!("{name}: unexpected dtype {other:?}"),
-            };
-            (name, v.shape().to_vec(), data)
-        })
-        .collect()
-}
-
-fn get<'a>(t: &'a [(String, Vec<usize>, Vec<f32>)], name: &str) -> &'a [f32] {
-    &t.iter()
-        .find(|x| x.0 == name)
-        .unwrap_or_else(|| panic!("no tensor {name}"))
-        .2
-}
-
-/// Largest |a − b| / (1 + |b|).
-fn max_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
-        .fold(0.0, f32::max)
-}
-
 struct HookRef {
     ids: Vec<u32>,
     rows: usize,
     v: Vec<f32>,
     r: Vec<f32>,
-    t: Vec<(String, Vec<usize>, Vec<f32>)>,
+    t: Vec<Named>,
 }
 
 fn hook_ref(case: &str) -> HookRef {
     let t = read(&dir(case).join("hooks.safetensors"));
-    let ids: Vec<u32> = get(&t, "input_ids").iter().map(|&x| x as u32).collect();
     HookRef {
         rows: 2,
-        ids,
+        ids: tensor_support::ids(&t),
         v: get(&t, "v").to_vec(),
         r: get(&t, "r").to_vec(),
         t,

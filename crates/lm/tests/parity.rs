@@ -2,12 +2,12 @@
 //! (`fixtures/make_parity_fixtures.py`): logits, every `hook_resid_post` and the final norm
 //! match within 1e-4 in f32, also with left padding and with a KV cache.
 
-use std::path::{Path, PathBuf};
+mod tensor_support;
 
 use burn::tensor::{Device, DeviceType, Tensor};
 use lantern_lm::models::nn::KvCache;
 use lantern_lm::{HookPoint, Hooks, LogitsAt, Model};
-use safetensors::SafeTensors;
+use tensor_support::{Named, max_err, parity_dir as dir};
 
 const CASES: [&str; 5] = [
     "llama_gqa",
@@ -17,60 +17,27 @@ const CASES: [&str; 5] = [
     "gpt2",
 ];
 
-fn dir(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/parity")
-        .join(case)
-}
-
 struct Reference {
     ids: Vec<Vec<u32>>,
-    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    tensors: Vec<Named>,
 }
 
 impl Reference {
     fn load(case: &str) -> Self {
-        let bytes = std::fs::read(dir(case).join("reference.safetensors")).unwrap();
-        let st = SafeTensors::deserialize(&bytes).unwrap();
-        let ids_view = st.tensor("input_ids").unwrap();
-        let (b, t) = (ids_view.shape()[0], ids_view.shape()[1]);
-        let flat: Vec<u32> = ids_view
-            .data()
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
-            .collect();
-        let ids = (0..b).map(|i| flat[i * t..(i + 1) * t].to_vec()).collect();
-        let mut tensors = Vec::new();
-        for (name, view) in st.tensors() {
-            if name == "input_ids" {
-                continue;
-            }
-            let data = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            tensors.push((name, view.shape().to_vec(), data));
-        }
+        let tensors = tensor_support::read(&dir(case).join("reference.safetensors"));
+        let flat = tensor_support::ids(&tensors);
+        let t = tensors.iter().find(|x| x.0 == "input_ids").unwrap().1[1];
+        let ids = flat.chunks(t).map(<[u32]>::to_vec).collect();
         Self { ids, tensors }
     }
 
     fn get(&self, name: &str) -> &[f32] {
-        &self.tensors.iter().find(|t| t.0 == name).unwrap().2
+        tensor_support::get(&self.tensors, name)
     }
 }
 
 fn host(t: Tensor<3>) -> Vec<f32> {
     t.try_into_vec_as::<f32>().unwrap()
-}
-
-/// Largest |a − b| / (1 + |b|).
-fn max_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
-        .fold(0.0, f32::max)
 }
 
 /// Runs the reference batch with captures at every resid_post and the final norm.
@@ -409,7 +376,7 @@ fn hooks_apply_at_every_generation_step() {
 fn a_written_hugging_face_directory_loads_back_to_the_same_model() {
     use lantern_lm::LanguageModel;
     // The parity checkpoints have no tokenizer; borrow the tiny BPE fixture's.
-    let tok = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_bpe");
+    let tok = tensor_support::fixtures("tiny_bpe");
     for case in CASES {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");
