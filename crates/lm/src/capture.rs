@@ -58,7 +58,9 @@ pub struct CaptureOptions {
     pub points: Vec<HookPoint>,
     /// Sequences per forward pass.
     pub batch: usize,
-    /// Sequences sorted by length together before batching (1: keep the given order).
+    /// Sequences sorted by length together before batching (1: keep the given order). A
+    /// window's activations are held until its last batch ran, so it costs about
+    /// `sort_window × tokens per sequence × d_model × points × 4` bytes.
     pub sort_window: usize,
 }
 
