@@ -101,7 +101,8 @@ fn orthogonalized_weights_equal_ablation_hooks() {
             let rows = w.rows();
             // W ← W − (W u) uᵀ: each row loses its component along u.
             let along = rows.clone().matmul(u.clone());
-            w.set_rows(rows - along.matmul(u.clone().transpose()));
+            w.set_rows(rows - along.matmul(u.clone().transpose()))
+                .unwrap();
         }
         let e = max_err(
             &logits(&model, &h, &mut Hooks::new()),
@@ -109,6 +110,26 @@ fn orthogonalized_weights_equal_ablation_hooks() {
         );
         assert!(e <= 1e-4, "{case}: orthogonalized model differs by {e}");
     }
+}
+
+#[test]
+fn a_residual_writer_refuses_rows_of_another_shape() {
+    let mut model = Model::load(&dir("gpt2"), &Device::flex()).unwrap();
+    let mut writers = model.residual_writers_mut();
+    let names: Vec<&str> = writers.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(
+        names[..4],
+        [
+            "transformer.wte.weight",
+            "transformer.wpe.weight",
+            "transformer.h.0.attn.c_proj.weight",
+            "transformer.h.0.attn.c_proj.bias",
+        ]
+    );
+    let bias = &mut writers[3];
+    let wrong = Tensor::<2>::zeros([2, 32], &Device::flex());
+    let e = bias.set_rows(wrong).unwrap_err().to_string();
+    assert!(e.contains("c_proj.bias") && e.contains("[2, 32]"), "{e}");
 }
 
 #[test]

@@ -145,20 +145,22 @@ impl<'a> ResidualWriter<'a> {
         }
     }
 
-    /// Replaces the value with `rows` (same shape as [`ResidualWriter::rows`] gave); the
-    /// parameter keeps its id.
-    pub fn set_rows(&mut self, rows: Tensor<2>) {
-        match &mut self.param {
-            WriterParam::Matrix(p) => {
-                assert_eq!(p.dims(), rows.dims(), "{}: shape changed", self.name);
-                **p = Param::initialized(p.id, rows);
-            }
-            WriterParam::Bias(p) => {
-                let [_, d] = rows.dims();
-                assert_eq!(p.dims(), [d], "{}: shape changed", self.name);
-                **p = Param::initialized(p.id, rows.reshape([d]));
-            }
+    /// Replaces the value with `rows`, of the shape [`ResidualWriter::rows`] gave; the
+    /// parameter keeps its id. Another shape is refused.
+    pub fn set_rows(&mut self, rows: Tensor<2>) -> Result<()> {
+        let want = self.rows().dims();
+        if rows.dims() != want {
+            return Err(LmError::Config(format!(
+                "{}: new rows of shape {:?}, the parameter's are {want:?}",
+                self.name,
+                rows.dims()
+            )));
         }
+        match &mut self.param {
+            WriterParam::Matrix(p) => **p = Param::initialized(p.id, rows),
+            WriterParam::Bias(p) => **p = Param::initialized(p.id, rows.reshape([want[1]])),
+        }
+        Ok(())
     }
 }
 
