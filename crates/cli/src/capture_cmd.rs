@@ -92,12 +92,12 @@ pub fn run(a: CaptureArgs) -> Result<()> {
     let device = a.device.parse::<DeviceChoice>()?.open()?;
     let lm = LanguageModel::load_with_adapter(&a.model, a.adapter.as_deref(), &device)?;
     let cfg = lm.model.config().clone();
-    for (k, p) in points.iter().enumerate() {
-        p.check(cfg.n_layers)?;
-        if points[..k].contains(p) {
-            bail!("--hook {p} is given twice");
-        }
-    }
+    let opts = CaptureOptions {
+        points: points.clone(),
+        batch: a.batch,
+        sort_window: a.sort_window,
+    };
+    opts.validate(&lm.model, &[])?; // hooks, before any output exists
     let text = std::fs::read_to_string(&a.prompts)
         .with_context(|| format!("reading {}", a.prompts.display()))?;
     let records = lantern_lm::prompts::parse_prompts(&text, &a.prompts)?;
@@ -176,11 +176,6 @@ pub fn run(a: CaptureArgs) -> Result<()> {
         offsets,
         labels,
         bar,
-    };
-    let opts = CaptureOptions {
-        points: points.clone(),
-        batch: a.batch,
-        sort_window: a.sort_window,
     };
     capture(&lm.model, lm.pad_id(), &seqs, first, &opts, &mut sink)?;
     sink.bar.finish_and_clear();

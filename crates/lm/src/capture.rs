@@ -104,7 +104,7 @@ pub fn capture<S: CaptureSink>(
     opts: &CaptureOptions,
     sink: &mut S,
 ) -> std::result::Result<(), S::Error> {
-    check(model, seqs, opts)?;
+    opts.validate(model, seqs)?;
     let window = opts.sort_window.max(1);
     let d = model.config().d_model;
     let mut start = first - first % window;
@@ -164,6 +164,14 @@ pub fn capture<S: CaptureSink>(
         start = end;
     }
     Ok(())
+}
+
+impl CaptureOptions {
+    /// Checks these options and `seqs` against `model` with one-line errors (what [`capture`]
+    /// does first; a caller can run it before creating its outputs).
+    pub fn validate(&self, model: &Model, seqs: &[Sequence]) -> Result<()> {
+        check(model, seqs, self)
+    }
 }
 
 fn check(model: &Model, seqs: &[Sequence], opts: &CaptureOptions) -> Result<()> {
