@@ -11,15 +11,7 @@ mod tensor_support;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use lantern_lm::{HookPoint, Hooks, LogitsAt, Model, Positions, Scale};
-use tensor_support::{Named, get, max_err, parity_dir as dir, read};
-
-const CASES: [&str; 5] = [
-    "llama_gqa",
-    "llama_tied_rope3",
-    "qwen2_bias_bf16",
-    "mistral_window",
-    "gpt2",
-];
+use tensor_support::{Named, PARITY_CASES as CASES, get, max_err, parity_dir as dir, read};
 
 struct HookRef {
     ids: Vec<u32>,

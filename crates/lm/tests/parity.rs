@@ -7,15 +7,7 @@ mod tensor_support;
 use burn::tensor::{Device, DeviceType, Tensor};
 use lantern_lm::models::nn::KvCache;
 use lantern_lm::{HookPoint, Hooks, LogitsAt, Model};
-use tensor_support::{Named, max_err, parity_dir as dir};
-
-const CASES: [&str; 5] = [
-    "llama_gqa",
-    "llama_tied_rope3",
-    "qwen2_bias_bf16",
-    "mistral_window",
-    "gpt2",
-];
+use tensor_support::{Named, PARITY_CASES as CASES, max_err, parity_dir as dir};
 
 struct Reference {
     ids: Vec<Vec<u32>>,

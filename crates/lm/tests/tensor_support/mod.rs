@@ -7,6 +7,16 @@ use std::path::{Path, PathBuf};
 
 use safetensors::SafeTensors;
 
+/// The tiny checkpoints of `make_parity_fixtures.py`: GQA (sharded), tied + Llama-3 RoPE,
+/// Qwen2 biases in bf16, Mistral's window, GPT-2.
+pub const PARITY_CASES: [&str; 5] = [
+    "llama_gqa",
+    "llama_tied_rope3",
+    "qwen2_bias_bf16",
+    "mistral_window",
+    "gpt2",
+];
+
 /// `tests/fixtures/<rel>`.
 pub fn fixtures(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
