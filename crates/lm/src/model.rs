@@ -125,6 +125,24 @@ impl Model {
         Ok(t.reshape([s, v]))
     }
 
+    /// The logit lens of residual-stream vectors `v [n, d_model]`: `(v ⊙ γ) W_U`, `[n, vocab]`,
+    /// with `γ` the final norm's weight and `W_U` the unembedding. The norm's centring and
+    /// scaling are left out: a direction has no scale of its own, so only the per-dimension
+    /// gain matters for which tokens it promotes (nostalgebraist's logit lens applied to a
+    /// direction, as the activation-difference lens reads it).
+    pub fn unembed(&self, v: Tensor<2>) -> Tensor<2> {
+        let (gain, lm_head) = match self {
+            Self::Llama(m) => (m.model.norm.weight.val(), &m.lm_head),
+            Self::Gpt2(m) => (m.transformer.ln_f.weight.val(), &m.lm_head),
+        };
+        let x = v * gain.unsqueeze_dim::<2>(0);
+        let mut out = x.matmul(lm_head.weight.val());
+        if let Some(b) = &lm_head.bias {
+            out = out + b.val().unsqueeze_dim(0);
+        }
+        out
+    }
+
     /// The parameters that write into the residual stream (see [`ResidualWriter`]); which
     /// matrices those are is each family's knowledge.
     pub fn residual_writers_mut(&mut self) -> Vec<ResidualWriter<'_>> {
