@@ -27,6 +27,7 @@ fn run(arch: Arch, tweak: impl FnOnce(&mut TrainConfig)) -> Outcome {
             seed: 7,
             dtype: Dtype::F32,
             shard_rows: None,
+            ..Default::default()
         },
         &store_dir,
     )

@@ -37,6 +37,14 @@ pub struct SynthConfig {
     pub seed: u64,
     pub dtype: Dtype,
     pub shard_rows: Option<usize>,
+    /// Extra "planted" features appended after the power-law dictionary (indices
+    /// `features..features + planted.len()`), each firing independently with the given
+    /// probability — a feature whose rate a test controls exactly (e.g. a persona feature at
+    /// 0.5 % in a base store and 10 % in a finetuned one).
+    pub planted: Vec<f64>,
+    /// Seed of the rows, when it should differ from `seed` (which also fixes the feature
+    /// directions): two stores with one `seed` and different `row_seed`s share a dictionary.
+    pub row_seed: Option<u64>,
 }
 
 impl Default for SynthConfig {
@@ -51,6 +59,8 @@ impl Default for SynthConfig {
             seed: 0,
             dtype: Dtype::F32,
             shard_rows: None,
+            planted: Vec::new(),
+            row_seed: None,
         }
     }
 }
@@ -171,6 +181,8 @@ pub(crate) fn firing_probabilities(features: usize, mean_active: f64, alpha: f64
 /// * Feature `i` fires independently with probability `p_i = min(1, c·(i+1)^(−alpha))`, `c`
 ///   solved by bisection so that `Σ p_i = mean_active` (the expected L0 of a row).
 /// * `ε` has per-component variance `noise²/d`, so `‖ε‖ ≈ noise`.
+/// * Planted features (`cfg.planted`) follow the dictionary, each firing with its own
+///   probability, independently of the rest.
 /// * `token_id` = index of the firing feature with the largest `a_i` (0 if none fires),
 ///   `seq_id = row / 128`, `position = row % 128`.
 ///
@@ -187,6 +199,12 @@ pub fn synthesize(cfg: &SynthConfig, out: &Path) -> Result<GroundTruth> {
         return Err(usage(
             out,
             format!("synthesize: mean_active must be in (0, {m}]"),
+        ));
+    }
+    if let Some(p) = cfg.planted.iter().find(|p| !(0.0..=1.0).contains(*p)) {
+        return Err(usage(
+            out,
+            format!("synthesize: planted firing probability {p} is not in [0, 1]"),
         ));
     }
     if !(cfg.alpha.is_finite() && cfg.alpha >= 0.0 && cfg.noise.is_finite() && cfg.noise >= 0.0) {
@@ -208,7 +226,8 @@ pub fn synthesize(cfg: &SynthConfig, out: &Path) -> Result<GroundTruth> {
 
     let d = cfg.d;
     let mut rng = Rng::new(derive_seed(&[cfg.seed, FEATURE_STREAM]));
-    let mut features: Vec<f32> = (0..m * d).map(|_| rng.normal_f32()).collect();
+    let total = m + cfg.planted.len();
+    let mut features: Vec<f32> = (0..total * d).map(|_| rng.normal_f32()).collect();
     for f in features.chunks_exact_mut(d) {
         let norm = f
             .iter()
@@ -222,7 +241,11 @@ pub fn synthesize(cfg: &SynthConfig, out: &Path) -> Result<GroundTruth> {
     let truth = GroundTruth {
         d,
         features,
-        frequencies: probs.iter().map(|&p| p as f32).collect(),
+        frequencies: probs
+            .iter()
+            .chain(&cfg.planted)
+            .map(|&p| p as f32)
+            .collect(),
     };
     truth.save(&out.join(GROUND_TRUTH_FILE))?;
 
@@ -275,7 +298,11 @@ fn make_chunk(cfg: &SynthConfig, features: &[f32], probs: &[f64], k: u64) -> Chu
     let m = probs.len();
     let start = k * CHUNK_ROWS;
     let n = (cfg.rows - start).min(CHUNK_ROWS) as usize;
-    let mut rng = Rng::new(derive_seed(&[cfg.seed, ROW_STREAM, k]));
+    let mut rng = Rng::new(derive_seed(&[
+        cfg.row_seed.unwrap_or(cfg.seed),
+        ROW_STREAM,
+        k,
+    ]));
     let sigma = cfg.noise / (d as f32).sqrt();
     let mut acts = vec![0.0f32; n * d];
     let mut token_ids = Vec::with_capacity(n);
@@ -308,6 +335,17 @@ fn make_chunk(cfg: &SynthConfig, features: &[f32], probs: &[f64], k: u64) -> Chu
                 }
             }
             i = j + 1;
+        }
+        for (p, &q) in cfg.planted.iter().enumerate() {
+            if rng.uniform_f64() < q {
+                let j = m + p;
+                let a = 0.5 + rng.uniform_f32();
+                let f = &features[j * d..(j + 1) * d];
+                x.iter_mut().zip(f).for_each(|(xv, fv)| *xv += a * fv);
+                if a > best.1 {
+                    best = (j as u32, a);
+                }
+            }
         }
         if sigma > 0.0 {
             x.iter_mut().for_each(|v| *v += sigma * rng.normal_f32());

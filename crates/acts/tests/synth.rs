@@ -278,3 +278,45 @@ fn five_million_rows_at_d128_time() {
     synthesize(&c, dir.path()).unwrap();
     eprintln!("5M rows x 128: {:.1} s", t.elapsed().as_secs_f64());
 }
+
+#[test]
+fn planted_features_fire_at_their_rate_and_row_seed_keeps_the_dictionary() {
+    // A dictionary that (almost) never fires and no noise: a row is non-zero exactly when the
+    // planted feature fired.
+    let c = SynthConfig {
+        mean_active: 1e-12,
+        planted: vec![0.3],
+        ..cfg(4, 1, 20_000, 0.0)
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ta = synthesize(&c, a.path()).unwrap();
+    let tb = synthesize(
+        &SynthConfig {
+            row_seed: Some(7),
+            ..c.clone()
+        },
+        b.path(),
+    )
+    .unwrap();
+    assert_eq!(ta.num_features(), 2);
+    assert_eq!(ta.frequencies[1], 0.3);
+    assert_eq!(ta.features, tb.features, "one seed, one dictionary");
+    let (xa, ..) = read_all(a.path());
+    let (xb, ..) = read_all(b.path());
+    assert_ne!(xa, xb, "another row seed gives other rows");
+    for x in [&xa, &xb] {
+        let fired = x.chunks(4).filter(|r| r.iter().any(|v| *v != 0.0)).count() as f64;
+        // Binomial(20000, 0.3): sd ≈ 65 rows; allow 5 sd.
+        assert!((fired - 6000.0).abs() < 325.0, "{fired} rows fired");
+    }
+    let bad = SynthConfig {
+        planted: vec![1.5],
+        ..c
+    };
+    assert!(
+        synthesize(&bad, tempfile::tempdir().unwrap().path())
+            .unwrap_err()
+            .to_string()
+            .contains("planted firing probability 1.5")
+    );
+}

@@ -60,6 +60,14 @@ pub enum ActsCommand {
         noise: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Planted features appended after the dictionary, each with its firing probability
+        /// (comma-separated, e.g. 0.005,0.01): features whose rate a test controls exactly.
+        #[arg(long, value_delimiter = ',')]
+        planted: Vec<f64>,
+        /// Seed of the rows alone: stores with one --seed and different --row-seed share their
+        /// feature directions (a base and a "finetuned" store of one dictionary).
+        #[arg(long)]
+        row_seed: Option<u64>,
         /// f32, f16 or bf16.
         #[arg(long, default_value = "f32")]
         dtype: String,
@@ -136,6 +144,8 @@ pub fn run(cmd: ActsCommand) -> Result<()> {
             alpha,
             noise,
             seed,
+            planted,
+            row_seed,
             dtype,
             out,
         } => {
@@ -152,6 +162,8 @@ pub fn run(cmd: ActsCommand) -> Result<()> {
                 seed,
                 dtype,
                 shard_rows: None,
+                planted,
+                row_seed,
             };
             let t = std::time::Instant::now();
             lantern_acts::synthesize(&cfg, &out)?;

@@ -43,6 +43,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             seed: 0,
             dtype: Dtype::F32,
             shard_rows: None,
+            ..Default::default()
         };
         lantern_acts::synthesize(&cfg, &acts)?;
         println!(

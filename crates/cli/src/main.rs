@@ -8,13 +8,21 @@
 //! lantern generate --model SmolLM2-135M-Instruct.Q4_1.gguf --chat --prompt "What is 2+2?"
 //! lantern capture --model model.gguf --prompts prompts.jsonl --hook blocks.15.hook_resid_post --out acts/
 //! lantern model export --model base.gguf --adapter finetune/ --out merged/
+//! lantern direction --acts acts/ --pos-label french --neg-label english --method probe --out fr.safetensors
+//! lantern diff --sae sae/ --base base-acts/ --finetuned ft-acts/ --tokens answer --out diff/
+//! lantern compare a.safetensors b.safetensors --out compare/
+//! lantern lens --model model.gguf --direction fr.safetensors --layer 15
 //! ```
 
 mod acts_cmd;
 mod bench_cmd;
 mod capture_cmd;
+mod compare_cmd;
 mod demo_cmd;
+mod diff_cmd;
+mod direction_cmd;
 mod generate_cmd;
+mod latents_cmd;
 mod model_cmd;
 mod report;
 mod sae_cmd;
@@ -52,6 +60,18 @@ enum Command {
     /// Language models: write one (GGUF, or base + adapter) as a Hugging Face directory.
     #[command(subcommand)]
     Model(model_cmd::ModelCommand),
+    /// Model diffing: which SAE latents a finetune raises, with bootstrap intervals.
+    Diff(Box<diff_cmd::DiffArgs>),
+    /// A contrastive direction per layer (mean-diff, probe, PCA, ...) into a direction file.
+    Direction(Box<direction_cmd::DirectionArgs>),
+    /// Per-sequence projection scores on a direction (trait monitoring, data flagging).
+    Project(Box<direction_cmd::ProjectArgs>),
+    /// Cosine similarity of directions per layer, with random and permutation nulls.
+    Compare(Box<compare_cmd::CompareArgs>),
+    /// SAE latents aligned with a direction, or their top-activating contexts (HTML).
+    Latents(Box<latents_cmd::LatentsArgs>),
+    /// Logit lens of a direction or an SAE latent: the tokens it promotes and suppresses.
+    Lens(Box<latents_cmd::LensArgs>),
 }
 
 /// A library setting error under the command-line flag that set it (`temperature` →
@@ -61,6 +81,20 @@ pub(crate) fn flag_error(e: lantern_lm::LmError) -> anyhow::Error {
     match &e {
         lantern_lm::LmError::Setting { field, .. } => {
             anyhow::anyhow!("--{}: {e}", field.replace('_', "-"))
+        }
+        _ => e.into(),
+    }
+}
+
+/// A feature-search setting error under its flag (`probe_c` → `--probe-c`).
+pub(crate) fn search_flag_error(e: lantern_search::SearchError) -> anyhow::Error {
+    match &e {
+        lantern_search::SearchError::Setting { field, .. } => {
+            let flag = match *field {
+                "batch_rows" => "batch".to_string(),
+                f => f.replace('_', "-"),
+            };
+            anyhow::anyhow!("--{flag}: {e}")
         }
         _ => e.into(),
     }
@@ -76,6 +110,12 @@ fn main() {
         Command::Capture(a) => capture_cmd::run(*a),
         Command::Generate(a) => generate_cmd::run(*a),
         Command::Model(c) => model_cmd::run(c),
+        Command::Diff(a) => diff_cmd::run(*a),
+        Command::Direction(a) => direction_cmd::run(*a),
+        Command::Project(a) => direction_cmd::project(*a),
+        Command::Compare(a) => compare_cmd::run(*a),
+        Command::Latents(a) => latents_cmd::run(*a),
+        Command::Lens(a) => latents_cmd::lens(*a),
     };
     if let Err(e) = result {
         // One line: the chain of causes joined, never a backtrace.

@@ -54,7 +54,7 @@ impl SeqMeans {
         let mut picked = Vec::new();
         let mut acc = vec![0f64; d];
         for_each_sequence(store, label, |seq| {
-            selection.select(seq.len(), seq.roles, &mut picked);
+            selection.select(seq.roles, seq.positions, &mut picked);
             if picked.is_empty() {
                 out.skipped += 1;
                 return Ok(());
@@ -81,7 +81,7 @@ impl SeqMeans {
             };
             return Err(input(
                 store.dir(),
-                format!("--tokens {selection} selects no token of any sequence of {what}"),
+                format!("token selection '{selection}' selects no token of any sequence of {what}"),
             ));
         }
         Ok(out)

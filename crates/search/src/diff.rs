@@ -52,7 +52,7 @@ pub struct DiffOptions {
 impl Default for DiffOptions {
     fn default() -> Self {
         DiffOptions {
-            selection: TokenSelection::All,
+            selection: TokenSelection::ALL,
             batch_rows: 1024,
             bootstrap: 1000,
             seed: 0,
@@ -183,7 +183,10 @@ pub fn diff_latents(
         if acc.tokens == 0 {
             return Err(input(
                 store.dir(),
-                format!("--tokens {} selects no token of this store", opts.selection),
+                format!(
+                    "token selection '{}' selects no token of this store",
+                    opts.selection
+                ),
             ));
         }
         accs.push(acc);
@@ -375,7 +378,7 @@ fn accumulate(
             }
         }
         rows_read += seq.len() as u64;
-        opts.selection.select(seq.len(), seq.roles, &mut picked);
+        opts.selection.select(seq.roles, seq.positions, &mut picked);
         let seq_ordinal = ordinal;
         ordinal += 1;
         if picked.is_empty() {

@@ -293,7 +293,7 @@ fn from_array(
             let l = layer.ok_or_else(|| {
                 input(
                     path,
-                    "a single vector with no layer recorded; say which layer it is (--layer)",
+                    "a single vector with no layer recorded; say which layer it is",
                 )
             })?;
             layers.insert(l, data);

@@ -67,7 +67,7 @@ impl Default for ContextOptions {
         ContextOptions {
             top: 20,
             window: 12,
-            selection: TokenSelection::All,
+            selection: TokenSelection::ALL,
             batch_rows: 1024,
             seed: 0,
         }
@@ -136,7 +136,7 @@ pub fn top_contexts(
         return Err(SearchError::Setting {
             field: "latent",
             value: "none".into(),
-            expected: "at least one latent and --top ≥ 1",
+            expected: "at least one latent and a top count ≥ 1",
         });
     }
     let device = sae.params.w_dec.device();
@@ -183,7 +183,8 @@ pub fn top_contexts(
         let mut row0 = 0;
         for (seq_id, ids, roles, positions) in seqs.drain(..) {
             let n = ids.len();
-            opts.selection.select(n, roles.as_deref(), &mut picked);
+            opts.selection
+                .select(roles.as_deref(), &positions, &mut picked);
             for (j, t) in trackers.iter_mut().enumerate() {
                 let col = |i: usize| z[(row0 + i) * l + j];
                 t.out.tokens += picked.len() as u64;
@@ -244,7 +245,10 @@ pub fn top_contexts(
     if trackers[0].out.tokens == 0 {
         return Err(input(
             store.dir(),
-            format!("--tokens {} selects no token of this store", opts.selection),
+            format!(
+                "token selection '{}' selects no token of this store",
+                opts.selection
+            ),
         ));
     }
     Ok(trackers

@@ -32,7 +32,7 @@
 //! let tmp = tempfile::tempdir()?;
 //! let pos = write(&tmp.path().join("pos"), 1.0)?;
 //! let neg = write(&tmp.path().join("neg"), -1.0)?;
-//! let all = TokenSelection::All;
+//! let all = TokenSelection::ALL;
 //! let (p, n) = (SeqMeans::collect(&pos, None, all)?, SeqMeans::collect(&neg, None, all)?);
 //! let fit = direction(Method::MeanDiff, &p, &n, &ProbeOptions::default())?;
 //! assert_eq!(fit.vector, [2.0, 0.0]);

@@ -47,7 +47,7 @@ pub fn project_sequences(
     let mut out = Vec::new();
     let mut picked = Vec::new();
     for_each_sequence(store, None, |seq| {
-        selection.select(seq.len(), seq.roles, &mut picked);
+        selection.select(seq.roles, seq.positions, &mut picked);
         if picked.is_empty() {
             return Ok(());
         }
@@ -66,7 +66,7 @@ pub fn project_sequences(
     if out.is_empty() {
         return Err(input(
             store.dir(),
-            format!("--tokens {selection} selects no token of this store"),
+            format!("token selection '{selection}' selects no token of this store"),
         ));
     }
     Ok(out)

@@ -50,8 +50,8 @@ pub fn check_selection(store: &Store, selection: TokenSelection) -> Result<()> {
         return Err(input(
             store.dir(),
             format!(
-                "--tokens {selection} needs prompt/answer roles, and this store has none \
-                 (capture chat records to get them, or use --tokens all)"
+                "token selection '{selection}' needs prompt/answer roles, and this store has none \
+                 (capture chat records to get them, or select all tokens)"
             ),
         ));
     }
@@ -208,7 +208,7 @@ pub fn layer_stores(path: &Path, site: Option<&str>) -> Result<Vec<LayerStore>> 
         return Err(input(
             path,
             format!(
-                "stores at more than one site ({} and {}); pick one with --site",
+                "stores at more than one site ({} and {}); choose one site",
                 found[0].hook, other.hook
             ),
         ));

@@ -195,8 +195,8 @@ fn bad_inputs_are_one_line_errors_naming_the_store() {
     // Drop the last negative sequence: paired methods must refuse.
     let neg_dir = tmp.path().join("neg");
     let neg = store(&neg_dir, &data, |s| s == 0, false);
-    let p = SeqMeans::collect(&pos, None, TokenSelection::All).unwrap();
-    let mut n = SeqMeans::collect(&neg, None, TokenSelection::All).unwrap();
+    let p = SeqMeans::collect(&pos, None, TokenSelection::ALL).unwrap();
+    let mut n = SeqMeans::collect(&neg, None, TokenSelection::ALL).unwrap();
     n.counts.pop();
     n.seq_ids.pop();
     n.means.truncate(n.means.len() - data.d);
@@ -225,7 +225,7 @@ fn bad_inputs_are_one_line_errors_naming_the_store() {
         |_| true,
         false,
     );
-    let e = SeqMeans::collect(&po, None, TokenSelection::Answer)
+    let e = SeqMeans::collect(&po, None, "answer".parse().unwrap())
         .unwrap_err()
         .to_string();
     assert!(

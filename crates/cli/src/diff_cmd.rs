@@ -1,0 +1,191 @@
+//! `lantern diff`: which SAE latents a finetune raises (model diffing). Writes diff.json (the
+//! top latents and the stores' summaries), diff.csv (every latent) and diff.png (the top
+//! latents with their bootstrap intervals).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use lantern_acts::Store;
+use lantern_plot::{Interval, IntervalChart};
+use lantern_sae::{DeviceChoice, Sae};
+use lantern_search::{DiffOptions, TokenSelection, diff_latents};
+use serde_json::json;
+
+use crate::direction_cmd::write_json;
+use crate::search_flag_error;
+
+#[derive(Args)]
+pub struct DiffArgs {
+    /// The SAE (SAELens, sparsify or Gemma Scope directory).
+    #[arg(long)]
+    sae: PathBuf,
+    /// Store captured from the base model at the SAE's hook.
+    #[arg(long)]
+    base: PathBuf,
+    /// Store of a finetuned model (repeatable; Δ is the mean over finetunes).
+    #[arg(long, required = true)]
+    finetuned: Vec<PathBuf>,
+    /// all | prompt | answer | last-prompt | first-answer:N, optionally followed by
+    /// ,skip-first:N (drop the first N positions, e.g. an attention sink at position 0)
+    #[arg(long, default_value = "all")]
+    tokens: String,
+    /// Latents in diff.json and diff.png (diff.csv has them all).
+    #[arg(long, default_value_t = 50)]
+    top: usize,
+    /// Sequence-bootstrap replicates for the 95 % intervals (0: none).
+    #[arg(long, default_value_t = 1000)]
+    bootstrap: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Tokens per device batch.
+    #[arg(long, default_value_t = 1024)]
+    batch: usize,
+    /// cpu | wgpu | vulkan
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(a: DiffArgs) -> Result<()> {
+    let selection: TokenSelection = a.tokens.parse().map_err(search_flag_error)?;
+    let device = a.device.parse::<DeviceChoice>()?.open()?;
+    let (weights, _) = lantern_sae::load_sae(&a.sae)?;
+    let sae = Sae::from_weights(&weights, &device)?;
+    let base = Store::open(&a.base)?;
+    let finetuned: Vec<Store> = a
+        .finetuned
+        .iter()
+        .map(|p| Store::open(p))
+        .collect::<Result<_, _>>()?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let total: u64 = base.rows() + finetuned.iter().map(Store::rows).sum::<u64>();
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  eta {eta}")
+            .expect("static template"),
+    );
+    let timer = std::time::Instant::now();
+    let opts = DiffOptions {
+        selection,
+        batch_rows: a.batch,
+        bootstrap: a.bootstrap,
+        seed: a.seed,
+    };
+    let report = diff_latents(&sae, &base, &finetuned, &opts, |r| bar.set_position(r))
+        .map_err(search_flag_error)?;
+    bar.finish_and_clear();
+    let secs = timer.elapsed().as_secs_f64();
+
+    let mut csv = String::from(
+        "latent,delta_mean,ci95_lo,ci95_hi,delta_rate,base_mean,finetuned_mean,base_rate,finetuned_rate,delta_sd",
+    );
+    for k in 0..finetuned.len() {
+        csv += &format!(",delta_finetune_{k}");
+    }
+    csv.push('\n');
+    for l in &report.latents {
+        csv += &format!(
+            "{},{},{},{},{},{},{},{},{},{}",
+            l.latent,
+            l.delta_mean,
+            l.ci95[0],
+            l.ci95[1],
+            l.delta_rate,
+            l.base_mean,
+            l.finetuned_mean,
+            l.base_rate,
+            l.finetuned_rate,
+            l.delta_sd
+        );
+        for d in &l.delta_per_finetune {
+            csv += &format!(",{d}");
+        }
+        csv.push('\n');
+    }
+    std::fs::write(a.out.join("diff.csv"), csv)?;
+    let top: Vec<_> = report.latents.iter().take(a.top).collect();
+    let finite = |x: f64| {
+        if x.is_finite() {
+            json!(x)
+        } else {
+            serde_json::Value::Null
+        }
+    };
+    let latents: Vec<_> = top
+        .iter()
+        .map(|l| {
+            json!({
+                "latent": l.latent, "delta_mean": l.delta_mean, "delta_rate": l.delta_rate,
+                "base_mean": l.base_mean, "finetuned_mean": l.finetuned_mean,
+                "base_rate": l.base_rate, "finetuned_rate": l.finetuned_rate,
+                "delta_sd": finite(l.delta_sd),
+                "ci95": [finite(l.ci95[0]), finite(l.ci95[1])],
+                "delta_per_finetune": l.delta_per_finetune,
+            })
+        })
+        .collect();
+    write_json(
+        &a.out.join("diff.json"),
+        &json!({
+            "sae": a.sae, "hook": sae.cfg.hook_name, "d_sae": sae.cfg.d_sae,
+            "tokens": report.tokens, "bootstrap": report.bootstrap, "seed": report.seed,
+            "base": report.base, "finetuned": report.finetuned,
+            "seconds": secs, "rows_per_second": total as f64 / secs,
+            "latents": latents,
+        }),
+    )?;
+    let items: Vec<Interval> = top
+        .iter()
+        .take(30)
+        .map(|l| Interval {
+            label: l.latent.to_string(),
+            value: l.delta_mean,
+            lo: l.ci95[0],
+            hi: l.ci95[1],
+        })
+        .collect();
+    lantern_plot::interval_chart(
+        &a.out.join("diff.png"),
+        &IntervalChart {
+            title: "latents raised most by the finetune (95 % sequence-bootstrap intervals)",
+            x_label: "latent",
+            y_label: "Δ mean activation",
+            items: &items,
+        },
+    )?;
+    for s in std::iter::once(&report.base).chain(&report.finetuned) {
+        println!(
+            "{}: {} sequences, {} selected tokens of {} rows{}",
+            s.path.display(),
+            s.sequences,
+            s.tokens,
+            s.rows,
+            if s.path == report.base.path {
+                String::new()
+            } else if s.paired_with_base {
+                ", same text as base".into()
+            } else {
+                ", different text from base".into()
+            }
+        );
+    }
+    println!(
+        "{:>8} {:>12} {:>24} {:>10} {:>10}",
+        "latent", "Δ mean", "95 % interval", "Δ rate", "Δ/sd"
+    );
+    for l in top.iter().take(10) {
+        println!(
+            "{:>8} {:>12.5} [{:>10.5}, {:>10.5}] {:>10.5} {:>10.3}",
+            l.latent, l.delta_mean, l.ci95[0], l.ci95[1], l.delta_rate, l.delta_sd
+        );
+    }
+    println!(
+        "{total} rows in {secs:.1} s ({:.0} rows/s) → {}",
+        total as f64 / secs,
+        a.out.join("diff.json").display()
+    );
+    Ok(())
+}
