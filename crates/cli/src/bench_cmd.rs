@@ -36,6 +36,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1 << 16)]
         shuffle_rows: usize,
     },
+    /// Rows/s and peak memory of feature search over a store: `diff` (the SAE over the store
+    /// as base and as finetune, with the sequence bootstrap) and `direction` (per-sequence
+    /// statistics of mean-diff).
+    Search {
+        store: PathBuf,
+        /// An SAE at the store's width.
+        #[arg(long)]
+        sae: PathBuf,
+        /// cpu | wgpu | vulkan
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value_t = 1024)]
+        batch: usize,
+        #[arg(long, default_value_t = 1000)]
+        bootstrap: usize,
+    },
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
@@ -98,7 +114,65 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 peak_rss_mib().map_or("?".into(), |v| v.to_string())
             );
         }
+        BenchCommand::Search {
+            store,
+            sae,
+            device,
+            batch,
+            bootstrap,
+        } => bench_search(&store, &sae, &device, batch, bootstrap)?,
     }
+    Ok(())
+}
+
+fn bench_search(
+    store: &std::path::Path,
+    sae: &std::path::Path,
+    device: &str,
+    batch: usize,
+    bootstrap: usize,
+) -> Result<()> {
+    use lantern_search::{DiffOptions, Method, ProbeOptions, SeqMeans, TokenSelection};
+    let s = Store::open(store)?;
+    let t = Instant::now();
+    let m = SeqMeans::collect(&s, None, TokenSelection::ALL)?;
+    lantern_search::direction(Method::MeanDiff, &m, &m.clone(), &ProbeOptions::default())
+        .map(|_| ())
+        .or_else(|e| match e {
+            // The same set on both sides gives a zero direction; the pass is what is timed.
+            lantern_search::SearchError::Input { .. } => Ok(()),
+            e => Err(e),
+        })?;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "direction  {} rows  d {}  {secs:.1} s  {:.0} rows/s  peak RSS {} MiB",
+        s.rows(),
+        s.d_model(),
+        s.rows() as f64 / secs,
+        peak_rss_mib().map_or("?".into(), |v| v.to_string())
+    );
+    let choice: DeviceChoice = device.parse()?;
+    let dev = choice.open()?;
+    let (w, _) = lantern_sae::load_sae(sae)?;
+    let model = lantern_sae::Sae::from_weights(&w, &dev)?;
+    let opts = DiffOptions {
+        selection: TokenSelection::ALL,
+        batch_rows: batch,
+        bootstrap,
+        seed: 0,
+    };
+    let t = Instant::now();
+    let r = lantern_search::diff_latents(&model, &s, std::slice::from_ref(&s), &opts, |_| {})?;
+    let secs = t.elapsed().as_secs_f64();
+    let rows = 2 * s.rows();
+    println!(
+        "diff       {rows} rows (store twice)  d {}  d_sae {}  device {choice}  batch {batch}  bootstrap {bootstrap}  {secs:.1} s  {:.0} rows/s  peak RSS {} MiB  (top Δ {:.2e})",
+        s.d_model(),
+        w.cfg.d_sae,
+        rows as f64 / secs,
+        peak_rss_mib().map_or("?".into(), |v| v.to_string()),
+        r.latents[0].delta_mean
+    );
     Ok(())
 }
 

@@ -1,10 +1,12 @@
 //! `lantern diff`: which SAE latents a finetune raises (model diffing). Writes diff.json (the
 //! top latents and the stores' summaries), diff.csv (every latent) and diff.png (the top
-//! latents with their bootstrap intervals).
+//! latents with their bootstrap intervals). Where a finetuned store holds the same text as the
+//! base store, also the activation difference lens: `adl/pos{p}.safetensors` (one direction
+//! file per position, `ft{k}-` prefixed with several finetunes) and `adl.json`.
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lantern_acts::Store;
@@ -18,9 +20,10 @@ use crate::search_flag_error;
 
 #[derive(Args)]
 pub struct DiffArgs {
-    /// The SAE (SAELens, sparsify or Gemma Scope directory).
+    /// The SAE (SAELens, sparsify or Gemma Scope directory); without it only the activation
+    /// difference lens runs.
     #[arg(long)]
-    sae: PathBuf,
+    sae: Option<PathBuf>,
     /// Store captured from the base model at the SAE's hook.
     #[arg(long)]
     base: PathBuf,
@@ -42,6 +45,10 @@ pub struct DiffArgs {
     /// Tokens per device batch.
     #[arg(long, default_value_t = 1024)]
     batch: usize,
+    /// Positions of the activation difference lens (0: none); run only on finetuned stores
+    /// that hold the base store's text.
+    #[arg(long, default_value_t = 5)]
+    adl_positions: usize,
     /// cpu | wgpu | vulkan
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -51,9 +58,6 @@ pub struct DiffArgs {
 
 pub fn run(a: DiffArgs) -> Result<()> {
     let selection: TokenSelection = a.tokens.parse().map_err(search_flag_error)?;
-    let device = a.device.parse::<DeviceChoice>()?.open()?;
-    let (weights, _) = lantern_sae::load_sae(&a.sae)?;
-    let sae = Sae::from_weights(&weights, &device)?;
     let base = Store::open(&a.base)?;
     let finetuned: Vec<Store> = a
         .finetuned
@@ -61,6 +65,19 @@ pub fn run(a: DiffArgs) -> Result<()> {
         .map(|p| Store::open(p))
         .collect::<Result<_, _>>()?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let adl = adl(&a, &base, &finetuned)?;
+    let Some(sae_dir) = &a.sae else {
+        if adl == 0 {
+            bail!(
+                "--sae: without an SAE only the activation difference lens runs, and no \
+                 finetuned store holds the base store's text"
+            );
+        }
+        return Ok(());
+    };
+    let device = a.device.parse::<DeviceChoice>()?.open()?;
+    let (weights, _) = lantern_sae::load_sae(sae_dir)?;
+    let sae = Sae::from_weights(&weights, &device)?;
     let total: u64 = base.rows() + finetuned.iter().map(Store::rows).sum::<u64>();
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -130,7 +147,7 @@ pub fn run(a: DiffArgs) -> Result<()> {
     write_json(
         &a.out.join("diff.json"),
         &json!({
-            "sae": a.sae, "hook": sae.cfg.hook_name, "d_sae": sae.cfg.d_sae,
+            "sae": sae_dir, "hook": sae.cfg.hook_name, "d_sae": sae.cfg.d_sae,
             "tokens": report.tokens, "bootstrap": report.bootstrap, "seed": report.seed,
             "base": report.base, "finetuned": report.finetuned,
             "seconds": secs, "rows_per_second": total as f64 / secs,
@@ -188,4 +205,75 @@ pub fn run(a: DiffArgs) -> Result<()> {
         a.out.join("diff.json").display()
     );
     Ok(())
+}
+
+/// The activation difference lens for every finetuned store with the base store's text;
+/// returns how many it ran on.
+fn adl(a: &DiffArgs, base: &Store, finetuned: &[Store]) -> Result<usize> {
+    if a.adl_positions == 0 {
+        return Ok(0);
+    }
+    let hook: Option<lantern_lm::HookPoint> = base.manifest().hook.parse().ok();
+    let (site, layer) = hook.map_or(("resid_post", 0), |h| {
+        (
+            lantern_search::sequences::site_of(h),
+            lantern_search::sequences::layer_of(h),
+        )
+    });
+    let dir = a.out.join("adl");
+    let mut runs = Vec::new();
+    for (k, ft) in finetuned.iter().enumerate() {
+        let deltas = match lantern_search::adl::activation_difference(base, ft, a.adl_positions) {
+            Ok(d) => d,
+            Err(lantern_search::SearchError::Input { msg, .. }) if msg.contains("same text") => {
+                println!(
+                    "{}: not the base store's text; no activation difference lens",
+                    ft.dir().display()
+                );
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut positions = Vec::new();
+        for (p, n, v) in deltas {
+            let name = if finetuned.len() > 1 {
+                format!("ft{k}-pos{p}.safetensors")
+            } else {
+                format!("pos{p}.safetensors")
+            };
+            let file = dir.join(name);
+            let norm = lantern_search::linalg::norm(&v);
+            let d = lantern_search::Directions {
+                layers: [(layer, v)].into_iter().collect(),
+                meta: lantern_search::DirectionMeta {
+                    hook: site.to_string(),
+                    model: ft.manifest().model.clone(),
+                    method: "activation-difference".into(),
+                    tokens: format!("position:{p}"),
+                    n_pos: n,
+                    n_neg: n,
+                    normalized: false,
+                    extra: [("base_model".to_string(), base.manifest().model.clone())]
+                        .into_iter()
+                        .collect(),
+                },
+            };
+            d.write(&file)?;
+            println!(
+                "ADL {} position {p}: ‖δ‖ = {norm:.4} over {n} sequences → {}",
+                ft.dir().display(),
+                file.display()
+            );
+            positions.push(json!({"position": p, "sequences": n, "norm": norm, "file": file}));
+        }
+        runs.push(json!({"finetuned": ft.dir(), "layer": layer, "hook": base.manifest().hook, "positions": positions}));
+    }
+    if !runs.is_empty() {
+        write_json(
+            &a.out.join("adl.json"),
+            &json!({"base": base.dir(), "runs": runs}),
+        )?;
+    }
+    Ok(runs.len())
 }

@@ -229,12 +229,12 @@ fn nan_null(x: f64) -> serde_json::Value {
 fn print_layer(row: &serde_json::Value) {
     let mut line = format!(
         "layer {:>3}  norm {:>10.4}  proj pos {:>10.4} neg {:>10.4}  sequences {}/{}",
-        row["layer"],
+        row["layer"].as_u64().unwrap_or(0),
         row["norm"].as_f64().unwrap_or(f64::NAN),
         row["pos_projection"].as_f64().unwrap_or(f64::NAN),
         row["neg_projection"].as_f64().unwrap_or(f64::NAN),
-        row["n_pos"],
-        row["n_neg"]
+        row["n_pos"].as_u64().unwrap_or(0),
+        row["n_neg"].as_u64().unwrap_or(0)
     );
     if let Some(p) = row.get("probe") {
         line += &format!(

@@ -16,7 +16,7 @@ pub fn escape(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
-            '\n' => out.push_str("⏎"),
+            '\n' => out.push('⏎'),
             c => out.push(c),
         }
     }

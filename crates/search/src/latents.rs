@@ -105,6 +105,12 @@ pub struct LatentContexts {
     pub quantiles: Vec<(f64, f64)>,
 }
 
+/// A sequence waiting for the device: `(seq_id, token ids, roles, positions)`.
+type PendingSeq = (u32, Vec<u32>, Option<Vec<u8>>, Vec<u32>);
+
+/// Token ids with their logits, best first.
+pub type Ranked = Vec<(u32, f32)>;
+
 const RESERVOIR: usize = 8192;
 const QUANTILES: [f64; 5] = [0.1, 0.25, 0.5, 0.75, 0.9];
 
@@ -169,10 +175,10 @@ pub fn top_contexts(
         })
         .collect();
     // Whole sequences wait here: (seq_id, ids, roles, positions) and their rows.
-    let mut seqs: Vec<(u32, Vec<u32>, Option<Vec<u8>>, Vec<u32>)> = Vec::new();
+    let mut seqs: Vec<PendingSeq> = Vec::new();
     let mut acts: Vec<f32> = Vec::new();
     let mut picked = Vec::new();
-    let mut run = |seqs: &mut Vec<(u32, Vec<u32>, Option<Vec<u8>>, Vec<u32>)>,
+    let mut run = |seqs: &mut Vec<PendingSeq>,
                    acts: &mut Vec<f32>,
                    trackers: &mut Vec<Tracker>|
      -> Result<()> {
@@ -271,7 +277,7 @@ pub fn top_contexts(
 }
 
 /// The top and bottom `k` token ids of logits `[vocab]` (largest first; smallest first).
-pub fn top_bottom(logits: &[f32], k: usize) -> (Vec<(u32, f32)>, Vec<(u32, f32)>) {
+pub fn top_bottom(logits: &[f32], k: usize) -> (Ranked, Ranked) {
     let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
     idx.sort_by(|&a, &b| {
         logits[b as usize]

@@ -1,6 +1,8 @@
 //! Feature search: find what changed between a base model and its finetunes, and which
 //! directions of the residual stream carry a concept.
 //!
+//! - [`adl`]: SAE-free diffing, the per-position mean difference on identical text (the
+//!   activation difference lens).
 //! - [`diff`]: model diffing of SAE latents — per latent the mean activation and firing rate on
 //!   base and finetuned stores, `Δ` with sequence-bootstrap intervals (Wang et al. 2025's
 //!   "misaligned persona" latent is the top of this table).
@@ -39,6 +41,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod adl;
 pub mod compare;
 pub mod contrast;
 pub mod diff;

@@ -124,7 +124,6 @@ impl FromStr for TokenKind {
     type Err = ();
 
     fn from_str(s: &str) -> std::result::Result<Self, ()> {
-        let bad = || ();
         Ok(match s {
             "all" => Self::All,
             "prompt" => Self::Prompt,
@@ -132,7 +131,7 @@ impl FromStr for TokenKind {
             "last-prompt" => Self::LastPrompt,
             _ => match s.strip_prefix("first-answer:").map(str::parse::<usize>) {
                 Some(Ok(k)) if k > 0 => Self::FirstAnswer(k),
-                _ => return Err(bad()),
+                _ => return Err(()),
             },
         })
     }
