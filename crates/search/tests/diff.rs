@@ -248,16 +248,15 @@ fn activation_difference_lens_is_the_per_position_mean_difference_on_the_same_te
     for (p, n, v) in &got {
         let rows: Vec<usize> = (0..bs.len()).filter(|&s| bs[s].0.len() / D > *p).collect();
         assert_eq!(*n as usize, rows.len());
-        for k in 0..D {
+        for (k, &got_k) in v.iter().enumerate() {
             let want: f64 = rows
                 .iter()
                 .map(|&s| (fs[s].0[p * D + k] - bs[s].0[p * D + k]) as f64)
                 .sum::<f64>()
                 / rows.len() as f64;
             assert!(
-                (v[k] as f64 - want).abs() < 1e-5,
-                "position {p} dim {k}: {} vs {want}",
-                v[k]
+                (got_k as f64 - want).abs() < 1e-5,
+                "position {p} dim {k}: {got_k} vs {want}"
             );
         }
         assert!((v[0] - 0.8).abs() < 1e-5);
