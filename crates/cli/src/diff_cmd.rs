@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use lantern_acts::Store;
 use lantern_plot::{Interval, IntervalChart};
@@ -19,14 +19,17 @@ use crate::direction_cmd::write_json;
 use crate::search_flag_error;
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct DiffArgs {
+    #[command(subcommand)]
+    command: Option<DiffCommand>,
     /// The SAE (SAELens, sparsify or Gemma Scope directory); without it only the activation
     /// difference lens runs.
     #[arg(long)]
     sae: Option<PathBuf>,
     /// Store captured from the base model at the SAE's hook.
-    #[arg(long)]
-    base: PathBuf,
+    #[arg(long, required = true)]
+    base: Option<PathBuf>,
     /// Store of a finetuned model (repeatable; Δ is the mean over finetunes).
     #[arg(long, required = true)]
     finetuned: Vec<PathBuf>,
@@ -52,20 +55,148 @@ pub struct DiffArgs {
     /// cpu | wgpu | vulkan
     #[arg(long, default_value = "cpu")]
     device: String,
+    #[arg(long, required = true)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum DiffCommand {
+    /// Per-token KL(p_finetuned ‖ p_base) on the same prompts: the mean per prompt and the
+    /// tokens where the finetune departs most, with their context.
+    Kl(KlArgs),
+}
+
+#[derive(Args)]
+struct KlArgs {
+    /// The base model (Hugging Face directory or .gguf).
+    #[arg(long)]
+    base: PathBuf,
+    /// The finetuned model (or give --adapter for base + a PEFT adapter).
+    #[arg(long, required_unless_present = "adapter")]
+    finetuned: Option<PathBuf>,
+    #[arg(long, conflicts_with = "finetuned")]
+    adapter: Option<PathBuf>,
+    /// JSONL prompts ({"text"} or {"messages"}), as for capture.
+    #[arg(long)]
+    prompts: PathBuf,
+    #[arg(long, default_value_t = 512)]
+    max_tokens_per_seq: usize,
+    /// Highest-KL tokens reported.
+    #[arg(long, default_value_t = 50)]
+    top: usize,
+    /// Tokens of context shown before a top token.
+    #[arg(long, default_value_t = 12)]
+    window: usize,
+    /// cpu | wgpu | vulkan
+    #[arg(long, default_value = "cpu")]
+    device: String,
     #[arg(long)]
     out: PathBuf,
 }
 
+fn kl(a: KlArgs) -> Result<()> {
+    use lantern_lm::LanguageModel;
+    let device = a.device.parse::<DeviceChoice>()?.open()?;
+    let base = LanguageModel::load(&a.base, &device)?;
+    let ft = match (&a.finetuned, &a.adapter) {
+        (Some(f), None) => LanguageModel::load(f, &device)?,
+        (None, Some(ad)) => LanguageModel::load_with_adapter(&a.base, Some(ad), &device)?,
+        _ => bail!("give --finetuned MODEL or --adapter DIR"),
+    };
+    let records = lantern_lm::read_prompts(&a.prompts)?;
+    if records.is_empty() {
+        bail!("{}: no prompts", a.prompts.display());
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let decode = |ids: &[u32]| base.tokenizer.decode(ids, false).unwrap_or_default();
+    let bar = ProgressBar::new(records.len() as u64);
+    let (mut per_prompt, mut tokens) = (Vec::new(), Vec::<(f64, usize, usize)>::new());
+    let mut all_ids = Vec::new();
+    let mut csv = String::from("record,id,tokens,mean_kl,max_kl\n");
+    for (i, r) in records.iter().enumerate() {
+        let seq = base
+            .sequence(&r.content, a.max_tokens_per_seq)
+            .with_context(|| format!("{}:{}", a.prompts.display(), r.line))?;
+        let kl = lantern_search::kl::token_kl(&base.model, &ft.model, &seq.ids)
+            .map_err(search_flag_error)?;
+        let mean = kl.iter().sum::<f64>() / kl.len().max(1) as f64;
+        let max = kl.iter().cloned().fold(0.0, f64::max);
+        let id = r.id.clone().unwrap_or_else(|| i.to_string());
+        csv += &format!("{i},{id},{},{mean},{max}\n", kl.len());
+        per_prompt.push(
+            json!({"record": i, "id": id, "tokens": kl.len(), "mean_kl": mean, "max_kl": max}),
+        );
+        tokens.extend(kl.iter().enumerate().map(|(t, &k)| (k, i, t)));
+        all_ids.push(seq.ids);
+        tokens.sort_by(|x, y| y.0.total_cmp(&x.0));
+        tokens.truncate(a.top);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let top: Vec<_> = tokens
+        .iter()
+        .map(|&(k, i, t)| {
+            let ids = &all_ids[i];
+            let lo = t.saturating_sub(a.window);
+            json!({
+                "kl": k, "record": i, "position": t,
+                "token": decode(&ids[t..t + 1]),
+                "next_token": ids.get(t + 1).map(|n| decode(&[*n])),
+                "context": decode(&ids[lo..=t]),
+            })
+        })
+        .collect();
+    let n: usize = per_prompt
+        .iter()
+        .map(|p| p["tokens"].as_u64().unwrap_or(0) as usize)
+        .sum();
+    let overall = per_prompt
+        .iter()
+        .map(|p| p["mean_kl"].as_f64().unwrap_or(0.0) * p["tokens"].as_f64().unwrap_or(0.0))
+        .sum::<f64>()
+        / n.max(1) as f64;
+    write_json(
+        &a.out.join("kl.json"),
+        &json!({"base": a.base, "finetuned": a.finetuned, "adapter": a.adapter,
+                "prompts": a.prompts, "tokens": n, "mean_kl_per_token": overall,
+                "per_prompt": per_prompt, "top_tokens": top}),
+    )?;
+    std::fs::write(a.out.join("kl.csv"), csv)?;
+    println!(
+        "mean KL(ft ‖ base) {overall:.5} nats/token over {n} tokens of {} prompts",
+        records.len()
+    );
+    for t in top.iter().take(10) {
+        println!(
+            "  {:>9.5}  {:?} → {:?}",
+            t["kl"].as_f64().unwrap_or(0.0),
+            t["context"].as_str().unwrap_or(""),
+            t["next_token"].as_str().unwrap_or("")
+        );
+    }
+    println!("wrote {}", a.out.join("kl.json").display());
+    Ok(())
+}
+
 pub fn run(a: DiffArgs) -> Result<()> {
+    if let Some(DiffCommand::Kl(k)) = a.command {
+        return kl(k);
+    }
     let selection: TokenSelection = a.tokens.parse().map_err(search_flag_error)?;
-    let base = Store::open(&a.base)?;
+    let Some(base_path) = &a.base else {
+        bail!("--base: the base model's store is required");
+    };
+    let base = Store::open(base_path)?;
+    let Some(out) = a.out.clone() else {
+        bail!("--out: the output directory is required");
+    };
     let finetuned: Vec<Store> = a
         .finetuned
         .iter()
         .map(|p| Store::open(p))
         .collect::<Result<_, _>>()?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let adl = adl(&a, &base, &finetuned)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let adl = adl(&a, &out, &base, &finetuned)?;
     let Some(sae_dir) = &a.sae else {
         if adl == 0 {
             bail!(
@@ -122,7 +253,7 @@ pub fn run(a: DiffArgs) -> Result<()> {
         }
         csv.push('\n');
     }
-    std::fs::write(a.out.join("diff.csv"), csv)?;
+    std::fs::write(out.join("diff.csv"), csv)?;
     let top: Vec<_> = report.latents.iter().take(a.top).collect();
     let finite = |x: f64| {
         if x.is_finite() {
@@ -145,7 +276,7 @@ pub fn run(a: DiffArgs) -> Result<()> {
         })
         .collect();
     write_json(
-        &a.out.join("diff.json"),
+        &out.join("diff.json"),
         &json!({
             "sae": sae_dir, "hook": sae.cfg.hook_name, "d_sae": sae.cfg.d_sae,
             "tokens": report.tokens, "bootstrap": report.bootstrap, "seed": report.seed,
@@ -165,7 +296,7 @@ pub fn run(a: DiffArgs) -> Result<()> {
         })
         .collect();
     lantern_plot::interval_chart(
-        &a.out.join("diff.png"),
+        &out.join("diff.png"),
         &IntervalChart {
             title: "latents raised most by the finetune (95 % sequence-bootstrap intervals)",
             x_label: "latent",
@@ -202,14 +333,14 @@ pub fn run(a: DiffArgs) -> Result<()> {
     println!(
         "{total} rows in {secs:.1} s ({:.0} rows/s) → {}",
         total as f64 / secs,
-        a.out.join("diff.json").display()
+        out.join("diff.json").display()
     );
     Ok(())
 }
 
 /// The activation difference lens for every finetuned store with the base store's text;
 /// returns how many it ran on.
-fn adl(a: &DiffArgs, base: &Store, finetuned: &[Store]) -> Result<usize> {
+fn adl(a: &DiffArgs, out: &std::path::Path, base: &Store, finetuned: &[Store]) -> Result<usize> {
     if a.adl_positions == 0 {
         return Ok(0);
     }
@@ -220,7 +351,7 @@ fn adl(a: &DiffArgs, base: &Store, finetuned: &[Store]) -> Result<usize> {
             lantern_search::sequences::layer_of(h),
         )
     });
-    let dir = a.out.join("adl");
+    let dir = out.join("adl");
     let mut runs = Vec::new();
     for (k, ft) in finetuned.iter().enumerate() {
         let deltas = match lantern_search::adl::activation_difference(base, ft, a.adl_positions) {
@@ -271,7 +402,7 @@ fn adl(a: &DiffArgs, base: &Store, finetuned: &[Store]) -> Result<usize> {
     }
     if !runs.is_empty() {
         write_json(
-            &a.out.join("adl.json"),
+            &out.join("adl.json"),
             &json!({"base": base.dir(), "runs": runs}),
         )?;
     }

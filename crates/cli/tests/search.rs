@@ -585,6 +585,30 @@ fn smollm2_french_english_direction_is_probeable_and_reads_out_as_french() {
         bottom.iter().filter(|t| french(t)).count() < n_fr,
         "bottom: {bottom:?}"
     );
+    // Output-level diffing of the model against itself: zero KL at every token, files written.
+    let kl = tmp.path().join("kl");
+    run_ok(&[
+        "diff",
+        "kl",
+        "--base",
+        s(&model),
+        "--finetuned",
+        s(&model),
+        "--prompts",
+        s(&prompts),
+        "--top",
+        "5",
+        "--out",
+        s(&kl),
+    ]);
+    let k = json(&kl.join("kl.json"));
+    assert_eq!(k["per_prompt"].as_array().unwrap().len(), 128);
+    assert!(
+        k["mean_kl_per_token"].as_f64().unwrap() < 1e-6,
+        "{}",
+        k["mean_kl_per_token"]
+    );
+    assert!(kl.join("kl.csv").exists());
     // Per-layer structure: the two estimators agree far beyond chance at every layer.
     let cmp = tmp.path().join("cmp");
     run_ok(&["compare", s(&md), s(&probe), "--out", s(&cmp)]);

@@ -26,6 +26,9 @@ pub enum SearchError {
     /// another width, a store at another hook, no selected tokens, unpaired sequences, ...
     #[error("{}: {msg}", path.display())]
     Input { path: PathBuf, msg: String },
+    /// The compute device failed (e.g. a tensor could not be read back).
+    #[error("{0}")]
+    Device(String),
     /// A setting (a field of an options struct) has a value outside its range.
     #[error("{field} = {value}: expected {expected}")]
     Setting {

@@ -3,6 +3,7 @@
 //!
 //! - [`adl`]: SAE-free diffing, the per-position mean difference on identical text (the
 //!   activation difference lens).
+//! - [`kl`]: output-level diffing, per-token KL(p_ft ‖ p_base) on the same text.
 //! - [`diff`]: model diffing of SAE latents — per latent the mean activation and firing rate on
 //!   base and finetuned stores, `Δ` with sequence-bootstrap intervals (Wang et al. 2025's
 //!   "misaligned persona" latent is the top of this table).
@@ -48,6 +49,7 @@ pub mod diff;
 pub mod directions;
 mod error;
 pub mod html;
+pub mod kl;
 pub mod latents;
 pub mod linalg;
 pub mod probe;
