@@ -14,7 +14,7 @@ use lantern_search::{
 };
 use serde_json::json;
 
-use crate::direction_cmd::write_json;
+use crate::report::write_json;
 use crate::search_flag_error;
 
 #[derive(Args)]

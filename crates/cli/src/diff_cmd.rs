@@ -15,7 +15,7 @@ use lantern_sae::{DeviceChoice, Sae};
 use lantern_search::{DiffOptions, TokenSelection, diff_latents};
 use serde_json::json;
 
-use crate::direction_cmd::write_json;
+use crate::report::{finite_or_null, write_json};
 use crate::search_flag_error;
 
 #[derive(Args)]
@@ -255,13 +255,6 @@ pub fn run(a: DiffArgs) -> Result<()> {
     }
     std::fs::write(out.join("diff.csv"), csv)?;
     let top: Vec<_> = report.latents.iter().take(a.top).collect();
-    let finite = |x: f64| {
-        if x.is_finite() {
-            json!(x)
-        } else {
-            serde_json::Value::Null
-        }
-    };
     let latents: Vec<_> = top
         .iter()
         .map(|l| {
@@ -269,8 +262,8 @@ pub fn run(a: DiffArgs) -> Result<()> {
                 "latent": l.latent, "delta_mean": l.delta_mean, "delta_rate": l.delta_rate,
                 "base_mean": l.base_mean, "finetuned_mean": l.finetuned_mean,
                 "base_rate": l.base_rate, "finetuned_rate": l.finetuned_rate,
-                "delta_sd": finite(l.delta_sd),
-                "ci95": [finite(l.ci95[0]), finite(l.ci95[1])],
+                "delta_sd": finite_or_null(l.delta_sd),
+                "ci95": [finite_or_null(l.ci95[0]), finite_or_null(l.ci95[1])],
                 "delta_per_finetune": l.delta_per_finetune,
             })
         })

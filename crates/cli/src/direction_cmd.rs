@@ -13,6 +13,7 @@ use lantern_search::{
 };
 use serde_json::json;
 
+use crate::report::{finite_or_null, write_json};
 use crate::search_flag_error;
 
 #[derive(Args)]
@@ -147,8 +148,8 @@ pub fn run(a: DirectionArgs) -> Result<()> {
         if let Some(f) = &fit.probe {
             row["probe"] = json!({
                 "train_accuracy": f.train_accuracy,
-                "heldout_accuracy": nan_null(f.test_accuracy),
-                "heldout_auc": nan_null(f.test_auc),
+                "heldout_accuracy": finite_or_null(f.test_accuracy),
+                "heldout_auc": finite_or_null(f.test_auc),
                 "n_train": f.n_train, "n_test": f.n_test,
                 "bias": f.bias,
                 "weight_norm": lantern_search::linalg::norm(&f.weights),
@@ -216,14 +217,6 @@ fn hooks(s: &[LayerStore]) -> String {
         .map(|s| s.hook.to_string())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn nan_null(x: f64) -> serde_json::Value {
-    if x.is_finite() {
-        json!(x)
-    } else {
-        serde_json::Value::Null
-    }
 }
 
 fn print_layer(row: &serde_json::Value) {
@@ -296,15 +289,6 @@ fn plot_layers(png: &Path, j: &serde_json::Value, method: Method) -> Result<()> 
             series: &s,
         },
     )?;
-    Ok(())
-}
-
-pub(crate) fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
-    let text = serde_json::to_string_pretty(v)? + "\n";
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use lantern_search::latents::top_bottom;
 use lantern_search::{ContextOptions, Directions, TokenSelection, aligned_latents, top_contexts};
 use serde_json::json;
 
-use crate::direction_cmd::write_json;
+use crate::report::write_json;
 use crate::search_flag_error;
 
 #[derive(Args)]

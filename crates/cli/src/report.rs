@@ -1,4 +1,5 @@
-//! What a training run leaves behind: the SAE, `metrics.json`, and the plots.
+//! What a run leaves behind: the SAE, `metrics.json` and the plots of training, and the JSON
+//! helpers every command writes its results with.
 
 use std::path::{Path, PathBuf};
 
@@ -223,4 +224,23 @@ fn plot_density(out: &Path, log10_density: &[f32]) -> Result<PathBuf> {
         },
     )?;
     Ok(path)
+}
+
+/// Writes `v` as pretty JSON to `path` atomically (temporary file, then rename).
+pub fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(v)? + "\n";
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// `x` as a JSON number, or `null` when it is NaN or infinite (JSON has neither).
+pub fn finite_or_null(x: f64) -> serde_json::Value {
+    if x.is_finite() {
+        serde_json::json!(x)
+    } else {
+        serde_json::Value::Null
+    }
 }

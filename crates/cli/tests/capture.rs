@@ -11,24 +11,10 @@ use burn::tensor::Device;
 use lantern_acts::Store;
 use lantern_lm::{HookPoint, Hooks, LanguageModel, LogitsAt};
 
-const HOOK: &str = "blocks.3.hook_resid_post";
+mod support;
+use support::gguf;
 
-fn gguf() -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-    ));
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var("LANTERN_REQUIRE_SMOLLM2").is_err(),
-        "LANTERN_REQUIRE_SMOLLM2 is set but {} is missing",
-        p.display()
-    );
-    eprintln!("skipping: {} not found", p.display());
-    None
-}
+const HOOK: &str = "blocks.3.hook_resid_post";
 
 fn lantern() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lantern"))

@@ -9,6 +9,9 @@ use std::process::{Command, Output};
 use lantern_acts::{Dtype, GroundTruth, Rows, Store, StoreMeta, StoreWriter, WriterOptions};
 use serde_json::Value;
 
+mod support;
+use support::gguf;
+
 fn lantern() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lantern"))
 }
@@ -461,23 +464,6 @@ fn bad_search_input_gets_one_line_errors_naming_the_file() {
     let e = run_err(&["direction", "info", s(&junk)]);
     assert!(e.contains(s(&junk)), "{e}");
     let _ = Store::open(&acts).unwrap();
-}
-
-fn gguf() -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-    ));
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var("LANTERN_REQUIRE_SMOLLM2").is_err(),
-        "LANTERN_REQUIRE_SMOLLM2 is set but {} is missing",
-        p.display()
-    );
-    eprintln!("skipping: {} not found", p.display());
-    None
 }
 
 /// The README's real-model recipe: 64 French/English sentence pairs through SmolLM2-135M,

@@ -279,8 +279,9 @@ impl WeightSource {
     }
 }
 
-/// Converts raw little-endian safetensors bytes to f32.
-pub(crate) fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+/// Converts raw little-endian safetensors bytes (F32, F16, BF16) to f32; `None` for other
+/// dtypes.
+pub fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
     Some(match dtype {
         Dtype::F32 => bytes
             .chunks_exact(4)

@@ -15,14 +15,14 @@ use lantern_acts::Store;
 
 use crate::Result;
 use crate::error::input;
-use crate::sequences::for_each_sequence;
+use crate::sequences::{TextHash, for_each_sequence};
 
-/// Per position `p < n`: the number of sequences reaching it, the sum of their rows at `p`,
-/// and an FNV-1a hash of the token ids there (for the same-text check).
+/// Per position `p < n`: the number of sequences reaching it and the sum of their rows at
+/// `p`; with the store's text fingerprint (for the same-text check).
 struct PositionSums {
     counts: Vec<u64>,
     sums: Vec<f64>,
-    hash: u64,
+    hash: TextHash,
 }
 
 fn position_sums(store: &Store, n: usize) -> Result<PositionSums> {
@@ -30,13 +30,11 @@ fn position_sums(store: &Store, n: usize) -> Result<PositionSums> {
     let mut out = PositionSums {
         counts: vec![0; n],
         sums: vec![0.0; n * d],
-        hash: 0xcbf2_9ce4_8422_2325,
+        hash: TextHash::default(),
     };
     for_each_sequence(store, None, |seq| {
-        for (t, (&pos, &id)) in seq.positions.iter().zip(seq.token_ids).enumerate() {
-            for b in id.to_le_bytes().into_iter().chain(pos.to_le_bytes()) {
-                out.hash = (out.hash ^ b as u64).wrapping_mul(0x100_0000_01b3);
-            }
+        out.hash.add(&seq);
+        for (t, &pos) in seq.positions.iter().enumerate() {
             let p = pos as usize;
             if p < n {
                 out.counts[p] += 1;

@@ -33,7 +33,7 @@ use lantern_sae::Sae;
 use lantern_sae::params::download;
 
 use crate::error::input;
-use crate::sequences::{check_selection, for_each_sequence};
+use crate::sequences::{TextHash, check_selection, for_each_sequence};
 use crate::tokens::TokenSelection;
 use crate::{Result, SearchError};
 
@@ -143,8 +143,8 @@ struct Acc {
     boot_tokens: Vec<f64>,
     tokens: u64,
     sequences: u64,
-    /// FNV-1a over every row's token id, for the pairing report.
-    id_hash: u64,
+    /// The store's text fingerprint, for the pairing report.
+    text: TextHash,
 }
 
 /// Runs the SAE over the selected tokens of `base` and each of `finetuned` and ranks latents
@@ -252,7 +252,7 @@ pub fn diff_latents(
         sequences: a.sequences,
         tokens: a.tokens,
         rows: s.rows(),
-        paired_with_base: s.rows() == base.rows() && a.id_hash == accs[0].id_hash,
+        paired_with_base: s.rows() == base.rows() && a.text == accs[0].text,
     };
     Ok(DiffReport {
         latents,
@@ -365,18 +365,14 @@ fn accumulate(
         boot_tokens: vec![0.0; b],
         tokens: 0,
         sequences: 0,
-        id_hash: 0xcbf2_9ce4_8422_2325,
+        text: TextHash::default(),
     };
     let mut pending = Pending::default();
     let mut picked = Vec::new();
     let mut ordinal = 0u64;
     let mut rows_read = 0u64;
     for_each_sequence(store, None, |seq| {
-        for &id in seq.token_ids {
-            for byte in id.to_le_bytes() {
-                acc.id_hash = (acc.id_hash ^ byte as u64).wrapping_mul(0x100_0000_01b3);
-            }
-        }
+        acc.text.add(&seq);
         rows_read += seq.len() as u64;
         opts.selection.select(seq.roles, seq.positions, &mut picked);
         let seq_ordinal = ordinal;

@@ -22,8 +22,8 @@ use std::path::Path;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype as StDtype, SafeTensors};
 
+use crate::Result;
 use crate::error::{input, io_err};
-use crate::{Result, SearchError};
 
 /// One vector per layer, with where and how it was measured.
 #[derive(Clone, Debug, PartialEq)]
@@ -189,32 +189,17 @@ fn read_safetensors(path: &Path, bytes: &[u8], layer: Option<usize>) -> Result<D
     let f32_of = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
         let t = st.tensor(name).map_err(bad)?;
         let data = match t.dtype() {
-            StDtype::F32 => t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            StDtype::F16 => t
-                .data()
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            StDtype::BF16 => t
-                .data()
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
             StDtype::F64 => t
                 .data()
                 .chunks_exact(8)
                 .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
                 .collect(),
-            other => {
-                return Err(input(
+            dt => lantern_lm::weights::to_f32(dt, t.data()).ok_or_else(|| {
+                input(
                     path,
-                    format!("tensor {name} is {other:?}; expected a float type"),
-                ));
-            }
+                    format!("tensor {name} is {dt:?}; expected a float type"),
+                )
+            })?,
         };
         Ok((t.shape().to_vec(), data))
     };
@@ -314,18 +299,25 @@ fn from_array(
             ));
         }
     }
+    Ok(imported(layers, kind, String::new()))
+}
+
+/// Directions read from another tool's file: `resid_post`, method `imported:<kind>`,
+/// `normalized` when every vector has unit norm.
+fn imported(layers: BTreeMap<usize, Vec<f32>>, kind: &str, model: String) -> Directions {
     let normalized = layers
         .values()
         .all(|v| (crate::linalg::norm(v) - 1.0).abs() < 1e-4);
-    Ok(Directions {
+    Directions {
         layers,
         meta: DirectionMeta {
             hook: "resid_post".into(),
+            model,
             method: format!("imported:{kind}"),
             normalized,
             ..Default::default()
         },
-    })
+    }
 }
 
 fn read_npy(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
@@ -381,25 +373,8 @@ fn read_control_vector(path: &Path) -> Result<Directions> {
         layers.insert(n, data);
     }
     if layers.is_empty() {
-        return Err(SearchError::Input {
-            path: path.to_path_buf(),
-            msg: "control vector without direction.N tensors".into(),
-        });
+        return Err(input(path, "control vector without direction.N tensors"));
     }
-    let normalized = layers
-        .values()
-        .all(|v| (crate::linalg::norm(v) - 1.0).abs() < 1e-4);
-    Ok(Directions {
-        layers,
-        meta: DirectionMeta {
-            hook: "resid_post".into(),
-            model: f
-                .get_str("controlvector.model_hint")
-                .unwrap_or_default()
-                .to_string(),
-            method: "imported:controlvector".into(),
-            normalized,
-            ..Default::default()
-        },
-    })
+    let hint = f.get_str("controlvector.model_hint").unwrap_or_default();
+    Ok(imported(layers, "controlvector", hint.to_string()))
 }

@@ -153,6 +153,29 @@ impl SeqBuf {
     }
 }
 
+/// A fingerprint of a store's text: FNV-1a over every row's token id and position, in store
+/// order. Two stores with equal fingerprints (and row counts) hold the same text, which is
+/// what the activation difference lens needs and what `diff` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextHash(u64);
+
+impl Default for TextHash {
+    fn default() -> Self {
+        TextHash(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl TextHash {
+    /// Adds one sequence's rows.
+    pub fn add(&mut self, seq: &SeqRows<'_>) {
+        for (&id, &pos) in seq.token_ids.iter().zip(seq.positions) {
+            for b in id.to_le_bytes().into_iter().chain(pos.to_le_bytes()) {
+                self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+    }
+}
+
 /// One layer's store of a capture.
 pub struct LayerStore {
     pub hook: HookPoint,
