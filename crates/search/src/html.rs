@@ -37,6 +37,7 @@ pub fn latent_page(
          .ctx{{font-family:monospace;white-space:pre-wrap;margin:.2em 0;padding:.2em;border-bottom:1px solid #eee}}\
          .tok{{border-radius:2px}} .focus{{outline:2px solid #c00}}\
          td,th{{padding:.1em .6em;text-align:right}} .act{{color:#666;display:inline-block;width:5em}}\
+         .loc{{color:#666;white-space:nowrap;margin-left:1em}}\
          </style></head><body><h1>{t}</h1>",
         t = escape(title)
     );
@@ -81,7 +82,7 @@ pub fn latent_page(
             }
             let _ = write!(
                 h,
-                " <span class=\"act\">seq {} pos {}</span></div>",
+                "<span class=\"loc\">seq {} pos {}</span></div>",
                 c.seq_id, c.position
             );
         }
