@@ -70,6 +70,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         },
         stop_ids: lm.stop_ids(),
         pad_id: lm.pad_id(),
+        row_seeds: Vec::new(),
     };
     let single = prompts.len() == 1;
     let mut stream = lm.tokenizer.stream_decoder(true);

@@ -41,6 +41,10 @@ pub struct GenerateOptions {
     pub stop_ids: Vec<u32>,
     /// Id written into left padding (never attended to).
     pub pad_id: u32,
+    /// The sampling seed of each row; empty: row `b` uses `sampling.seed + b`, so a single
+    /// prompt samples with `sampling.seed` itself. Each row draws from its own generator, so a
+    /// row's text does not depend on which other rows share its batch.
+    pub row_seeds: Vec<u64>,
 }
 
 /// What [`generate`] returns.
@@ -84,8 +88,17 @@ pub fn generate(
         ..
     } = TokenBatch::new(prompts, opts.pad_id, Padding::Left)?;
     let batch = prompts.len();
+    if !opts.row_seeds.is_empty() && opts.row_seeds.len() != batch {
+        return Err(LmError::Setting {
+            field: "row_seeds",
+            value: opts.row_seeds.len().to_string(),
+            expected: "one seed per prompt (or none)",
+        });
+    }
     let mut captures = HookCache::default();
-    let mut rng = SplitMix(s.seed);
+    let mut rngs: Vec<SplitMix> = (0..batch)
+        .map(|b| SplitMix(opts.row_seeds.get(b).copied().unwrap_or(s.seed.wrapping_add(b as u64))))
+        .collect();
     // Fixed slots: the same shapes at every step after the prompt.
     let mut cache = KvCache::with_capacity(width + opts.max_new_tokens);
     let mut out = vec![Vec::new(); batch];
@@ -112,7 +125,7 @@ pub fn generate(
                 real.push(vec![false]);
                 continue;
             }
-            let id = pick(&host[row * vocab..(row + 1) * vocab], s, &mut rng);
+            let id = pick(&host[row * vocab..(row + 1) * vocab], s, &mut rngs[row]);
             out[row].push(id);
             on_token(row, id);
             done[row] = opts.stop_ids.contains(&id);

@@ -37,6 +37,8 @@ pub struct PromptRecord {
     pub label: Option<String>,
     /// 1-based line number in the file (for error messages).
     pub line: usize,
+    /// Every other field of the line (`"domain"`, a binary question's `"choices"`, ...).
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -45,6 +47,8 @@ struct Raw {
     messages: Option<Vec<RawMessage>>,
     id: Option<IdValue>,
     label: Option<String>,
+    #[serde(flatten)]
+    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +106,7 @@ pub fn parse_prompts(text: &str, path: &Path) -> Result<Vec<PromptRecord>> {
             }),
             label: raw.label,
             line: n + 1,
+            extra: raw.extra,
         });
     }
     if out.is_empty() {
@@ -137,5 +142,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r[0].id.as_deref(), Some("7"));
+        assert_eq!(r[0].extra["domain"], "med");
     }
 }

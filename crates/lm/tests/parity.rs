@@ -332,6 +332,7 @@ fn hooks_apply_at_every_generation_step() {
         sampling: Sampling::default(),
         stop_ids: vec![],
         pad_id: 0,
+        row_seeds: Vec::new(),
     };
     let run = |hooks: &mut Hooks| {
         generate(

@@ -97,6 +97,7 @@ fn next_token_logits_and_greedy_continuations_match_transformers() {
             sampling: Sampling::default(),
             stop_ids: lm.stop_ids(),
             pad_id: lm.pad_id(),
+            row_seeds: Vec::new(),
         };
         let out = generate(
             &lm.model,
@@ -124,6 +125,7 @@ fn batched_left_padded_generation_equals_one_prompt_at_a_time() {
         sampling: Sampling::default(),
         stop_ids: lm.stop_ids(),
         pad_id: lm.pad_id(),
+        row_seeds: Vec::new(),
     };
     let batched = generate(&lm.model, &prompts, &opts, &mut Hooks::new(), |_, _| {})
         .unwrap()
@@ -156,6 +158,7 @@ fn chat_answer_is_coherent_english() {
         sampling: Sampling::default(),
         stop_ids: lm.stop_ids(),
         pad_id: lm.pad_id(),
+        row_seeds: Vec::new(),
     };
     let out = generate(&lm.model, &[chat.ids], &opts, &mut Hooks::new(), |_, _| {})
         .unwrap()
