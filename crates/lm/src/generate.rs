@@ -97,7 +97,14 @@ pub fn generate(
     }
     let mut captures = HookCache::default();
     let mut rngs: Vec<SplitMix> = (0..batch)
-        .map(|b| SplitMix(opts.row_seeds.get(b).copied().unwrap_or(s.seed.wrapping_add(b as u64))))
+        .map(|b| {
+            SplitMix(
+                opts.row_seeds
+                    .get(b)
+                    .copied()
+                    .unwrap_or(s.seed.wrapping_add(b as u64)),
+            )
+        })
         .collect();
     // Fixed slots: the same shapes at every step after the prompt.
     let mut cache = KvCache::with_capacity(width + opts.max_new_tokens);

@@ -53,7 +53,10 @@ pub fn choice_scores(
     }
     let vocab = model.config().vocab_size;
     for it in items {
-        if it.positive > 1 || it.options.iter().any(|&o| o as usize >= vocab) || it.options[0] == it.options[1] {
+        if it.positive > 1
+            || it.options.iter().any(|&o| o as usize >= vocab)
+            || it.options[0] == it.options[1]
+        {
             return Err(setting(
                 "choices",
                 format!("{:?} (positive {})", it.options, it.positive),
@@ -70,7 +73,10 @@ pub fn choice_scores(
         let (layout, _) = generation_layout(&prompts)?;
         let ids: Vec<&[u32]> = prompts.iter().map(|p| p.ids.as_slice()).collect();
         let tb = TokenBatch::new(&ids, 0, Padding::Left)?;
-        let rows: Vec<Intervention> = chunk.iter().map(|&(k, _)| interventions[k].clone()).collect();
+        let rows: Vec<Intervention> = chunk
+            .iter()
+            .map(|&(k, _)| interventions[k].clone())
+            .collect();
         let mut hooks = Hooks::new();
         install(&mut hooks, &rows, &layout, sae)?;
         let f = model.forward(&tb.ids, &tb.real, None, &mut hooks, LogitsAt::Last)?;
@@ -80,7 +86,8 @@ pub fn choice_scores(
             .iter()
             .flat_map(|&(_, i)| items[i].options.map(i64::from))
             .collect();
-        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [b * 2]), &lp.device()).reshape([b, 1, 2]);
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [b * 2]), &lp.device())
+            .reshape([b, 1, 2]);
         let two = host(lp.gather(2, idx), "option log-probs")?;
         for (r, &(k, i)) in chunk.iter().enumerate() {
             let (pa, pb) = (f64::from(two[2 * r]).exp(), f64::from(two[2 * r + 1]).exp());

@@ -61,7 +61,11 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SteerError +
 }
 
 /// A [`SteerError::Setting`].
-pub(crate) fn setting(field: &'static str, value: impl ToString, expected: &'static str) -> SteerError {
+pub(crate) fn setting(
+    field: &'static str,
+    value: impl ToString,
+    expected: &'static str,
+) -> SteerError {
     SteerError::Setting {
         field,
         value: value.to_string(),

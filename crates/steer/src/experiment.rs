@@ -90,7 +90,11 @@ pub fn generation_layout(prompts: &[&PromptTokens]) -> Result<(Vec<RowLayout>, u
         .enumerate()
         .map(|(b, p)| {
             let span = tb.span(b);
-            let answer = p.roles.iter().position(|&r| r == 1).map_or(w, |i| span.start + i);
+            let answer = p
+                .roles
+                .iter()
+                .position(|&r| r == 1)
+                .map_or(w, |i| span.start + i);
             RowLayout {
                 prompt: span,
                 answer_start: answer,
@@ -114,7 +118,12 @@ pub fn run_generations(
     if prompts.is_empty() || conditions.is_empty() || s.samples == 0 {
         return Err(setting(
             "samples",
-            format!("{} prompts × {} conditions × {}", prompts.len(), conditions.len(), s.samples),
+            format!(
+                "{} prompts × {} conditions × {}",
+                prompts.len(),
+                conditions.len(),
+                s.samples
+            ),
             "at least one prompt, condition and sample",
         ));
     }
@@ -135,7 +144,10 @@ pub fn run_generations(
             .iter()
             .map(|&(_, c, _)| conditions[c].intervention.clone())
             .collect();
-        let seeds: Vec<u64> = chunk.iter().map(|&(p, _, k)| derive_seed(s.seed, p, k)).collect();
+        let seeds: Vec<u64> = chunk
+            .iter()
+            .map(|&(p, _, k)| derive_seed(s.seed, p, k))
+            .collect();
         let mut hooks = Hooks::new();
         install(&mut hooks, &ivs, &layout, sae)?;
         let opts = GenerateOptions {
@@ -177,7 +189,11 @@ pub fn bisect_strength(
     mut coherent: impl FnMut(f64) -> Result<f64>,
 ) -> Result<(f64, Vec<(f64, f64)>)> {
     if !(lo.is_finite() && hi.is_finite() && hi > lo) {
-        return Err(setting("search_range", format!("[{lo}, {hi}]"), "a finite range with hi > lo"));
+        return Err(setting(
+            "search_range",
+            format!("[{lo}, {hi}]"),
+            "a finite range with hi > lo",
+        ));
     }
     let (mut a, mut b) = (lo, hi);
     let mut probes = Vec::new();
@@ -209,7 +225,10 @@ mod tests {
         // Coherent fraction falls from 1 to 0 at α = 0.3.
         let (best, probes) =
             bisect_strength(0.0, 1.0, 12, 0.75, |a| Ok(if a <= 0.3 { 1.0 } else { 0.0 })).unwrap();
-        assert!((best - 0.3).abs() < 1.0 / 4096.0 + 1e-12 && best <= 0.3, "{best}");
+        assert!(
+            (best - 0.3).abs() < 1.0 / 4096.0 + 1e-12 && best <= 0.3,
+            "{best}"
+        );
         assert_eq!(probes.len(), 13);
         let (best, probes) = bisect_strength(0.0, 2.0, 12, 0.5, |_| Ok(1.0)).unwrap();
         assert_eq!((best, probes.len()), (2.0, 1));

@@ -298,9 +298,8 @@ pub fn install<'a>(
                 mode,
                 ..
             } => {
-                let sae = sae.ok_or_else(|| {
-                    setting("sae", "none", "an SAE for the clamp intervention")
-                })?;
+                let sae =
+                    sae.ok_or_else(|| setting("sae", "none", "an SAE for the clamp intervention"))?;
                 if latent >= sae.cfg.d_sae {
                     return Err(setting(
                         "latent",

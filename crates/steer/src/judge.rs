@@ -104,10 +104,17 @@ impl Judge for KeywordJudge {
         Ok(items
             .iter()
             .map(|it| {
-                let hit = self.substrings.iter().any(|s| it.answer.contains(s.as_str()));
+                let hit = self
+                    .substrings
+                    .iter()
+                    .any(|s| it.answer.contains(s.as_str()));
                 Verdict {
                     hit: Some(hit),
-                    label: if hit { self.counts.clone() } else { "other".into() },
+                    label: if hit {
+                        self.counts.clone()
+                    } else {
+                        "other".into()
+                    },
                     score: None,
                 }
             })
@@ -127,7 +134,10 @@ impl RegexJudge {
             .map(|re| Self { re })
             .map_err(|e| SteerError::Judge {
                 judge: format!("regex:{pattern}"),
-                msg: format!("not a valid regular expression: {}", one_line(&e.to_string())),
+                msg: format!(
+                    "not a valid regular expression: {}",
+                    one_line(&e.to_string())
+                ),
             })
     }
 }
@@ -220,7 +230,9 @@ impl Judge for CommandJudge {
         lines
             .iter()
             .enumerate()
-            .map(|(i, l)| parse_verdict(l, self.threshold).map_err(|m| err(format!("line {}: {m}", i + 1))))
+            .map(|(i, l)| {
+                parse_verdict(l, self.threshold).map_err(|m| err(format!("line {}: {m}", i + 1)))
+            })
             .collect()
     }
 }
@@ -277,7 +289,12 @@ mod tests {
     fn refusal_keywords_match_arditi_substrings_case_sensitively() {
         let mut j = KeywordJudge::refusal();
         let v = j
-            .judge(&inputs(&["I'm sorry, but no.", "Sure! Here", "i cannot", "Well, I cannot do that"]))
+            .judge(&inputs(&[
+                "I'm sorry, but no.",
+                "Sure! Here",
+                "i cannot",
+                "Well, I cannot do that",
+            ]))
             .unwrap();
         let hits: Vec<_> = v.iter().map(|v| v.hit).collect();
         assert_eq!(hits, [Some(true), Some(false), Some(false), Some(true)]);
@@ -301,13 +318,21 @@ mod tests {
             threshold: None,
         };
         let e = j.judge(&inputs(&["a", "b"])).unwrap_err().to_string();
-        assert!(e.contains("1 verdict lines for 2 answers") && !e.contains('\n'), "{e}");
+        assert!(
+            e.contains("1 verdict lines for 2 answers") && !e.contains('\n'),
+            "{e}"
+        );
         let mut j = CommandJudge {
             command: "echo oops >&2; exit 3".into(),
             threshold: None,
         };
         let e = j.judge(&inputs(&["a"])).unwrap_err().to_string();
         assert!(e.contains("exited") && e.contains("oops"), "{e}");
-        assert!(RegexJudge::new("(").unwrap_err().to_string().contains("regex:("));
+        assert!(
+            RegexJudge::new("(")
+                .unwrap_err()
+                .to_string()
+                .contains("regex:(")
+        );
     }
 }

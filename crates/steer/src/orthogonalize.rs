@@ -21,9 +21,9 @@ use burn::tensor::{Tensor, TensorData};
 use lantern_lm::{LoraAdapter, Model};
 use safetensors::tensor::TensorView;
 
+use crate::Result;
 use crate::error::{input, io_err, setting};
 use crate::vector::norm;
-use crate::Result;
 
 /// Orthogonalizes every residual writer of `model` against `r` (see the module docs); returns
 /// the Hugging Face names of the parameters changed.
@@ -111,11 +111,23 @@ pub fn write_adapter(adapter: &LoraAdapter, out: &Path) -> Result<()> {
     let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
     for l in &adapter.layers {
         let p = format!("base_model.model.{}", l.module);
-        tensors.push((format!("{p}.lora_A.weight"), l.a.shape.clone(), bytes(&l.a.data)));
-        tensors.push((format!("{p}.lora_B.weight"), l.b.shape.clone(), bytes(&l.b.data)));
+        tensors.push((
+            format!("{p}.lora_A.weight"),
+            l.a.shape.clone(),
+            bytes(&l.a.data),
+        ));
+        tensors.push((
+            format!("{p}.lora_B.weight"),
+            l.b.shape.clone(),
+            bytes(&l.b.data),
+        ));
     }
     for (name, t) in &adapter.replaced {
-        tensors.push((format!("base_model.model.{name}"), t.shape.clone(), bytes(&t.data)));
+        tensors.push((
+            format!("base_model.model.{name}"),
+            t.shape.clone(),
+            bytes(&t.data),
+        ));
     }
     let st = out.join("adapter_model.safetensors");
     let views: Vec<(String, TensorView<'_>)> = tensors
@@ -145,8 +157,14 @@ mod tests {
         let b = vec![1.0, 2.0, 3.0, -1.0, 0.5, 0.0];
         let layer = |module: &str| LoraLayer {
             module: module.into(),
-            a: HostTensor { shape: vec![2, 4], data: vec![0.1; 8] },
-            b: HostTensor { shape: vec![3, 2], data: b.clone() },
+            a: HostTensor {
+                shape: vec![2, 4],
+                data: vec![0.1; 8],
+            },
+            b: HostTensor {
+                shape: vec![3, 2],
+                data: b.clone(),
+            },
             scale: 1.0,
         };
         let mut a = LoraAdapter {
@@ -161,18 +179,25 @@ mod tests {
                 modules_to_save: vec![],
                 alpha_pattern: Default::default(),
             },
-            layers: vec![layer("model.layers.0.mlp.down_proj"), layer("model.layers.0.self_attn.q_proj")],
+            layers: vec![
+                layer("model.layers.0.mlp.down_proj"),
+                layer("model.layers.0.self_attn.q_proj"),
+            ],
             replaced: Default::default(),
         };
         let changed = ablate_lora_b(&mut a, &[1.0, 1.0, 0.0]).unwrap();
         assert_eq!(changed, ["model.layers.0.mlp.down_proj"]);
-        // By hand: column 0 = (1, 3, 0.5) − 2·(½, ½, 0) = (−1, 1, 0.5); column 1 = (2, −1, 0) −
-        // ½·(½·2)… = (1.5, −1.5, 0); then scaled by ‖B‖/‖B′‖ = √15.25 / √6.75.
+        // By hand, r̂ = (1, 1, 0)/√2: column 0 = (1, 3, 0.5) − 2·(1, 1, 0) = (−1, 1, 0.5);
+        // column 1 = (2, −1, 0) − ½·(1, 1, 0) = (1.5, −1.5, 0); then both scaled by
+        // ‖B‖_F/‖B′‖_F = √15.25 / √6.75.
         let s = (15.25f64 / 6.75).sqrt();
         let want = [-1.0, 1.5, 1.0, -1.5, 0.5, 0.0].map(|x| x * s);
         for (g, w) in a.layers[0].b.data.iter().zip(want) {
             assert!((f64::from(*g) - w).abs() < 1e-6, "{g} vs {w}");
         }
-        assert_eq!(a.layers[1].b.data, b, "q_proj does not write into the residual stream");
+        assert_eq!(
+            a.layers[1].b.data, b,
+            "q_proj does not write into the residual stream"
+        );
     }
 }

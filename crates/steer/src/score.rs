@@ -70,7 +70,10 @@ pub fn mean_nll(
         let mut hooks = Hooks::new();
         if let Some(rows) = rows {
             let layout = scoring_layout(
-                &chunk.iter().map(|(s, st)| (s.len(), *st)).collect::<Vec<_>>(),
+                &chunk
+                    .iter()
+                    .map(|(s, st)| (s.len(), *st))
+                    .collect::<Vec<_>>(),
             );
             let from = ci * batch.max(1);
             install(&mut hooks, &rows[from..from + chunk.len()], &layout, sae)?;
@@ -82,7 +85,9 @@ pub fn mean_nll(
                 out.push(f64::NAN);
                 continue;
             }
-            let sum: f64 = (*start..s.len()).map(|j| -f64::from(lp[r * t + j - 1])).sum();
+            let sum: f64 = (*start..s.len())
+                .map(|j| -f64::from(lp[r * t + j - 1]))
+                .sum();
             out.push(sum / (s.len() - start) as f64);
         }
     }
@@ -110,7 +115,11 @@ pub fn neutral_scores(
     batch: usize,
 ) -> Result<Vec<NeutralScore>> {
     if texts.iter().any(|t| t.len() < 2) {
-        return Err(setting("neutral_text", "a text of < 2 tokens", "texts of at least 2 tokens"));
+        return Err(setting(
+            "neutral_text",
+            "a text of < 2 tokens",
+            "texts of at least 2 tokens",
+        ));
     }
     let mut ce = vec![0.0f64; interventions.len()];
     let mut kl = vec![0.0f64; interventions.len()];
@@ -177,7 +186,10 @@ mod tests {
     fn wilson_matches_statsmodels() {
         // statsmodels.stats.proportion.proportion_confint(3, 10, method="wilson") = (0.1077913, 0.6032219)
         let (lo, hi) = wilson(3, 10);
-        assert!((lo - 0.107_791_3).abs() < 1e-6 && (hi - 0.603_221_9).abs() < 1e-6, "{lo} {hi}");
+        assert!(
+            (lo - 0.107_791_3).abs() < 1e-6 && (hi - 0.603_221_9).abs() < 1e-6,
+            "{lo} {hi}"
+        );
         let (lo, hi) = wilson(0, 20);
         assert!(lo == 0.0 && (hi - 0.161_125_1).abs() < 1e-6, "{hi}");
         assert!(wilson(0, 0).0.is_nan());

@@ -140,7 +140,8 @@ pub fn calibrate(
     if prompts.is_empty() {
         return Err(setting("calibration_prompts", 0, "at least one prompt"));
     }
-    let mut per_layer: BTreeMap<usize, Vec<f32>> = layers.iter().map(|&l| (l, Vec::new())).collect();
+    let mut per_layer: BTreeMap<usize, Vec<f32>> =
+        layers.iter().map(|&l| (l, Vec::new())).collect();
     let mut latent_max = f64::NEG_INFINITY;
     let pad = 0;
     let mut tokens = 0;
@@ -165,7 +166,13 @@ pub fn calibrate(
             let x = out.captures.take_one(site.point(l))?;
             let norms = host(x.powi_scalar(2).sum_dim(2).sqrt(), "residual norms")?;
             let v = per_layer.get_mut(&l).expect("inserted above");
-            v.extend(norms.iter().zip(&keep).filter(|(_, k)| **k).map(|(n, _)| *n));
+            v.extend(
+                norms
+                    .iter()
+                    .zip(&keep)
+                    .filter(|(_, k)| **k)
+                    .map(|(n, _)| *n),
+            );
         }
         if let Some((sae, p, i)) = latent {
             let x = out.captures.take_one(p)?;
@@ -222,4 +229,3 @@ pub fn scaled(
         .map(|(&l, v)| Ok((l, cal.coefficient(alpha, unit, l, v)?)))
         .collect()
 }
-

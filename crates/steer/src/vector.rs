@@ -130,7 +130,10 @@ impl LayerVectors {
         if latent >= w.cfg.d_sae {
             return Err(input(
                 path,
-                format!("latent {latent} out of range (the SAE has {} latents)", w.cfg.d_sae),
+                format!(
+                    "latent {latent} out of range (the SAE has {} latents)",
+                    w.cfg.d_sae
+                ),
             ));
         }
         let d = w.cfg.d_in;
@@ -164,7 +167,10 @@ impl LayerVectors {
         let v = self.layers.get(&from).ok_or_else(|| {
             input(
                 &self.source,
-                format!("has no layer {from} (it holds layers {})", self.layer_list()),
+                format!(
+                    "has no layer {from} (it holds layers {})",
+                    self.layer_list()
+                ),
             )
         })?;
         Ok(Self {
@@ -240,7 +246,10 @@ pub fn sae_site(w: &SaeWeights, path: &Path) -> Result<(Site, usize)> {
 
 /// `‖v‖₂`, accumulated in f64.
 pub fn norm(v: &[f32]) -> f32 {
-    v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt() as f32
+    v.iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt() as f32
 }
 
 /// An orthonormal basis of `span(vectors)` by modified Gram–Schmidt in f64 (vectors that add

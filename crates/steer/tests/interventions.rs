@@ -6,6 +6,7 @@
 //! - an SAE latent clamped in the delta form (set in one row, scaled in the other);
 //! - weight orthogonalization (and its equivalence with hook ablation at every block input,
 //!   attention output and MLP output).
+//!
 //! Then, on one checkpoint: a batched dose–response generation equals the same rows generated
 //! one at a time, and generation with the KV cache equals generation without it.
 
@@ -76,8 +77,17 @@ fn norm_preserving_add_matches_pytorch() {
             }],
         };
         let mut hooks = Hooks::new();
-        install(&mut hooks, &[row(3.0), row(-1.5)], &layout([4..12, 0..6]), None).unwrap();
-        let err = max_abs(&logits(&c.model, &c.ids, &mut hooks), get(&c.t, "logits_add_norm"));
+        install(
+            &mut hooks,
+            &[row(3.0), row(-1.5)],
+            &layout([4..12, 0..6]),
+            None,
+        )
+        .unwrap();
+        let err = max_abs(
+            &logits(&c.model, &c.ids, &mut hooks),
+            get(&c.t, "logits_add_norm"),
+        );
         assert!(err < 1e-4, "{name}: max |Δlogit| {err}");
     }
 }
@@ -86,7 +96,10 @@ fn norm_preserving_add_matches_pytorch() {
 fn subspace_ablation_at_half_strength_matches_pytorch() {
     for name in CASES {
         let c = case(name);
-        let basis = Arc::new(orthonormal(&[get(&c.t, "r").to_vec(), get(&c.t, "r2").to_vec()]));
+        let basis = Arc::new(orthonormal(&[
+            get(&c.t, "r").to_vec(),
+            get(&c.t, "r2").to_vec(),
+        ]));
         assert_eq!(basis.len(), 2);
         let n = c.model.config().n_layers;
         let row = Intervention {
@@ -101,7 +114,10 @@ fn subspace_ablation_at_half_strength_matches_pytorch() {
         };
         let mut hooks = Hooks::new();
         install(&mut hooks, &[row.clone(), row], &layout([0..T, 0..T]), None).unwrap();
-        let err = max_abs(&logits(&c.model, &c.ids, &mut hooks), get(&c.t, "logits_subspace"));
+        let err = max_abs(
+            &logits(&c.model, &c.ids, &mut hooks),
+            get(&c.t, "logits_subspace"),
+        );
         assert!(err < 1e-4, "{name}: max |Δlogit| {err}");
     }
 }
@@ -124,7 +140,10 @@ fn clamping_a_latent_keeps_the_error_term_as_pytorch_does() {
         let rows = [clamp(ClampMode::Set, 5.0), clamp(ClampMode::Scale, 2.0)];
         let mut hooks = Hooks::new();
         install(&mut hooks, &rows, &layout([0..T, 0..T]), Some(&sae)).unwrap();
-        let err = max_abs(&logits(&c.model, &c.ids, &mut hooks), get(&c.t, "logits_clamp"));
+        let err = max_abs(
+            &logits(&c.model, &c.ids, &mut hooks),
+            get(&c.t, "logits_clamp"),
+        );
         assert!(err < 1e-4, "{name}: max |Δlogit| {err}");
     }
 }
@@ -137,13 +156,21 @@ fn orthogonalized_weights_match_pytorch_and_hook_ablation() {
         let n = c.model.config().n_layers;
         let mut hooks = Hooks::new();
         for l in 0..n {
-            for p in [HookPoint::ResidPre(l), HookPoint::AttnOut(l), HookPoint::MlpOut(l)] {
+            for p in [
+                HookPoint::ResidPre(l),
+                HookPoint::AttnOut(l),
+                HookPoint::MlpOut(l),
+            ] {
                 hooks.project_out(p, r.clone(), None);
             }
         }
         let ablated = logits(&c.model, &c.ids, &mut hooks);
         let changed = orthogonalize(&mut c.model, &r).unwrap();
-        assert_eq!(changed.len(), 2 * n + if name == "gpt2" { 2 + 2 * n } else { 1 }, "{changed:?}");
+        assert_eq!(
+            changed.len(),
+            2 * n + if name == "gpt2" { 2 + 2 * n } else { 1 },
+            "{changed:?}"
+        );
         let orth = logits(&c.model, &c.ids, &mut Hooks::new());
         let want = get(&c.t, "logits_orth");
         let err = max_abs(&orth, want);
@@ -161,7 +188,9 @@ fn greedy(model: &Model, prompts: &[Vec<u32>], hooks: &mut Hooks<'_>, new: usize
         pad_id: 0,
         row_seeds: vec![],
     };
-    generate(model, prompts, &opts, hooks, |_, _| {}).unwrap().tokens
+    generate(model, prompts, &opts, hooks, |_, _| {})
+        .unwrap()
+        .tokens
 }
 
 #[test]
@@ -186,7 +215,10 @@ fn batched_sweep_equals_one_at_a_time_and_the_kv_cache_changes_nothing() {
         for p in &prompts {
             for &s in &strengths {
                 rows.push(add(s, at));
-                ptoks.push(PromptTokens { ids: p.clone(), roles: vec![] });
+                ptoks.push(PromptTokens {
+                    ids: p.clone(),
+                    roles: vec![],
+                });
             }
         }
         let refs: Vec<&PromptTokens> = ptoks.iter().collect();
@@ -198,7 +230,10 @@ fn batched_sweep_equals_one_at_a_time_and_the_kv_cache_changes_nothing() {
         let mut distinct = batched.clone();
         distinct.sort();
         distinct.dedup();
-        assert!(distinct.len() > 2, "{at}: steering changed nothing: {batched:?}");
+        assert!(
+            distinct.len() > 2,
+            "{at}: steering changed nothing: {batched:?}"
+        );
         for (b, (row, p)) in rows.iter().zip(&ptoks).enumerate() {
             // One at a time, with the KV cache.
             let (lay1, _) = generation_layout(&[p]).unwrap();
@@ -212,12 +247,19 @@ fn batched_sweep_equals_one_at_a_time_and_the_kv_cache_changes_nothing() {
                 let mut h = Hooks::new();
                 install(&mut h, std::slice::from_ref(row), &lay1, None).unwrap();
                 let real = vec![vec![true; seq.len()]];
-                let out = c.model.forward(&seq, &real, None, &mut h, LogitsAt::Last).unwrap();
+                let out = c
+                    .model
+                    .forward(&seq, &real, None, &mut h, LogitsAt::Last)
+                    .unwrap();
                 let l = out.logits.unwrap().try_into_vec_as::<f32>().unwrap();
                 let best = (0..l.len()).fold(0, |b, i| if l[i] > l[b] { i } else { b });
                 seq.push(best as u32);
             }
-            assert_eq!(seq[p.ids.len()..], single[0][..], "{at}: row {b} cache vs no cache");
+            assert_eq!(
+                seq[p.ids.len()..],
+                single[0][..],
+                "{at}: row {b} cache vs no cache"
+            );
         }
     }
 }

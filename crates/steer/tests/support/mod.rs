@@ -56,5 +56,8 @@ pub fn get<'a>(t: &'a [(String, Vec<f32>)], name: &str) -> &'a [f32] {
 /// Largest |a − b|.
 pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
