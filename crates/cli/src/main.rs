@@ -12,6 +12,8 @@
 //! lantern diff --sae sae/ --base base-acts/ --finetuned ft-acts/ --tokens answer --out diff/
 //! lantern compare a.safetensors b.safetensors --out compare/
 //! lantern lens --model model.gguf --direction fr.safetensors --layer 15
+//! lantern orthogonalize --model model.gguf --direction refusal.safetensors --layer 12 --out abliterated/
+//! lantern cvec export --direction fr.safetensors --model model.gguf --out fr.gguf
 //! ```
 
 mod acts_cmd;
@@ -26,6 +28,7 @@ mod latents_cmd;
 mod model_cmd;
 mod report;
 mod sae_cmd;
+mod steer_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -72,6 +75,12 @@ enum Command {
     Latents(Box<latents_cmd::LatentsArgs>),
     /// Logit lens of a direction or an SAE latent: the tokens it promotes and suppresses.
     Lens(Box<latents_cmd::LensArgs>),
+    /// Weight-space ablation: remove a direction from every matrix that writes into the
+    /// residual stream (or from a LoRA adapter's B).
+    Orthogonalize(Box<steer_cmd::OrthogonalizeArgs>),
+    /// llama.cpp control vectors: export directions, import cvector-generator/repeng files.
+    #[command(subcommand)]
+    Cvec(steer_cmd::CvecCommand),
 }
 
 /// A library setting error under the command-line flag that set it (`temperature` →
@@ -116,6 +125,8 @@ fn main() {
         Command::Compare(a) => compare_cmd::run(*a),
         Command::Latents(a) => latents_cmd::run(*a),
         Command::Lens(a) => latents_cmd::lens(*a),
+        Command::Orthogonalize(a) => steer_cmd::orthogonalize(*a),
+        Command::Cvec(c) => steer_cmd::cvec(c),
     };
     if let Err(e) = result {
         // One line: the chain of causes joined, never a backtrace.
