@@ -85,10 +85,16 @@ fn greedy_continuations_with_our_control_vector_match_llama_cpp() {
                 row_seeds: vec![],
             };
             out.push(
-                generate(&model, &[prompt.ids.clone()], &opts, &mut hooks, |_, _| {})
-                    .unwrap()
-                    .tokens
-                    .remove(0),
+                generate(
+                    &model,
+                    std::slice::from_ref(&prompt.ids),
+                    &opts,
+                    &mut hooks,
+                    |_, _| {},
+                )
+                .unwrap()
+                .tokens
+                .remove(0),
             );
         }
         // llama.cpp multiplies Q4_1 weights by 8-bit-quantized activations, Lantern runs the
