@@ -12,6 +12,7 @@
 //! lantern diff --sae sae/ --base base-acts/ --finetuned ft-acts/ --tokens answer --out diff/
 //! lantern compare a.safetensors b.safetensors --out compare/
 //! lantern lens --model model.gguf --direction fr.safetensors --layer 15
+//! lantern steer --model model.gguf --direction fr.safetensors --layer 15 --alpha 0,0.25,0.5 --unit median-norm --prompts p.jsonl --out steer/
 //! lantern orthogonalize --model model.gguf --direction refusal.safetensors --layer 12 --out abliterated/
 //! lantern cvec export --direction fr.safetensors --model model.gguf --out fr.gguf
 //! ```
@@ -29,6 +30,7 @@ mod model_cmd;
 mod report;
 mod sae_cmd;
 mod steer_cmd;
+mod steer_run;
 
 use clap::{Parser, Subcommand};
 
@@ -75,6 +77,8 @@ enum Command {
     Latents(Box<latents_cmd::LatentsArgs>),
     /// Logit lens of a direction or an SAE latent: the tokens it promotes and suppresses.
     Lens(Box<latents_cmd::LensArgs>),
+    /// Steering experiment: generations under a dose–response of an intervention, judged.
+    Steer(Box<steer_run::SteerArgs>),
     /// Weight-space ablation: remove a direction from every matrix that writes into the
     /// residual stream (or from a LoRA adapter's B).
     Orthogonalize(Box<steer_cmd::OrthogonalizeArgs>),
@@ -125,6 +129,7 @@ fn main() {
         Command::Compare(a) => compare_cmd::run(*a),
         Command::Latents(a) => latents_cmd::run(*a),
         Command::Lens(a) => latents_cmd::lens(*a),
+        Command::Steer(a) => steer_run::run(*a),
         Command::Orthogonalize(a) => steer_cmd::orthogonalize(*a),
         Command::Cvec(c) => steer_cmd::cvec(c),
     };
