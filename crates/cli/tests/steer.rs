@@ -231,3 +231,118 @@ fn cvec_export_maps_sites_to_llama_cpp_indices_and_import_reads_them_back() {
     ]);
     assert!(e.contains("d_model"), "{e}");
 }
+
+#[test]
+fn steer_baseline_rows_are_plain_generations_and_bad_input_gets_one_line() {
+    let Some(model) = gguf() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let prompts = tmp.path().join("p.jsonl");
+    std::fs::write(
+        &prompts,
+        "{\"text\": \"The capital of France is\", \"id\": \"fr\"}\n{\"text\": \"My favourite food is\"}\n",
+    )
+    .unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../steer/tests/fixtures/llama_cpp/direction.safetensors");
+    let out = tmp.path().join("out");
+    run_ok(&[
+        "steer",
+        "--model",
+        s(&model),
+        "--direction",
+        s(&dir),
+        "--layer",
+        "10",
+        "--alpha",
+        "12",
+        "--prompts",
+        s(&prompts),
+        "--max-new-tokens",
+        "8",
+        "--judge",
+        "keyword:Paris",
+        "--out",
+        s(&out),
+    ]);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("generations.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // 2 prompts × (the baseline added, 12).
+    assert_eq!(lines.len(), 4);
+    for (i, p) in ["The capital of France is", "My favourite food is"]
+        .iter()
+        .enumerate()
+    {
+        let plain = run_ok(&[
+            "generate",
+            "--model",
+            s(&model),
+            "--prompt",
+            p,
+            "--max-new-tokens",
+            "8",
+        ]);
+        let base = &lines[2 * i];
+        assert_eq!(base["strength"], 0.0);
+        assert_eq!(base["text"].as_str().unwrap().trim(), plain.trim(), "{p}");
+        assert_ne!(
+            lines[2 * i + 1]["text"],
+            base["text"],
+            "{p}: steering changed nothing"
+        );
+    }
+    let res: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let c0 = &res["conditions"][0]["judges"]["keyword:Paris"];
+    assert_eq!(
+        (c0["n"].as_u64(), c0["hits"].as_u64()),
+        (Some(2), Some(1)),
+        "{c0}"
+    );
+    assert!(out.join("dose_response.png").exists() && out.join("results.csv").exists());
+
+    let base = [
+        "steer",
+        "--model",
+        s(&model),
+        "--prompts",
+        s(&prompts),
+        "--out",
+        s(&out),
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|x| x.to_string()).collect()
+    };
+    let err = |extra: &[&str]| {
+        let args = with(extra);
+        run_err(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let e = err(&["--direction", s(&dir), "--layer", "40", "--alpha", "1"]);
+    assert!(e.contains("no layer 40"), "{e}");
+    let e = err(&["--direction", s(&dir), "--mode", "ablate", "--alpha", "2"]);
+    assert!(e.contains("β ∈ [0, 1]"), "{e}");
+    let e = err(&["--direction", s(&dir), "--alpha", "1", "--unit", "furlongs"]);
+    assert!(e.contains("--unit") && e.contains("median-norm"), "{e}");
+    let empty = tmp.path().join("empty.jsonl");
+    std::fs::write(&empty, "\n").unwrap();
+    let e = run_err(&[
+        "steer",
+        "--model",
+        s(&model),
+        "--direction",
+        s(&dir),
+        "--alpha",
+        "1",
+        "--prompts",
+        s(&empty),
+        "--out",
+        s(&out),
+    ]);
+    assert!(e.contains("no records"), "{e}");
+    let wide = tmp.path().join("wide.safetensors");
+    write_direction(&wide, "resid_post", &[3], 577);
+    let e = err(&["--direction", s(&wide), "--alpha", "1"]);
+    assert!(e.contains("d_model is 576"), "{e}");
+}
