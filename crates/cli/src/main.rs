@@ -17,6 +17,7 @@
 //! lantern cvec export --direction fr.safetensors --model model.gguf --out fr.gguf
 //! ```
 
+mod ablate_cmd;
 mod acts_cmd;
 mod bench_cmd;
 mod capture_cmd;
@@ -79,6 +80,9 @@ enum Command {
     Lens(Box<latents_cmd::LensArgs>),
     /// Steering experiment: generations under a dose–response of an intervention, judged.
     Steer(Box<steer_run::SteerArgs>),
+    /// The ablation table: a direction projected out at all layers, one layer, a random
+    /// direction, in the weights, and transfer from another finetune, judged.
+    Ablate(Box<ablate_cmd::AblateArgs>),
     /// Weight-space ablation: remove a direction from every matrix that writes into the
     /// residual stream (or from a LoRA adapter's B).
     Orthogonalize(Box<steer_cmd::OrthogonalizeArgs>),
@@ -130,6 +134,7 @@ fn main() {
         Command::Latents(a) => latents_cmd::run(*a),
         Command::Lens(a) => latents_cmd::lens(*a),
         Command::Steer(a) => steer_run::run(*a),
+        Command::Ablate(a) => ablate_cmd::run(*a),
         Command::Orthogonalize(a) => steer_cmd::orthogonalize(*a),
         Command::Cvec(c) => steer_cmd::cvec(c),
     };

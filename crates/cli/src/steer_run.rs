@@ -226,7 +226,7 @@ impl Builder {
     }
 }
 
-fn judge_of(spec: &str, threshold: Option<f64>) -> Result<Box<dyn Judge>> {
+pub(crate) fn judge_of(spec: &str, threshold: Option<f64>) -> Result<Box<dyn Judge>> {
     Ok(match spec.split_once(':') {
         None if spec == "refusal" => Box::new(KeywordJudge::refusal()),
         Some(("keyword", k)) => Box::new(KeywordJudge {
@@ -279,7 +279,7 @@ pub fn prompt_tokens(
     Ok((PromptTokens { ids, roles }, question))
 }
 
-fn record_id(r: &PromptRecord) -> String {
+pub(crate) fn record_id(r: &PromptRecord) -> String {
     r.id.clone().unwrap_or_else(|| format!("line {}", r.line))
 }
 
@@ -672,26 +672,26 @@ pub fn run(a: SteerArgs) -> Result<()> {
 }
 
 /// One judged generation.
-struct Scored {
-    condition: usize,
-    verdicts: Vec<Verdict>,
-    perplexity: f64,
-    coherent: bool,
-    json: Value,
+pub(crate) struct Scored {
+    pub condition: usize,
+    pub verdicts: Vec<Verdict>,
+    pub perplexity: f64,
+    pub coherent: bool,
+    pub json: Value,
 }
 
-struct Evaluator<'a> {
-    lm: &'a LanguageModel,
-    prompts: &'a [PromptTokens],
-    questions: &'a [String],
-    records: &'a [PromptRecord],
-    settings: &'a GenSettings,
-    perplexity: bool,
-    max_ppl: Option<f64>,
+pub(crate) struct Evaluator<'a> {
+    pub lm: &'a LanguageModel,
+    pub prompts: &'a [PromptTokens],
+    pub questions: &'a [String],
+    pub records: &'a [PromptRecord],
+    pub settings: &'a GenSettings,
+    pub perplexity: bool,
+    pub max_ppl: Option<f64>,
 }
 
 impl Evaluator<'_> {
-    fn score(
+    pub fn score(
         &self,
         gens: &[lantern_steer::experiment::GenRecord],
         conditions: &[Condition],
@@ -762,19 +762,22 @@ impl Evaluator<'_> {
 }
 
 /// A judge's counts over one condition.
-struct Summary {
-    n: usize,
-    judged: usize,
-    hits: usize,
-    incoherent: usize,
-    rate: f64,
-    lo: f64,
-    hi: f64,
+pub(crate) struct Summary {
+    pub n: usize,
+    pub judged: usize,
+    pub hits: usize,
+    pub incoherent: usize,
+    pub rate: f64,
+    pub lo: f64,
+    pub hi: f64,
 }
 
 impl Summary {
     /// Hits among coherent, judged generations (Betley et al.: misaligned among coherent).
-    fn of<'a>(v: impl Iterator<Item = &'a Verdict>, coherent: impl Iterator<Item = bool>) -> Self {
+    pub fn of<'a>(
+        v: impl Iterator<Item = &'a Verdict>,
+        coherent: impl Iterator<Item = bool>,
+    ) -> Self {
         let (mut n, mut judged, mut hits, mut incoherent) = (0, 0, 0, 0);
         for (x, c) in v.zip(coherent) {
             n += 1;
@@ -802,7 +805,7 @@ impl Summary {
         }
     }
 
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         json!({"n": self.n, "judged": self.judged, "hits": self.hits, "incoherent": self.incoherent,
             "incoherent_share": self.incoherent as f64 / self.n.max(1) as f64,
             "rate": finite_or_null(self.rate), "lo": finite_or_null(self.lo), "hi": finite_or_null(self.hi)})

@@ -346,3 +346,81 @@ fn steer_baseline_rows_are_plain_generations_and_bad_input_gets_one_line() {
     let e = err(&["--direction", s(&wide), "--alpha", "1"]);
     assert!(e.contains("d_model is 576"), "{e}");
 }
+
+#[test]
+fn ablate_writes_the_table_and_weight_space_equals_arditi_points() {
+    let Some(model) = gguf() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let prompts = tmp.path().join("p.jsonl");
+    std::fs::write(
+        &prompts,
+        "{\"text\": \"The capital of France is\"}\n{\"text\": \"My favourite food is\"}\n",
+    )
+    .unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../steer/tests/fixtures/llama_cpp/direction.safetensors");
+    let out = tmp.path().join("abl");
+    run_ok(&[
+        "ablate",
+        "--model",
+        s(&model),
+        "--direction",
+        s(&dir),
+        "--layer",
+        "10",
+        "--points",
+        "arditi",
+        "--prompts",
+        s(&prompts),
+        "--neutral",
+        s(&prompts),
+        "--max-new-tokens",
+        "6",
+        "--judge",
+        "keyword:Paris",
+        "--out",
+        s(&out),
+    ]);
+    let res: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ablation.json")).unwrap()).unwrap();
+    let rows = res["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["condition"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "baseline",
+            "all layers",
+            "layer 10 only",
+            "random direction, all layers",
+            "weight space (orthogonalized)"
+        ]
+    );
+    assert_eq!(rows[0]["kl"], 0.0);
+    // Ablation at every block input, attention and MLP output is the orthogonalized model:
+    // the same KL and CE on the neutral text, and the same judged texts.
+    let (kl_h, kl_w) = (
+        rows[1]["kl"].as_f64().unwrap(),
+        rows[4]["kl"].as_f64().unwrap(),
+    );
+    assert!(
+        kl_h > 0.0 && (kl_h - kl_w).abs() < 1e-4 * (1.0 + kl_h),
+        "{kl_h} vs {kl_w}"
+    );
+    let gens: Vec<serde_json::Value> = std::fs::read_to_string(out.join("generations.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let texts = |c: &str| -> Vec<String> {
+        gens.iter()
+            .filter(|g| g["condition"] == c)
+            .map(|g| g["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(texts("all layers"), texts("weight space (orthogonalized)"));
+    let md = std::fs::read_to_string(out.join("ablation.md")).unwrap();
+    assert!(md.contains("| layer 10 only |"), "{md}");
+}

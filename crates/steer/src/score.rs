@@ -114,6 +114,38 @@ pub fn neutral_scores(
     sae: Option<&Sae>,
     batch: usize,
 ) -> Result<Vec<NeutralScore>> {
+    let variants: Vec<Variant<'_>> = interventions
+        .iter()
+        .map(|iv| Variant::Hooked(model, iv))
+        .collect();
+    neutral_scores_of(model, texts, &variants, sae, batch)
+}
+
+/// [`NeutralScore`]s of other models (a weight-edited copy) against `base` on `texts`.
+pub fn neutral_scores_vs(
+    base: &Model,
+    others: &[&Model],
+    texts: &[Vec<u32>],
+    batch: usize,
+) -> Result<Vec<NeutralScore>> {
+    let variants: Vec<Variant<'_>> = others.iter().map(|m| Variant::Model(m)).collect();
+    neutral_scores_of(base, texts, &variants, None, batch)
+}
+
+/// What is compared with the plain model: the same model under an intervention, or another
+/// model.
+enum Variant<'a> {
+    Hooked(&'a Model, &'a Intervention),
+    Model(&'a Model),
+}
+
+fn neutral_scores_of(
+    base: &Model,
+    texts: &[Vec<u32>],
+    variants: &[Variant<'_>],
+    sae: Option<&Sae>,
+    batch: usize,
+) -> Result<Vec<NeutralScore>> {
     if texts.iter().any(|t| t.len() < 2) {
         return Err(setting(
             "neutral_text",
@@ -121,24 +153,31 @@ pub fn neutral_scores(
             "texts of at least 2 tokens",
         ));
     }
-    let mut ce = vec![0.0f64; interventions.len()];
-    let mut kl = vec![0.0f64; interventions.len()];
+    let mut ce = vec![0.0f64; variants.len()];
+    let mut kl = vec![0.0f64; variants.len()];
     let (mut n_ce, mut n_kl) = (0usize, 0usize);
     for chunk in texts.chunks(batch.max(1)) {
         let tb = TokenBatch::new(chunk, 0, Padding::Right)?;
         let t = tb.width;
-        let (base_picked, base_lp) = next_token_logprobs(model, &tb, &mut Hooks::new())?;
+        let (base_picked, base_lp) = next_token_logprobs(base, &tb, &mut Hooks::new())?;
         let layout = scoring_layout(&chunk.iter().map(|s| (s.len(), s.len())).collect::<Vec<_>>());
-        for (k, iv) in interventions.iter().enumerate() {
-            let (picked, kl_pos) = if iv.is_none() {
-                (base_picked.clone(), vec![0.0f32; chunk.len() * t])
-            } else {
-                let mut hooks = Hooks::new();
-                let rows = vec![iv.clone(); chunk.len()];
-                install(&mut hooks, &rows, &layout, sae)?;
-                let (picked, lp) = next_token_logprobs(model, &tb, &mut hooks)?;
-                let klp = (base_lp.clone().exp() * (base_lp.clone() - lp)).sum_dim(2);
-                (picked, host(klp, "KL per position")?)
+        for (k, var) in variants.iter().enumerate() {
+            let run = match var {
+                Variant::Hooked(_, iv) if iv.is_none() => None,
+                Variant::Hooked(m, iv) => {
+                    let mut hooks = Hooks::new();
+                    let rows = vec![(*iv).clone(); chunk.len()];
+                    install(&mut hooks, &rows, &layout, sae)?;
+                    Some(next_token_logprobs(m, &tb, &mut hooks)?)
+                }
+                Variant::Model(m) => Some(next_token_logprobs(m, &tb, &mut Hooks::new())?),
+            };
+            let (picked, kl_pos) = match run {
+                None => (base_picked.clone(), vec![0.0f32; chunk.len() * t]),
+                Some((picked, lp)) => {
+                    let klp = (base_lp.clone().exp() * (base_lp.clone() - lp)).sum_dim(2);
+                    (picked, host(klp, "KL per position")?)
+                }
             };
             for (r, s) in chunk.iter().enumerate() {
                 for c in 0..s.len() {
