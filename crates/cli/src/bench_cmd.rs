@@ -52,6 +52,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1000)]
         bootstrap: usize,
     },
+    /// Tokens/s of greedy generation at batch 1 and 8: unsteered, with one added vector (one
+    /// layer, all positions), per-row strengths (a dose–response batch), and directional
+    /// ablation at every block input, attention output and MLP output.
+    Steer {
+        /// A Hugging Face model directory or a .gguf file.
+        #[arg(long)]
+        model: PathBuf,
+        /// cpu | wgpu | vulkan
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value_t = 32)]
+        new_tokens: usize,
+        /// Timed repetitions per setting (after one warm-up).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
@@ -121,6 +137,12 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             batch,
             bootstrap,
         } => bench_search(&store, &sae, &device, batch, bootstrap)?,
+        BenchCommand::Steer {
+            model,
+            device,
+            new_tokens,
+            reps,
+        } => bench_steer(&model, &device, new_tokens, reps)?,
     }
     Ok(())
 }
@@ -229,4 +251,94 @@ pub fn peak_rss_mib() -> Option<u64> {
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024)
+}
+
+fn bench_steer(
+    model: &std::path::Path,
+    device: &str,
+    new_tokens: usize,
+    reps: usize,
+) -> Result<()> {
+    use lantern_lm::{GenerateOptions, Hooks, LanguageModel, Sampling, generate};
+    use lantern_steer::experiment::{PromptTokens, generation_layout};
+    use lantern_steer::intervene::{Intervention, Op, Where, install};
+    use lantern_steer::refusal::ablate_everywhere;
+    use std::sync::Arc;
+    let dev = device.parse::<DeviceChoice>()?.open()?;
+    let lm = LanguageModel::load(model, &dev)?;
+    let cfg = lm.model.config().clone();
+    let prompt = lm.encode("The history of the printing press begins in")?;
+    let v: Vec<f32> = (0..cfg.d_model)
+        .map(|i| ((i * 37) as f32 * 0.61).sin())
+        .collect();
+    let mid = cfg.n_layers / 2;
+    let add = |coef: f32| Intervention {
+        ops: vec![Op::Add {
+            point: lantern_lm::HookPoint::ResidPost(mid),
+            vector: Arc::new(v.clone()),
+            coef,
+            preserve_norm: false,
+            at: Where::All,
+        }],
+    };
+    println!(
+        "model {} ({} layers, d {}), device {device}, {new_tokens} new tokens, prompt {} tokens",
+        model.display(),
+        cfg.n_layers,
+        cfg.d_model,
+        prompt.len()
+    );
+    for batch in [1usize, 8] {
+        let rows = vec![
+            PromptTokens {
+                ids: prompt.clone(),
+                roles: vec![]
+            };
+            batch
+        ];
+        let refs: Vec<&PromptTokens> = rows.iter().collect();
+        let (layout, _) = generation_layout(&refs)?;
+        let settings: [(&str, Vec<Intervention>); 4] = [
+            ("unsteered", vec![Intervention::none(); batch]),
+            ("add, one layer", vec![add(4.0); batch]),
+            (
+                "add, per-row strengths",
+                (0..batch).map(|b| add(b as f32)).collect(),
+            ),
+            (
+                "ablate, every layer (3 points)",
+                vec![ablate_everywhere(&v, cfg.n_layers); batch],
+            ),
+        ];
+        // Round-robin over the settings, so drift (thermal, other load) hits them alike; the
+        // best of `reps` timed runs per setting after one warm-up round.
+        let mut best = [f64::INFINITY; 4];
+        for rep in 0..=reps {
+            for (k, (_, ivs)) in settings.iter().enumerate() {
+                let mut hooks = Hooks::new();
+                install(&mut hooks, ivs, &layout, None)?;
+                let opts = GenerateOptions {
+                    max_new_tokens: new_tokens,
+                    sampling: Sampling::default(),
+                    stop_ids: vec![],
+                    pad_id: lm.pad_id(),
+                    row_seeds: vec![],
+                };
+                let ids: Vec<Vec<u32>> = rows.iter().map(|r| r.ids.clone()).collect();
+                let t = Instant::now();
+                generate(&lm.model, &ids, &opts, &mut hooks, |_, _| {})?;
+                if rep > 0 {
+                    best[k] = best[k].min(t.elapsed().as_secs_f64());
+                }
+            }
+        }
+        for (k, (name, _)) in settings.iter().enumerate() {
+            let tps = (batch * new_tokens) as f64 / best[k];
+            println!(
+                "batch {batch}  {name:<32} {tps:>8.1} tok/s  ({:+.1} % time vs unsteered)",
+                (best[k] / best[0] - 1.0) * 100.0
+            );
+        }
+    }
+    Ok(())
 }

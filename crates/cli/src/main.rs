@@ -28,6 +28,7 @@ mod direction_cmd;
 mod generate_cmd;
 mod latents_cmd;
 mod model_cmd;
+mod refusal_cmd;
 mod report;
 mod sae_cmd;
 mod steer_cmd;
@@ -83,6 +84,8 @@ enum Command {
     /// The ablation table: a direction projected out at all layers, one layer, a random
     /// direction, in the weights, and transfer from another finetune, judged.
     Ablate(Box<ablate_cmd::AblateArgs>),
+    /// Arditi et al.'s refusal direction: candidates, selection, and the held-out table.
+    Refusal(Box<refusal_cmd::RefusalArgs>),
     /// Weight-space ablation: remove a direction from every matrix that writes into the
     /// residual stream (or from a LoRA adapter's B).
     Orthogonalize(Box<steer_cmd::OrthogonalizeArgs>),
@@ -135,6 +138,7 @@ fn main() {
         Command::Lens(a) => latents_cmd::lens(*a),
         Command::Steer(a) => steer_run::run(*a),
         Command::Ablate(a) => ablate_cmd::run(*a),
+        Command::Refusal(a) => refusal_cmd::run(*a),
         Command::Orthogonalize(a) => steer_cmd::orthogonalize(*a),
         Command::Cvec(c) => steer_cmd::cvec(c),
     };

@@ -17,6 +17,7 @@
 //! - [`orthogonalize`]: `W ← W − r̂r̂ᵀW` on every residual writer (Arditi et al.), and the LoRA B
 //!   ablation (Soligo et al.).
 //! - [`cvec`]: llama.cpp control-vector export (`direction.N` = block N's output).
+//! - [`refusal`]: Arditi et al.'s refusal-direction pipeline (candidates, selection).
 
 //!
 //! ```no_run
@@ -55,6 +56,7 @@ pub mod experiment;
 pub mod intervene;
 pub mod judge;
 pub mod orthogonalize;
+pub mod refusal;
 pub mod score;
 pub mod strength;
 pub mod vector;
