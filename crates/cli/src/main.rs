@@ -31,6 +31,7 @@ mod model_cmd;
 mod refusal_cmd;
 mod report;
 mod sae_cmd;
+mod steer_choice;
 mod steer_cmd;
 mod steer_run;
 

@@ -30,6 +30,7 @@ use lantern_steer::{Judge, JudgeInput, LayerVectors, Verdict};
 use serde_json::{Value, json};
 
 use crate::report::{finite_or_null, write_json};
+use crate::steer_choice::{choice_items, run_choice};
 
 #[derive(Args)]
 pub struct SteerArgs {
@@ -110,8 +111,10 @@ pub struct SteerArgs {
     /// Rows per batched generation.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// refusal (Arditi et al.'s substrings), keyword:A|B|C, regex:PATTERN or command:CMD
-    /// (reads JSONL on stdin, writes {"hit": true|false|null, "score"} lines). Repeatable.
+    /// refusal (Arditi et al.'s substrings), keyword:A|B|C, regex:PATTERN, command:CMD
+    /// (reads JSONL on stdin, writes {"hit": true|false|null, "score"} lines), or choice
+    /// (binary questions by log-probability, no sampling: records with "choices": [a, b] and
+    /// "positive"). Repeatable; with choice alone nothing is generated.
     #[arg(long = "judge")]
     pub judges: Vec<String>,
     /// For command judges that answer with a score only: score ≥ this is a hit.
@@ -238,7 +241,12 @@ pub(crate) fn judge_of(spec: &str, threshold: Option<f64>) -> Result<Box<dyn Jud
             command: c.to_string(),
             threshold,
         }),
-        _ => bail!("--judge {spec}: expected refusal, keyword:A|B, regex:PATTERN or command:CMD"),
+        None if spec == "choice" => {
+            bail!("--judge choice: binary questions are scored by lantern steer only")
+        }
+        _ => bail!(
+            "--judge {spec}: expected refusal, keyword:A|B, regex:PATTERN, command:CMD or choice"
+        ),
     })
 }
 
@@ -449,14 +457,21 @@ pub fn run(a: SteerArgs) -> Result<()> {
         })
         .collect::<Result<_>>()?;
 
-    let mut judges: Vec<Box<dyn Judge>> = a
-        .judges
+    // `choice` scores log-probabilities of the prompts; the others judge generated text.
+    let want_choice = a.judges.iter().any(|j| j == "choice");
+    let text_specs: Vec<&String> = a.judges.iter().filter(|j| *j != "choice").collect();
+    let mut judges: Vec<Box<dyn Judge>> = text_specs
         .iter()
         .map(|j| judge_of(j, a.judge_threshold))
         .collect::<Result<_>>()?;
-    if judges.is_empty() {
+    if judges.is_empty() && !want_choice {
         judges.push(Box::new(KeywordJudge::refusal()));
     }
+    let choice_items = if want_choice {
+        Some(choice_items(&lm, &records, &prompts, &a.prompts)?)
+    } else {
+        None
+    };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let settings = GenSettings {
         max_new_tokens: a.max_new_tokens,
@@ -477,25 +492,41 @@ pub fn run(a: SteerArgs) -> Result<()> {
         perplexity: !a.no_perplexity,
         max_ppl: a.max_perplexity,
     };
-    let total = prompts.len() * conditions.len() * a.samples;
-    let bar = ProgressBar::new(total as u64);
-    let gens = run_generations(
-        &lm.model,
-        &prompts,
-        &conditions,
-        &settings,
-        sae.as_ref(),
-        |d, _| bar.set_position(d as u64),
-    )?;
-    bar.finish_and_clear();
-    let scored = eval.score(&gens, &conditions, &mut judges)?;
-
-    // Files.
-    let mut f = std::io::BufWriter::new(std::fs::File::create(a.out.join("generations.jsonl"))?);
-    for g in &scored {
-        writeln!(f, "{}", serde_json::to_string(&g.json)?)?;
-    }
-    f.flush()?;
+    let scored = if judges.is_empty() {
+        Vec::new()
+    } else {
+        let total = prompts.len() * conditions.len() * a.samples;
+        let bar = ProgressBar::new(total as u64);
+        let gens = run_generations(
+            &lm.model,
+            &prompts,
+            &conditions,
+            &settings,
+            sae.as_ref(),
+            |d, _| bar.set_position(d as u64),
+        )?;
+        bar.finish_and_clear();
+        let scored = eval.score(&gens, &conditions, &mut judges)?;
+        let mut f =
+            std::io::BufWriter::new(std::fs::File::create(a.out.join("generations.jsonl"))?);
+        for g in &scored {
+            writeln!(f, "{}", serde_json::to_string(&g.json)?)?;
+        }
+        f.flush()?;
+        scored
+    };
+    let choice = match &choice_items {
+        Some(items) => Some(run_choice(
+            &lm,
+            items,
+            &records,
+            &conditions,
+            sae.as_ref(),
+            a.batch,
+            &a.out,
+        )?),
+        None => None,
+    };
     let neutral = match &a.neutral {
         Some(p) => {
             let texts: Vec<Vec<u32>> = read_prompts(p)?
@@ -517,7 +548,7 @@ pub fn run(a: SteerArgs) -> Result<()> {
     let judge_names: Vec<String> = judges.iter().map(|j| j.name()).collect();
     let mut rows = Vec::new();
     let mut csv = String::from(
-        "condition,strength,unit,judge,n,judged,hits,rate,lo,hi,incoherent,perplexity_mean,ce,kl\n",
+        "condition,strength,unit,judge,n,judged,hits,rate,lo,hi,incoherent,perplexity_mean,ce,kl,mean_score,mean_mass\n",
     );
     for (ci, c) in conditions.iter().enumerate() {
         let mine: Vec<&Scored> = scored.iter().filter(|g| g.condition == ci).collect();
@@ -532,16 +563,16 @@ pub fn run(a: SteerArgs) -> Result<()> {
             ppl.iter().sum::<f64>() / ppl.len() as f64
         };
         let mut per_judge = serde_json::Map::new();
+        let (ce, kl) = neutral
+            .as_ref()
+            .map_or((f64::NAN, f64::NAN), |n| (n[ci].ce, n[ci].kl));
         for (ji, name) in judge_names.iter().enumerate() {
             let s = Summary::of(
                 mine.iter().map(|g| &g.verdicts[ji]),
                 mine.iter().map(|g| g.coherent),
             );
-            let (ce, kl) = neutral
-                .as_ref()
-                .map_or((f64::NAN, f64::NAN), |n| (n[ci].ce, n[ci].kl));
             csv.push_str(&format!(
-                "{:?},{},{},{:?},{},{},{},{},{},{},{},{},{},{}\n",
+                "{:?},{},{},{:?},{},{},{},{},{},{},{},{},{},{},,\n",
                 c.name,
                 c.strength.unwrap_or(f64::NAN),
                 c.unit,
@@ -559,6 +590,26 @@ pub fn run(a: SteerArgs) -> Result<()> {
             ));
             per_judge.insert(name.clone(), s.json());
         }
+        if let Some(ch) = &choice {
+            let s = &ch[ci];
+            csv.push_str(&format!(
+                "{:?},{},{},\"choice\",{},{},{},{},{},{},0,,{},{},{},{}\n",
+                c.name,
+                c.strength.unwrap_or(f64::NAN),
+                c.unit,
+                s.n,
+                s.n,
+                s.hits,
+                s.rate,
+                s.lo,
+                s.hi,
+                ce,
+                kl,
+                s.mean_score,
+                s.mean_mass
+            ));
+            per_judge.insert("choice".into(), s.json());
+        }
         rows.push(json!({
             "condition": c.name, "strength": c.strength, "unit": c.unit,
             "generations": mine.len(),
@@ -573,8 +624,7 @@ pub fn run(a: SteerArgs) -> Result<()> {
     let search = match (a.search_coherence, a.search_max) {
         (Some(tau), Some(hi)) => {
             let steps = a.search_steps;
-            let mut probe_judges: Vec<Box<dyn Judge>> = a
-                .judges
+            let mut probe_judges: Vec<Box<dyn Judge>> = text_specs
                 .iter()
                 .map(|j| judge_of(j, a.judge_threshold))
                 .collect::<Result<_>>()?;
@@ -624,29 +674,40 @@ pub fn run(a: SteerArgs) -> Result<()> {
             "mode": a.mode, "site": builder.vectors.site.to_string(), "layers": layers, "method": builder.vectors.method,
             "unit": unit, "positions": at, "preserve_norm": a.preserve_norm, "points": a.points,
             "calibration": builder.cal, "samples": a.samples, "temperature": a.temperature, "top_p": a.top_p,
-            "seed": a.seed, "max_new_tokens": a.max_new_tokens, "judges": judge_names,
+            "seed": a.seed, "max_new_tokens": a.max_new_tokens,
+            "judges": judge_names.iter().map(String::as_str).chain(want_choice.then_some("choice")).collect::<Vec<_>>(),
             "max_perplexity": a.max_perplexity, "conditions": rows, "search": search,
         }),
     )?;
-    // Plot: the first judge's rate per strength.
+    // Plot: the first text judge's rate per strength, else the choice judge's.
     let items: Vec<Interval> = conditions
         .iter()
         .enumerate()
         .map(|(ci, c)| {
-            let mine = scored.iter().filter(|g| g.condition == ci);
-            let s = Summary::of(
-                mine.clone().map(|g| &g.verdicts[0]),
-                mine.map(|g| g.coherent),
-            );
+            let (value, lo, hi) = match (&choice, judges.is_empty()) {
+                (Some(ch), true) => (ch[ci].rate, ch[ci].lo, ch[ci].hi),
+                _ => {
+                    let mine = scored.iter().filter(|g| g.condition == ci);
+                    let s = Summary::of(
+                        mine.clone().map(|g| &g.verdicts[0]),
+                        mine.map(|g| g.coherent),
+                    );
+                    (s.rate, s.lo, s.hi)
+                }
+            };
             Interval {
                 label: format!("{}", c.strength.unwrap_or(f64::NAN)),
-                value: s.rate,
-                lo: s.lo,
-                hi: s.hi,
+                value,
+                lo,
+                hi,
             }
         })
         .collect();
-    let y = format!("{} rate ({})", judges[0].counts(), judge_names[0]);
+    let (counts, first) = match judges.first() {
+        Some(j) => (j.counts(), j.name()),
+        None => ("positive choice".to_string(), "choice".to_string()),
+    };
+    let y = format!("{counts} rate ({first})");
     let x = format!("strength ({unit}, {})", a.mode);
     interval_chart(
         &a.out.join("dose_response.png"),
@@ -660,11 +721,7 @@ pub fn run(a: SteerArgs) -> Result<()> {
     for (c, it) in conditions.iter().zip(&items) {
         println!(
             "{:>28}  {}: {:.3} [{:.3}, {:.3}]",
-            c.name,
-            judges[0].counts(),
-            it.value,
-            it.lo,
-            it.hi
+            c.name, counts, it.value, it.lo, it.hi
         );
     }
     println!("wrote {}", a.out.display());
