@@ -450,13 +450,25 @@ impl<'a> Hooks<'a> {
                     beta,
                     positions,
                 } => {
-                    let norm = direction.iter().map(|a| a * a).sum::<f32>().sqrt();
+                    // ‖v‖ in f64: a unit vector off by δ in norm leaves δ·(x·u) along u,
+                    // which the attention sink's large activations make visible in logits.
+                    let norm = direction
+                        .iter()
+                        .map(|&a| f64::from(a).powi(2))
+                        .sum::<f64>()
+                        .sqrt();
                     if norm == 0.0 {
                         x
                     } else {
                         let u = r
                             .vector
-                            .get_or_insert_with(|| row_vector(direction, 1.0 / norm, &dev))
+                            .get_or_insert_with(|| {
+                                let unit: Vec<f32> = direction
+                                    .iter()
+                                    .map(|&a| (f64::from(a) / norm) as f32)
+                                    .collect();
+                                row_vector(&unit, 1.0, &dev)
+                            })
                             .clone();
                         let along = (x.clone() * u.clone()).sum_dim(2);
                         match (&*beta, &*positions) {
