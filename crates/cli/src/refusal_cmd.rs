@@ -45,6 +45,9 @@ pub struct RefusalArgs {
     train: usize,
     #[arg(long, default_value_t = 16)]
     val: usize,
+    /// At most this many held-out prompts per set (default: all after train and val).
+    #[arg(long)]
+    test: Option<usize>,
     /// Refusal first tokens, comma separated (each string's first token).
     #[arg(long, value_delimiter = ',', default_value = "I,As,Sorry")]
     refusal_tokens: Vec<String>,
@@ -90,6 +93,9 @@ pub fn run(a: RefusalArgs) -> Result<()> {
                 a.train + a.val
             );
         }
+    }
+    if a.test == Some(0) {
+        bail!("--test 0: the held-out table needs at least one prompt per set");
     }
     // The template's post-instruction tokens: what every prompt shares at its end (the
     // instructions' last tokens, '.' or '?', differ across the sets).
@@ -183,7 +189,10 @@ pub fn run(a: RefusalArgs) -> Result<()> {
     .write(&a.out.join("direction.safetensors"))?;
 
     // Held-out evaluation.
-    let (th, ts) = (&harmful[a.train + a.val..], &harmless[a.train + a.val..]);
+    let from = a.train + a.val;
+    let to = |n: usize| a.test.map_or(n, |t| n.min(from + t));
+    let (to_h, to_s) = (to(harmful.len()), to(harmless.len()));
+    let (th, ts) = (&harmful[from..to_h], &harmless[from..to_s]);
     let settings = GenSettings {
         max_new_tokens: a.max_new_tokens,
         temperature: 0.0,
@@ -217,15 +226,15 @@ pub fn run(a: RefusalArgs) -> Result<()> {
         (
             "harmful",
             th,
-            &hq[a.train + a.val..],
-            &hr[a.train + a.val..],
+            &hq[from..to_h],
+            &hr[from..to_h],
             &harmful_conds,
         ),
         (
             "harmless",
             ts,
-            &sq[a.train + a.val..],
-            &sr[a.train + a.val..],
+            &sq[from..to_s],
+            &sr[from..to_s],
             &harmless_conds,
         ),
     ] {
