@@ -31,6 +31,7 @@ impl DirStage {
             .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
         let dir = parent(target);
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        remove_stale(dir, &name)?;
         let staged = dir.join(format!(".{name}.stage-{}", std::process::id()));
         if staged.exists() {
             std::fs::remove_dir_all(&staged).map_err(io(&staged))?;
@@ -60,7 +61,9 @@ impl DirStage {
         if !self.target.exists() {
             std::fs::rename(&self.staged, &self.target).map_err(io(&self.target))?;
         } else if exchange(&self.staged, &self.target).is_err() {
-            let aside = self.staged.with_extension("old");
+            let mut aside = self.staged.clone().into_os_string();
+            aside.push(".old");
+            let aside = PathBuf::from(aside);
             std::fs::rename(&self.target, &aside).map_err(io(&self.target))?;
             std::fs::rename(&self.staged, &self.target).map_err(io(&self.target))?;
             std::fs::remove_dir_all(&aside).map_err(io(&aside))?;
@@ -81,6 +84,35 @@ impl Drop for DirStage {
             let _ = std::fs::remove_dir_all(&self.staged);
         }
     }
+}
+
+/// Removes `.NAME.stage-PID` (and `.NAME.stage-PID.old`) siblings whose process is gone: the
+/// new directory of a save killed before its swap, or the old one of a save killed after it.
+/// A live process's stage is left alone. (Liveness is read from /proc; elsewhere nothing is
+/// removed.)
+fn remove_stale(dir: &Path, name: &str) -> Result<()> {
+    let prefix = format!(".{name}.stage-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .map(|p| p.trim_end_matches(".old"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid == std::process::id()
+            || !Path::new("/proc/self").exists()
+            || Path::new("/proc").join(pid.to_string()).exists();
+        if !alive {
+            let path = entry.path();
+            std::fs::remove_dir_all(&path).map_err(io(&path))?;
+        }
+    }
+    Ok(())
 }
 
 /// Hard-links (files) or recreates (directories) every entry of `from` that `to` lacks and
