@@ -46,6 +46,9 @@ pub enum ActsError {
         key: String,
         available: Vec<String>,
     },
+    /// An output that cannot be written safely: locked by another process, or inside an input.
+    #[error(transparent)]
+    Output(#[from] lantern_output::OutputError),
     /// The caller passed arguments that cannot be used (wrong lengths, bad options).
     #[error("{}: {msg}", path.display())]
     Usage { path: PathBuf, msg: String },

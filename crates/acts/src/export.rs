@@ -1,8 +1,9 @@
 //! Export a store as one `.npy` file.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
+
+use lantern_output::AtomicFile;
 
 use crate::error::{Result, io_err};
 use crate::store::Store;
@@ -29,10 +30,14 @@ pub(crate) fn npy_f32_header(shape: &[u64]) -> Vec<u8> {
 
 /// Writes all rows as a 2-D little-endian f32 `.npy` `[rows, d]`, streaming shard by shard
 /// (each shard's checksum is checked on the way). Returns the number of rows written.
+///
+/// `out` inside the store is refused before anything is written, and the file is written
+/// under a temporary name and renamed into place when complete, so an error or a kill leaves
+/// any earlier `out` as it was.
 pub fn export_npy(store: &Store, out: &Path) -> Result<u64> {
     let d = store.d_model();
-    let file = File::create(out).map_err(io_err(out))?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
+    lantern_output::check_not_inside(out, &[("store", store.dir())])?;
+    let mut w = AtomicFile::create(out)?;
     w.write_all(&npy_f32_header(&[store.rows(), d as u64]))
         .map_err(io_err(out))?;
     let mut row = vec![0.0f32; d];
@@ -48,6 +53,6 @@ pub fn export_npy(store: &Store, out: &Path) -> Result<u64> {
         }
         written += shard.rows() as u64;
     }
-    w.flush().map_err(io_err(out))?;
+    w.commit()?;
     Ok(written)
 }

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use safetensors::SafeTensors;
 use safetensors::tensor::TensorView;
 
-use crate::error::{Result, invalid, io_err, usage};
+use crate::error::{Result, invalid, usage};
 use crate::manifest::{Dtype, StoreMeta};
 use crate::rng::{Rng, derive_seed};
 use crate::shard::map_file;
@@ -118,7 +118,7 @@ impl GroundTruth {
         }
     }
 
-    /// Writes `features` and `frequencies` as F32 tensors.
+    /// Writes `features` and `frequencies` as F32 tensors (atomically: whole or not at all).
     pub fn save(&self, path: &Path) -> Result<()> {
         let m = self.num_features();
         if self.features.len() != m * self.d {
@@ -142,10 +142,8 @@ impl GroundTruth {
                 TensorView::new(safetensors::Dtype::F32, vec![m], &qb).map_err(bad)?,
             ),
         ];
-        safetensors::serialize_to_file(tensors, None, path).map_err(|e| match e {
-            safetensors::SafeTensorError::IoError(e) => io_err(path)(e),
-            e => invalid(path, e.to_string()),
-        })
+        let bytes = safetensors::serialize(tensors, None).map_err(bad)?;
+        Ok(lantern_output::write_atomic(path, &bytes)?)
     }
 }
 

@@ -83,9 +83,11 @@ fn same_presence(dir: &Path, what: &str, has: &mut Option<bool>, given: bool) ->
 }
 
 impl StoreWriter {
-    /// New store; error if `dir` already holds a manifest.json. Creates `dir` if needed, deletes
-    /// stray `shard-NNNNN.safetensors` / `*.tmp` files left by an earlier run that never wrote a
-    /// manifest, and writes an empty manifest at once, so the store opens before the first shard.
+    /// New store; error if `dir` already holds a manifest.json, or holds anything else but an
+    /// output lock ([`lantern_output::LOCK_FILE`]): a directory that is not a store of ours is
+    /// neither emptied (its shard files might be someone's data) nor adopted (a leftover
+    /// `ground_truth.safetensors` would describe other rows). Creates `dir` if needed and writes
+    /// an empty manifest at once, so the store opens before the first shard.
     pub fn create(dir: &Path, meta: StoreMeta, opts: WriterOptions) -> Result<Self> {
         if meta.d_model == 0 {
             return Err(usage(dir, "d_model must be at least 1"));
@@ -107,7 +109,25 @@ impl StoreWriter {
                 path: manifest_path,
             });
         }
-        remove_strays(dir, &HashSet::new())?;
+        let mut foreign = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+            let name = entry.map_err(io_err(dir))?.file_name();
+            if name != lantern_output::LOCK_FILE {
+                foreign.push(name.to_string_lossy().into_owned());
+            }
+        }
+        if !foreign.is_empty() {
+            foreign.sort();
+            let more = if foreign.len() > 3 { ", ..." } else { "" };
+            foreign.truncate(3);
+            return Err(usage(
+                dir,
+                format!(
+                    "not empty ({}{more}) and not a store (no manifest.json); choose an empty or new directory",
+                    foreign.join(", ")
+                ),
+            ));
+        }
         let manifest = Manifest::new(&meta);
         manifest.save_atomic(dir)?;
         Ok(StoreWriter {
