@@ -40,6 +40,12 @@ struct MetricsFile<'a> {
     history: &'a [MetricsRow],
 }
 
+/// The files a training run writes beside the SAE (with the SAE, one unit).
+const METRICS_FILE: &str = "metrics.json";
+const LOSS_PNG: &str = "training_loss.png";
+const SPARSITY_PNG: &str = "training_sparsity.png";
+const DENSITY_PNG: &str = "feature_density.png";
+
 pub fn finish_training(
     args: &TrainArgs,
     cfg: &TrainConfig,
@@ -63,9 +69,14 @@ pub fn finish_training(
     } else {
         None
     };
-    lantern_sae::save_saelens(
+    // The SAE, its metrics and its plots are one unit: staged beside `out` and swapped in at
+    // once, so a kill leaves the previous run's files or this run's, never a mix (the
+    // checkpoint and the output lock are carried over as the same files).
+    let stage = lantern_output::DirStage::new(out)?;
+    let staged = stage.path().to_path_buf();
+    lantern_sae::write_saelens_files(
         &report.weights,
-        out,
+        &staged,
         eval.as_ref().map(|e| e.log10_density.as_slice()),
     )?;
     let mmcs = ground_truth_mmcs(None, &args.acts, &report.weights)?;
@@ -83,21 +94,27 @@ pub fn finish_training(
         mmcs,
         history: &report.history,
     };
-    let metrics_path = out.join("metrics.json");
+    let metrics_path = staged.join(METRICS_FILE);
     std::fs::write(&metrics_path, serde_json::to_string_pretty(&metrics)?)
         .with_context(|| format!("writing {}", metrics_path.display()))?;
-    let mut files = vec![
-        out.join("cfg.json"),
-        out.join("sae_weights.safetensors"),
-        metrics_path,
-    ];
+    let mut names: Vec<String> = vec!["cfg.json".into(), "sae_weights.safetensors".into()];
+    names.push(METRICS_FILE.into());
     if eval.is_some() {
-        files.push(out.join("sparsity.safetensors"));
+        names.push("sparsity.safetensors".into());
     }
-    files.extend(plot_curves(out, &report.history)?);
+    let mut plots = plot_curves(&staged, &report.history)?;
     if let Some(e) = &eval {
-        files.push(plot_density(out, &e.log10_density)?);
+        plots.push(plot_density(&staged, &e.log10_density)?);
     }
+    names.extend(
+        plots
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
+    );
+    let mut unit: Vec<&str> = lantern_sae::SAELENS_FILES.to_vec();
+    unit.extend([METRICS_FILE, LOSS_PNG, SPARSITY_PNG, DENSITY_PNG]);
+    stage.commit(&unit)?;
+    let files: Vec<PathBuf> = names.iter().map(|n| out.join(n)).collect();
     if !args.quiet {
         println!(
             "trained {} tokens in {seconds:.1} s ({tokens_per_second:.0} tokens/s)",
@@ -172,7 +189,7 @@ fn plot_curves(out: &Path, h: &[MetricsRow]) -> Result<Vec<PathBuf>> {
         name: name.to_string(),
         points: h.iter().map(|m| (m.tokens as f64, f(m))).collect(),
     };
-    let loss = out.join("training_loss.png");
+    let loss = out.join(LOSS_PNG);
     lantern_plot::line_chart(
         &loss,
         &LineChart {
@@ -183,7 +200,7 @@ fn plot_curves(out: &Path, h: &[MetricsRow]) -> Result<Vec<PathBuf>> {
             series: &[series("loss", &|m| m.loss), series("fvu", &|m| m.fvu)],
         },
     )?;
-    let sparsity = out.join("training_sparsity.png");
+    let sparsity = out.join(SPARSITY_PNG);
     lantern_plot::line_chart(
         &sparsity,
         &LineChart {
@@ -202,7 +219,7 @@ fn plot_curves(out: &Path, h: &[MetricsRow]) -> Result<Vec<PathBuf>> {
 }
 
 fn plot_density(out: &Path, log10_density: &[f32]) -> Result<PathBuf> {
-    let path = out.join("feature_density.png");
+    let path = out.join(DENSITY_PNG);
     let values: Vec<f64> = log10_density
         .iter()
         .map(|v| {
@@ -226,14 +243,23 @@ fn plot_density(out: &Path, log10_density: &[f32]) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Writes `v` as pretty JSON to `path` atomically (temporary file, then rename).
+/// Writes `v` as pretty JSON to `path` atomically (temporary file, fsync, rename).
 pub fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(v)? + "\n";
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    lantern_output::write_atomic(path, text.as_bytes())?;
     Ok(())
+}
+
+/// Checks that the output directory `dir` is not (inside) one of `inputs` (`(flag, path)`),
+/// creates it and takes its lock ([`lantern_output::OutputLock`]); hold the value for the run,
+/// so a second process with the same output fails at once instead of mixing files with ours.
+pub fn lock_output(
+    flag: &str,
+    dir: &Path,
+    inputs: &[(&str, &Path)],
+) -> Result<lantern_output::OutputLock> {
+    lantern_output::check_not_inside(dir, inputs).with_context(|| flag.to_string())?;
+    Ok(lantern_output::OutputLock::acquire(dir)?)
 }
 
 /// `x` as a JSON number, or `null` when it is NaN or infinite (JSON has neither).

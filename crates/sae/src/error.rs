@@ -9,6 +9,11 @@ use std::path::PathBuf;
 /// Errors of `lantern-sae`.
 #[derive(thiserror::Error, Debug)]
 pub enum SaeError {
+    /// An output that cannot be written safely (locked, inside an input) or an I/O error of
+    /// the output mechanism.
+    #[error(transparent)]
+    Output(#[from] lantern_output::OutputError),
+
     /// A training or evaluation setting is out of range or inconsistent.
     #[error("{0}")]
     Config(String),

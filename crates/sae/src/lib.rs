@@ -30,7 +30,7 @@ pub mod error;
 pub mod formats;
 pub mod weights;
 pub use error::{Result, SaeError};
-pub use formats::{SaeFormat, load_sae, save_saelens};
+pub use formats::{SAELENS_FILES, SaeFormat, load_sae, save_saelens, write_saelens_files};
 pub use weights::{Arch, SaeConfig, SaeWeights};
 
 pub mod checkpoint;

@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use crate::error::{Result, SaeError};
 use crate::weights::SaeWeights;
 
-pub use saelens::{load_log10_density, save_saelens};
+pub use saelens::{SAELENS_FILES, load_log10_density, save_saelens, write_saelens_files};
 
 /// The on-disk layout an SAE was read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

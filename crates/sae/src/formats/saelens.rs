@@ -253,10 +253,29 @@ fn scale_rows(w_dec: &mut [f32], s: &[f32], d_in: usize) {
 ///
 /// `Relu` → `standard`, `TopK{k}` → `topk` (`rescale_acts_by_decoder_norm: false`),
 /// `JumpRelu` → `jumprelu`, `BatchTopK{k}` → `jumprelu` with its threshold (SAELens's
-/// inference form; `metadata.training_architecture = "batchtopk"`). Each file is written to a
-/// temporary name and renamed into place, `cfg.json` last; a stale `sparsity.safetensors` is
-/// removed when `log10_density` is `None`.
+/// inference form; `metadata.training_architecture = "batchtopk"`).
+///
+/// The three files are one unit: they are written into a staging sibling of `dir` and swapped
+/// in at once ([`lantern_output::DirStage`]), so a reader finds the old SAE or the new one,
+/// never one's `cfg.json` beside the other's weights; a `sparsity.safetensors` of an earlier
+/// SAE does not survive when `log10_density` is `None`. Other files in `dir` are kept.
 pub fn save_saelens(sae: &SaeWeights, dir: &Path, log10_density: Option<&[f32]>) -> Result<()> {
+    let stage = lantern_output::DirStage::new(dir)?;
+    write_saelens_files(sae, stage.path(), log10_density)?;
+    stage.commit(&SAELENS_FILES)?;
+    Ok(())
+}
+
+/// The files of one SAE in the SAELens layout.
+pub const SAELENS_FILES: [&str; 3] = [CFG_JSON, WEIGHTS_FILE, SPARSITY_FILE];
+
+/// Writes the SAELens files of `sae` into `dir`, a directory being staged (no atomicity of
+/// its own: the caller swaps the whole directory in, as [`save_saelens`] does).
+pub fn write_saelens_files(
+    sae: &SaeWeights,
+    dir: &Path,
+    log10_density: Option<&[f32]>,
+) -> Result<()> {
     sae.validate()?;
     let c = &sae.cfg;
     if let Some(d) = log10_density
@@ -322,18 +341,13 @@ pub fn save_saelens(sae: &SaeWeights, dir: &Path, log10_density: Option<&[f32]>)
         tensors.push(("threshold", vec![d_sae], t));
     }
     write_safetensors(&dir.join(WEIGHTS_FILE), &tensors)?;
-    let sparsity = dir.join(SPARSITY_FILE);
-    match log10_density {
-        Some(d) => write_safetensors(&sparsity, &[("sparsity", vec![d_sae], d)])?,
-        // A density left by an earlier SAE in `dir` would be misattributed to this one.
-        None if sparsity.is_file() => {
-            std::fs::remove_file(&sparsity).map_err(|e| SaeError::io(&sparsity, e))?
-        }
-        None => {}
+    if let Some(d) = log10_density {
+        write_safetensors(&dir.join(SPARSITY_FILE), &[("sparsity", vec![d_sae], d)])?;
     }
     let text = serde_json::to_string_pretty(&cfg)
         .map_err(|e| SaeError::format(dir.join(CFG_JSON), e.to_string()))?;
-    write_atomic(&dir.join(CFG_JSON), text.as_bytes())
+    let path = dir.join(CFG_JSON);
+    std::fs::write(&path, text).map_err(|e| SaeError::io(&path, e))
 }
 
 /// Reads `sparsity.safetensors` (`"sparsity" [d_sae]`, log10 feature density) in `dir`, if
@@ -376,13 +390,5 @@ fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, &[f32])]) -> Res
         .map_err(|e| SaeError::format(path, format!("cannot build safetensors: {e}")))?;
     let buf = safetensors::serialize(views, None)
         .map_err(|e| SaeError::format(path, format!("cannot serialize safetensors: {e}")))?;
-    write_atomic(path, &buf)
-}
-
-/// Writes `bytes` to `path.tmp`, then renames it to `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| SaeError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| SaeError::io(path, e))
+    std::fs::write(path, &buf).map_err(|e| SaeError::io(path, e))
 }
