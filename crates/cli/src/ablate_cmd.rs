@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use lantern_lm::{HookPoint, LanguageModel, LoraAdapter, Model, read_prompts};
 use lantern_plot::{Interval, IntervalChart, interval_chart};
@@ -202,7 +202,14 @@ pub fn run(a: AblateArgs) -> Result<()> {
         perplexity: true,
         max_ppl: None,
     };
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let _lock = crate::report::lock_output(
+        "--out",
+        &a.out,
+        &[
+            ("--model", a.model.as_path()),
+            ("--prompts", a.prompts.as_path()),
+        ],
+    )?;
     let bar =
         indicatif::ProgressBar::new((prompts.len() * (conditions.len() + 1) * a.samples) as u64);
     let gens = run_generations(&lm.model, &prompts, &conditions, &settings, None, |d, _| {

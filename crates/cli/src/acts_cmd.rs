@@ -93,6 +93,7 @@ pub fn run(cmd: ActsCommand) -> Result<()> {
                 hook,
                 model,
             };
+            let _lock = crate::report::lock_output("--out", &out, &[("the input", &file)])?;
             let r = lantern_acts::import_file(&file, &out, &opts)?;
             println!(
                 "imported {} rows of d = {} ({}) into {}{}",
@@ -166,6 +167,7 @@ pub fn run(cmd: ActsCommand) -> Result<()> {
                 row_seed,
             };
             let t = std::time::Instant::now();
+            let _lock = crate::report::lock_output("--out", &out, &[])?;
             lantern_acts::synthesize(&cfg, &out)?;
             println!(
                 "synthesized {rows} rows (d = {d}, {features} features) into {} in {:.1} s",

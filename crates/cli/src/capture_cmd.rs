@@ -90,6 +90,14 @@ pub fn run(a: CaptureArgs) -> Result<()> {
         .parse()
         .map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
     let device = a.device.parse::<DeviceChoice>()?.open()?;
+    let mut inputs = vec![
+        ("--model", a.model.as_path()),
+        ("--prompts", a.prompts.as_path()),
+    ];
+    if let Some(ad) = &a.adapter {
+        inputs.push(("--adapter", ad.as_path()));
+    }
+    let _lock = crate::report::lock_output("--out", &a.out, &inputs)?;
     let lm = LanguageModel::load_with_adapter(&a.model, a.adapter.as_deref(), &device)?;
     let cfg = lm.model.config().clone();
     let opts = CaptureOptions {
@@ -131,7 +139,7 @@ pub fn run(a: CaptureArgs) -> Result<()> {
         hooks: a.hooks.clone(),
         sort_window: a.sort_window,
     };
-    check_or_write_record(&a.out, &record)?;
+    let resumed = check_record(&a.out, &record)?;
 
     let dirs: Vec<PathBuf> = if points.len() == 1 {
         vec![a.out.clone()]
@@ -146,6 +154,11 @@ pub fn run(a: CaptureArgs) -> Result<()> {
             shard_rows: a.shard_rows,
         };
         writers.push(StoreWriter::open_or_create(dir, meta, opts)?);
+    }
+    // Written once the stores exist (a store refuses a directory holding other files); until
+    // then the stores are empty, so nothing can be resumed under another record.
+    if !resumed {
+        write_record(&a.out, &record)?;
     }
     let done: Vec<u64> = writers.iter().map(StoreWriter::committed_rows).collect();
     let start = done.iter().copied().min().unwrap_or(0);
@@ -280,8 +293,8 @@ fn sequence_labels(
     Ok((names, Some(index)))
 }
 
-/// Writes `capture.json` for a new run, or checks that a resumed run matches it.
-fn check_or_write_record(out: &Path, record: &CaptureRecord) -> Result<()> {
+/// Checks that a resumed run matches `capture.json`; `false` when there is none (a new run).
+fn check_record(out: &Path, record: &CaptureRecord) -> Result<bool> {
     let path = out.join("capture.json");
     if path.exists() {
         let text = std::fs::read_to_string(&path)
@@ -309,12 +322,14 @@ fn check_or_write_record(out: &Path, record: &CaptureRecord) -> Result<()> {
                 path.display()
             );
         }
-        return Ok(());
+        return Ok(true);
     }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let tmp = out.join("capture.json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(record)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(false)
+}
+
+/// Writes `capture.json` (atomically).
+fn write_record(out: &Path, record: &CaptureRecord) -> Result<()> {
+    let path = out.join("capture.json");
+    lantern_output::write_atomic(&path, serde_json::to_string_pretty(record)?.as_bytes())?;
     Ok(())
 }

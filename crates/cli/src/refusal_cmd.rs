@@ -140,7 +140,15 @@ pub fn run(a: RefusalArgs) -> Result<()> {
         |d, _| bar.set_position(d as u64),
     )?;
     bar.finish_and_clear();
-    std::fs::create_dir_all(&a.out)?;
+    let _lock = crate::report::lock_output(
+        "--out",
+        &a.out,
+        &[
+            ("--model", a.model.as_path()),
+            ("--harmful", a.harmful.as_path()),
+            ("--harmless", a.harmless.as_path()),
+        ],
+    )?;
     let mut csv = String::from("position,layer,norm,kl,bypass,induce,discarded\n");
     for c in &cands {
         csv.push_str(&format!(

@@ -277,6 +277,7 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
             }
         }
         SaeCommand::Convert { sae, out } => {
+            let _lock = report::lock_output("--out", &out, &[("the SAE", &sae)])?;
             let (w, format) = lantern_sae::load_sae(&sae)?;
             let density = if matches!(format, lantern_sae::SaeFormat::SaeLens) {
                 lantern_sae::formats::load_log10_density(&sae)?
@@ -296,6 +297,7 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
 
 /// Trains, saves the SAE (SAELens v6), evaluates, writes metrics.json and plots.
 pub fn train(args: &TrainArgs) -> Result<report::TrainOutcome> {
+    let _lock = report::lock_output("--out", &args.out, &[("--acts", &args.acts)])?;
     let device: DeviceChoice = args.device.parse()?;
     let store = Store::open(&args.acts)?;
     let cfg = args.config(store.d_model())?;

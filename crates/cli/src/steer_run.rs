@@ -472,7 +472,14 @@ pub fn run(a: SteerArgs) -> Result<()> {
     } else {
         None
     };
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let _lock = crate::report::lock_output(
+        "--out",
+        &a.out,
+        &[
+            ("--model", a.model.as_path()),
+            ("--prompts", a.prompts.as_path()),
+        ],
+    )?;
     let settings = GenSettings {
         max_new_tokens: a.max_new_tokens,
         temperature: a.temperature,
