@@ -8,35 +8,11 @@
 //!   leftover `ground_truth.safetensors`), which stay untouched.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn lantern() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lantern"))
-}
-
-fn run(args: &[&str]) -> Output {
-    lantern().args(args).output().expect("spawn lantern")
-}
-
-fn run_ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "lantern {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn run_err(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(!out.status.success(), "lantern {args:?} succeeded");
-    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert_eq!(err.lines().count(), 1, "not one line: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
+mod support;
+use support::{lantern, run_err, run_ok};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -4,41 +4,12 @@
 //! `LANTERN_REQUIRE_SMOLLM2=1`), and one-line errors for bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use lantern_acts::{Dtype, GroundTruth, Rows, Store, StoreMeta, StoreWriter, WriterOptions};
 use serde_json::Value;
 
 mod support;
-use support::gguf;
-
-fn lantern() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lantern"))
-}
-
-fn run(args: &[&str]) -> Output {
-    lantern().args(args).output().expect("spawn lantern")
-}
-
-fn run_ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "lantern {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs a command that must fail; returns its one-line error.
-fn run_err(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(!out.status.success(), "lantern {args:?} succeeded");
-    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert_eq!(err.lines().count(), 1, "not one line: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
+use support::{gguf, run_err, run_ok};
 
 fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()

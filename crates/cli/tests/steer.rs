@@ -7,40 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use burn::tensor::Device;
 use lantern_lm::{HookPoint, Hooks, LanguageModel, LogitsAt, Model};
 use lantern_search::directions::{DirectionMeta, Directions};
 
 mod support;
-use support::gguf;
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lantern"))
-        .args(args)
-        .output()
-        .expect("spawn lantern")
-}
-
-fn run_ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "lantern {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn run_err(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(!out.status.success(), "lantern {args:?} succeeded");
-    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert_eq!(err.lines().count(), 1, "not one line: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
+use support::{gguf, run_err, run_ok};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -1,6 +1,38 @@
-//! Shared by the CLI tests that run the real model.
+//! Shared by the CLI tests: running the `lantern` binary, and the real model's path.
+
+#![allow(dead_code)] // each test binary uses a different part
 
 use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub fn lantern() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lantern"))
+}
+
+pub fn run(args: &[&str]) -> Output {
+    lantern().args(args).output().expect("spawn lantern")
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "lantern {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command that must fail; returns its one-line error.
+pub fn run_err(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(!out.status.success(), "lantern {args:?} succeeded");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
 
 /// SmolLM2-135M-Instruct's GGUF from `scripts/fetch-smollm2.sh`, or `None` (the test skips)
 /// when it is missing — unless `LANTERN_REQUIRE_SMOLLM2` is set, which makes that a failure.
