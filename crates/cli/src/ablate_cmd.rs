@@ -54,6 +54,7 @@ pub struct AblateArgs {
     #[arg(long = "judge")]
     judges: Vec<String>,
     #[arg(long)]
+    #[arg(value_parser = crate::flags::finite_f64, allow_negative_numbers = true)]
     judge_threshold: Option<f64>,
     /// Neutral text (JSONL {"text"}) for the CE and KL columns.
     #[arg(long)]
@@ -61,6 +62,7 @@ pub struct AblateArgs {
     #[arg(long, default_value_t = 1)]
     samples: usize,
     #[arg(long, default_value_t = 0.0)]
+    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     temperature: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,

@@ -51,18 +51,22 @@ pub enum ActsCommand {
         rows: u64,
         /// Expected number of active features per row.
         #[arg(long, default_value_t = 8.0)]
+        #[arg(value_parser = crate::flags::finite_f64, allow_negative_numbers = true)]
         mean_active: f64,
         /// Power-law exponent of the firing probabilities pᵢ ∝ (i+1)^−alpha.
         #[arg(long, default_value_t = 0.6)]
+        #[arg(value_parser = crate::flags::finite_f64, allow_negative_numbers = true)]
         alpha: f64,
         /// Norm of the Gaussian noise.
         #[arg(long, default_value_t = 0.05)]
+        #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
         noise: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Planted features appended after the dictionary, each with its firing probability
         /// (comma-separated, e.g. 0.005,0.01): features whose rate a test controls exactly.
         #[arg(long, value_delimiter = ',')]
+        #[arg(value_parser = crate::flags::finite_f64, allow_negative_numbers = true)]
         planted: Vec<f64>,
         /// Seed of the rows alone: stores with one --seed and different --row-seed share their
         /// feature directions (a base and a "finetuned" store of one dictionary).

@@ -27,6 +27,7 @@ pub struct CompareArgs {
     layers: Vec<usize>,
     /// Cosine above which a layer counts as converged (Soligo et al. report > 0.8).
     #[arg(long, default_value_t = 0.8)]
+    #[arg(value_parser = crate::flags::finite_f64, allow_negative_numbers = true)]
     threshold: f64,
     /// The positive store behind each file, in file order (with --neg): enables the
     /// label-permutation null for mean-diff directions.

@@ -46,9 +46,11 @@ pub struct DirectionArgs {
     site: Option<String>,
     /// Probe: inverse L2 strength C (scikit-learn's default).
     #[arg(long, default_value_t = 1.0)]
+    #[arg(value_parser = crate::flags::finite_f64, allow_negative_numbers = true)]
     probe_c: f64,
     /// Probe: fraction of each class held out for accuracy and AUC.
     #[arg(long, default_value_t = 0.2)]
+    #[arg(value_parser = crate::flags::finite_f64, allow_negative_numbers = true)]
     test_fraction: f64,
     /// Probe: seed of the held-out split.
     #[arg(long, default_value_t = 0)]

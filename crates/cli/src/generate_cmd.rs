@@ -32,8 +32,10 @@ pub struct GenerateArgs {
     max_new_tokens: usize,
     /// 0 = greedy.
     #[arg(long, default_value_t = 0.0)]
+    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     temperature: f32,
     #[arg(long, default_value_t = 1.0)]
+    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     top_p: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,

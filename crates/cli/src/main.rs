@@ -25,6 +25,7 @@ mod compare_cmd;
 mod demo_cmd;
 mod diff_cmd;
 mod direction_cmd;
+mod flags;
 mod generate_cmd;
 mod latents_cmd;
 mod model_cmd;
@@ -122,7 +123,34 @@ pub(crate) fn search_flag_error(e: lantern_search::SearchError) -> anyhow::Error
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            // One line, like every other error: clap's message and its details, without the
+            // usage block and the pointer to --help.
+            let text = e.to_string();
+            let parts: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| {
+                    !l.is_empty()
+                        && !l.starts_with("Usage:")
+                        && !l.starts_with("For more information")
+                })
+                .collect();
+            eprintln!("{}", parts.join(" "));
+            std::process::exit(2);
+        }
+    };
     let result = match cli.command {
         Command::Acts(c) => acts_cmd::run(c),
         Command::Sae(c) => sae_cmd::run(c),
@@ -144,12 +172,18 @@ fn main() {
         Command::Cvec(c) => steer_cmd::cvec(c),
     };
     if let Err(e) = result {
-        // One line: the chain of causes joined, never a backtrace.
-        let msg = e
-            .chain()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>()
-            .join(": ");
+        // One line: the chain of causes joined, never a backtrace; a cause that a message
+        // already quotes (`path: {source}`) is not repeated.
+        let mut msg = String::new();
+        for cause in e.chain().map(|c| c.to_string()) {
+            if msg.contains(&cause) {
+                continue;
+            }
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&cause);
+        }
         eprintln!("error: {msg}");
         std::process::exit(1);
     }

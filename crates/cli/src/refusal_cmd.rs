@@ -53,6 +53,7 @@ pub struct RefusalArgs {
     refusal_tokens: Vec<String>,
     /// Candidate layers must lie below this fraction of the depth.
     #[arg(long, default_value_t = 0.8)]
+    #[arg(value_parser = crate::flags::finite_f64, allow_negative_numbers = true)]
     max_layer_frac: f64,
     #[arg(long, default_value_t = 48)]
     max_new_tokens: usize,

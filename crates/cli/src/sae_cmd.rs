@@ -73,6 +73,7 @@ pub struct TrainArgs {
     pub batch: usize,
     /// Peak learning rate (default depends on the architecture).
     #[arg(long)]
+    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     pub lr: Option<f32>,
     #[arg(long)]
     pub lr_warmup_steps: Option<u64>,
@@ -81,23 +82,28 @@ pub struct TrainArgs {
     pub lr_decay_steps: Option<u64>,
     /// λ of the L1 (relu) or L0 (jumprelu) penalty.
     #[arg(long)]
+    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     pub sparsity_coeff: Option<f32>,
     #[arg(long)]
     pub sparsity_warmup_steps: Option<u64>,
     /// AuxK coefficient (topk, batchtopk).
     #[arg(long)]
+    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     pub aux_coeff: Option<f32>,
     /// A latent silent for this many tokens is dead.
     #[arg(long)]
     pub dead_tokens: Option<u64>,
     /// JumpReLU straight-through bandwidth.
     #[arg(long)]
+    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     pub bandwidth: Option<f32>,
     /// JumpReLU initial threshold.
     #[arg(long)]
+    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     pub init_threshold: Option<f32>,
     /// Global gradient-norm clip (0 = off; default 0.01 for topk/batchtopk, 1 for relu/jumprelu)
     #[arg(long)]
+    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     pub grad_clip: Option<f32>,
     /// Train on raw inputs instead of inputs scaled to E‖x‖ = √d.
     #[arg(long)]
@@ -110,6 +116,7 @@ pub struct TrainArgs {
     pub exclude_token_ids: Vec<u32>,
     /// Drop rows with ‖x‖ above this multiple of the median norm.
     #[arg(long)]
+    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     pub outlier_factor: Option<f32>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -194,6 +201,9 @@ impl TrainArgs {
             c.init_threshold = v;
         }
         if let Some(v) = self.grad_clip {
+            if v < 0.0 {
+                bail!("--grad-clip {v}: expected a positive norm, or 0 to turn clipping off");
+            }
             c.grad_clip = (v > 0.0).then_some(v);
         }
         c.normalize_inputs = !self.no_normalize;

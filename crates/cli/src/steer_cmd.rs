@@ -122,6 +122,7 @@ pub struct CvecExportArgs {
     model: PathBuf,
     /// Multiplies every vector (llama.cpp adds the stored values unscaled).
     #[arg(long, default_value_t = 1.0)]
+    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     scale: f32,
     /// Leave out layers llama.cpp cannot express (resid_post 0) instead of failing.
     #[arg(long)]

@@ -64,6 +64,8 @@ pub struct SteerArgs {
     pub clamp: String,
     /// Strengths, comma separated (0 = the unsteered baseline; added when missing).
     #[arg(
+        value_parser = crate::flags::finite_f64,
+        allow_negative_numbers = true,
         long,
         value_delimiter = ',',
         allow_hyphen_values = true,
@@ -101,8 +103,10 @@ pub struct SteerArgs {
     pub samples: usize,
     /// 0 = greedy.
     #[arg(long, default_value_t = 0.0)]
+    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     pub temperature: f32,
     #[arg(long, default_value_t = 1.0)]
+    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     pub top_p: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -119,6 +123,7 @@ pub struct SteerArgs {
     pub judges: Vec<String>,
     /// For command judges that answer with a score only: score ≥ this is a hit.
     #[arg(long)]
+    #[arg(value_parser = crate::flags::finite_f64, allow_negative_numbers = true)]
     pub judge_threshold: Option<f64>,
     /// Neutral text (JSONL {"text"}) for CE and KL to the unsteered model per strength.
     #[arg(long)]
@@ -128,11 +133,14 @@ pub struct SteerArgs {
     pub no_perplexity: bool,
     /// Generations with a perplexity under the unsteered model above this count as incoherent.
     #[arg(long)]
+    #[arg(value_parser = crate::flags::finite_f64, allow_negative_numbers = true)]
     pub max_perplexity: Option<f64>,
     /// Bisect for the largest strength in [0, --search-max] whose coherent share stays ≥ this.
     #[arg(long)]
+    #[arg(value_parser = crate::flags::finite_f64, allow_negative_numbers = true)]
     pub search_coherence: Option<f64>,
     #[arg(long)]
+    #[arg(value_parser = crate::flags::finite_f64, allow_negative_numbers = true)]
     pub search_max: Option<f64>,
     #[arg(long, default_value_t = 12)]
     pub search_steps: usize,

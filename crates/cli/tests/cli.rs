@@ -223,6 +223,102 @@ fn bad_input_gives_one_line_errors_naming_the_problem() {
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(!out.join("sae_weights.safetensors").exists());
+
+    // Issue 15: float settings out of range are refused up front, on one line naming the flag
+    // (NaN and infinities by the flag parser, exit 2; ranges by the trainer's one check, exit 1),
+    // instead of a 'diverged, lower --lr' error, an ignored value, or a run that never ends.
+    let store_s = store.to_str().unwrap();
+    let bad = |extra: &[&str], code: i32, needle: &str| {
+        let mut args = train_args(store_s, "unused");
+        let n = args.len();
+        let out = dir.path().join("refused");
+        args[n - 1] = out.to_str().unwrap();
+        args.extend(extra);
+        let o = lantern().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{extra:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{extra:?}: {err}");
+        assert!(err.contains(needle), "{extra:?}: {err}");
+        assert!(!out.join("cfg.json").exists(), "{extra:?} trained");
+    };
+    bad(&["--sparsity-coeff", "NaN"], 2, "--sparsity-coeff");
+    bad(&["--grad-clip", "inf"], 2, "not a finite number");
+    bad(&["--grad-clip", "-2"], 1, "--grad-clip -2");
+    bad(&["--aux-coeff", "-1"], 1, "--aux-coeff: aux_coeff = -1");
+    for f in ["0", "0.1", "-1"] {
+        bad(
+            &["--outlier-factor", f],
+            1,
+            "--outlier-factor: outlier_factor",
+        );
+    }
+    // Resuming on a store of another width names both widths (it panicked inside burn).
+    let other = dir.path().join("wide");
+    let o = lantern()
+        .args([
+            "acts",
+            "synth",
+            "--d",
+            "24",
+            "--features",
+            "64",
+            "--rows",
+            "5000",
+        ])
+        .args(["--out", other.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let ck = dir.path().join("ck");
+    let short = |acts: &Path| -> Vec<String> {
+        let a = [
+            "sae",
+            "train",
+            "--arch",
+            "topk",
+            "--k",
+            "8",
+            "--d-sae",
+            "64",
+            "--steps",
+            "20",
+            "--batch",
+            "512",
+            "--checkpoint-every",
+            "10",
+            "--quiet",
+            "--acts",
+        ];
+        let mut v: Vec<String> = a.iter().map(|x| x.to_string()).collect();
+        v.extend([
+            acts.display().to_string(),
+            "--out".into(),
+            ck.display().to_string(),
+        ]);
+        v
+    };
+    let o = lantern().args(short(&store)).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = lantern()
+        .args(short(&other))
+        .arg("--resume")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        !o.status.success()
+            && err.contains("d_in 48, but the activation store")
+            && err.contains("d_model 24"),
+        "{err}"
+    );
+    // An OS error is said once, not twice.
+    let o = lantern()
+        .args(["acts", "info", dir.path().join("nope").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
 }
 
 #[test]

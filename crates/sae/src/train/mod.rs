@@ -109,6 +109,16 @@ pub fn train(
     let ckpt_path = out.join("checkpoint.safetensors");
     let mut state = if resume {
         let ck = checkpoint::load(&ckpt_path, &device)?;
+        let ck_d = ck.params.b_dec.dims()[0];
+        if ck_d != d {
+            return Err(SaeError::ConfigMismatch {
+                path: ckpt_path,
+                difference: format!(
+                    "d_in {ck_d}, but the activation store {} has d_model {d}",
+                    store.dir().display()
+                ),
+            });
+        }
         if ck.config != *cfg {
             return Err(SaeError::ConfigMismatch {
                 path: ckpt_path,
