@@ -62,6 +62,11 @@ pub struct CaptureArgs {
 #[derive(Serialize, Deserialize, PartialEq, Debug)]
 struct CaptureRecord {
     model: String,
+    /// The model's (and adapter's) content fingerprint (`lantern_output::fingerprint`): a model
+    /// of the same file name with other weights is another model. Empty in records written
+    /// before it existed, which cannot be checked.
+    #[serde(default)]
+    model_id: String,
     prompts_crc32: u32,
     records: usize,
     tokens: u64,
@@ -130,8 +135,13 @@ pub fn run(a: CaptureArgs) -> Result<()> {
         Some(ad) => format!("{} + {}", name_of(&a.model), name_of(ad)),
         None => name_of(&a.model),
     };
+    let mut model_id = lantern_output::fingerprint(&a.model)?;
+    if let Some(ad) = &a.adapter {
+        model_id = format!("{model_id} + {}", lantern_output::fingerprint(ad)?);
+    }
     let record = CaptureRecord {
         model: model_name.clone(),
+        model_id,
         prompts_crc32: crc32fast::hash(text.as_bytes()),
         records: seqs.len(),
         tokens: total,
@@ -303,6 +313,10 @@ fn check_record(out: &Path, record: &CaptureRecord) -> Result<bool> {
             .map_err(|e| anyhow::anyhow!("{}: not a capture record ({e})", path.display()))?;
         let diffs = [
             ("model", old.model != record.model),
+            (
+                "model (contents: the weights differ)",
+                !old.model_id.is_empty() && old.model_id != record.model_id,
+            ),
             (
                 "prompts (contents)",
                 old.prompts_crc32 != record.prompts_crc32,

@@ -315,3 +315,73 @@ fn labels_of_the_prompt_records_reach_the_store_per_sequence() {
         "{err}"
     );
 }
+
+#[test]
+fn capture_does_not_resume_with_another_model_of_the_same_name() {
+    // Issue 15: the record held the model's file name only, so a retrained model saved under
+    // the same name resumed the store (rows 0–799 from one model, the rest from the other).
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lm/tests/fixtures");
+    let tmp = tempfile::tempdir().unwrap();
+    // Three copies of the tiny Llama checkpoint (with a tokenizer), all named `model`; the
+    // second gets one weight changed in its last bit.
+    let copy = |to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for f in std::fs::read_dir(fixtures.join("parity/llama_gqa")).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+        std::fs::copy(
+            fixtures.join("tiny_bpe/tokenizer.json"),
+            to.join("tokenizer.json"),
+        )
+        .unwrap();
+    };
+    let (a, b, c) = (
+        tmp.path().join("a/model"),
+        tmp.path().join("b/model"),
+        tmp.path().join("c/model"),
+    );
+    for m in [&a, &b, &c] {
+        copy(m);
+    }
+    let shard = b.join("model-00002-of-00002.safetensors");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[8 + header + 40] ^= 1;
+    std::fs::write(&shard, bytes).unwrap();
+
+    let p = tmp.path().join("p.jsonl");
+    std::fs::write(
+        &p,
+        "{\"text\": \"A(B)C\"}\n{\"text\": \"X;Y;Z=1\"}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("store");
+    let args = |m: &Path| -> Vec<String> {
+        [
+            "capture",
+            "--model",
+            m.to_str().unwrap(),
+            "--prompts",
+            p.to_str().unwrap(),
+            "--hook",
+            "blocks.0.hook_resid_post",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let o = lantern().args(args(&a)).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = lantern().args(args(&b)).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("different model (contents"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // The same weights under another path are the same model: the run resumes (nothing left).
+    let o = lantern().args(args(&c)).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

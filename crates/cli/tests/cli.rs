@@ -312,6 +312,40 @@ fn bad_input_gives_one_line_errors_naming_the_problem() {
             && err.contains("d_model 24"),
         "{err}"
     );
+    // A store of the same width holding other rows is not the run's store either; the run's
+    // own store resumes.
+    let same_width = dir.path().join("same-width");
+    let o = lantern()
+        .args([
+            "acts",
+            "synth",
+            "--d",
+            "48",
+            "--features",
+            "192",
+            "--rows",
+            "5000",
+        ])
+        .args(["--seed", "4", "--out", same_width.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let o = lantern()
+        .args(short(&same_width))
+        .arg("--resume")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("holds other rows than the run's"),
+        "{err}"
+    );
+    let o = lantern()
+        .args(short(&store))
+        .arg("--resume")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // An OS error is said once, not twice.
     let o = lantern()
         .args(["acts", "info", dir.path().join("nope").to_str().unwrap()])

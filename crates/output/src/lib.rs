@@ -10,6 +10,8 @@
 //!   the old unit or the new one, never a mix. Other files already there are carried over.
 //! - [`check_not_inside`]: an output that is, or lies inside, an input is refused before
 //!   anything is written.
+//! - [`fingerprint`]: the identity of an input by its content, so a resumed run can tell that
+//!   its model, adapter or store is the one it started with.
 //!
 //! ```
 //! use lantern_output::{DirStage, OutputLock, check_not_inside, write_atomic};
@@ -28,12 +30,14 @@
 
 mod atomic;
 mod error;
+mod identity;
 mod lock;
 mod paths;
 mod stage;
 
 pub use atomic::{AtomicFile, sync_dir, write_atomic};
 pub use error::{OutputError, Result};
+pub use identity::fingerprint;
 pub use lock::{LOCK_FILE, OutputLock};
 pub use paths::check_not_inside;
 pub use stage::DirStage;

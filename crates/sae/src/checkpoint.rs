@@ -36,6 +36,9 @@ pub struct Checkpoint {
     pub history: Vec<MetricsRow>,
     pub skipped_non_finite: u64,
     pub excluded: u64,
+    /// The content fingerprint of the store's manifest (`lantern_output::fingerprint`), which
+    /// lists every shard with its checksum; empty in checkpoints written before it existed.
+    pub store_id: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -53,6 +56,8 @@ struct Meta {
     history: Vec<MetricsRow>,
     skipped_non_finite: u64,
     excluded: u64,
+    #[serde(default)]
+    store_id: String,
 }
 
 const FORMAT: u32 = 1;
@@ -119,6 +124,7 @@ pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
         history: ck.history.clone(),
         skipped_non_finite: ck.skipped_non_finite,
         excluded: ck.excluded,
+        store_id: ck.store_id.clone(),
     };
     let json = serde_json::to_string(&meta).map_err(|e| err(path, e.to_string()))?;
     let views = tensors
@@ -259,6 +265,7 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
         history: meta.history,
         skipped_non_finite: meta.skipped_non_finite,
         excluded: meta.excluded,
+        store_id: meta.store_id,
         config: meta.config,
     })
 }

@@ -107,6 +107,7 @@ pub fn train(
         source: e,
     })?;
     let ckpt_path = out.join("checkpoint.safetensors");
+    let store_id = lantern_output::fingerprint(&store.dir().join("manifest.json"))?;
     let mut state = if resume {
         let ck = checkpoint::load(&ckpt_path, &device)?;
         let ck_d = ck.params.b_dec.dims()[0];
@@ -119,6 +120,15 @@ pub fn train(
                 ),
             });
         }
+        if !ck.store_id.is_empty() && ck.store_id != store_id {
+            return Err(SaeError::ConfigMismatch {
+                path: ckpt_path,
+                difference: format!(
+                    "the activation store {} holds other rows than the run's (its manifest differs)",
+                    store.dir().display()
+                ),
+            });
+        }
         if ck.config != *cfg {
             return Err(SaeError::ConfigMismatch {
                 path: ckpt_path,
@@ -127,7 +137,9 @@ pub fn train(
         }
         State::resume(ck, &device)
     } else {
-        State::fresh(store, cfg, &device)?
+        let mut s = State::fresh(store, cfg, &device)?;
+        s.saved.store_id = store_id;
+        s
     };
 
     let reader = BatchReader::new(

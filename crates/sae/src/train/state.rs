@@ -78,6 +78,7 @@ impl State {
                 history: Vec::new(),
                 skipped_non_finite: 0,
                 excluded: 0,
+                store_id: String::new(),
             },
             device,
         ))
