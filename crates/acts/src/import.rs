@@ -250,6 +250,7 @@ fn ingest(
     let meta = StoreMeta::new(src.d, dtype, opts.hook.clone(), opts.model.clone());
     let wopts = WriterOptions {
         shard_rows: opts.shard_rows.unwrap_or(0),
+        ..Default::default()
     };
     let existed = out.exists();
     let mut writer = StoreWriter::create(out, meta, wopts)?;

@@ -13,7 +13,7 @@
 //! use lantern_acts::{BatchReader, Dtype, ReaderOptions, Store, StoreMeta, StoreWriter, WriterOptions};
 //! let dir = tempfile::tempdir()?;
 //! let meta = StoreMeta::new(2, Dtype::F32, "blocks.0.hook_resid_post", "toy");
-//! let mut w = StoreWriter::create(dir.path(), meta, WriterOptions { shard_rows: 2 })?;
+//! let mut w = StoreWriter::create(dir.path(), meta, WriterOptions { shard_rows: 2, ..Default::default() })?;
 //! w.push(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[7, 8, 9], &[0, 0, 0], &[0, 1, 2], None)?;
 //! w.finish()?;
 //!

@@ -26,6 +26,15 @@ pub enum Dtype {
 }
 
 impl Dtype {
+    /// The largest magnitude the dtype holds (f32 values beyond it become infinities).
+    pub fn max_finite(self) -> f32 {
+        match self {
+            Dtype::F32 => f32::MAX,
+            Dtype::F16 => f32::from(half::f16::MAX),
+            Dtype::Bf16 => f32::from(half::bf16::MAX),
+        }
+    }
+
     /// Bytes per element.
     pub fn size(self) -> usize {
         match self {

@@ -148,10 +148,21 @@ impl Store {
         self.inner.starts[i + 1] - self.inner.starts[i]
     }
 
-    /// Checks every shard's crc32 against the manifest.
+    /// Checks every shard's crc32 against the manifest, and that every value is finite (a
+    /// store written before the writer refused NaN rows, or edited by hand, may hold some).
     pub fn verify(&self) -> Result<()> {
+        let mut row = vec![0.0f32; self.d_model()];
         for i in 0..self.num_shards() {
-            self.shard(i)?;
+            let shard = self.shard(i)?;
+            for r in 0..shard.rows() {
+                shard.row_f32(r, &mut row);
+                if row.iter().any(|x| !x.is_finite()) {
+                    return Err(ActsError::NonFinite {
+                        path: self.inner.dir.join(&self.inner.manifest.shards[i].file),
+                        row: self.inner.starts[i] + r as u64,
+                    });
+                }
+            }
         }
         Ok(())
     }

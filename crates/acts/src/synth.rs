@@ -219,6 +219,7 @@ pub fn synthesize(cfg: &SynthConfig, out: &Path) -> Result<GroundTruth> {
     );
     let opts = WriterOptions {
         shard_rows: cfg.shard_rows.unwrap_or(0),
+        ..Default::default()
     };
     let mut writer = StoreWriter::create(out, meta, opts)?;
 

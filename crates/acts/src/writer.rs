@@ -11,12 +11,16 @@ use crate::shard::{ShardBuf, encode_f32, map_file, parse_layout, write_shard};
 /// Target size of one shard when `shard_rows` is left at 0.
 const AUTO_SHARD_BYTES: usize = 256 << 20;
 
-/// How a writer cuts rows into shards.
+/// How a writer cuts rows into shards, and what it does with rows it cannot store.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriterOptions {
     /// Rows per shard. 0 (the default) picks the count that makes a shard about 256 MiB for
     /// the store's `d_model` and dtype, at least 1.
     pub shard_rows: usize,
+    /// Rows holding NaN, an infinity, or a value beyond the store dtype's range (an f16 store
+    /// holds |x| ≤ 65504): an error naming the row (false, the default), or dropped and counted
+    /// ([`StoreWriter::skipped_non_finite`]).
+    pub skip_non_finite: bool,
 }
 
 impl WriterOptions {
@@ -60,6 +64,8 @@ pub struct StoreWriter {
     next_index: usize,
     /// Whether rows carry roles; `None` until the first push (or the first shard) decides.
     has_roles: Option<bool>,
+    skip_non_finite: bool,
+    skipped_non_finite: u64,
 }
 
 /// Fails when a push's optional per-row tensor is present where the store's is not, or the
@@ -137,6 +143,8 @@ impl StoreWriter {
             buf: ShardBuf::default(),
             next_index: 0,
             has_roles: None,
+            skip_non_finite: opts.skip_non_finite,
+            skipped_non_finite: 0,
         })
     }
 
@@ -208,6 +216,8 @@ impl StoreWriter {
             buf: ShardBuf::default(),
             next_index,
             has_roles,
+            skip_non_finite: opts.skip_non_finite,
+            skipped_non_finite: 0,
         })
     }
 
@@ -296,6 +306,53 @@ impl StoreWriter {
             return Ok(()); // an empty push decides nothing, not even role presence
         }
         same_presence(&self.dir, "roles", &mut self.has_roles, roles.is_some())?;
+        // Checked here, where rows enter the store: a NaN activation or an f16 overflow is
+        // never written as if it were data.
+        let max = self.manifest.dtype.max_finite();
+        let unstorable = |x: &f32| !x.is_finite() || x.abs() > max;
+        let bad = |i: &usize| acts[i * d..(i + 1) * d].iter().any(unstorable);
+        if let Some(first) = (0..n).find(bad) {
+            if !self.skip_non_finite {
+                let row = self.rows() + first as u64;
+                let x = acts[first * d..(first + 1) * d]
+                    .iter()
+                    .find(|x| unstorable(x))
+                    .copied()
+                    .unwrap_or(f32::NAN);
+                return Err(if x.is_finite() {
+                    usage(
+                        &self.dir,
+                        format!(
+                            "row {row}: {x} does not fit the store's {} (|x| ≤ {max}); use f32 or bf16, or skip such rows",
+                            self.manifest.dtype
+                        ),
+                    )
+                } else {
+                    ActsError::NonFinite {
+                        path: self.dir.clone(),
+                        row,
+                    }
+                });
+            }
+            let keep: Vec<usize> = (0..n).filter(|i| !bad(i)).collect();
+            self.skipped_non_finite += (n - keep.len()) as u64;
+            let pick = |v: &[u32]| keep.iter().map(|&i| v[i]).collect::<Vec<_>>();
+            let pick8 = |v: &[u8]| keep.iter().map(|&i| v[i]).collect::<Vec<_>>();
+            let kept_acts: Vec<f32> = keep
+                .iter()
+                .flat_map(|&i| acts[i * d..(i + 1) * d].iter().copied())
+                .collect();
+            let (t, s, p) = (pick(token_ids), pick(seq_ids), pick(positions));
+            let (r, l) = (roles.map(pick8), labels.map(pick8));
+            return self.push_rows(Rows {
+                acts: &kept_acts,
+                token_ids: &t,
+                seq_ids: &s,
+                positions: &p,
+                roles: r.as_deref(),
+                labels: l.as_deref(),
+            });
+        }
         let mut start = 0;
         while start < n {
             let take = (self.shard_rows - self.buf.rows()).min(n - start);
@@ -326,6 +383,12 @@ impl StoreWriter {
             }
         }
         Ok(())
+    }
+
+    /// Rows dropped because they could not be stored (with
+    /// [`WriterOptions::skip_non_finite`]).
+    pub fn skipped_non_finite(&self) -> u64 {
+        self.skipped_non_finite
     }
 
     /// Rows committed in finished shards plus rows pending.

@@ -25,6 +25,7 @@ fn child_writer() {
     };
     let opts = WriterOptions {
         shard_rows: SHARD_ROWS,
+        ..Default::default()
     };
     let mut w = StoreWriter::open_or_create(Path::new(&dir), meta(D, Dtype::F32), opts).unwrap();
     let mut next = w.rows();
@@ -113,6 +114,7 @@ fn killed_writer_leaves_a_consistent_resumable_store() {
         meta(D, Dtype::F32),
         WriterOptions {
             shard_rows: SHARD_ROWS,
+            ..Default::default()
         },
     )
     .unwrap();

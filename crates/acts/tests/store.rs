@@ -4,7 +4,7 @@ mod common;
 
 use std::fs;
 
-use common::{formula_store, ids, meta, push_rows, value};
+use common::{formula_store, ids, meta, poke_value, push_rows, value};
 use half::{bf16, f16};
 use lantern_acts::{ActsError, Dtype, Store, StoreWriter, WriterOptions};
 
@@ -15,7 +15,10 @@ fn f32_rows_read_back_exactly_after_reopen() {
     let mut w = StoreWriter::create(
         dir.path(),
         meta(d, Dtype::F32),
-        WriterOptions { shard_rows: 7 },
+        WriterOptions {
+            shard_rows: 7,
+            ..Default::default()
+        },
     )
     .unwrap();
     push_rows(&mut w, d, 0, 3, true);
@@ -66,9 +69,15 @@ fn f16_and_bf16_round_trip_within_their_precision() {
             .collect();
         let n = 40;
         let zeros = vec![0u32; n];
-        let mut w =
-            StoreWriter::create(dir.path(), meta(d, dtype), WriterOptions { shard_rows: 16 })
-                .unwrap();
+        let mut w = StoreWriter::create(
+            dir.path(),
+            meta(d, dtype),
+            WriterOptions {
+                shard_rows: 16,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         w.push(&vals, &zeros, &zeros, &zeros, None).unwrap();
         w.finish().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -345,7 +354,10 @@ fn resume_removes_strays_and_continues_numbering() {
     let mut w = StoreWriter::open_or_create(
         dir.path(),
         meta(d, Dtype::F32),
-        WriterOptions { shard_rows: 4 },
+        WriterOptions {
+            shard_rows: 4,
+            ..Default::default()
+        },
     )
     .unwrap();
     assert_eq!(w.committed_rows(), 10);
@@ -391,8 +403,15 @@ fn labels_are_stored_per_row_named_in_the_manifest_and_filtered_by_the_reader() 
     let d = 3;
     let mut m = meta(d, Dtype::F32);
     m.labels = vec!["aligned".into(), "misaligned".into()];
-    let mut w =
-        StoreWriter::create(dir.path(), m.clone(), WriterOptions { shard_rows: 4 }).unwrap();
+    let mut w = StoreWriter::create(
+        dir.path(),
+        m.clone(),
+        WriterOptions {
+            shard_rows: 4,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     // Three sequences of 3 rows: labels 1, 0, 1.
     let n = 9;
     let acts: Vec<f32> = (0..n as u64)
@@ -480,4 +499,64 @@ fn stores_without_labels_have_none_and_refuse_a_label_filter() {
     };
     let e = BatchReader::new(store, opts).err().unwrap().to_string();
     assert!(e.contains("0 labels"), "{e}");
+}
+
+/// Issue 15: rows the store cannot hold are refused where they enter it, or dropped and
+/// counted; `verify` finds non-finite values a store may hold from elsewhere.
+#[test]
+fn rows_that_cannot_be_stored_are_refused_or_dropped_and_counted() {
+    let d = 2;
+    let opts = |skip| WriterOptions {
+        shard_rows: 4,
+        skip_non_finite: skip,
+    };
+    let acts = [1.0, 2.0, f32::NAN, 0.5, 3.0, 4.0];
+    let push = |w: &mut StoreWriter| w.push(&acts, &[7, 8, 9], &[0, 0, 0], &[0, 1, 2], None);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = StoreWriter::create(dir.path(), meta(d, Dtype::F32), opts(false)).unwrap();
+    w.push(&[0.0, 0.0], &[1], &[0], &[0], None).unwrap();
+    match push(&mut w) {
+        Err(ActsError::NonFinite { row, .. }) => assert_eq!(row, 2, "the store's row number"),
+        other => panic!("expected a non-finite error, got {other:?}"),
+    }
+    assert_eq!(w.rows(), 1, "nothing of the refused push was kept");
+
+    // An f16 store cannot hold 70 000 (it would become an infinity).
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = StoreWriter::create(dir.path(), meta(d, Dtype::F16), opts(false)).unwrap();
+    let e = w
+        .push(&[1.0, 70_000.0], &[1], &[0], &[0], None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("row 0: 70000 does not fit the store's f16"),
+        "{e}"
+    );
+
+    // Skipping keeps the other rows with their own ids.
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = StoreWriter::create(dir.path(), meta(d, Dtype::F32), opts(true)).unwrap();
+    push(&mut w).unwrap();
+    assert_eq!((w.rows(), w.skipped_non_finite()), (2, 1));
+    w.finish().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let shard = s.shard(0).unwrap();
+    let mut row = vec![0.0; d];
+    shard.row_f32(1, &mut row);
+    assert_eq!(row, [3.0, 4.0]);
+    assert_eq!((shard.token_id(0), shard.token_id(1)), (7, 9));
+    s.verify().unwrap();
+
+    // A NaN written by something else (checksum made to match): verify names shard and row.
+    poke_value(dir.path(), 0, 1, 0, f32::NAN);
+    let e = Store::open(dir.path())
+        .unwrap()
+        .verify()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("shard-00000.safetensors") && e.contains("row 1"),
+        "{e}"
+    );
 }

@@ -53,6 +53,10 @@ pub struct CaptureArgs {
     /// Rows per shard (0: about 256 MiB shards).
     #[arg(long, default_value_t = 0)]
     shard_rows: usize,
+    /// Drop rows holding NaN or infinities (or values beyond --dtype's range) and count them,
+    /// instead of stopping at the first with an error.
+    #[arg(long)]
+    skip_non_finite: bool,
     /// The store; with several hooks, one store per hook in <OUT>/<hook>/.
     #[arg(long)]
     out: PathBuf,
@@ -162,6 +166,7 @@ pub fn run(a: CaptureArgs) -> Result<()> {
         meta.labels = label_names.clone();
         let opts = WriterOptions {
             shard_rows: a.shard_rows,
+            skip_non_finite: a.skip_non_finite,
         };
         writers.push(StoreWriter::open_or_create(dir, meta, opts)?);
     }
@@ -258,7 +263,14 @@ impl CaptureSink for StoreSink {
 
 fn finish(writers: Vec<StoreWriter>) -> Result<()> {
     for w in writers {
-        w.finish()?;
+        let skipped = w.skipped_non_finite();
+        let m = w.finish()?;
+        if skipped > 0 {
+            eprintln!(
+                "warning: {}: {skipped} rows with NaN, infinities or values beyond the dtype were dropped ({} kept)",
+                m.hook, m.rows
+            );
+        }
     }
     Ok(())
 }

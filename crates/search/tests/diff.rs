@@ -22,7 +22,15 @@ type Sums = Vec<(Vec<f64>, usize, Vec<f64>)>;
 /// sequence, its rows and roles.
 fn store(dir: &Path, seed: u64, n_seq: u32, shift: f32) -> (Store, Seqs) {
     let meta = StoreMeta::new(D, Dtype::F32, "blocks.1.hook_resid_post", "toy");
-    let mut w = StoreWriter::create(dir, meta, WriterOptions { shard_rows: 13 }).unwrap();
+    let mut w = StoreWriter::create(
+        dir,
+        meta,
+        WriterOptions {
+            shard_rows: 13,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut rng = Rng::new(seed);
     let mut seqs = Vec::new();
     for s in 0..n_seq {

@@ -58,7 +58,15 @@ fn store(dir: &Path, data: &Data, keep: impl Fn(i64) -> bool, labels: bool) -> S
     if labels {
         meta.labels = vec!["neg".into(), "pos".into()];
     }
-    let mut w = StoreWriter::create(dir, meta, WriterOptions { shard_rows: 7 }).unwrap();
+    let mut w = StoreWriter::create(
+        dir,
+        meta,
+        WriterOptions {
+            shard_rows: 7,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut pos_in_seq = 0u32;
     for r in 0..data.seq.len() {
         if r > 0 && data.seq[r] != data.seq[r - 1] {

@@ -42,8 +42,35 @@ pub fn push_rows(w: &mut StoreWriter, d: usize, start: u64, end: u64, roles: boo
 
 /// A finished f32 store of `rows` formula rows.
 pub fn formula_store(dir: &Path, d: usize, rows: u64, shard_rows: usize, roles: bool) {
-    let mut w =
-        StoreWriter::create(dir, meta(d, Dtype::F32), WriterOptions { shard_rows }).unwrap();
+    let mut w = StoreWriter::create(
+        dir,
+        meta(d, Dtype::F32),
+        WriterOptions {
+            shard_rows,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     push_rows(&mut w, d, 0, rows, roles);
     w.finish().unwrap();
+}
+
+/// Overwrites value `k` of row `row` (counted within shard `shard`) of an f32 store with `v`,
+/// and records the shard's new crc32 in the manifest: a store holding what the writer would
+/// refuse (written by an older writer, or edited), for the readers' tests.
+pub fn poke_value(dir: &Path, shard: usize, row: usize, k: usize, v: f32) {
+    let file = dir.join(format!("shard-{shard:05}.safetensors"));
+    let mut bytes = std::fs::read(&file).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let head: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header]).unwrap();
+    let d = head["acts"]["shape"][1].as_u64().unwrap() as usize;
+    let start = head["acts"]["data_offsets"][0].as_u64().unwrap() as usize;
+    let at = 8 + header + start + 4 * (row * d + k);
+    bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    std::fs::write(&file, &bytes).unwrap();
+    let mpath = dir.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
+    m["shards"][shard]["crc32"] = crc32fast::hash(&bytes).into();
+    std::fs::write(&mpath, m.to_string()).unwrap();
 }
