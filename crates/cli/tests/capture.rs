@@ -351,11 +351,7 @@ fn capture_does_not_resume_with_another_model_of_the_same_name() {
     std::fs::write(&shard, bytes).unwrap();
 
     let p = tmp.path().join("p.jsonl");
-    std::fs::write(
-        &p,
-        "{\"text\": \"A(B)C\"}\n{\"text\": \"X;Y;Z=1\"}\n",
-    )
-    .unwrap();
+    std::fs::write(&p, "{\"text\": \"A(B)C\"}\n{\"text\": \"X;Y;Z=1\"}\n").unwrap();
     let out = tmp.path().join("store");
     let args = |m: &Path| -> Vec<String> {
         [

@@ -62,6 +62,10 @@ pub enum LmError {
     NoChatTemplate { path: PathBuf },
 
     /// Copying a tensor from the device to the host failed.
+    /// The model computed NaN or infinities (a NaN weight, a broken config value).
+    #[error("{0}")]
+    NonFinite(String),
+
     #[error("reading {what} back from the device: {msg}")]
     DeviceRead { what: String, msg: String },
 }

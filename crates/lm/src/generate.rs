@@ -56,7 +56,8 @@ pub struct Generation {
     pub captures: HookCache,
 }
 
-/// Generates up to `max_new_tokens` after each prompt (left-padded into one batch: prompt
+/// Generates up to `max_new_tokens` after each prompt, and never past the model's context
+/// length (`max_position`, when known); non-finite logits are an error, not a token (left-padded into one batch: prompt
 /// tokens of row `b` sit in columns [`TokenBatch::span`], generated token `s` in column
 /// `width + s`). `on_token(row, id)` sees every new token as it is chosen (for streaming).
 pub fn generate(
@@ -106,12 +107,20 @@ pub fn generate(
             )
         })
         .collect();
+    // Generation ends at the model's context length (when it has one), so an absurd
+    // max_new_tokens neither allocates an absurd cache nor runs past the positions it knows.
+    let context = model.config().max_position;
+    let max_new = if context > 0 {
+        opts.max_new_tokens.min(context.saturating_sub(width))
+    } else {
+        opts.max_new_tokens
+    };
     // Fixed slots: the same shapes at every step after the prompt.
-    let mut cache = KvCache::with_capacity(width + opts.max_new_tokens);
+    let mut cache = KvCache::with_capacity(width + max_new);
     let mut out = vec![Vec::new(); batch];
     let mut done = vec![false; batch];
     let vocab = model.config().vocab_size;
-    for _ in 0..opts.max_new_tokens {
+    for step_index in 0..max_new {
         let step = model.forward(&ids, &real, Some(&mut cache), hooks, LogitsAt::Last)?;
         captures.extend(step.captures);
         let logits = step
@@ -132,7 +141,15 @@ pub fn generate(
                 real.push(vec![false]);
                 continue;
             }
-            let id = pick(&host[row * vocab..(row + 1) * vocab], s, &mut rngs[row]);
+            let row_logits = &host[row * vocab..(row + 1) * vocab];
+            if row_logits.iter().any(|z| !z.is_finite()) {
+                return Err(LmError::NonFinite(format!(
+                    "the model computed non-finite logits (NaN or infinity) for prompt {row} at \
+                     generated token {step_index}: check the weights and the config's numbers \
+                     (norm eps, rope base)"
+                )));
+            }
+            let id = pick(row_logits, s, &mut rngs[row]);
             out[row].push(id);
             on_token(row, id);
             done[row] = opts.stop_ids.contains(&id);
@@ -213,6 +230,61 @@ impl SplitMix {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tiny() -> Model {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/parity/llama_gqa");
+        Model::load(&dir, &burn::tensor::Device::flex()).unwrap()
+    }
+
+    fn greedy(max_new_tokens: usize) -> GenerateOptions {
+        GenerateOptions {
+            max_new_tokens,
+            sampling: Sampling::default(),
+            stop_ids: vec![],
+            pad_id: 0,
+            row_seeds: vec![],
+        }
+    }
+
+    #[test]
+    fn generation_stops_at_the_context_length_however_many_tokens_are_asked() {
+        // Issue 15: --max-new-tokens 1e9 aborted allocating a KV cache of that size.
+        let model = tiny();
+        assert_eq!(model.config().max_position, 64);
+        let g = generate(
+            &model,
+            &[vec![1, 2, 3]],
+            &greedy(1 << 40),
+            &mut Hooks::new(),
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(g.tokens[0].len(), 64 - 3);
+    }
+
+    #[test]
+    fn non_finite_logits_are_an_error_not_a_token() {
+        // Issue 15: a model with NaN weights printed empty text and exited 0.
+        let mut model = tiny();
+        let mut w = model.residual_writers_mut().into_iter().next().unwrap();
+        let rows = w.rows();
+        let nan = rows.clone().mul_scalar(f32::NAN);
+        w.set_rows(nan).unwrap();
+        let e = generate(
+            &model,
+            &[vec![1, 2, 3]],
+            &greedy(4),
+            &mut Hooks::new(),
+            |_, _| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("non-finite logits") && e.contains("prompt 0"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn greedy_takes_the_first_maximum() {
