@@ -145,6 +145,20 @@ impl ModelConfig {
                 self.n_heads, self.n_kv_heads
             ));
         }
+        // Numbers a forward pass divides by or exponentiates: a NaN or zero here made every
+        // logit NaN and generate print empty text (issue 15).
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            return bad(format!(
+                "norm eps {} must be a positive number",
+                self.norm_eps
+            ));
+        }
+        if self.family == Family::Llama && !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+            return bad(format!(
+                "rope_theta {} must be a number above 1",
+                self.rope_theta
+            ));
+        }
         if self.family == Family::Llama && !self.d_head.is_multiple_of(2) {
             return bad(format!("head_dim {} must be even for RoPE", self.d_head));
         }

@@ -167,6 +167,20 @@ impl WeightSource {
         }
     }
 
+    /// Refuses weights that hold a layer `n_layers` (probed by `probe`, that layer's first
+    /// tensor): a config whose layer count is below the weights' would run a shorter model.
+    pub fn refuse_extra_layer(&self, probe: &str, n_layers: usize) -> Result<()> {
+        if self.contains(probe) {
+            return Err(LmError::format(
+                self.path(),
+                format!(
+                    "the weights hold a layer {n_layers} ({probe}) but the config says {n_layers} layers; the model would run with layers missing"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether a tensor of this (Hugging Face) name exists.
     pub fn contains(&self, name: &str) -> bool {
         match &self.files {

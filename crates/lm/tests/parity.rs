@@ -288,6 +288,33 @@ fn bad_models_and_hooks_fail_with_one_line() {
         e.contains("gate_proj.weight") && e.contains("[50, 32]"),
         "{e}"
     );
+    // Issue 15: fewer layers in the config than in the weights ran a shorter model; a zero
+    // eps or rope base made every logit NaN. Each is refused on load, naming the value.
+    for (from, to, needle) in [
+        (
+            "\"num_hidden_layers\": 2",
+            "\"num_hidden_layers\": 1",
+            "hold a layer 1",
+        ),
+        (
+            "\"rms_norm_eps\": 1e-05",
+            "\"rms_norm_eps\": 0.0",
+            "norm eps 0",
+        ),
+        (
+            "\"rope_theta\": 10000.0",
+            "\"rope_theta\": 0.0",
+            "rope_theta 0",
+        ),
+    ] {
+        assert!(cfg.contains(from), "{from}");
+        std::fs::write(tmp.path().join("config.json"), cfg.replace(from, to)).unwrap();
+        let e = Model::load(tmp.path(), &Device::flex())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains(needle) && !e.contains('\n'), "{to}: {e}");
+    }
 
     let model = Model::load(&src, &Device::flex()).unwrap();
     let mut hooks = Hooks::new();

@@ -141,6 +141,10 @@ impl Gpt2 {
         let conv = |name: &str, i: usize, o: usize| {
             Linear::load_conv1d(src, &format!("{pre}{name}"), i, o, dev)
         };
+        src.refuse_extra_layer(
+            &format!("{pre}h.{}.ln_1.weight", cfg.n_layers),
+            cfg.n_layers,
+        )?;
         let mut h = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
             let p = format!("h.{l}");

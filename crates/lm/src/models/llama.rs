@@ -321,6 +321,10 @@ impl Llama {
         let (d, h, kv, dh) = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
         let embed_h = src.load("model.embed_tokens.weight", &[cfg.vocab_size, d])?;
         let rms = |name: &str| RmsNorm::load(src, name, d, cfg.norm_eps, dev);
+        src.refuse_extra_layer(
+            &format!("model.layers.{}.input_layernorm.weight", cfg.n_layers),
+            cfg.n_layers,
+        )?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
             let p = format!("model.layers.{l}");
