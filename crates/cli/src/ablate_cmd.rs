@@ -105,6 +105,14 @@ fn random_like(d: usize, norm_to: f32, seed: u64) -> Vec<f32> {
 }
 
 pub fn run(a: AblateArgs) -> Result<()> {
+    let _lock = crate::report::lock_output(
+        "--out",
+        &a.out,
+        &[
+            ("--model", a.model.as_path()),
+            ("--prompts", a.prompts.as_path()),
+        ],
+    )?;
     if a.directions.len() > 2 {
         bail!("--direction: give one (or two, the second for the transfer row)");
     }
@@ -204,14 +212,6 @@ pub fn run(a: AblateArgs) -> Result<()> {
         perplexity: true,
         max_ppl: None,
     };
-    let _lock = crate::report::lock_output(
-        "--out",
-        &a.out,
-        &[
-            ("--model", a.model.as_path()),
-            ("--prompts", a.prompts.as_path()),
-        ],
-    )?;
     let bar =
         indicatif::ProgressBar::new((prompts.len() * (conditions.len() + 1) * a.samples) as u64);
     let gens = run_generations(&lm.model, &prompts, &conditions, &settings, None, |d, _| {

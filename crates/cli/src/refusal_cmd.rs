@@ -66,6 +66,16 @@ pub struct RefusalArgs {
 }
 
 pub fn run(a: RefusalArgs) -> Result<()> {
+    // Before the long candidate search: a second run with this --out fails now, not later.
+    let _lock = crate::report::lock_output(
+        "--out",
+        &a.out,
+        &[
+            ("--model", a.model.as_path()),
+            ("--harmful", a.harmful.as_path()),
+            ("--harmless", a.harmless.as_path()),
+        ],
+    )?;
     let device = a.device.parse::<DeviceChoice>()?.open()?;
     let lm = LanguageModel::load(&a.model, &device)?;
     let n_layers = lm.model.config().n_layers;
@@ -141,15 +151,6 @@ pub fn run(a: RefusalArgs) -> Result<()> {
         |d, _| bar.set_position(d as u64),
     )?;
     bar.finish_and_clear();
-    let _lock = crate::report::lock_output(
-        "--out",
-        &a.out,
-        &[
-            ("--model", a.model.as_path()),
-            ("--harmful", a.harmful.as_path()),
-            ("--harmless", a.harmless.as_path()),
-        ],
-    )?;
     let mut csv = String::from("position,layer,norm,kl,bypass,induce,discarded\n");
     for c in &cands {
         csv.push_str(&format!(

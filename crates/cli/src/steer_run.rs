@@ -300,6 +300,14 @@ pub(crate) fn record_id(r: &PromptRecord) -> String {
 }
 
 pub fn run(a: SteerArgs) -> Result<()> {
+    let _lock = crate::report::lock_output(
+        "--out",
+        &a.out,
+        &[
+            ("--model", a.model.as_path()),
+            ("--prompts", a.prompts.as_path()),
+        ],
+    )?;
     let device = a.device.parse::<DeviceChoice>()?.open()?;
     let lm = LanguageModel::load_with_adapter(&a.model, a.adapter.as_deref(), &device)?;
     let cfg = lm.model.config().clone();
@@ -480,14 +488,6 @@ pub fn run(a: SteerArgs) -> Result<()> {
     } else {
         None
     };
-    let _lock = crate::report::lock_output(
-        "--out",
-        &a.out,
-        &[
-            ("--model", a.model.as_path()),
-            ("--prompts", a.prompts.as_path()),
-        ],
-    )?;
     let settings = GenSettings {
         max_new_tokens: a.max_new_tokens,
         temperature: a.temperature,

@@ -320,29 +320,16 @@ fn labels_of_the_prompt_records_reach_the_store_per_sequence() {
 fn capture_does_not_resume_with_another_model_of_the_same_name() {
     // Issue 15: the record held the model's file name only, so a retrained model saved under
     // the same name resumed the store (rows 0–799 from one model, the rest from the other).
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lm/tests/fixtures");
     let tmp = tempfile::tempdir().unwrap();
     // Three copies of the tiny Llama checkpoint (with a tokenizer), all named `model`; the
     // second gets one weight changed in its last bit.
-    let copy = |to: &Path| {
-        std::fs::create_dir_all(to).unwrap();
-        for f in std::fs::read_dir(fixtures.join("parity/llama_gqa")).unwrap() {
-            let f = f.unwrap().path();
-            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
-        }
-        std::fs::copy(
-            fixtures.join("tiny_bpe/tokenizer.json"),
-            to.join("tokenizer.json"),
-        )
-        .unwrap();
-    };
     let (a, b, c) = (
         tmp.path().join("a/model"),
         tmp.path().join("b/model"),
         tmp.path().join("c/model"),
     );
     for m in [&a, &b, &c] {
-        copy(m);
+        support::tiny_llama_with_tokenizer(m);
     }
     let shard = b.join("model-00002-of-00002.safetensors");
     let mut bytes = std::fs::read(&shard).unwrap();

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use safetensors::SafeTensors;
 
+mod support;
+
 fn lantern() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lantern"))
 }
@@ -363,16 +365,7 @@ fn model_export_merges_an_adapter_into_a_directory_that_loads_back() {
     let tmp = tempfile::tempdir().unwrap();
     // The tiny Llama checkpoint with a tokenizer beside it (the export writes one).
     let base = tmp.path().join("base");
-    std::fs::create_dir(&base).unwrap();
-    for f in std::fs::read_dir(fixtures.join("parity/llama_gqa")).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, base.join(f.file_name().unwrap())).unwrap();
-    }
-    std::fs::copy(
-        fixtures.join("tiny_bpe/tokenizer.json"),
-        base.join("tokenizer.json"),
-    )
-    .unwrap();
+    support::tiny_llama_with_tokenizer(&base);
     let adapter = fixtures.join("adapters/llama_rank4_all");
     let out = tmp.path().join("merged");
     run_ok(&[

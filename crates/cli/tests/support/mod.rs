@@ -2,7 +2,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn lantern() -> Command {
@@ -11,6 +11,22 @@ pub fn lantern() -> Command {
 
 pub fn run(args: &[&str]) -> Output {
     lantern().args(args).output().expect("spawn lantern")
+}
+
+/// lm's tiny Llama checkpoint (`parity/llama_gqa`, vocabulary 64) with the tiny BPE tokenizer
+/// beside it, copied into `to`: a model every command can load, in milliseconds.
+pub fn tiny_llama_with_tokenizer(to: &Path) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lm/tests/fixtures");
+    std::fs::create_dir_all(to).unwrap();
+    for f in std::fs::read_dir(fixtures.join("parity/llama_gqa")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+    }
+    std::fs::copy(
+        fixtures.join("tiny_bpe/tokenizer.json"),
+        to.join("tokenizer.json"),
+    )
+    .unwrap();
 }
 
 /// Runs a command that must succeed; returns its stdout.
