@@ -348,6 +348,33 @@ fn bad_input_gives_one_line_errors_naming_the_problem() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // FVU on rows that do not vary is refused instead of reported as 1e30.
+    let one = dir.path().join("one-row");
+    let o = lantern()
+        .args([
+            "acts",
+            "synth",
+            "--d",
+            "48",
+            "--features",
+            "192",
+            "--rows",
+            "1",
+        ])
+        .args(["--out", one.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let o = lantern()
+        .args(["sae", "eval", "--sae", ck.to_str().unwrap(), "--acts"])
+        .arg(&one)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("do not vary") && err.trim_end().lines().count() == 1,
+        "{err}"
+    );
     // An OS error is said once, not twice.
     let o = lantern()
         .args(["acts", "info", dir.path().join("nope").to_str().unwrap()])

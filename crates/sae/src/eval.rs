@@ -118,12 +118,20 @@ pub fn evaluate(
     }
     let n = rows as f64;
     let tv = sum_sq - sum_x.iter().map(|s| s * s).sum::<f64>() / n;
+    // FVU divides by the rows' total variance: with one row (or identical rows) it is 0 and
+    // the FVU meaningless (it read 1e30 for one row).
+    if tv.is_nan() || tv <= 1e-9 * sum_sq {
+        return Err(SaeError::Config(format!(
+            "{}: the {rows} evaluated rows do not vary (total variance {tv:.3e}), so FVU is undefined; evaluate on more rows",
+            store.dir().display()
+        )));
+    }
     let fires = download(fires)?;
     let density: Vec<f64> = fires.iter().map(|f| *f as f64 / n).collect();
     Ok(EvalReport {
         rows,
         mse: sse / (n * d as f64),
-        fvu: sse / tv.max(1e-30),
+        fvu: sse / tv,
         l0: active / n,
         dead_fraction: density.iter().filter(|v| **v == 0.0).count() as f64 / m as f64,
         dense_fraction: density.iter().filter(|v| **v > 0.1).count() as f64 / m as f64,
