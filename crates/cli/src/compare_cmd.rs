@@ -75,7 +75,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     if a.pos.len() != a.neg.len() || (!a.pos.is_empty() && a.pos.len() != files.len()) {
         bail!("--pos/--neg: give one --pos and one --neg per direction file, in file order");
     }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let _lock = crate::report::lock_output("--out", &a.out, &[])?;
     let name = |p: &PathBuf| {
         p.file_stem().map_or(p.display().to_string(), |s| {
             s.to_string_lossy().into_owned()

@@ -4,7 +4,7 @@
 //! base store, also the activation difference lens: `adl/pos{p}.safetensors` (one direction
 //! file per position, `ft{k}-` prefixed with several finetunes) and `adl.json`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -107,7 +107,7 @@ fn kl(a: KlArgs) -> Result<()> {
     if records.is_empty() {
         bail!("{}: no prompts", a.prompts.display());
     }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let _lock = crate::report::lock_output("--out", &a.out, &[("--prompts", a.prompts.as_path())])?;
     let decode = |ids: &[u32]| base.tokenizer.decode(ids, false).unwrap_or_default();
     let bar = ProgressBar::new(records.len() as u64);
     let (mut per_prompt, mut tokens) = (Vec::new(), Vec::<(f64, usize, usize)>::new());
@@ -195,7 +195,9 @@ pub fn run(a: DiffArgs) -> Result<()> {
         .iter()
         .map(|p| Store::open(p))
         .collect::<Result<_, _>>()?;
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let mut inputs: Vec<(&str, &Path)> = vec![("--base", base_path.as_path())];
+    inputs.extend(a.finetuned.iter().map(|p| ("--finetuned", p.as_path())));
+    let _lock = crate::report::lock_output("--out", &out, &inputs)?;
     let adl = adl(&a, &out, &base, &finetuned)?;
     let Some(sae_dir) = &a.sae else {
         if adl == 0 {

@@ -398,7 +398,7 @@ pub fn project(a: ProjectArgs) -> Result<()> {
     match &a.out {
         None => print!("{csv}"),
         Some(out) => {
-            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+            let _lock = crate::report::lock_output("--out", out, &[])?;
             // Per-label summaries make a monitoring result readable at a glance.
             let mut by_label: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
             for s in &scores {

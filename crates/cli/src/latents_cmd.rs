@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
 use lantern_acts::Store;
@@ -73,7 +73,7 @@ pub fn run(a: LatentsArgs) -> Result<()> {
             println!("{:>8} {:>+9.4} {:>+9.4}", t.latent, t.cos_dec, t.cos_enc);
         }
         if let Some(out) = &a.out {
-            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+            let _lock = crate::report::lock_output("--out", out, &[])?;
             write_json(
                 &out.join("latents.json"),
                 &json!({"sae": a.sae, "direction": file, "layer": layer, "latents": top}),
@@ -107,7 +107,7 @@ pub fn run(a: LatentsArgs) -> Result<()> {
             .decode(&[id], false)
             .unwrap_or_else(|_| format!("<{id}>"))
     };
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let _lock = crate::report::lock_output("--out", out, &[])?;
     let with_text: Vec<_> = found
         .iter()
         .map(|l| {
@@ -271,7 +271,7 @@ pub fn lens(a: LensArgs) -> Result<()> {
         out.push(json!({"vector": name, "top": js(&top), "bottom": js(&bottom)}));
     }
     if let Some(dir) = &a.out {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let _lock = crate::report::lock_output("--out", dir, &[])?;
         write_json(
             &dir.join("lens.json"),
             &json!({"model": a.model, "lens": out}),
