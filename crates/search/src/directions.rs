@@ -129,11 +129,7 @@ impl Directions {
         }
         let buf = safetensors::serialize(views, Some(meta))
             .map_err(|e| input(path, format!("cannot serialize safetensors: {e}")))?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = std::path::PathBuf::from(tmp);
-        std::fs::write(&tmp, buf).map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io_err(path))
+        Ok(lantern_output::write_atomic(path, &buf)?)
     }
 
     /// Reads a direction file or another tool's export (see the module docs). `layer` places

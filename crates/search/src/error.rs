@@ -12,6 +12,9 @@ pub enum SearchError {
     /// An SAE failed to load or run (its message names the file).
     #[error(transparent)]
     Sae(#[from] lantern_sae::SaeError),
+    /// An output could not be written (its message names the file).
+    #[error(transparent)]
+    Output(#[from] lantern_output::OutputError),
     /// A model or tokenizer failed (its message names the file).
     #[error(transparent)]
     Lm(#[from] lantern_lm::LmError),

@@ -18,7 +18,6 @@
 //! ```
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::Path;
 
 use half::f16;
@@ -158,16 +157,9 @@ impl GgufWriter {
                 "GGUF metadata key '{k}' added twice"
             )));
         }
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        let res = (|| -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&self.to_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        res.map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            LmError::io(path, e)
+        lantern_output::write_atomic(path, &self.to_bytes()).map_err(|e| match e {
+            lantern_output::OutputError::Io { path, source } => LmError::io(path, source),
+            other => LmError::Config(other.to_string()),
         })
     }
 }
