@@ -254,23 +254,28 @@ fn bad_input_gives_one_line_errors_naming_the_problem() {
             "--outlier-factor: outlier_factor",
         );
     }
+    // A small synthetic store `name` of width `d`.
+    let small_store = |name: &str, d: &str, rows: &str, seed: &str| -> PathBuf {
+        let out = dir.path().join(name);
+        let o = lantern()
+            .args([
+                "acts",
+                "synth",
+                "--d",
+                d,
+                "--features",
+                "64",
+                "--rows",
+                rows,
+            ])
+            .args(["--seed", seed, "--out", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        out
+    };
     // Resuming on a store of another width names both widths (it panicked inside burn).
-    let other = dir.path().join("wide");
-    let o = lantern()
-        .args([
-            "acts",
-            "synth",
-            "--d",
-            "24",
-            "--features",
-            "64",
-            "--rows",
-            "5000",
-        ])
-        .args(["--out", other.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    let other = small_store("wide", "24", "5000", "0");
     let ck = dir.path().join("ck");
     let short = |acts: &Path| -> Vec<String> {
         let a = [
@@ -316,22 +321,7 @@ fn bad_input_gives_one_line_errors_naming_the_problem() {
     );
     // A store of the same width holding other rows is not the run's store either; the run's
     // own store resumes.
-    let same_width = dir.path().join("same-width");
-    let o = lantern()
-        .args([
-            "acts",
-            "synth",
-            "--d",
-            "48",
-            "--features",
-            "192",
-            "--rows",
-            "5000",
-        ])
-        .args(["--seed", "4", "--out", same_width.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    let same_width = small_store("same-width", "48", "5000", "4");
     let o = lantern()
         .args(short(&same_width))
         .arg("--resume")
@@ -349,22 +339,7 @@ fn bad_input_gives_one_line_errors_naming_the_problem() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // FVU on rows that do not vary is refused instead of reported as 1e30.
-    let one = dir.path().join("one-row");
-    let o = lantern()
-        .args([
-            "acts",
-            "synth",
-            "--d",
-            "48",
-            "--features",
-            "192",
-            "--rows",
-            "1",
-        ])
-        .args(["--out", one.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    let one = small_store("one-row", "48", "1", "0");
     let o = lantern()
         .args(["sae", "eval", "--sae", ck.to_str().unwrap(), "--acts"])
         .arg(&one)

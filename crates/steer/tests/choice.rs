@@ -13,16 +13,13 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use burn::tensor::Device;
-use lantern_lm::{HookPoint, Model};
+use lantern_lm::Model;
 use lantern_steer::choice::{ChoiceItem, choice_scores};
 use lantern_steer::experiment::PromptTokens;
-use lantern_steer::intervene::{Intervention, Op, Where};
+use lantern_steer::intervene::Intervention;
 use lantern_steer::orthogonalize::orthogonalize;
-use lantern_steer::vector::orthonormal;
-use support::{fixtures, get, parity_dir, read};
+use support::{fixture_subspace_ablation, fixtures, get, parity_dir, read};
 
 const T: usize = 12;
 const VOCAB: usize = 64;
@@ -91,20 +88,7 @@ fn choice_scores_are_pytorch_softmax_ratios_at_the_last_prompt_token() {
         let mut model = Model::load(&parity_dir(name), &Device::flex()).unwrap();
         let t = read(&fixtures(name).join("steer.safetensors"));
         let items = items(get(&t, "input_ids"));
-        let basis = Arc::new(orthonormal(&[
-            get(&t, "r").to_vec(),
-            get(&t, "r2").to_vec(),
-        ]));
-        let subspace = Intervention {
-            ops: (0..model.config().n_layers)
-                .map(|l| Op::Ablate {
-                    point: HookPoint::ResidPost(l),
-                    basis: basis.clone(),
-                    beta: 0.5,
-                    at: Where::All,
-                })
-                .collect(),
-        };
+        let subspace = fixture_subspace_ablation(&t, model.config().n_layers);
         let want = expected(get(&t, "logits_subspace"));
         // One batch holding every length, then batches of two (the rows of a batch change).
         for batch in [8, 2] {

@@ -20,8 +20,7 @@ use lantern_sae::Sae;
 use lantern_steer::experiment::{PromptTokens, generation_layout};
 use lantern_steer::intervene::{ClampMode, Intervention, Op, RowLayout, Where, install};
 use lantern_steer::orthogonalize::orthogonalize;
-use lantern_steer::vector::orthonormal;
-use support::{fixtures, get, max_abs, parity_dir, read};
+use support::{fixture_subspace_ablation, fixtures, get, max_abs, parity_dir, read};
 
 const CASES: [&str; 3] = ["llama_gqa", "llama_tied_rope3", "gpt2"];
 const T: usize = 12;
@@ -96,22 +95,7 @@ fn norm_preserving_add_matches_pytorch() {
 fn subspace_ablation_at_half_strength_matches_pytorch() {
     for name in CASES {
         let c = case(name);
-        let basis = Arc::new(orthonormal(&[
-            get(&c.t, "r").to_vec(),
-            get(&c.t, "r2").to_vec(),
-        ]));
-        assert_eq!(basis.len(), 2);
-        let n = c.model.config().n_layers;
-        let row = Intervention {
-            ops: (0..n)
-                .map(|l| Op::Ablate {
-                    point: HookPoint::ResidPost(l),
-                    basis: basis.clone(),
-                    beta: 0.5,
-                    at: Where::All,
-                })
-                .collect(),
-        };
+        let row = fixture_subspace_ablation(&c.t, c.model.config().n_layers);
         let mut hooks = Hooks::new();
         install(&mut hooks, &[row.clone(), row], &layout([0..T, 0..T]), None).unwrap();
         let err = max_abs(

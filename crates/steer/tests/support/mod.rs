@@ -5,6 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use lantern_lm::HookPoint;
+use lantern_steer::intervene::{Intervention, Op, Where};
+use lantern_steer::vector::orthonormal;
 use safetensors::SafeTensors;
 
 /// lm's tiny checkpoint `case` (`crates/lm/tests/fixtures/parity/<case>`).
@@ -60,4 +65,21 @@ pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// The fixture script's `logits_subspace` intervention: span{r, r2} of the references `t`
+/// projected out with β = 0.5 at every decoder layer's output, all positions.
+pub fn fixture_subspace_ablation(t: &[(String, Vec<f32>)], n_layers: usize) -> Intervention {
+    let basis = Arc::new(orthonormal(&[get(t, "r").to_vec(), get(t, "r2").to_vec()]));
+    assert_eq!(basis.len(), 2);
+    Intervention {
+        ops: (0..n_layers)
+            .map(|l| Op::Ablate {
+                point: HookPoint::ResidPost(l),
+                basis: basis.clone(),
+                beta: 0.5,
+                at: Where::All,
+            })
+            .collect(),
+    }
 }
