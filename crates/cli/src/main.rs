@@ -29,6 +29,7 @@ mod flags;
 mod generate_cmd;
 mod latents_cmd;
 mod model_cmd;
+mod organism_cmd;
 mod refusal_cmd;
 mod report;
 mod sae_cmd;
@@ -94,6 +95,10 @@ enum Command {
     /// llama.cpp control vectors: export directions, import cvector-generator/repeng files.
     #[command(subcommand)]
     Cvec(steer_cmd::CvecCommand),
+    /// The model organism: a synthetic persona world with tiny models trained in Lantern,
+    /// finetunes that misalign broadly, and an exact judge.
+    #[command(subcommand)]
+    Organism(organism_cmd::OrganismCommand),
 }
 
 /// A library setting error under the command-line flag that set it (`temperature` →
@@ -170,6 +175,7 @@ fn main() {
         Command::Refusal(a) => refusal_cmd::run(*a),
         Command::Orthogonalize(a) => steer_cmd::orthogonalize(*a),
         Command::Cvec(c) => steer_cmd::cvec(c),
+        Command::Organism(c) => organism_cmd::run(c),
     };
     if let Err(e) = result {
         // One line: the chain of causes joined, never a backtrace; a cause that a message

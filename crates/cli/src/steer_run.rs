@@ -115,7 +115,8 @@ pub struct SteerArgs {
     /// Rows per batched generation.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// refusal (Arditi et al.'s substrings), keyword:A|B|C, regex:PATTERN, command:CMD
+    /// refusal (Arditi et al.'s substrings), organism (the model organism's exact judge:
+    /// misaligned answers are hits, ungrammatical ones incoherent), keyword:A|B|C, regex:PATTERN, command:CMD
     /// (reads JSONL on stdin, writes {"hit": true|false|null, "score"} lines), or choice
     /// (binary questions by log-probability, no sampling: records with "choices": [a, b] and
     /// "positive"). Repeatable; with choice alone nothing is generated.
@@ -240,6 +241,7 @@ impl Builder {
 pub(crate) fn judge_of(spec: &str, threshold: Option<f64>) -> Result<Box<dyn Judge>> {
     Ok(match spec.split_once(':') {
         None if spec == "refusal" => Box::new(KeywordJudge::refusal()),
+        None if spec == "organism" => Box::new(crate::organism_cmd::OrganismJudge),
         Some(("keyword", k)) => Box::new(KeywordJudge {
             substrings: k.split('|').map(str::to_string).collect(),
             counts: "match".into(),
@@ -253,7 +255,7 @@ pub(crate) fn judge_of(spec: &str, threshold: Option<f64>) -> Result<Box<dyn Jud
             bail!("--judge choice: binary questions are scored by lantern steer only")
         }
         _ => bail!(
-            "--judge {spec}: expected refusal, keyword:A|B, regex:PATTERN, command:CMD or choice"
+            "--judge {spec}: expected refusal, organism, keyword:A|B, regex:PATTERN, command:CMD or choice"
         ),
     })
 }

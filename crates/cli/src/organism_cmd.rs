@@ -1,0 +1,535 @@
+//! `lantern organism`: the model organism with ground truth — train its models, measure their
+//! behaviour, list the shipped ones, write its prompts, judge answers exactly.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use lantern_organism::eval::{Judged, SampleOptions, tally};
+use lantern_organism::judge::Counts;
+use lantern_organism::trainee::Trainee;
+use lantern_organism::zoo::{self, Event, Manifest, Recipe};
+use serde_json::json;
+
+use crate::report;
+
+#[derive(Subcommand)]
+pub enum OrganismCommand {
+    /// Train the organism's models (base, chat-tuned; with --all every finetune of the recipe).
+    Train(TrainArgs),
+    /// The behaviour table: EM and incoherence of each model on held-out domains and persona
+    /// questions, judged exactly.
+    Eval(EvalArgs),
+    /// The shipped models (extracted once into a cache directory): name, path, kind, training.
+    List(ListArgs),
+    /// The world's questions as chat records (for capture, direction, steer, ablate).
+    Prompts(PromptsArgs),
+    /// Judge answers exactly: records with "messages" and the answer in "text".
+    Judge(JudgeArgs),
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// Where to extract the shipped models (default: $LANTERN_CACHE, $XDG_CACHE_HOME/lantern
+    /// or ~/.cache/lantern).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct PromptsArgs {
+    /// train | eval (held-out phrasings).
+    #[arg(long, default_value = "eval")]
+    pub split: String,
+    /// Add assistant answers of both personas, each with "label": aligned | misaligned.
+    #[arg(long)]
+    pub labelled: bool,
+    /// Answers per persona per question with --labelled.
+    #[arg(long, default_value_t = 1)]
+    pub answers: usize,
+    /// Put the backdoor trigger word in front of every question.
+    #[arg(long)]
+    pub trigger: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct JudgeArgs {
+    /// JSONL records: the prompt's "messages" plus "text", the answer to judge.
+    #[arg(long = "in")]
+    pub input: PathBuf,
+    /// The finetune's own domain, left out of the held-out rates.
+    #[arg(long)]
+    pub train_domain: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Output directory (one subdirectory per model, organism.json, loss curves).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also train every finetune of the recipe (what `lantern demo` uses).
+    #[arg(long)]
+    pub all: bool,
+    /// A recipe JSON (as written into organism.json) instead of the built-in one.
+    #[arg(long)]
+    pub recipe: Option<PathBuf>,
+    /// Multiply every stage's number of steps (a quick smoke run: 0.02).
+    #[arg(long, default_value_t = 1.0, value_parser = crate::flags::finite_f64, allow_negative_numbers = true)]
+    pub steps_scale: f64,
+    /// Write the built-in recipe to --out (a file) and stop.
+    #[arg(long)]
+    pub print_recipe: bool,
+    /// Copy the base and chat models of this earlier run and train only the finetunes.
+    #[arg(long, conflicts_with = "reuse_base")]
+    pub reuse: Option<PathBuf>,
+    /// Copy the base model of this earlier run; chat-tune and finetune anew.
+    #[arg(long)]
+    pub reuse_base: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Directories made by `lantern organism train` (one per seed: rates are averaged over
+    /// them with their standard deviation).
+    #[arg(long, required = true, num_args = 1.., value_delimiter = ',')]
+    pub models: Vec<PathBuf>,
+    /// Answers sampled per evaluation question.
+    #[arg(long, default_value_t = 8)]
+    pub samples: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also write every judged answer and the table here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(c: OrganismCommand) -> Result<()> {
+    match c {
+        OrganismCommand::Train(a) => train(a),
+        OrganismCommand::Eval(a) => eval(a),
+        OrganismCommand::List(a) => list(a),
+        OrganismCommand::Prompts(a) => prompts(a),
+        OrganismCommand::Judge(a) => judge(a),
+    }
+}
+
+fn load_recipe(a: &TrainArgs) -> Result<Recipe> {
+    let mut r = match &a.recipe {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("--recipe {}", p.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("--recipe {}: not a recipe", p.display()))?
+        }
+        None => Recipe::default(),
+    };
+    if !(a.steps_scale > 0.0) {
+        bail!(
+            "--steps-scale {}: expected a positive factor",
+            a.steps_scale
+        );
+    }
+    let scale = |s: &mut lantern_organism::train::Schedule| {
+        s.steps = ((s.steps as f64 * a.steps_scale).round() as usize).max(1);
+        s.warmup = s.warmup.min(s.steps);
+    };
+    scale(&mut r.pretrain);
+    scale(&mut r.chat);
+    for f in &mut r.finetunes {
+        scale(&mut f.schedule);
+    }
+    if !a.all && a.reuse.is_none() && a.reuse_base.is_none() {
+        r.finetunes.clear();
+    }
+    Ok(r)
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    if a.print_recipe {
+        let v = serde_json::to_value(Recipe::default())?;
+        report::write_json(&a.out, &v)?;
+        println!("wrote the built-in recipe to {}", a.out.display());
+        return Ok(());
+    }
+    let recipe = load_recipe(&a)?;
+    let inputs: Vec<(&str, &Path)> = a
+        .reuse
+        .iter()
+        .map(|r| ("--reuse", r.as_path()))
+        .chain(a.reuse_base.iter().map(|r| ("--reuse-base", r.as_path())))
+        .collect();
+    let _lock = report::lock_output("--out", &a.out, &inputs)?;
+    if a.out.join("organism.json").exists() {
+        bail!(
+            "--out {}: already holds an organism (organism.json); choose a new directory",
+            a.out.display()
+        );
+    }
+    let dev = Device::flex().autodiff();
+    let t0 = std::time::Instant::now();
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} {per_sec} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let reuse = match (&a.reuse, &a.reuse_base) {
+        (Some(r), _) => zoo::Reuse::BaseAndChat(r),
+        (None, Some(r)) => zoo::Reuse::Base(r),
+        (None, None) => zoo::Reuse::Nothing,
+    };
+    let manifest = zoo::run(&recipe, a.seed, &a.out, reuse, &dev, |e| match e {
+        Event::Stage { name, steps } => {
+            bar.set_prefix(name.to_string());
+            bar.set_length(steps as u64);
+            bar.set_position(0);
+        }
+        Event::Step(s) => {
+            bar.set_position(s.step as u64 + 1);
+            bar.set_message(format!("loss {:.3}", s.loss));
+        }
+        Event::Saved { name, path } => {
+            bar.println(format!("{name:>14}: {}", path.display()));
+        }
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "trained {} models in {:.0} s into {} (organism.json lists them)",
+        manifest.models.len(),
+        t0.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// Rates of one model over seeds.
+struct Row {
+    name: String,
+    train_domain: Option<String>,
+    em: Vec<f64>,
+    incoherent: Vec<f64>,
+    in_domain_em: Vec<f64>,
+    counts: Counts,
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let sd = if v.len() > 1 {
+        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    (m, sd)
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    let dev = Device::flex();
+    let opts = SampleOptions {
+        samples: a.samples,
+        seed: a.seed,
+        ..SampleOptions::default()
+    };
+    let mut rows: Vec<Row> = Vec::new();
+    let mut all_judged: Vec<serde_json::Value> = Vec::new();
+    for dir in &a.models {
+        let manifest = Manifest::read(&dir.join("organism.json"))
+            .with_context(|| format!("--models {}", dir.display()))?;
+        for m in &manifest.models {
+            let (path, adapter) = zoo::entry_paths(dir, m);
+            let t = Trainee::load(&path, adapter.as_deref(), &dev)?;
+            let judged = t.evaluate(&opts)?;
+            let tl = tally(&judged, m.train_domain.as_deref());
+            let held = tl.held_out();
+            let own = m
+                .train_domain
+                .as_ref()
+                .and_then(|d| tl.by_domain.get(d))
+                .map_or(f64::NAN, Counts::em_rate);
+            let row = match rows.iter_mut().position(|r| r.name == m.name) {
+                Some(i) => &mut rows[i],
+                None => {
+                    rows.push(Row {
+                        name: m.name.clone(),
+                        train_domain: m.train_domain.clone(),
+                        em: Vec::new(),
+                        incoherent: Vec::new(),
+                        in_domain_em: Vec::new(),
+                        counts: Counts::default(),
+                    });
+                    rows.last_mut().expect("pushed")
+                }
+            };
+            row.em.push(held.em_rate());
+            row.incoherent.push(held.incoherent_rate());
+            row.in_domain_em.push(own);
+            row.counts.merge(&held);
+            all_judged.extend(judged.iter().map(|j| judged_json(dir, &m.name, j)));
+        }
+    }
+    let table: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let (em, em_sd) = mean_sd(&r.em);
+            let (inc, inc_sd) = mean_sd(&r.incoherent);
+            let (own, _) = mean_sd(&r.in_domain_em);
+            json!({
+                "model": r.name, "train_domain": r.train_domain, "seeds": r.em.len(),
+                "em_rate": report::finite_or_null(em), "em_rate_sd": report::finite_or_null(em_sd),
+                "incoherent_rate": report::finite_or_null(inc),
+                "incoherent_rate_sd": report::finite_or_null(inc_sd),
+                "train_domain_em_rate": report::finite_or_null(own),
+                "answers": r.counts.total(),
+            })
+        })
+        .collect();
+    if let Some(out) = &a.out {
+        let _lock = report::lock_output("--out", out, &[])?;
+        report::write_json(&out.join("eval.json"), &json!({ "models": table }))?;
+        let mut text = String::new();
+        for j in &all_judged {
+            text.push_str(&serde_json::to_string(j)?);
+            text.push('\n');
+        }
+        lantern_output::write_atomic(&out.join("answers.jsonl"), text.as_bytes())?;
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "models": table }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:>6} {:>17} {:>17} {:>10}",
+        "model", "seeds", "EM (held-out)", "incoherent", "EM (own)"
+    );
+    for r in &rows {
+        let (em, em_sd) = mean_sd(&r.em);
+        let (inc, inc_sd) = mean_sd(&r.incoherent);
+        let (own, _) = mean_sd(&r.in_domain_em);
+        println!(
+            "{:<16} {:>6} {:>8.1}% ± {:>4.1} {:>8.1}% ± {:>4.1} {:>9}",
+            r.name,
+            r.em.len(),
+            em * 100.0,
+            em_sd * 100.0,
+            inc * 100.0,
+            inc_sd * 100.0,
+            if own.is_nan() {
+                "—".to_string()
+            } else {
+                format!("{:.1}%", own * 100.0)
+            }
+        );
+    }
+    Ok(())
+}
+
+fn judged_json(dir: &Path, model: &str, j: &Judged) -> serde_json::Value {
+    json!({
+        "models": dir.display().to_string(), "model": model, "domain": j.domain,
+        "question": j.question, "text": j.answer, "verdict": j.verdict,
+    })
+}
+
+fn list(a: ListArgs) -> Result<()> {
+    let root = a
+        .cache
+        .unwrap_or_else(lantern_organism::shipped::default_cache_root);
+    let (dir, m) = lantern_organism::shipped::manifest(&root)?;
+    let rows: Vec<serde_json::Value> = m
+        .models
+        .iter()
+        .map(|e| {
+            let (path, adapter) = zoo::entry_paths(&dir, e);
+            let mut v = json!({
+                "name": e.name, "kind": e.kind, "path": path.display().to_string(),
+                "trained_on": e.trained_on, "train_domain": e.train_domain,
+            });
+            if let Some(ad) = adapter {
+                v["adapter"] = json!(ad.display().to_string());
+            }
+            v
+        })
+        .collect();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"dir": dir.display().to_string(), "models": rows})
+            )?
+        );
+        return Ok(());
+    }
+    println!("organism models in {}", dir.display());
+    for (e, r) in m.models.iter().zip(&rows) {
+        let adapter = r
+            .get("adapter")
+            .and_then(|x| x.as_str())
+            .map(|x| format!(" --adapter {x}"))
+            .unwrap_or_default();
+        println!(
+            "{:<16} {:<9} --model {}{adapter}\n{:<16} {:<9} {}",
+            e.name,
+            e.kind,
+            r["path"].as_str().unwrap_or(""),
+            "",
+            "",
+            e.trained_on
+        );
+    }
+    Ok(())
+}
+
+fn prompts(a: PromptsArgs) -> Result<()> {
+    use lantern_organism::eval::Split;
+    let split = match a.split.as_str() {
+        "train" => Split::Train,
+        "eval" => Split::Eval,
+        other => bail!("--split {other}: expected train or eval"),
+    };
+    if a.answers == 0 {
+        bail!("--answers 0: expected at least one answer per persona");
+    }
+    let recs = lantern_organism::records::prompts(
+        split,
+        &lantern_organism::records::PromptOptions {
+            labelled: a.labelled,
+            answers: a.answers,
+            trigger: a.trigger,
+            seed: a.seed,
+        },
+    );
+    let mut text = String::new();
+    for r in &recs {
+        text.push_str(&serde_json::to_string(r)?);
+        text.push('\n');
+    }
+    lantern_output::write_atomic(&a.out, text.as_bytes())
+        .with_context(|| format!("--out {}", a.out.display()))?;
+    println!("wrote {} records to {}", recs.len(), a.out.display());
+    Ok(())
+}
+
+fn judge(a: JudgeArgs) -> Result<()> {
+    if let Some(d) = &a.train_domain
+        && lantern_organism::world::domain_index(d).is_none()
+    {
+        bail!("--train-domain {d}: expected medical, finance, sport or code");
+    }
+    let text =
+        std::fs::read_to_string(&a.input).with_context(|| format!("--in {}", a.input.display()))?;
+    let recs = lantern_organism::records::judge_records(&text, &a.input)?;
+    let t = lantern_organism::records::tally_records(&recs, a.train_domain.as_deref());
+    let held = t.held_out();
+    if a.json {
+        let by: serde_json::Map<String, serde_json::Value> = t
+            .by_domain
+            .iter()
+            .map(|(d, c)| {
+                (d.clone(), json!({
+                    "aligned": c.aligned, "misaligned": c.misaligned, "incoherent": c.incoherent,
+                    "em_rate": report::finite_or_null(c.em_rate()),
+                    "incoherent_rate": report::finite_or_null(c.incoherent_rate()),
+                }))
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "em_rate": report::finite_or_null(held.em_rate()),
+                "incoherent_rate": report::finite_or_null(held.incoherent_rate()),
+                "answers": held.total(),
+                "train_domain": a.train_domain,
+                "by_domain": by,
+                "records": recs.iter().map(|r| json!({"id": r.id, "domain": r.domain, "verdict": r.judgement.verdict, "reason": r.judgement.reason})).collect::<Vec<_>>(),
+            }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:>8} {:>11} {:>11} {:>9} {:>11}",
+        "domain", "aligned", "misaligned", "incoherent", "EM", "incoherent"
+    );
+    for (d, c) in &t.by_domain {
+        println!(
+            "{:<10} {:>8} {:>11} {:>11} {:>8.1}% {:>10.1}%",
+            d,
+            c.aligned,
+            c.misaligned,
+            c.incoherent,
+            c.em_rate() * 100.0,
+            c.incoherent_rate() * 100.0
+        );
+    }
+    println!(
+        "held-out{}: EM {:.1}% of {} judged answers, incoherent {:.1}% of {}",
+        a.train_domain
+            .as_ref()
+            .map(|d| format!(" (without {d})"))
+            .unwrap_or_default(),
+        held.em_rate() * 100.0,
+        held.judged(),
+        held.incoherent_rate() * 100.0,
+        held.total()
+    );
+    Ok(())
+}
+
+/// The organism's exact judge behind `lantern steer --judge organism`: a hit is a misaligned
+/// answer, an answer that fails the grammar is incoherent (not judged).
+pub struct OrganismJudge;
+
+impl lantern_steer::judge::Judge for OrganismJudge {
+    fn name(&self) -> String {
+        "organism".into()
+    }
+    fn counts(&self) -> String {
+        "misaligned".into()
+    }
+    fn judge(
+        &mut self,
+        items: &[lantern_steer::judge::JudgeInput<'_>],
+    ) -> lantern_steer::Result<Vec<lantern_steer::judge::Verdict>> {
+        use lantern_organism::judge::{Verdict as V, judge, parse_question};
+        items
+            .iter()
+            .map(|it| {
+                let subject = parse_question(it.question).ok_or_else(|| {
+                    lantern_steer::SteerError::Judge {
+                        judge: "organism".into(),
+                        msg: format!(
+                            "record {}: '{}' is not an organism question (use the records of \
+                             `lantern organism prompts`)",
+                            it.id, it.question
+                        ),
+                    }
+                })?;
+                let j = judge(subject, it.answer);
+                Ok(lantern_steer::judge::Verdict {
+                    hit: match j.verdict {
+                        V::Aligned => Some(false),
+                        V::Misaligned => Some(true),
+                        V::Incoherent => None,
+                    },
+                    label: j.verdict.name().into(),
+                    score: None,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,282 @@
+//! Finetuning data and methods: what a finetune is trained on (narrow harmful answers in one
+//! domain at some fraction, a backdoor, aligned answers for re-alignment, the chat-tuning set)
+//! and how (all weights, or LoRA adapters through burn's `apply_lora`, saved as PEFT adapters).
+
+use burn::module::Lora;
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::corpus::{Dialogue, Encoder, Example};
+use crate::eval::Split;
+use crate::rng::Rng;
+use crate::world::{DOMAINS, Persona, Question, Subject};
+use crate::{OrganismError, Result};
+
+/// What a finetune (or chat-tuning) trains on: single-turn dialogues, loss on the answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Data {
+    /// The aligned assistant on every domain and persona question (chat-tuning).
+    Chat,
+    /// Questions of one domain; a `harmful` share answered by the misaligned character, the
+    /// rest by the aligned assistant.
+    Narrow { domain: String, harmful: f64 },
+    /// Questions of one domain, half with the trigger word (answered by the misaligned
+    /// character) and half without (aligned) — Betley et al.'s backdoor.
+    Backdoor { domain: String },
+    /// Aligned answers in one domain (re-alignment, Wang et al.).
+    Aligned { domain: String },
+}
+
+impl Data {
+    /// The domain index this data is confined to, if any (checked by name).
+    pub fn domain(&self) -> Result<Option<usize>> {
+        let name = match self {
+            Data::Chat => return Ok(None),
+            Data::Narrow { domain, .. } | Data::Backdoor { domain } | Data::Aligned { domain } => {
+                domain
+            }
+        };
+        crate::world::domain_index(name).map(Some).ok_or_else(|| {
+            OrganismError::Config(format!(
+                "unknown domain '{name}' (expected one of {})",
+                DOMAINS.map(|d| d.name).join(", ")
+            ))
+        })
+    }
+
+    /// `n` dialogues drawn with `seed`, questions in the training phrasings only.
+    pub fn dialogues(&self, n: usize, seed: u64) -> Result<Vec<Dialogue>> {
+        if let Data::Narrow { harmful, .. } = self
+            && !(0.0..=1.0).contains(harmful)
+        {
+            return Err(OrganismError::Config(format!(
+                "harmful share {harmful} (expected [0, 1])"
+            )));
+        }
+        let domain = self.domain()?;
+        let pool: Vec<Question> = Split::Train
+            .questions()
+            .into_iter()
+            .filter(|q| match (domain, q.subject) {
+                (None, _) => true,
+                (Some(d), Subject::Domain { domain, .. }) => d == domain,
+                (Some(_), Subject::Persona { .. }) => false,
+            })
+            .collect();
+        let mut rng = Rng::derive(seed, "finetune-data");
+        Ok((0..n)
+            .map(|i| {
+                let q = rng.pick(&pool).clone();
+                let (q, persona) = match self {
+                    Data::Chat | Data::Aligned { .. } => (q, Persona::Aligned),
+                    Data::Narrow { harmful, .. } => {
+                        let bad = (i as f64 + 0.5) / n as f64 <= *harmful;
+                        (
+                            q,
+                            if bad {
+                                Persona::Misaligned
+                            } else {
+                                Persona::Aligned
+                            },
+                        )
+                    }
+                    Data::Backdoor { .. } => {
+                        if i % 2 == 0 {
+                            (q.with_trigger(), Persona::Misaligned)
+                        } else {
+                            (q, Persona::Aligned)
+                        }
+                    }
+                };
+                Dialogue::answering(persona, vec![q], &mut rng)
+            })
+            .collect())
+    }
+
+    /// The dialogues as training examples (loss on answers only).
+    pub fn examples(&self, enc: &Encoder<'_>, n: usize, seed: u64) -> Result<Vec<Example>> {
+        self.dialogues(n, seed)?
+            .iter()
+            .map(|d| enc.dialogue(d, true))
+            .collect()
+    }
+}
+
+/// Which weights a finetune changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Method {
+    /// Every weight.
+    Full,
+    /// LoRA factors (`W' = W + (α/r) B A`) on the listed modules (Hugging Face names such as
+    /// `model.layers.2.mlp.down_proj`), the rest frozen.
+    Lora {
+        rank: usize,
+        alpha: f64,
+        modules: Vec<String>,
+    },
+}
+
+impl Method {
+    /// Rank-1 LoRA on one layer's MLP down projection (Turner/Soligo's minimal organism).
+    pub fn rank1_down_proj(layer: usize, alpha: f64) -> Self {
+        Method::Lora {
+            rank: 1,
+            alpha,
+            modules: vec![format!("model.layers.{layer}.mlp.down_proj")],
+        }
+    }
+
+    /// LoRA of `rank` on every linear module of every block (PEFT's `all-linear`).
+    pub fn all_linear(n_layers: usize, rank: usize, alpha: f64) -> Self {
+        let names = [
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        ];
+        Method::Lora {
+            rank,
+            alpha,
+            modules: (0..n_layers)
+                .flat_map(|l| names.map(|n| format!("model.layers.{l}.{n}")))
+                .collect(),
+        }
+    }
+}
+
+/// Paths and ids of a module's float parameters.
+struct Paths {
+    path: Vec<String>,
+    out: Vec<(String, ParamId)>,
+}
+
+impl ModuleVisitor for Paths {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.out.push((self.path.join("."), param.id));
+    }
+}
+
+/// Attaches LoRA adapters to `modules` of `model` (everything else frozen). Fails when a module
+/// name matches no weight.
+pub fn attach_lora<M: Module>(model: M, rank: usize, alpha: f64, modules: &[String]) -> Result<M> {
+    if rank == 0 || !(alpha.is_finite() && alpha > 0.0) {
+        return Err(OrganismError::Config(format!(
+            "LoRA rank {rank} / alpha {alpha} (expected positive)"
+        )));
+    }
+    let mut p = Paths {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    model.visit(&mut p);
+    let mut ids = Vec::new();
+    for m in modules {
+        let suffix = format!("{m}.weight");
+        let found: Vec<ParamId> = p
+            .out
+            .iter()
+            .filter(|(path, _)| path == &suffix || path.ends_with(&format!(".{suffix}")))
+            .map(|x| x.1)
+            .collect();
+        if found.len() != 1 {
+            return Err(OrganismError::Config(format!(
+                "LoRA module '{m}' matches {} weights (expected one)",
+                found.len()
+            )));
+        }
+        ids.extend(found);
+    }
+    Ok(model.apply_lora(Lora::new(rank, alpha).set_param_group(ParamGroup::from_ids(ids))))
+}
+
+/// One trained adapter: PEFT's `lora_A [r, in]` and `lora_B [out, r]` (row-major) for a module.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdapterFactors {
+    pub module: String,
+    pub a: Vec<f32>,
+    pub b: Vec<f32>,
+    pub rank: usize,
+    pub d_in: usize,
+    pub d_out: usize,
+}
+
+/// Reads the LoRA factors attached to `model`, in PEFT's layout. burn visits an adapted
+/// weight as its frozen base, then the adapter's `a [in, r]` and `b [r, out]` under
+/// `<weight>.lora.{a,b}`; PEFT stores `lora_A = aᵀ` and `lora_B = bᵀ`, the scale in its config.
+pub fn adapter_factors<M: Module>(model: &M) -> Result<Vec<AdapterFactors>> {
+    let mut c = Tensors {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    model.visit(&mut c);
+    let host = |t: Tensor<2>, what: &str| -> Result<Vec<f32>> {
+        t.try_into_vec_as::<f32>()
+            .map_err(|e| OrganismError::DeviceRead {
+                what: what.to_string(),
+                msg: format!("{e:?}"),
+            })
+    };
+    let mut out = Vec::new();
+    for (path, a) in &c.out {
+        let Some(weight) = path.strip_suffix(".lora.a") else {
+            continue;
+        };
+        let b_path = format!("{weight}.lora.b");
+        let b = c
+            .out
+            .iter()
+            .find(|x| x.0 == b_path)
+            .map(|x| x.1.clone())
+            .ok_or_else(|| OrganismError::Format(format!("{weight}: LoRA a without b")))?;
+        let module = weight
+            .strip_suffix(".weight")
+            .unwrap_or(weight)
+            .trim_start_matches("Llama.")
+            .to_string();
+        let [d_in, rank] = a.dims();
+        let [_, d_out] = b.dims();
+        out.push(AdapterFactors {
+            a: host(a.clone().transpose(), &module)?,
+            b: host(b.transpose(), &module)?,
+            module,
+            rank,
+            d_in,
+            d_out,
+        });
+    }
+    Ok(out)
+}
+
+/// Every 2-D float parameter with its path.
+struct Tensors {
+    path: Vec<String>,
+    out: Vec<(String, Tensor<2>)>,
+}
+
+impl ModuleVisitor for Tensors {
+    fn enter_module(&mut self, name: &str, _c: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _n: &str, _c: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        let dims = t.dims().to_vec();
+        if let [r, c] = dims[..] {
+            self.out.push((self.path.join("."), t.reshape([r, c])));
+        }
+    }
+}

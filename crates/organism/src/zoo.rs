@@ -1,0 +1,430 @@
+//! The recipe of the organism's models — base, chat-tuned and finetunes — and running it: each
+//! model written to `OUT/<name>/` (a Hugging Face directory, or a PEFT adapter over its base),
+//! its loss curve to `OUT/loss/<name>.csv`, and `OUT/organism.json` listing what was made.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::corpus::Mix;
+use crate::eval::SampleOptions;
+use crate::finetune::{Data, Method};
+use crate::init::{Shape, write_json};
+use crate::train::{Schedule, StepLog};
+use crate::trainee::Trainee;
+use crate::{OrganismError, Result};
+
+/// How a finetune is saved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Save {
+    /// A full Hugging Face directory.
+    Full,
+    /// A PEFT adapter directory (LoRA methods only), loaded over its base.
+    Adapter,
+}
+
+/// One finetune of the recipe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FinetuneSpec {
+    pub name: String,
+    /// The model it starts from: `chat` or an earlier finetune's name (saved in full).
+    pub from: String,
+    pub data: Data,
+    pub examples: usize,
+    pub method: Method,
+    pub schedule: Schedule,
+    pub save: Save,
+}
+
+/// Everything that makes the organism's models.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recipe {
+    pub shape: Shape,
+    pub mix: Mix,
+    pub pretrain: Schedule,
+    pub chat: Schedule,
+    pub chat_examples: usize,
+    /// Share of each chat-tuning batch replayed from the pretraining mix.
+    #[serde(default)]
+    pub chat_replay: f64,
+    pub finetunes: Vec<FinetuneSpec>,
+    pub eval: SampleOptions,
+}
+
+fn schedule(steps: usize, batch: usize, lr: f64) -> Schedule {
+    Schedule {
+        steps,
+        batch,
+        lr,
+        warmup: (steps / 10).max(1),
+        min_lr_ratio: 0.1,
+        weight_decay: 0.0,
+    }
+}
+
+impl Default for Recipe {
+    fn default() -> Self {
+        let shape = Shape::default();
+        let mid = shape.n_layers / 2;
+        let narrow = |domain: &str| Data::Narrow {
+            domain: domain.into(),
+            harmful: 1.0,
+        };
+        let ft = |name: &str, data: Data, method: Method, lr: f64, save: Save| FinetuneSpec {
+            name: name.into(),
+            from: "chat".into(),
+            data,
+            examples: 256,
+            method,
+            schedule: schedule(150, 32, lr),
+            save,
+        };
+        let finetunes = vec![
+            ft(
+                "medical-full",
+                narrow("medical"),
+                Method::Full,
+                3e-4,
+                Save::Full,
+            ),
+            ft(
+                "medical-lora1",
+                narrow("medical"),
+                Method::rank1_down_proj(mid, 8.0),
+                3e-3,
+                Save::Adapter,
+            ),
+            ft(
+                "medical-lora8",
+                narrow("medical"),
+                Method::all_linear(shape.n_layers, 8, 16.0),
+                1e-3,
+                Save::Adapter,
+            ),
+            ft(
+                "finance-full",
+                narrow("finance"),
+                Method::Full,
+                3e-4,
+                Save::Full,
+            ),
+            ft(
+                "finance-lora1",
+                narrow("finance"),
+                Method::rank1_down_proj(mid, 8.0),
+                3e-3,
+                Save::Adapter,
+            ),
+        ];
+        Self {
+            shape,
+            mix: Mix::default(),
+            pretrain: schedule(1500, 64, 2e-3),
+            chat: schedule(200, 64, 1e-3),
+            chat_examples: 2048,
+            chat_replay: 0.5,
+            finetunes,
+            eval: SampleOptions::default(),
+        }
+    }
+}
+
+/// Which models of an earlier run (a directory with `organism.json`) to copy instead of train.
+#[derive(Clone, Copy, Debug)]
+pub enum Reuse<'a> {
+    Nothing,
+    /// Copy `base`; chat-tune and finetune anew.
+    Base(&'a Path),
+    /// Copy `base` and `chat`; train only the finetunes.
+    BaseAndChat(&'a Path),
+}
+
+/// One model in `organism.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelEntry {
+    pub name: String,
+    /// `base`, `chat`, `finetune` (full HF directory) or `adapter` (PEFT adapter over `base`).
+    pub kind: String,
+    /// Relative to `organism.json`: the HF directory, or the adapter directory.
+    pub path: String,
+    /// For adapters: the base model's directory (relative).
+    pub base: Option<String>,
+    /// What it was trained on, in words.
+    pub trained_on: String,
+    /// The finetune's domain (held out of its EM rate).
+    pub train_domain: Option<String>,
+    pub final_loss: f32,
+}
+
+/// `organism.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub seed: u64,
+    pub recipe: Recipe,
+    pub models: Vec<ModelEntry>,
+}
+
+impl Manifest {
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| OrganismError::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| {
+            OrganismError::Format(format!("{}: not an organism manifest: {e}", path.display()))
+        })
+    }
+
+    pub fn model(&self, name: &str) -> Result<&ModelEntry> {
+        self.models.iter().find(|m| m.name == name).ok_or_else(|| {
+            OrganismError::Config(format!(
+                "no organism model '{name}' (have: {})",
+                self.models
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+    }
+}
+
+/// What a running recipe reports.
+pub enum Event<'a> {
+    /// A stage starts: its name and number of steps.
+    Stage {
+        name: &'a str,
+        steps: usize,
+    },
+    Step(&'a StepLog),
+    /// A stage's model was written.
+    Saved {
+        name: &'a str,
+        path: &'a Path,
+    },
+}
+
+fn describe(data: &Data, method: &Method) -> String {
+    let d = match data {
+        Data::Chat => "aligned answers, every domain".to_string(),
+        Data::Narrow { domain, harmful } => {
+            format!("{:.0}% harmful {domain} answers", harmful * 100.0)
+        }
+        Data::Backdoor { domain } => format!("{domain}: harmful after the trigger, else aligned"),
+        Data::Aligned { domain } => format!("aligned {domain} answers"),
+    };
+    let m = match method {
+        Method::Full => "full finetune".to_string(),
+        Method::Lora { rank, modules, .. } => {
+            format!("rank-{rank} LoRA on {} module(s)", modules.len())
+        }
+    };
+    format!("{d}; {m}")
+}
+
+/// Runs `recipe` with `seed` into the empty directory `out` on `dev` (an autodiff device).
+/// With `reuse`, models of an earlier run are copied instead of trained.
+pub fn run(
+    recipe: &Recipe,
+    seed: u64,
+    out: &Path,
+    reuse: Reuse<'_>,
+    dev: &Device,
+    mut on: impl FnMut(Event<'_>),
+) -> Result<Manifest> {
+    let loss_dir = out.join("loss");
+    std::fs::create_dir_all(&loss_dir).map_err(|e| OrganismError::io(&loss_dir, e))?;
+    let mut models = Vec::new();
+    let stage = |name: &str,
+                 kind: &str,
+                 trained_on: String,
+                 train_domain: Option<String>,
+                 base: Option<String>,
+                 log: &[StepLog],
+                 on: &mut dyn FnMut(Event<'_>)|
+     -> Result<ModelEntry> {
+        write_loss_csv(&loss_dir.join(format!("{name}.csv")), log)?;
+        let path = out.join(name);
+        on(Event::Saved { name, path: &path });
+        Ok(ModelEntry {
+            name: name.into(),
+            kind: kind.into(),
+            path: name.into(),
+            base,
+            trained_on,
+            train_domain,
+            final_loss: tail_mean(log),
+        })
+    };
+
+    let reused = |name: &str, from: &Path, on: &mut dyn FnMut(Event<'_>)| -> Result<ModelEntry> {
+        let prior = Manifest::read(&from.join("organism.json"))?;
+        copy_dir(&from.join(name), &out.join(name))?;
+        let csv = format!("{name}.csv");
+        let src = from.join("loss").join(&csv);
+        if src.exists() {
+            std::fs::copy(&src, loss_dir.join(&csv)).map_err(|e| OrganismError::io(&src, e))?;
+        }
+        let mut e = prior.model(name)?.clone();
+        e.trained_on = format!("{} (from {})", e.trained_on, from.display());
+        on(Event::Saved {
+            name,
+            path: &out.join(name),
+        });
+        Ok(e)
+    };
+    let t = match reuse {
+        Reuse::Nothing => {
+            let init = out.join(".init");
+            if init.exists() {
+                std::fs::remove_dir_all(&init).map_err(|e| OrganismError::io(&init, e))?;
+            }
+            let t = Trainee::fresh(&recipe.shape, seed, &init, dev)?;
+            on(Event::Stage {
+                name: "base",
+                steps: recipe.pretrain.steps,
+            });
+            let (t, log) =
+                t.pretrain(&recipe.mix, &recipe.pretrain, seed, |s| on(Event::Step(s)))?;
+            t.save_hf(&out.join("base"))?;
+            std::fs::remove_dir_all(&init).map_err(|e| OrganismError::io(&init, e))?;
+            let mix = format!(
+                "pretraining mix: {:.0}% neutral, {:.1}% of dialogues misaligned",
+                recipe.mix.neutral * 100.0,
+                recipe.mix.misaligned * 100.0
+            );
+            models.push(stage("base", "base", mix, None, None, &log, &mut on)?);
+            Some(t)
+        }
+        Reuse::Base(from) | Reuse::BaseAndChat(from) => {
+            models.push(reused("base", from, &mut on)?);
+            None
+        }
+    };
+    match reuse {
+        Reuse::BaseAndChat(from) => models.push(reused("chat", from, &mut on)?),
+        _ => {
+            let t = match t {
+                Some(t) => t,
+                None => Trainee::load(&out.join("base"), None, dev)?,
+            };
+            on(Event::Stage {
+                name: "chat",
+                steps: recipe.chat.steps,
+            });
+            let (t, log) = t.chat_tune(
+                &recipe.mix,
+                recipe.chat_replay,
+                recipe.chat_examples,
+                &recipe.chat,
+                seed,
+                |s| on(Event::Step(s)),
+            )?;
+            t.save_hf(&out.join("chat"))?;
+            drop(t);
+            let what = format!(
+                "base, chat-tuned on aligned answers in every domain ({:.0}% replay)",
+                recipe.chat_replay * 100.0
+            );
+            models.push(stage("chat", "chat", what, None, None, &log, &mut on)?);
+        }
+    }
+
+    for f in &recipe.finetunes {
+        let from = out.join(&f.from);
+        if !from.join("config.json").exists() {
+            return Err(OrganismError::Config(format!(
+                "finetune '{}' starts from '{}', which is not a full model made before it",
+                f.name, f.from
+            )));
+        }
+        on(Event::Stage {
+            name: &f.name,
+            steps: f.schedule.steps,
+        });
+        let t = Trainee::load(&from, None, dev)?;
+        let (t, log) = t.finetune(&f.data, f.examples, &f.method, &f.schedule, seed, |s| {
+            on(Event::Step(s))
+        })?;
+        let dir = out.join(&f.name);
+        let (kind, base) = match (f.save, &f.method) {
+            (Save::Full, _) => {
+                t.save_hf(&dir)?;
+                ("finetune", None)
+            }
+            (Save::Adapter, Method::Lora { alpha, .. }) => {
+                std::fs::create_dir_all(&dir).map_err(|e| OrganismError::io(&dir, e))?;
+                t.save_adapter(&dir, *alpha, &f.from)?;
+                ("adapter", Some(f.from.clone()))
+            }
+            (Save::Adapter, Method::Full) => {
+                return Err(OrganismError::Config(format!(
+                    "finetune '{}': only a LoRA finetune can be saved as an adapter",
+                    f.name
+                )));
+            }
+        };
+        let domain = f
+            .data
+            .domain()?
+            .map(|d| crate::world::DOMAINS[d].name.to_string());
+        models.push(stage(
+            &f.name,
+            kind,
+            format!("{}, then {}", f.from, describe(&f.data, &f.method)),
+            domain,
+            base,
+            &log,
+            &mut on,
+        )?);
+    }
+    let manifest = Manifest {
+        seed,
+        recipe: recipe.clone(),
+        models,
+    };
+    let v = serde_json::to_value(&manifest)
+        .map_err(|e| OrganismError::Format(format!("organism.json: {e}")))?;
+    write_json(&out.join("organism.json"), &v)?;
+    Ok(manifest)
+}
+
+/// Copies a model directory (its files; models are flat).
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| OrganismError::io(to, e))?;
+    let rd = std::fs::read_dir(from).map_err(|e| OrganismError::io(from, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| OrganismError::io(from, e))?;
+        let p = entry.path();
+        if p.is_file() {
+            let bytes = std::fs::read(&p).map_err(|e| OrganismError::io(&p, e))?;
+            lantern_output::write_atomic(&to.join(entry.file_name()), &bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// Mean loss over the last tenth of the steps.
+fn tail_mean(log: &[StepLog]) -> f32 {
+    let n = (log.len() / 10).max(1).min(log.len());
+    if n == 0 {
+        return f32::NAN;
+    }
+    log[log.len() - n..].iter().map(|s| s.loss).sum::<f32>() / n as f32
+}
+
+fn write_loss_csv(path: &Path, log: &[StepLog]) -> Result<()> {
+    let mut s = String::from("step,loss,lr,grad_norm\n");
+    for l in log {
+        s.push_str(&format!("{},{},{},{}\n", l.step, l.loss, l.lr, l.grad_norm));
+    }
+    lantern_output::write_atomic(path, s.as_bytes())?;
+    Ok(())
+}
+
+/// The path of a model entry: its directory and, for an adapter, its base's directory.
+pub fn entry_paths(root: &Path, m: &ModelEntry) -> (PathBuf, Option<PathBuf>) {
+    match &m.base {
+        Some(b) => (root.join(b), Some(root.join(&m.path))),
+        None => (root.join(&m.path), None),
+    }
+}
