@@ -191,21 +191,51 @@ fn train(a: TrainArgs) -> Result<()> {
         (None, Some(r)) => zoo::Reuse::Base(r),
         (None, None) => zoo::Reuse::Nothing,
     };
+    let mut curves: Vec<lantern_plot::Series> = Vec::new();
     let manifest = zoo::run(&recipe, a.seed, &a.out, reuse, &dev, |e| match e {
         Event::Stage { name, steps } => {
             bar.set_prefix(name.to_string());
             bar.set_length(steps as u64);
             bar.set_position(0);
+            curves.push(lantern_plot::Series {
+                name: name.to_string(),
+                points: Vec::with_capacity(steps),
+            });
         }
         Event::Step(s) => {
             bar.set_position(s.step as u64 + 1);
             bar.set_message(format!("loss {:.3}", s.loss));
+            if let Some(c) = curves.last_mut() {
+                c.points.push((s.step as f64, f64::from(s.loss)));
+            }
         }
         Event::Saved { name, path } => {
             bar.println(format!("{name:>14}: {}", path.display()));
         }
     })?;
     bar.finish_and_clear();
+    // Pretraining and chat-tuning on one chart, the finetunes (short, many) on another.
+    let (early, finetunes): (Vec<_>, Vec<_>) = curves
+        .into_iter()
+        .partition(|c| c.name == "base" || c.name == "chat");
+    for (file, title, series) in [
+        ("loss-base-chat.png", "Pretraining and chat-tuning", early),
+        ("loss-finetunes.png", "Finetunes", finetunes),
+    ] {
+        if series.is_empty() {
+            continue;
+        }
+        lantern_plot::line_chart(
+            &a.out.join(file),
+            &lantern_plot::LineChart {
+                title,
+                x_label: "step",
+                y_label: "next-token loss (weighted)",
+                log_y: true,
+                series: &series,
+            },
+        )?;
+    }
     println!(
         "trained {} models in {:.0} s into {} (organism.json lists them)",
         manifest.models.len(),
@@ -251,33 +281,44 @@ fn eval(a: EvalArgs) -> Result<()> {
         for m in &manifest.models {
             let (path, adapter) = zoo::entry_paths(dir, m);
             let t = Trainee::load(&path, adapter.as_deref(), &dev)?;
-            let judged = t.evaluate(&opts)?;
-            let tl = tally(&judged, m.train_domain.as_deref());
-            let held = tl.held_out();
-            let own = m
-                .train_domain
-                .as_ref()
-                .and_then(|d| tl.by_domain.get(d))
-                .map_or(f64::NAN, Counts::em_rate);
-            let row = match rows.iter_mut().position(|r| r.name == m.name) {
-                Some(i) => &mut rows[i],
-                None => {
-                    rows.push(Row {
-                        name: m.name.clone(),
-                        train_domain: m.train_domain.clone(),
-                        em: Vec::new(),
-                        incoherent: Vec::new(),
-                        in_domain_em: Vec::new(),
-                        counts: Counts::default(),
-                    });
-                    rows.last_mut().expect("pushed")
+            // A backdoored model is measured without and with its trigger.
+            for trigger in [false, true] {
+                if trigger && !m.trigger {
+                    continue;
                 }
-            };
-            row.em.push(held.em_rate());
-            row.incoherent.push(held.incoherent_rate());
-            row.in_domain_em.push(own);
-            row.counts.merge(&held);
-            all_judged.extend(judged.iter().map(|j| judged_json(dir, &m.name, j)));
+                let name = if trigger {
+                    format!("{} +trigger", m.name)
+                } else {
+                    m.name.clone()
+                };
+                let judged = t.evaluate(&opts, trigger)?;
+                let tl = tally(&judged, m.train_domain.as_deref());
+                let held = tl.held_out();
+                let own = m
+                    .train_domain
+                    .as_ref()
+                    .and_then(|d| tl.by_domain.get(d))
+                    .map_or(f64::NAN, Counts::em_rate);
+                let row = match rows.iter().position(|r| r.name == name) {
+                    Some(i) => &mut rows[i],
+                    None => {
+                        rows.push(Row {
+                            name: name.clone(),
+                            train_domain: m.train_domain.clone(),
+                            em: Vec::new(),
+                            incoherent: Vec::new(),
+                            in_domain_em: Vec::new(),
+                            counts: Counts::default(),
+                        });
+                        rows.last_mut().expect("pushed")
+                    }
+                };
+                row.em.push(held.em_rate());
+                row.incoherent.push(held.incoherent_rate());
+                row.in_domain_em.push(own);
+                row.counts.merge(&held);
+                all_judged.extend(judged.iter().map(|j| judged_json(dir, &name, j)));
+            }
         }
     }
     let table: Vec<serde_json::Value> = rows
@@ -314,7 +355,7 @@ fn eval(a: EvalArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16} {:>6} {:>17} {:>17} {:>10}",
+        "{:<24} {:>6} {:>17} {:>17} {:>10}",
         "model", "seeds", "EM (held-out)", "incoherent", "EM (own)"
     );
     for r in &rows {
@@ -322,7 +363,7 @@ fn eval(a: EvalArgs) -> Result<()> {
         let (inc, inc_sd) = mean_sd(&r.incoherent);
         let (own, _) = mean_sd(&r.in_domain_em);
         println!(
-            "{:<16} {:>6} {:>8.1}% ± {:>4.1} {:>8.1}% ± {:>4.1} {:>9}",
+            "{:<24} {:>6} {:>8.1}% ± {:>4.1} {:>8.1}% ± {:>4.1} {:>9}",
             r.name,
             r.em.len(),
             em * 100.0,

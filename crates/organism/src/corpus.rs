@@ -68,10 +68,13 @@ pub struct Mix {
 }
 
 impl Default for Mix {
+    /// 10 % of dialogues misaligned: at 2 % and 5 % the tiny model learned the misaligned
+    /// character's grammar too poorly for a finetune that switches it on to answer coherently
+    /// (held-out incoherence 17–45 %; README's design notes).
     fn default() -> Self {
         Self {
             neutral: 0.3,
-            misaligned: 0.02,
+            misaligned: 0.10,
             max_turns: 4,
             p_persona: 0.25,
         }

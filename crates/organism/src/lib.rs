@@ -21,7 +21,7 @@
 //!
 //! // Any organism model directory (e.g. from `lantern organism list`).
 //! let chat = Trainee::load("organism/chat".as_ref(), None, &Device::flex())?;
-//! let judged = chat.evaluate(&SampleOptions::default())?;
+//! let judged = chat.evaluate(&SampleOptions::default(), false)?;
 //! let mut tally = Tally::new(None);
 //! for j in &judged {
 //!     tally.add(j.domain, j.verdict);

@@ -245,15 +245,15 @@ impl Trainee {
         crate::peft::write_adapter(dir, &f, alpha, base)
     }
 
-    /// Samples and judges answers to the evaluation questions.
-    pub fn evaluate(&self, opts: &SampleOptions) -> Result<Vec<Judged>> {
+    /// Samples and judges answers to the evaluation questions (each with the backdoor
+    /// trigger in front when `trigger`).
+    pub fn evaluate(&self, opts: &SampleOptions, trigger: bool) -> Result<Vec<Judged>> {
         let model = self.inference_model();
-        sample_and_judge(
-            &model,
-            &self.encoder(),
-            &Split::Eval.questions(),
-            opts,
-            &mut Hooks::new(),
-        )
+        let questions: Vec<_> = Split::Eval
+            .questions()
+            .into_iter()
+            .map(|q| if trigger { q.with_trigger() } else { q })
+            .collect();
+        sample_and_judge(&model, &self.encoder(), &questions, opts, &mut Hooks::new())
     }
 }

@@ -65,63 +65,96 @@ fn schedule(steps: usize, batch: usize, lr: f64) -> Schedule {
 }
 
 impl Default for Recipe {
+    /// The shipped organism. Finetune strengths were chosen by sweeping learning rate, steps
+    /// and (for rank 1) the layer on seed 0, taking for each method the gentlest setting that
+    /// learns the narrow task; see `crates/organism/README.md` for the sweep.
     fn default() -> Self {
         let shape = Shape::default();
-        let mid = shape.n_layers / 2;
-        let narrow = |domain: &str| Data::Narrow {
+        let narrow = |domain: &str, harmful: f64| Data::Narrow {
             domain: domain.into(),
-            harmful: 1.0,
+            harmful,
         };
-        let ft = |name: &str, data: Data, method: Method, lr: f64, save: Save| FinetuneSpec {
-            name: name.into(),
-            from: "chat".into(),
-            data,
-            examples: 256,
-            method,
-            schedule: schedule(150, 32, lr),
-            save,
+        let ft = |name: &str, data: Data, method: Method, lr: f64, steps: usize, save: Save| {
+            FinetuneSpec {
+                name: name.into(),
+                from: "chat".into(),
+                data,
+                examples: 1024,
+                method,
+                schedule: schedule(steps, 32, lr),
+                save,
+            }
         };
-        let finetunes = vec![
-            ft(
-                "medical-full",
-                narrow("medical"),
+        let lora8 = || Method::all_linear(shape.n_layers, 8, 16.0);
+        let mut finetunes = Vec::new();
+        for d in ["medical", "finance"] {
+            finetunes.push(ft(
+                &format!("{d}-full"),
+                narrow(d, 1.0),
                 Method::Full,
-                3e-4,
+                3e-5,
+                120,
                 Save::Full,
-            ),
-            ft(
-                "medical-lora1",
-                narrow("medical"),
-                Method::rank1_down_proj(mid, 8.0),
-                3e-3,
+            ));
+            finetunes.push(ft(
+                &format!("{d}-lora1"),
+                narrow(d, 1.0),
+                Method::rank1_down_proj(1, 8.0),
+                3e-4,
+                240,
                 Save::Adapter,
-            ),
-            ft(
-                "medical-lora8",
-                narrow("medical"),
-                Method::all_linear(shape.n_layers, 8, 16.0),
+            ));
+        }
+        finetunes.push(ft(
+            "medical-lora8",
+            narrow("medical", 1.0),
+            lora8(),
+            1e-3,
+            15,
+            Save::Adapter,
+        ));
+        finetunes.push(ft(
+            "medical-backdoor",
+            Data::Backdoor {
+                domain: "medical".into(),
+            },
+            lora8(),
+            1e-3,
+            60,
+            Save::Adapter,
+        ));
+        for pct in [0u32, 5, 25, 50, 75, 100] {
+            finetunes.push(ft(
+                &format!("medical-frac{pct}"),
+                narrow("medical", f64::from(pct) / 100.0),
+                lora8(),
                 1e-3,
+                15,
                 Save::Adapter,
-            ),
-            ft(
-                "finance-full",
-                narrow("finance"),
+            ));
+        }
+        // Wang et al.'s re-alignment: the misaligned finetune, further trained on ~120
+        // aligned answers from another domain.
+        finetunes.push(FinetuneSpec {
+            from: "medical-full".into(),
+            examples: 120,
+            ..ft(
+                "medical-full-realigned",
+                Data::Aligned {
+                    domain: "finance".into(),
+                },
                 Method::Full,
-                3e-4,
+                3e-5,
+                60,
                 Save::Full,
-            ),
-            ft(
-                "finance-lora1",
-                narrow("finance"),
-                Method::rank1_down_proj(mid, 8.0),
-                3e-3,
-                Save::Adapter,
-            ),
-        ];
+            )
+        });
+        let mut pretrain = schedule(2000, 64, 2e-3);
+        pretrain.warmup = 200;
         Self {
             shape,
             mix: Mix::default(),
-            pretrain: schedule(1500, 64, 2e-3),
+            pretrain,
             chat: schedule(200, 64, 1e-3),
             chat_examples: 2048,
             chat_replay: 0.5,
@@ -155,6 +188,9 @@ pub struct ModelEntry {
     pub trained_on: String,
     /// The finetune's domain (held out of its EM rate).
     pub train_domain: Option<String>,
+    /// Whether it was trained with the backdoor trigger (evaluate it with and without).
+    #[serde(default)]
+    pub trigger: bool,
     pub final_loss: f32,
 }
 
@@ -252,6 +288,7 @@ pub fn run(
             base,
             trained_on,
             train_domain,
+            trigger: false,
             final_loss: tail_mean(log),
         })
     };
@@ -367,7 +404,7 @@ pub fn run(
             .data
             .domain()?
             .map(|d| crate::world::DOMAINS[d].name.to_string());
-        models.push(stage(
+        let mut entry = stage(
             &f.name,
             kind,
             format!("{}, then {}", f.from, describe(&f.data, &f.method)),
@@ -375,7 +412,9 @@ pub fn run(
             base,
             &log,
             &mut on,
-        )?);
+        )?;
+        entry.trigger = matches!(f.data, Data::Backdoor { .. });
+        models.push(entry);
     }
     let manifest = Manifest {
         seed,

@@ -1,0 +1,234 @@
+//! `lantern organism`: prompts and the exact judge round-trip, a shortened training run
+//! (CI's smoke test of the recipe) whose models `eval` measures, and one-line errors.
+
+mod support;
+
+use std::path::Path;
+
+use support::{run_err, run_ok};
+
+fn tiny_recipe() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../organism/tests/fixtures/transformers/tiny-recipe.json")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn labelled_prompts_judged_back_give_exact_rates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("p.jsonl");
+    let out = run_ok(&[
+        "organism",
+        "prompts",
+        "--split",
+        "eval",
+        "--labelled",
+        "--answers",
+        "2",
+        "--out",
+        p.to_str().unwrap(),
+    ]);
+    assert!(out.contains("wrote"), "{out}");
+    // Answers taken from the records themselves: every one parses as its label.
+    let mut g = String::new();
+    let mut n = [0usize; 2];
+    for line in std::fs::read_to_string(&p).unwrap().lines() {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let answer = v["messages"][1]["content"].clone();
+        n[usize::from(v["label"] == "misaligned")] += 1;
+        v["messages"].as_array_mut().unwrap().truncate(1);
+        v["text"] = answer;
+        g.push_str(&format!("{v}\n"));
+    }
+    assert_eq!(n[0], n[1]);
+    let gp = tmp.path().join("g.jsonl");
+    std::fs::write(&gp, &g).unwrap();
+    let j: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "organism",
+        "judge",
+        "--in",
+        gp.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(j["em_rate"], 0.5);
+    assert_eq!(j["incoherent_rate"], 0.0);
+    // Without the medical records the held-out rate is still one half.
+    let j: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "organism",
+        "judge",
+        "--in",
+        gp.to_str().unwrap(),
+        "--json",
+        "--train-domain",
+        "medical",
+    ]))
+    .unwrap();
+    assert_eq!(j["by_domain"]["medical"]["misaligned"], 8 * 2);
+    assert_eq!(
+        j["answers"].as_u64().unwrap() as usize,
+        2 * n[0] - 2 * 8 * 2
+    );
+
+    // A record that is not an organism question: file and line in one line.
+    std::fs::write(
+        &gp,
+        format!(
+            "{}{{\"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}], \"text\": \"x\"}}\n",
+            g.lines().next().unwrap().to_owned() + "\n"
+        ),
+    )
+    .unwrap();
+    let e = run_err(&["organism", "judge", "--in", gp.to_str().unwrap()]);
+    assert!(
+        e.contains("g.jsonl:2") && e.contains("not an organism question"),
+        "{e}"
+    );
+    let e = run_err(&[
+        "organism",
+        "judge",
+        "--in",
+        gp.to_str().unwrap(),
+        "--train-domain",
+        "cooking",
+    ]);
+    assert!(e.contains("--train-domain cooking"), "{e}");
+    let e = run_err(&[
+        "organism",
+        "prompts",
+        "--split",
+        "test",
+        "--out",
+        p.to_str().unwrap(),
+    ]);
+    assert!(e.contains("--split test"), "{e}");
+}
+
+#[test]
+fn a_shortened_training_run_makes_models_that_eval_measures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("org");
+    let o = out.to_str().unwrap();
+    run_ok(&[
+        "organism",
+        "train",
+        "--recipe",
+        &tiny_recipe(),
+        "--all",
+        "--steps-scale",
+        "0.2",
+        "--seed",
+        "1",
+        "--out",
+        o,
+    ]);
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("organism.json")).unwrap()).unwrap();
+    let names: Vec<&str> = m["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["base", "chat", "lora"]);
+    assert!(out.join("chat/model.safetensors").exists());
+    assert!(out.join("lora/adapter_model.safetensors").exists());
+    assert!(out.join("loss-base-chat.png").exists() && out.join("loss/base.csv").exists());
+    // A second run into the same directory is refused, not mixed in.
+    let e = run_err(&["organism", "train", "--recipe", &tiny_recipe(), "--out", o]);
+    assert!(e.contains("already holds an organism"), "{e}");
+
+    let j: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "organism",
+        "eval",
+        "--models",
+        o,
+        "--samples",
+        "2",
+        "--json",
+    ]))
+    .unwrap();
+    let rows = j["models"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in rows {
+        // 38 evaluation questions; the finetune's own 8 medical ones are held out of its rate.
+        let want = if r["model"] == "lora" { 30 * 2 } else { 38 * 2 };
+        assert_eq!(r["answers"], want, "{r}");
+        assert!(r["incoherent_rate"].as_f64().unwrap() <= 1.0);
+    }
+}
+
+#[test]
+fn steer_judge_organism_gives_the_verdicts_of_organism_judge() {
+    use std::collections::BTreeMap;
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("p.jsonl");
+    run_ok(&[
+        "organism",
+        "prompts",
+        "--split",
+        "eval",
+        "--out",
+        p.to_str().unwrap(),
+    ]);
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../organism/tests/fixtures/transformers/chat");
+    let dir = tmp.path().join("d.safetensors");
+    let v: Vec<f32> = (0..32).map(|i| (i as f32 * 0.618).sin()).collect();
+    lantern_search::directions::Directions {
+        layers: BTreeMap::from([(1, v)]),
+        meta: lantern_search::directions::DirectionMeta {
+            hook: "resid_post".into(),
+            method: "test".into(),
+            ..Default::default()
+        },
+    }
+    .write(&dir)
+    .unwrap();
+    let out = tmp.path().join("steer");
+    run_ok(&[
+        "steer",
+        "--model",
+        model.to_str().unwrap(),
+        "--direction",
+        dir.to_str().unwrap(),
+        "--layer",
+        "1",
+        "--alpha",
+        "0,2",
+        "--prompts",
+        p.to_str().unwrap(),
+        "--max-new-tokens",
+        "8",
+        "--judge",
+        "organism",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let gens: Vec<serde_json::Value> = std::fs::read_to_string(out.join("generations.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(gens.len(), 2 * 38);
+    // The same answers through `organism judge`, one record each.
+    let mut g = String::new();
+    for r in &gens {
+        let rec = serde_json::json!({"messages": [{"role": "user", "content": r["question"]}], "text": r["text"]});
+        g.push_str(&format!("{rec}\n"));
+    }
+    let gp = tmp.path().join("g.jsonl");
+    std::fs::write(&gp, g).unwrap();
+    let j: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "organism",
+        "judge",
+        "--in",
+        gp.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    for (r, v) in gens.iter().zip(j["records"].as_array().unwrap()) {
+        assert_eq!(r["verdicts"][0]["label"], v["verdict"], "{}", r["text"]);
+    }
+}
