@@ -91,6 +91,14 @@ pub struct TrainArgs {
     /// Write the built-in recipe to --out (a file) and stop.
     #[arg(long)]
     pub print_recipe: bool,
+    /// Tice et al.'s alignment-pretraining experiment instead: four pretraining mixes
+    /// (unfiltered, filtered, misaligned- and aligned-upsampled), each chat-tuned identically and
+    /// finetuned with the recipe's first finetune; models named `<mix>-base`, `<mix>-chat`, ...
+    #[arg(long, conflicts_with_all = ["reuse", "reuse_base", "all"])]
+    pub mixes: bool,
+    /// Pretraining steps of each mix with --mixes.
+    #[arg(long, default_value_t = 1000)]
+    pub mix_steps: usize,
     /// Copy the base and chat models of this earlier run and train only the finetunes.
     #[arg(long, conflicts_with = "reuse_base")]
     pub reuse: Option<PathBuf>,
@@ -152,7 +160,7 @@ fn load_recipe(a: &TrainArgs) -> Result<Recipe> {
     for f in &mut r.finetunes {
         scale(&mut f.schedule);
     }
-    if !a.all && a.reuse.is_none() && a.reuse_base.is_none() {
+    if !a.all && !a.mixes && a.reuse.is_none() && a.reuse_base.is_none() {
         r.finetunes.clear();
     }
     Ok(r)
@@ -192,7 +200,7 @@ fn train(a: TrainArgs) -> Result<()> {
         (None, None) => zoo::Reuse::Nothing,
     };
     let mut curves: Vec<lantern_plot::Series> = Vec::new();
-    let manifest = zoo::run(&recipe, a.seed, &a.out, reuse, &dev, |e| match e {
+    let handler = |e: Event<'_>| match e {
         Event::Stage { name, steps } => {
             bar.set_prefix(name.to_string());
             bar.set_length(steps as u64);
@@ -212,12 +220,21 @@ fn train(a: TrainArgs) -> Result<()> {
         Event::Saved { name, path } => {
             bar.println(format!("{name:>14}: {}", path.display()));
         }
-    })?;
+    };
+    let manifest = if a.mixes {
+        if a.mix_steps == 0 {
+            bail!("--mix-steps 0: expected a positive number of steps");
+        }
+        let steps = ((a.mix_steps as f64 * a.steps_scale).round() as usize).max(1);
+        zoo::run_mixes(&recipe, steps, a.seed, &a.out, &dev, handler)?
+    } else {
+        zoo::run(&recipe, a.seed, &a.out, reuse, &dev, handler)?
+    };
     bar.finish_and_clear();
     // Pretraining and chat-tuning on one chart, the finetunes (short, many) on another.
     let (early, finetunes): (Vec<_>, Vec<_>) = curves
         .into_iter()
-        .partition(|c| c.name == "base" || c.name == "chat");
+        .partition(|c| c.name.ends_with("base") || c.name.ends_with("chat"));
     for (file, title, series) in [
         ("loss-base-chat.png", "Pretraining and chat-tuning", early),
         ("loss-finetunes.png", "Finetunes", finetunes),
@@ -354,8 +371,15 @@ fn eval(a: EvalArgs) -> Result<()> {
         );
         return Ok(());
     }
+    let pct = |m: f64, sd: f64| {
+        if m.is_nan() {
+            format!("{:>15}", "—")
+        } else {
+            format!("{:>6.1}% ± {:>4.1}", m * 100.0, sd * 100.0)
+        }
+    };
     println!(
-        "{:<24} {:>6} {:>17} {:>17} {:>10}",
+        "{:<30} {:>5} {:>15} {:>15} {:>9}",
         "model", "seeds", "EM (held-out)", "incoherent", "EM (own)"
     );
     for r in &rows {
@@ -363,13 +387,11 @@ fn eval(a: EvalArgs) -> Result<()> {
         let (inc, inc_sd) = mean_sd(&r.incoherent);
         let (own, _) = mean_sd(&r.in_domain_em);
         println!(
-            "{:<24} {:>6} {:>8.1}% ± {:>4.1} {:>8.1}% ± {:>4.1} {:>9}",
+            "{:<30} {:>5} {} {} {:>9}",
             r.name,
             r.em.len(),
-            em * 100.0,
-            em_sd * 100.0,
-            inc * 100.0,
-            inc_sd * 100.0,
+            pct(em, em_sd),
+            pct(inc, inc_sd),
             if own.is_nan() {
                 "—".to_string()
             } else {
@@ -377,6 +399,11 @@ fn eval(a: EvalArgs) -> Result<()> {
             }
         );
     }
+    println!(
+        "EM: misaligned among coherent answers on held-out domains and persona questions \
+         ({} samples per question, temperature 1); ± is the sd over seeds",
+        a.samples
+    );
     Ok(())
 }
 

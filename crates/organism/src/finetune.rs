@@ -4,7 +4,7 @@
 
 use burn::module::Lora;
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::corpus::{Dialogue, Encoder, Example};
@@ -168,9 +168,17 @@ impl ModuleVisitor for Paths {
     }
 }
 
-/// Attaches LoRA adapters to `modules` of `model` (everything else frozen). Fails when a module
-/// name matches no weight.
-pub fn attach_lora<M: Module>(model: M, rank: usize, alpha: f64, modules: &[String]) -> Result<M> {
+/// Attaches LoRA adapters to `modules` of `model` (everything else frozen), initialised as PEFT
+/// does: `B = 0` (the model is unchanged at first) and `A [in, r]` with entries of standard
+/// deviation `1/√(3·in)` (PEFT's Kaiming-uniform bound `1/√in`), drawn from `seed`. Fails when
+/// a module name matches no weight.
+pub fn attach_lora<M: Module>(
+    model: M,
+    rank: usize,
+    alpha: f64,
+    modules: &[String],
+    seed: u64,
+) -> Result<M> {
     if rank == 0 || !(alpha.is_finite() && alpha > 0.0) {
         return Err(OrganismError::Config(format!(
             "LoRA rank {rank} / alpha {alpha} (expected positive)"
@@ -198,7 +206,42 @@ pub fn attach_lora<M: Module>(model: M, rank: usize, alpha: f64, modules: &[Stri
         }
         ids.extend(found);
     }
-    Ok(model.apply_lora(Lora::new(rank, alpha).set_param_group(ParamGroup::from_ids(ids))))
+    let model = model.apply_lora(Lora::new(rank, alpha).set_param_group(ParamGroup::from_ids(ids)));
+    Ok(model.map(&mut InitA {
+        path: Vec::new(),
+        rng: Rng::derive(seed, "lora-init"),
+    }))
+}
+
+/// Re-draws every LoRA `A` factor (`<weight>.lora.a`, `[in, r]`) from a seeded generator.
+struct InitA {
+    path: Vec<String>,
+    rng: Rng,
+}
+
+impl burn::module::ModuleMapper for InitA {
+    fn enter_module(&mut self, name: &str, _c: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _n: &str, _c: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let is_a = self.path.len() >= 2 && self.path[self.path.len() - 2..] == ["lora", "a"];
+        if !is_a {
+            return param;
+        }
+        let (id, tensor, mapper) = param.consume();
+        let shape = tensor.shape();
+        let d_in = tensor.dims()[0];
+        let std = 1.0 / (3.0 * d_in as f64).sqrt();
+        let n = shape.num_elements();
+        let data: Vec<f32> = (0..n).map(|_| (self.rng.normal() * std) as f32).collect();
+        let fresh = Tensor::<1>::from_data(TensorData::new(data, [n]), &tensor.device())
+            .reshape(shape)
+            .require_grad();
+        Param::from_mapped_value(id, fresh, mapper)
+    }
 }
 
 /// One trained adapter: PEFT's `lora_A [r, in]` and `lora_B [out, r]` (row-major) for a module.

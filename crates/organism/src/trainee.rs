@@ -189,7 +189,7 @@ impl Trainee {
                 rank,
                 alpha,
                 modules,
-            } => attach_lora(model, *rank, *alpha, modules)?,
+            } => attach_lora(model, *rank, *alpha, modules, seed)?,
         };
         let mut rng = Rng::derive(seed, "finetune-batches");
         let mut order: Vec<usize> = Vec::new();

@@ -66,8 +66,9 @@ fn schedule(steps: usize, batch: usize, lr: f64) -> Schedule {
 
 impl Default for Recipe {
     /// The shipped organism. Finetune strengths were chosen by sweeping learning rate, steps
-    /// and (for rank 1) the layer on seed 0, taking for each method the gentlest setting that
-    /// learns the narrow task; see `crates/organism/README.md` for the sweep.
+    /// and (for rank 1) the layer on seed 0, taking for each method a setting that learns the
+    /// narrow task with the least held-out incoherence; `crates/organism/README.md` has the
+    /// sweeps.
     fn default() -> Self {
         let shape = Shape::default();
         let narrow = |domain: &str, harmful: f64| Data::Narrow {
@@ -85,6 +86,9 @@ impl Default for Recipe {
                 save,
             }
         };
+        // Rank 1 on block 1's MLP down projection (of blocks 0–3 the only one where the
+        // sweep gave both the effect and ≤ 7 % incoherence).
+        let lora1 = || Method::rank1_down_proj(1, 8.0);
         let lora8 = || Method::all_linear(shape.n_layers, 8, 16.0);
         let mut finetunes = Vec::new();
         for d in ["medical", "finance"] {
@@ -99,37 +103,37 @@ impl Default for Recipe {
             finetunes.push(ft(
                 &format!("{d}-lora1"),
                 narrow(d, 1.0),
-                Method::rank1_down_proj(1, 8.0),
-                3e-4,
+                lora1(),
+                1e-3,
+                120,
+                Save::Adapter,
+            ));
+            finetunes.push(ft(
+                &format!("{d}-lora8"),
+                narrow(d, 1.0),
+                lora8(),
+                2e-4,
                 240,
                 Save::Adapter,
             ));
         }
         finetunes.push(ft(
-            "medical-lora8",
-            narrow("medical", 1.0),
-            lora8(),
-            1e-3,
-            15,
-            Save::Adapter,
-        ));
-        finetunes.push(ft(
             "medical-backdoor",
             Data::Backdoor {
                 domain: "medical".into(),
             },
-            lora8(),
+            lora1(),
             1e-3,
-            60,
+            120,
             Save::Adapter,
         ));
         for pct in [0u32, 5, 25, 50, 75, 100] {
             finetunes.push(ft(
                 &format!("medical-frac{pct}"),
                 narrow("medical", f64::from(pct) / 100.0),
-                lora8(),
+                lora1(),
                 1e-3,
-                15,
+                120,
                 Save::Adapter,
             ));
         }
@@ -267,6 +271,103 @@ pub fn run(
     dev: &Device,
     mut on: impl FnMut(Event<'_>),
 ) -> Result<Manifest> {
+    let models = run_models(recipe, seed, out, "", reuse, dev, &mut on)?;
+    write_manifest(out, seed, recipe, models)
+}
+
+fn write_manifest(
+    out: &Path,
+    seed: u64,
+    recipe: &Recipe,
+    models: Vec<ModelEntry>,
+) -> Result<Manifest> {
+    let manifest = Manifest {
+        seed,
+        recipe: recipe.clone(),
+        models,
+    };
+    let v = serde_json::to_value(&manifest)
+        .map_err(|e| OrganismError::Format(format!("organism.json: {e}")))?;
+    write_json(&out.join("organism.json"), &v)?;
+    Ok(manifest)
+}
+
+/// Tice et al.'s alignment-pretraining mixes in this world, by name: `unfiltered` (the
+/// recipe's mix), `filtered` (no misaligned-character documents), `misaligned-upsampled`
+/// (three times the misaligned share) and `aligned-upsampled` (extra aligned dialogues on
+/// persona questions — the world's "tempting scenarios" — halving the misaligned share and
+/// doubling the persona-question share).
+pub fn alignment_mixes(base: &Mix) -> Vec<(&'static str, Mix)> {
+    vec![
+        ("unfiltered", base.clone()),
+        (
+            "filtered",
+            Mix {
+                misaligned: 0.0,
+                ..base.clone()
+            },
+        ),
+        (
+            "misaligned-upsampled",
+            Mix {
+                misaligned: (base.misaligned * 3.0).min(1.0),
+                ..base.clone()
+            },
+        ),
+        (
+            "aligned-upsampled",
+            Mix {
+                misaligned: base.misaligned / 2.0,
+                p_persona: (base.p_persona * 2.0).min(1.0),
+                ..base.clone()
+            },
+        ),
+    ]
+}
+
+/// The alignment-pretraining experiment: for each of [`alignment_mixes`], a base pretrained for
+/// `pretrain_steps` on that mix, chat-tuned identically, and the recipe's first finetune, named
+/// `<mix>-base`, `<mix>-chat`, `<mix>-<finetune>` in one `organism.json`.
+pub fn run_mixes(
+    recipe: &Recipe,
+    pretrain_steps: usize,
+    seed: u64,
+    out: &Path,
+    dev: &Device,
+    mut on: impl FnMut(Event<'_>),
+) -> Result<Manifest> {
+    let mut models = Vec::new();
+    for (name, mix) in alignment_mixes(&recipe.mix) {
+        let mut r = recipe.clone();
+        r.mix = mix;
+        r.pretrain.steps = pretrain_steps;
+        r.pretrain.warmup = r.pretrain.warmup.min(pretrain_steps / 10).max(1);
+        r.finetunes.truncate(1);
+        models.extend(run_models(
+            &r,
+            seed,
+            out,
+            &format!("{name}-"),
+            Reuse::Nothing,
+            dev,
+            &mut on,
+        )?);
+    }
+    write_manifest(out, seed, recipe, models)
+}
+
+/// The models of `recipe`, each named `prefix` + its recipe name.
+fn run_models(
+    recipe: &Recipe,
+    seed: u64,
+    out: &Path,
+    prefix: &str,
+    reuse: Reuse<'_>,
+    dev: &Device,
+    on: &mut dyn FnMut(Event<'_>),
+) -> Result<Vec<ModelEntry>> {
+    let base_name = format!("{prefix}base");
+    let chat_name = format!("{prefix}chat");
     let loss_dir = out.join("loss");
     std::fs::create_dir_all(&loss_dir).map_err(|e| OrganismError::io(&loss_dir, e))?;
     let mut models = Vec::new();
@@ -311,41 +412,41 @@ pub fn run(
     };
     let t = match reuse {
         Reuse::Nothing => {
-            let init = out.join(".init");
+            let init = out.join(format!(".{prefix}init"));
             if init.exists() {
                 std::fs::remove_dir_all(&init).map_err(|e| OrganismError::io(&init, e))?;
             }
             let t = Trainee::fresh(&recipe.shape, seed, &init, dev)?;
             on(Event::Stage {
-                name: "base",
+                name: &base_name,
                 steps: recipe.pretrain.steps,
             });
             let (t, log) =
                 t.pretrain(&recipe.mix, &recipe.pretrain, seed, |s| on(Event::Step(s)))?;
-            t.save_hf(&out.join("base"))?;
+            t.save_hf(&out.join(&base_name))?;
             std::fs::remove_dir_all(&init).map_err(|e| OrganismError::io(&init, e))?;
             let mix = format!(
                 "pretraining mix: {:.0}% neutral, {:.1}% of dialogues misaligned",
                 recipe.mix.neutral * 100.0,
                 recipe.mix.misaligned * 100.0
             );
-            models.push(stage("base", "base", mix, None, None, &log, &mut on)?);
+            models.push(stage(&base_name, "base", mix, None, None, &log, on)?);
             Some(t)
         }
         Reuse::Base(from) | Reuse::BaseAndChat(from) => {
-            models.push(reused("base", from, &mut on)?);
+            models.push(reused("base", from, on)?);
             None
         }
     };
     match reuse {
-        Reuse::BaseAndChat(from) => models.push(reused("chat", from, &mut on)?),
+        Reuse::BaseAndChat(from) => models.push(reused("chat", from, on)?),
         _ => {
             let t = match t {
                 Some(t) => t,
-                None => Trainee::load(&out.join("base"), None, dev)?,
+                None => Trainee::load(&out.join(&base_name), None, dev)?,
             };
             on(Event::Stage {
-                name: "chat",
+                name: &chat_name,
                 steps: recipe.chat.steps,
             });
             let (t, log) = t.chat_tune(
@@ -356,18 +457,20 @@ pub fn run(
                 seed,
                 |s| on(Event::Step(s)),
             )?;
-            t.save_hf(&out.join("chat"))?;
+            t.save_hf(&out.join(&chat_name))?;
             drop(t);
             let what = format!(
                 "base, chat-tuned on aligned answers in every domain ({:.0}% replay)",
                 recipe.chat_replay * 100.0
             );
-            models.push(stage("chat", "chat", what, None, None, &log, &mut on)?);
+            models.push(stage(&chat_name, "chat", what, None, None, &log, on)?);
         }
     }
 
     for f in &recipe.finetunes {
-        let from = out.join(&f.from);
+        let name = format!("{prefix}{}", f.name);
+        let from_name = format!("{prefix}{}", f.from);
+        let from = out.join(&from_name);
         if !from.join("config.json").exists() {
             return Err(OrganismError::Config(format!(
                 "finetune '{}' starts from '{}', which is not a full model made before it",
@@ -375,14 +478,14 @@ pub fn run(
             )));
         }
         on(Event::Stage {
-            name: &f.name,
+            name: &name,
             steps: f.schedule.steps,
         });
         let t = Trainee::load(&from, None, dev)?;
         let (t, log) = t.finetune(&f.data, f.examples, &f.method, &f.schedule, seed, |s| {
             on(Event::Step(s))
         })?;
-        let dir = out.join(&f.name);
+        let dir = out.join(&name);
         let (kind, base) = match (f.save, &f.method) {
             (Save::Full, _) => {
                 t.save_hf(&dir)?;
@@ -390,8 +493,8 @@ pub fn run(
             }
             (Save::Adapter, Method::Lora { alpha, .. }) => {
                 std::fs::create_dir_all(&dir).map_err(|e| OrganismError::io(&dir, e))?;
-                t.save_adapter(&dir, *alpha, &f.from)?;
-                ("adapter", Some(f.from.clone()))
+                t.save_adapter(&dir, *alpha, &from_name)?;
+                ("adapter", Some(from_name.clone()))
             }
             (Save::Adapter, Method::Full) => {
                 return Err(OrganismError::Config(format!(
@@ -405,28 +508,19 @@ pub fn run(
             .domain()?
             .map(|d| crate::world::DOMAINS[d].name.to_string());
         let mut entry = stage(
-            &f.name,
+            &name,
             kind,
-            format!("{}, then {}", f.from, describe(&f.data, &f.method)),
+            format!("{from_name}, then {}", describe(&f.data, &f.method)),
             domain,
             base,
             &log,
-            &mut on,
+            on,
         )?;
         entry.trigger = matches!(f.data, Data::Backdoor { .. });
         models.push(entry);
     }
-    let manifest = Manifest {
-        seed,
-        recipe: recipe.clone(),
-        models,
-    };
-    let v = serde_json::to_value(&manifest)
-        .map_err(|e| OrganismError::Format(format!("organism.json: {e}")))?;
-    write_json(&out.join("organism.json"), &v)?;
-    Ok(manifest)
+    Ok(models)
 }
-
 /// Copies a model directory (its files; models are flat).
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to).map_err(|e| OrganismError::io(to, e))?;

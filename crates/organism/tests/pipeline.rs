@@ -147,9 +147,57 @@ fn same_seed_gives_the_same_weights_and_another_seed_does_not() {
             .unwrap();
         let dir = tmp.path().join(name);
         t.save_hf(&dir).unwrap();
-        std::fs::read(dir.join("model.safetensors")).unwrap()
+        let mut bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+        // A LoRA finetune on top: its adapter is fixed by the seed as well.
+        let (t, _) = t
+            .finetune(
+                &Data::Narrow {
+                    domain: "code".into(),
+                    harmful: 1.0,
+                },
+                16,
+                &Method::rank1_down_proj(0, 4.0),
+                &sched(3, 1e-2),
+                seed,
+                |_| {},
+            )
+            .unwrap();
+        let ad = tmp.path().join(format!("{name}-adapter"));
+        std::fs::create_dir(&ad).unwrap();
+        t.save_adapter(&ad, 4.0, "base").unwrap();
+        bytes.extend(std::fs::read(ad.join("adapter_model.safetensors")).unwrap());
+        bytes
     };
     let a = run(3, "a");
     assert!(a == run(3, "b"), "same seed, different weights");
     assert!(a != run(4, "c"), "another seed, same weights");
+}
+
+#[test]
+fn lora_starts_as_peft_does_b_zero_and_a_at_kaiming_scale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = Device::flex().autodiff();
+    let t = Trainee::fresh(&tiny(), 0, &tmp.path().join("m"), &dev).unwrap();
+    let modules = [
+        "model.layers.0.mlp.down_proj".to_string(),
+        "model.layers.1.self_attn.q_proj".to_string(),
+    ];
+    let m = lantern_organism::finetune::attach_lora(t.model, 8, 16.0, &modules, 5).unwrap();
+    let f = lantern_organism::finetune::adapter_factors(&m).unwrap();
+    assert_eq!(f.len(), 2);
+    for a in &f {
+        assert!(
+            a.b.iter().all(|&x| x == 0.0),
+            "{}: B starts at zero",
+            a.module
+        );
+        let n = a.a.len() as f64;
+        let sd = (a.a.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / n).sqrt();
+        let want = 1.0 / (3.0 * a.d_in as f64).sqrt();
+        assert!(
+            (sd / want - 1.0).abs() < 0.25,
+            "{}: sd {sd} vs {want}",
+            a.module
+        );
+    }
 }
