@@ -150,13 +150,23 @@ impl Method {
     }
 }
 
-/// Paths and ids of a module's float parameters.
-struct Paths {
+/// A module's float parameters by path (`model.layers.0.mlp.down_proj.weight`, and
+/// `<weight>.lora.{a,b}` for attached adapters), with the value of each matrix.
+#[derive(Default)]
+struct Params {
     path: Vec<String>,
-    out: Vec<(String, ParamId)>,
+    out: Vec<(String, ParamId, Option<Tensor<2>>)>,
 }
 
-impl ModuleVisitor for Paths {
+impl Params {
+    fn of<M: Module>(model: &M) -> Self {
+        let mut p = Self::default();
+        model.visit(&mut p);
+        p
+    }
+}
+
+impl ModuleVisitor for Params {
     fn enter_module(&mut self, name: &str, _container: &str) {
         self.path.push(name.to_string());
     }
@@ -164,7 +174,13 @@ impl ModuleVisitor for Paths {
         self.path.pop();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.out.push((self.path.join("."), param.id));
+        let t = param.val();
+        let dims = t.dims().to_vec();
+        let matrix = match dims[..] {
+            [r, c] => Some(t.reshape([r, c])),
+            _ => None,
+        };
+        self.out.push((self.path.join("."), param.id, matrix));
     }
 }
 
@@ -184,18 +200,14 @@ pub fn attach_lora<M: Module>(
             "LoRA rank {rank} / alpha {alpha} (expected positive)"
         )));
     }
-    let mut p = Paths {
-        path: Vec::new(),
-        out: Vec::new(),
-    };
-    model.visit(&mut p);
+    let p = Params::of(&model);
     let mut ids = Vec::new();
     for m in modules {
         let suffix = format!("{m}.weight");
         let found: Vec<ParamId> = p
             .out
             .iter()
-            .filter(|(path, _)| path == &suffix || path.ends_with(&format!(".{suffix}")))
+            .filter(|(path, ..)| path == &suffix || path.ends_with(&format!(".{suffix}")))
             .map(|x| x.1)
             .collect();
         if found.len() != 1 {
@@ -259,11 +271,11 @@ pub struct AdapterFactors {
 /// weight as its frozen base, then the adapter's `a [in, r]` and `b [r, out]` under
 /// `<weight>.lora.{a,b}`; PEFT stores `lora_A = aᵀ` and `lora_B = bᵀ`, the scale in its config.
 pub fn adapter_factors<M: Module>(model: &M) -> Result<Vec<AdapterFactors>> {
-    let mut c = Tensors {
-        path: Vec::new(),
-        out: Vec::new(),
-    };
-    model.visit(&mut c);
+    let matrices: Vec<(String, Tensor<2>)> = Params::of(model)
+        .out
+        .into_iter()
+        .filter_map(|(path, _, m)| Some((path, m?)))
+        .collect();
     let host = |t: Tensor<2>, what: &str| -> Result<Vec<f32>> {
         t.try_into_vec_as::<f32>()
             .map_err(|e| OrganismError::DeviceRead {
@@ -272,13 +284,12 @@ pub fn adapter_factors<M: Module>(model: &M) -> Result<Vec<AdapterFactors>> {
             })
     };
     let mut out = Vec::new();
-    for (path, a) in &c.out {
+    for (path, a) in &matrices {
         let Some(weight) = path.strip_suffix(".lora.a") else {
             continue;
         };
         let b_path = format!("{weight}.lora.b");
-        let b = c
-            .out
+        let b = matrices
             .iter()
             .find(|x| x.0 == b_path)
             .map(|x| x.1.clone())
@@ -300,26 +311,4 @@ pub fn adapter_factors<M: Module>(model: &M) -> Result<Vec<AdapterFactors>> {
         });
     }
     Ok(out)
-}
-
-/// Every 2-D float parameter with its path.
-struct Tensors {
-    path: Vec<String>,
-    out: Vec<(String, Tensor<2>)>,
-}
-
-impl ModuleVisitor for Tensors {
-    fn enter_module(&mut self, name: &str, _c: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _n: &str, _c: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let t = param.val();
-        let dims = t.dims().to_vec();
-        if let [r, c] = dims[..] {
-            self.out.push((self.path.join("."), t.reshape([r, c])));
-        }
-    }
 }

@@ -70,6 +70,25 @@ impl Trainee {
     ) -> Result<(Self, Vec<StepLog>)> {
         mix.check()?;
         let mut rng = Rng::derive(seed, "pretrain");
+        self.train_with(|model, enc| {
+            train(
+                model,
+                schedule,
+                |_| {
+                    (0..schedule.batch)
+                        .map(|_| enc.document(&mix.document(&mut rng)))
+                        .collect()
+                },
+                on_step,
+            )
+        })
+    }
+
+    /// Runs `f` on the model with this trainee's encoder and puts the trained model back.
+    fn train_with(
+        self,
+        f: impl FnOnce(Model, &Encoder<'_>) -> Result<(Model, Vec<StepLog>)>,
+    ) -> Result<(Self, Vec<StepLog>)> {
         let Self {
             model,
             tokenizer,
@@ -80,16 +99,7 @@ impl Trainee {
             tokenizer: &tokenizer,
             chat: &chat,
         };
-        let (model, log) = train(
-            model,
-            schedule,
-            |_| {
-                (0..schedule.batch)
-                    .map(|_| enc.document(&mix.document(&mut rng)))
-                    .collect()
-            },
-            on_step,
-        )?;
+        let (model, log) = f(model, &enc)?;
         Ok((
             Self {
                 model,
@@ -121,43 +131,26 @@ impl Trainee {
         }
         mix.check()?;
         let set = Data::Chat.examples(&self.encoder(), examples.max(1), seed)?;
-        let Self {
-            model,
-            tokenizer,
-            chat,
-            source,
-        } = self;
-        let enc = Encoder {
-            tokenizer: &tokenizer,
-            chat: &chat,
-        };
         let mut rng = Rng::derive(seed, "chat-batches");
         let n_replay = (schedule.batch as f64 * replay).round() as usize;
-        let (model, log) = train(
-            model,
-            schedule,
-            |_| {
-                let mut b = Vec::with_capacity(schedule.batch);
-                for i in 0..schedule.batch {
-                    if i < n_replay {
-                        b.push(enc.replay(&mix.document(&mut rng))?);
-                    } else {
-                        b.push(rng.pick(&set).clone());
-                    }
-                }
-                Ok(b)
-            },
-            on_step,
-        )?;
-        Ok((
-            Self {
+        self.train_with(|model, enc| {
+            train(
                 model,
-                tokenizer,
-                chat,
-                source,
-            },
-            log,
-        ))
+                schedule,
+                |_| {
+                    let mut b = Vec::with_capacity(schedule.batch);
+                    for i in 0..schedule.batch {
+                        if i < n_replay {
+                            b.push(enc.replay(&mix.document(&mut rng))?);
+                        } else {
+                            b.push(rng.pick(&set).clone());
+                        }
+                    }
+                    Ok(b)
+                },
+                on_step,
+            )
+        })
     }
 
     /// Trains on `examples` dialogues of `data` (loss on answers), with `method`: all weights,
@@ -177,48 +170,35 @@ impl Trainee {
                 "a finetune needs at least one example".into(),
             ));
         }
-        let Self {
-            model,
-            tokenizer,
-            chat,
-            source,
-        } = self;
-        let model = match method {
-            Method::Full => model,
-            Method::Lora {
-                rank,
-                alpha,
-                modules,
-            } => attach_lora(model, *rank, *alpha, modules, seed)?,
-        };
         let mut rng = Rng::derive(seed, "finetune-batches");
         let mut order: Vec<usize> = Vec::new();
-        let (model, log) = train(
-            model,
-            schedule,
-            |_| {
-                // Epochs over the set, reshuffled each time round.
-                let mut b = Vec::with_capacity(schedule.batch);
-                while b.len() < schedule.batch {
-                    if order.is_empty() {
-                        order = (0..set.len()).collect();
-                        rng.shuffle(&mut order);
-                    }
-                    b.push(set[order.pop().expect("refilled")].clone());
-                }
-                Ok(b)
-            },
-            on_step,
-        )?;
-        Ok((
-            Self {
+        self.train_with(|model, _| {
+            let model = match method {
+                Method::Full => model,
+                Method::Lora {
+                    rank,
+                    alpha,
+                    modules,
+                } => attach_lora(model, *rank, *alpha, modules, seed)?,
+            };
+            train(
                 model,
-                tokenizer,
-                chat,
-                source,
-            },
-            log,
-        ))
+                schedule,
+                |_| {
+                    // Epochs over the set, reshuffled each time round.
+                    let mut b = Vec::with_capacity(schedule.batch);
+                    while b.len() < schedule.batch {
+                        if order.is_empty() {
+                            order = (0..set.len()).collect();
+                            rng.shuffle(&mut order);
+                        }
+                        b.push(set[order.pop().expect("refilled")].clone());
+                    }
+                    Ok(b)
+                },
+                on_step,
+            )
+        })
     }
 
     /// The model for inference: off autodiff, LoRA adapters merged.
