@@ -145,7 +145,7 @@ fn load_recipe(a: &TrainArgs) -> Result<Recipe> {
         }
         None => Recipe::default(),
     };
-    if !(a.steps_scale > 0.0) {
+    if a.steps_scale <= 0.0 {
         bail!(
             "--steps-scale {}: expected a positive factor",
             a.steps_scale

@@ -43,10 +43,19 @@ impl Schedule {
                 self.steps, self.batch
             ));
         }
+        if self.warmup > self.steps {
+            return bad(format!(
+                "warmup {} is longer than the {} steps",
+                self.warmup, self.steps
+            ));
+        }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("lr {} (expected a positive number)", self.lr));
         }
-        if !(0.0..=1.0).contains(&self.min_lr_ratio) || !(self.weight_decay >= 0.0) {
+        let ok = (0.0..=1.0).contains(&self.min_lr_ratio)
+            && self.weight_decay.is_finite()
+            && self.weight_decay >= 0.0;
+        if !ok {
             return bad(format!(
                 "min_lr_ratio {} (expected [0, 1]) / weight_decay {} (expected ≥ 0)",
                 self.min_lr_ratio, self.weight_decay
