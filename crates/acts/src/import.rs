@@ -86,6 +86,12 @@ pub fn import_file(file: &Path, out: &Path, opts: &ImportOptions) -> Result<Impo
         .map(str::to_ascii_lowercase);
     match ext.as_deref() {
         Some("npy") => {
+            if let Some(k) = &opts.key {
+                return Err(invalid(
+                    file,
+                    format!("a .npy file holds one array and has no keys (got key {k:?})"),
+                ));
+            }
             let f = File::open(file).map_err(io_err(file))?;
             let src = npy_source(file, BufReader::with_capacity(1 << 20, f))?;
             ingest(file, src, out, opts)

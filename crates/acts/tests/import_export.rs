@@ -93,6 +93,14 @@ fn npy_f32_imports_and_exports_unchanged() {
     let src = tmp.path().join("acts.npy");
     fs::write(&src, npy_f32(&[10, 3], &data)).unwrap();
     let out = tmp.path().join("store");
+    // A .npy has one array: a key would be ignored, so it is refused before anything is written.
+    let keyed = ImportOptions {
+        key: Some("acts".into()),
+        ..opts()
+    };
+    let err = import_file(&src, &out, &keyed).unwrap_err().to_string();
+    assert!(err.contains("acts.npy") && err.contains("no keys"), "{err}");
+    assert!(!out.join("manifest.json").exists());
     let report = import_file(&src, &out, &opts()).unwrap();
     assert_eq!(
         (

@@ -26,7 +26,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     chat: bool,
     /// A system message for --chat.
-    #[arg(long)]
+    #[arg(long, requires = "chat")]
     system: Option<String>,
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,

@@ -147,11 +147,17 @@ pub struct TrainArgs {
 
 pub fn parse_arch(arch: &str, k: Option<usize>) -> Result<Arch> {
     let need_k = || k.with_context(|| format!("--arch {arch} needs --k"));
+    let no_k = |a: Arch| match k {
+        Some(k) => bail!(
+            "--k {k}: --arch {arch} has no fixed number of active latents (topk and batchtopk do)"
+        ),
+        None => Ok(a),
+    };
     Ok(match arch {
-        "relu" | "standard" => Arch::Relu,
+        "relu" | "standard" => no_k(Arch::Relu)?,
         "topk" => Arch::TopK { k: need_k()? },
         "batchtopk" => Arch::BatchTopK { k: need_k()? },
-        "jumprelu" => Arch::JumpRelu,
+        "jumprelu" => no_k(Arch::JumpRelu)?,
         other => bail!("--arch '{other}': expected relu, topk, batchtopk or jumprelu"),
     })
 }

@@ -244,6 +244,23 @@ fn bad_input_gives_one_line_errors_naming_the_problem() {
         assert!(!out.join("cfg.json").exists(), "{extra:?} trained");
     };
     bad(&["--sparsity-coeff", "NaN"], 2, "--sparsity-coeff");
+    // A flag the architecture would ignore is refused rather than silently dropped.
+    for arch in ["relu", "jumprelu"] {
+        let mut args = train_args(store_s, "unused");
+        let n = args.len();
+        let out = dir.path().join("refused-k");
+        args[n - 1] = out.to_str().unwrap();
+        let at = args.iter().position(|a| *a == "topk").unwrap();
+        args[at] = arch;
+        let o = lantern().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("--k 8: --arch {arch} has no fixed number")),
+            "{err}"
+        );
+    }
     bad(&["--grad-clip", "inf"], 2, "not a finite number");
     bad(&["--grad-clip", "-2"], 1, "--grad-clip -2");
     bad(&["--aux-coeff", "-1"], 1, "--aux-coeff: aux_coeff = -1");
