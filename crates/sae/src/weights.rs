@@ -147,7 +147,7 @@ impl SaeWeights {
     }
 
     /// Checks that the lengths match `cfg`, that `threshold` is present exactly for
-    /// `JumpRelu` (optional for `BatchTopK`, absent otherwise), that `k ≥ 1`, and that every
+    /// `JumpRelu` (optional for `BatchTopK`, absent otherwise), that `1 ≤ k ≤ d_sae`, and that every
     /// value is finite.
     pub fn validate(&self) -> Result<()> {
         let (d_in, d_sae) = (self.cfg.d_in, self.cfg.d_sae);
@@ -181,8 +181,12 @@ impl SaeWeights {
             }
             _ => {}
         }
-        if let Arch::TopK { k: 0 } | Arch::BatchTopK { k: 0 } = self.cfg.arch {
-            return invalid("k must be at least 1".into());
+        // The trainer's range for k (TrainConfig::check), so a loaded SAE meets what a
+        // trained one does.
+        if let Arch::TopK { k } | Arch::BatchTopK { k } = self.cfg.arch
+            && (k == 0 || k > d_sae)
+        {
+            return invalid(format!("k = {k} (expected between 1 and d_sae = {d_sae})"));
         }
         let tensors = [
             ("w_enc", &self.w_enc),

@@ -269,6 +269,26 @@ fn batchtopk_without_threshold_cannot_be_saved() {
 }
 
 #[test]
+fn a_saved_sae_with_k_beyond_d_sae_is_refused_at_load_as_the_trainer_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    save_saelens(&synthetic(Arch::TopK { k: 3 }, false), dir.path(), None).unwrap();
+    // Edit the saved config to k = 11 > d_sae = 10.
+    let cfg = dir.path().join("cfg.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let text = v.to_string();
+    assert!(text.contains("\"k\":3"), "{text}");
+    let edited = text.replace("\"k\":3", "\"k\":11");
+    v = serde_json::from_str(&edited).unwrap();
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    let msg = load_err(dir.path());
+    assert!(
+        msg.contains("k = 11") && msg.contains("d_sae = 10"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn sparsity_round_trips() {
     let sae = synthetic(Arch::TopK { k: 2 }, false);
     let density: Vec<f32> = (0..10).map(|i| -(i as f32) * 0.37 - 1.0).collect();
