@@ -115,7 +115,7 @@ impl LanguageModel {
     pub fn sequence(&self, content: &PromptContent, max_tokens: usize) -> Result<Sequence> {
         let (mut ids, mut roles) = match content {
             PromptContent::Text(t) => {
-                let ids = self.encode(t)?;
+                let ids = self.tokenizer.encode_prefix(t, true, max_tokens)?;
                 let roles = vec![0u8; ids.len()];
                 (ids, roles)
             }

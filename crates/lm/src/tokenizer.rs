@@ -322,6 +322,32 @@ impl Tokenizer {
         }
     }
 
+    /// The first `max_tokens` ids of `text` (as [`Tokenizer::encode`] then truncate), without
+    /// tokenizing all of a very long text: a prefix of `max(64 KiB, 64·max_tokens)` bytes is
+    /// tokenized first, and used when it yields well over `max_tokens` ids — tokenization is
+    /// local, so only the last few tokens before the cut can differ from the whole text's.
+    /// Otherwise the whole text is tokenized.
+    pub fn encode_prefix(
+        &self,
+        text: &str,
+        add_special: bool,
+        max_tokens: usize,
+    ) -> Result<Vec<u32>> {
+        const MARGIN: usize = 16;
+        let limit = (64 * max_tokens).max(1 << 16);
+        if text.len() > limit {
+            let cut = text.floor_char_boundary(limit);
+            let mut ids = self.encode(&text[..cut], add_special)?;
+            if ids.len() > max_tokens + MARGIN {
+                ids.truncate(max_tokens);
+                return Ok(ids);
+            }
+        }
+        let mut ids = self.encode(text, add_special)?;
+        ids.truncate(max_tokens);
+        Ok(ids)
+    }
+
     /// Token ids of `text`. Special-token texts (`<|im_start|>`) always become their single id;
     /// `add_special` applies the post-processor (e.g. a BOS the model wants prepended).
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {

@@ -334,3 +334,38 @@ fn bad_inputs_are_one_line_errors_naming_the_file() {
     );
     assert!(tokenizer.stream_decoder(false).push(1 << 30).is_err());
 }
+
+#[test]
+fn a_long_text_is_cut_to_its_first_tokens_as_whole_tokenization_would_cut_it() {
+    let tokenizer = Tokenizer::from_file(text_support::fixture("tiny_bpe/tokenizer.json")).unwrap();
+    let reference = tiny_reference();
+    // ~2 MB of the fixture's texts, repeated, with a multi-byte character at every cut point
+    // candidate so the byte cut must land on a character boundary.
+    let pieces: Vec<&str> = reference["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    let mut text = String::new();
+    while text.len() < 2_000_000 {
+        for p in &pieces {
+            text.push_str(p);
+            text.push_str(" é ");
+        }
+    }
+    for max in [1, 50, 3000] {
+        let mut whole = tokenizer.encode(&text, true).unwrap();
+        whole.truncate(max);
+        assert_eq!(
+            tokenizer.encode_prefix(&text, true, max).unwrap(),
+            whole,
+            "{max}"
+        );
+    }
+    // Short texts take the plain path.
+    assert_eq!(
+        tokenizer.encode_prefix(pieces[0], false, 1000).unwrap(),
+        tokenizer.encode(pieces[0], false).unwrap()
+    );
+}
