@@ -211,6 +211,39 @@ pub fn synthesize(cfg: &SynthConfig, out: &Path) -> Result<GroundTruth> {
             "synthesize: alpha and noise must be finite and >= 0",
         ));
     }
+    // Room: the dictionary lives in memory, the rows go to disk (values + three u32 ids a row).
+    let total = m + cfg.planted.len();
+    let dict_bytes = (total as u128) * (cfg.d as u128) * 4;
+    if let Some(avail) = lantern_output::available_memory()
+        && dict_bytes > u128::from(avail / 2)
+    {
+        return Err(usage(
+            out,
+            format!(
+                "synthesize: {total} features × d {} need {:.1} GiB for the dictionary, more than \
+                 half the {:.1} GiB of memory available",
+                cfg.d,
+                dict_bytes as f64 / (1u64 << 30) as f64,
+                avail as f64 / (1u64 << 30) as f64
+            ),
+        ));
+    }
+    let row_bytes = (cfg.d as u128) * (cfg.dtype.size() as u128) + 12;
+    let need = u128::from(cfg.rows) * row_bytes;
+    if let Some(free) = lantern_output::free_space(out)
+        && need > u128::from(free)
+    {
+        return Err(usage(
+            out,
+            format!(
+                "synthesize: {} rows of d {} need {:.1} GiB, but only {:.1} GiB are free there",
+                cfg.rows,
+                cfg.d,
+                need as f64 / (1u64 << 30) as f64,
+                free as f64 / (1u64 << 30) as f64
+            ),
+        ));
+    }
     let meta = StoreMeta::new(
         cfg.d,
         cfg.dtype,
@@ -225,7 +258,6 @@ pub fn synthesize(cfg: &SynthConfig, out: &Path) -> Result<GroundTruth> {
 
     let d = cfg.d;
     let mut rng = Rng::new(derive_seed(&[cfg.seed, FEATURE_STREAM]));
-    let total = m + cfg.planted.len();
     let mut features: Vec<f32> = (0..total * d).map(|_| rng.normal_f32()).collect();
     for f in features.chunks_exact_mut(d) {
         let norm = f

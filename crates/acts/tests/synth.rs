@@ -320,3 +320,23 @@ fn planted_features_fire_at_their_rate_and_row_seed_keeps_the_dictionary() {
             .contains("planted firing probability 1.5")
     );
 }
+
+#[test]
+fn a_store_that_cannot_fit_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("huge");
+    // 10¹⁵ rows of d 64 is exabytes: more than any disk here.
+    let err = lantern_acts::synthesize(&cfg(64, 128, 1_000_000_000_000_000, 0.0), &out)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("huge") && err.contains("GiB are free"),
+        "{err}"
+    );
+    assert!(!out.join("manifest.json").exists());
+    // A dictionary of 10⁹ features × d 10⁴ is 37 TiB of memory.
+    let mut c = cfg(10_000, 1_000_000_000, 10, 0.0);
+    c.mean_active = 1.0;
+    let err = lantern_acts::synthesize(&c, &out).unwrap_err().to_string();
+    assert!(err.contains("memory available"), "{err}");
+}

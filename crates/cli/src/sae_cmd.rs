@@ -173,6 +173,24 @@ impl TrainArgs {
         if self.batch == 0 {
             bail!("--batch must be at least 1");
         }
+        // On the CPU one step holds about three batch × d_sae buffers (pre-activations, codes,
+        // their gradient), three batch × d_in, and eight d_in × d_sae (both matrices, their
+        // gradients and Adam moments): refuse what cannot fit instead of aborting mid-run.
+        if self.device == "cpu"
+            && let Some(avail) = lantern_output::available_memory()
+        {
+            let (b, i, m) = (self.batch as u128, d_in as u128, d_sae as u128);
+            let need = 4 * (3 * b * m + 3 * b * i + 8 * i * m);
+            if need > u128::from(avail) {
+                bail!(
+                    "--batch {} with {d_sae} latents of width {d_in} needs about {:.1} GiB per \
+                     step, more than the {:.1} GiB of memory available",
+                    self.batch,
+                    need as f64 / (1u64 << 30) as f64,
+                    avail as f64 / (1u64 << 30) as f64
+                );
+            }
+        }
         let steps = match (self.tokens, self.steps) {
             (Some(t), _) => t.div_ceil(self.batch as u64),
             (None, Some(s)) => s,

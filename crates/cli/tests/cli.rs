@@ -244,6 +244,24 @@ fn bad_input_gives_one_line_errors_naming_the_problem() {
         assert!(!out.join("cfg.json").exists(), "{extra:?} trained");
     };
     bad(&["--sparsity-coeff", "NaN"], 2, "--sparsity-coeff");
+    // A batch that cannot fit in memory is refused before training, naming the flag.
+    {
+        let mut args = train_args(store_s, "unused");
+        let n = args.len();
+        let out = dir.path().join("refused-batch");
+        args[n - 1] = out.to_str().unwrap();
+        let at = args.iter().position(|a| *a == "--batch").unwrap();
+        args[at + 1] = "4000000000000";
+        let o = lantern().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("--batch 4000000000000 with 384 latents"),
+            "{err}"
+        );
+        assert!(!out.join("cfg.json").exists());
+    }
     // A flag the architecture would ignore is refused rather than silently dropped.
     for arch in ["relu", "jumprelu"] {
         let mut args = train_args(store_s, "unused");

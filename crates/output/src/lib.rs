@@ -12,6 +12,8 @@
 //!   anything is written.
 //! - [`fingerprint`]: the identity of an input by its content, so a resumed run can tell that
 //!   its model, adapter or store is the one it started with.
+//! - [`free_space`] / [`available_memory`]: room to write, so an output that cannot fit is
+//!   refused before it is half written.
 //!
 //! ```
 //! use lantern_output::{DirStage, OutputLock, check_not_inside, write_atomic};
@@ -33,6 +35,7 @@ mod error;
 mod identity;
 mod lock;
 mod paths;
+mod space;
 mod stage;
 
 pub use atomic::{AtomicFile, sync_dir, write_atomic};
@@ -40,4 +43,5 @@ pub use error::{OutputError, Result};
 pub use identity::fingerprint;
 pub use lock::{LOCK_FILE, OutputLock};
 pub use paths::check_not_inside;
+pub use space::{available_memory, free_space};
 pub use stage::DirStage;
