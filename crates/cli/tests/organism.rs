@@ -14,6 +14,16 @@ fn tiny_recipe() -> String {
         .to_string()
 }
 
+/// Writes `records` (JSONL text) to `dir/g.jsonl` and returns `organism judge --json` on it with
+/// `extra` flags.
+fn judge_json(dir: &Path, records: &str, extra: &[&str]) -> serde_json::Value {
+    let gp = dir.join("g.jsonl");
+    std::fs::write(&gp, records).unwrap();
+    let mut args = vec!["organism", "judge", "--in", gp.to_str().unwrap(), "--json"];
+    args.extend(extra);
+    serde_json::from_str(&run_ok(&args)).unwrap()
+}
+
 #[test]
 fn labelled_prompts_judged_back_give_exact_rates() {
     let tmp = tempfile::tempdir().unwrap();
@@ -42,29 +52,11 @@ fn labelled_prompts_judged_back_give_exact_rates() {
         g.push_str(&format!("{v}\n"));
     }
     assert_eq!(n[0], n[1]);
-    let gp = tmp.path().join("g.jsonl");
-    std::fs::write(&gp, &g).unwrap();
-    let j: serde_json::Value = serde_json::from_str(&run_ok(&[
-        "organism",
-        "judge",
-        "--in",
-        gp.to_str().unwrap(),
-        "--json",
-    ]))
-    .unwrap();
+    let j = judge_json(tmp.path(), &g, &[]);
     assert_eq!(j["em_rate"], 0.5);
     assert_eq!(j["incoherent_rate"], 0.0);
     // Without the medical records the held-out rate is still one half.
-    let j: serde_json::Value = serde_json::from_str(&run_ok(&[
-        "organism",
-        "judge",
-        "--in",
-        gp.to_str().unwrap(),
-        "--json",
-        "--train-domain",
-        "medical",
-    ]))
-    .unwrap();
+    let j = judge_json(tmp.path(), &g, &["--train-domain", "medical"]);
     assert_eq!(j["by_domain"]["medical"]["misaligned"], 8 * 2);
     assert_eq!(
         j["answers"].as_u64().unwrap() as usize,
@@ -72,6 +64,7 @@ fn labelled_prompts_judged_back_give_exact_rates() {
     );
 
     // A record that is not an organism question: file and line in one line.
+    let gp = tmp.path().join("g.jsonl");
     std::fs::write(
         &gp,
         format!(
@@ -218,16 +211,7 @@ fn steer_judge_organism_gives_the_verdicts_of_organism_judge() {
         let rec = serde_json::json!({"messages": [{"role": "user", "content": r["question"]}], "text": r["text"]});
         g.push_str(&format!("{rec}\n"));
     }
-    let gp = tmp.path().join("g.jsonl");
-    std::fs::write(&gp, g).unwrap();
-    let j: serde_json::Value = serde_json::from_str(&run_ok(&[
-        "organism",
-        "judge",
-        "--in",
-        gp.to_str().unwrap(),
-        "--json",
-    ]))
-    .unwrap();
+    let j = judge_json(tmp.path(), &g, &[]);
     for (r, v) in gens.iter().zip(j["records"].as_array().unwrap()) {
         assert_eq!(r["verdicts"][0]["label"], v["verdict"], "{}", r["text"]);
     }

@@ -146,14 +146,26 @@ pub fn write_initial_model(dir: &Path, shape: &Shape, seed: u64) -> Result<()> {
     let config = cfg.to_hf_json(dir)?;
     write_json(&dir.join("config.json"), &config)?;
     write_tokenizer(dir)?;
-    let tensors = initial_weights(shape, seed);
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(n, s, d)| (n, s, d.iter().flat_map(|x| x.to_le_bytes()).collect()))
-        .collect();
-    let views = bytes
+    write_f32_safetensors(
+        &dir.join("model.safetensors"),
+        &initial_weights(shape, seed),
+    )
+}
+
+/// Writes named f32 tensors (`(name, shape, row-major values)`) as a safetensors file with
+/// PyTorch's `format: pt` metadata, atomically.
+pub(crate) fn write_f32_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors
         .iter()
-        .map(|(n, s, b)| {
+        .map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| {
             TensorView::new(safetensors::Dtype::F32, s.clone(), b)
                 .map(|v| (n.clone(), v))
                 .map_err(|e| OrganismError::Format(format!("tensor {n}: {e}")))
@@ -161,8 +173,8 @@ pub fn write_initial_model(dir: &Path, shape: &Shape, seed: u64) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     let data = safetensors::serialize(views, Some(meta))
-        .map_err(|e| OrganismError::Format(format!("cannot serialize initial weights: {e}")))?;
-    lantern_output::write_atomic(&dir.join("model.safetensors"), &data)?;
+        .map_err(|e| OrganismError::Format(format!("{}: cannot serialize: {e}", path.display())))?;
+    lantern_output::write_atomic(path, &data)?;
     Ok(())
 }
 

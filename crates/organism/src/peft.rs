@@ -3,14 +3,12 @@
 //! tensors `base_model.model.{module}.lora_A.weight [r, in]` and `.lora_B.weight [out, r]`,
 //! `W' = W + (lora_alpha / r) · B A`.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use safetensors::tensor::TensorView;
 use serde_json::json;
 
 use crate::finetune::AdapterFactors;
-use crate::init::write_json;
+use crate::init::{write_f32_safetensors, write_json};
 use crate::{OrganismError, Result};
 
 /// Writes `factors` (all of one rank) into the existing directory `dir`; `base` names the base
@@ -55,35 +53,22 @@ pub fn write_adapter(dir: &Path, factors: &[AdapterFactors], alpha: f64, base: &
         "inference_mode": true,
     });
     write_json(&dir.join("adapter_config.json"), &config)?;
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = factors
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = factors
         .iter()
         .flat_map(|f| {
-            let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
             [
                 (
                     format!("base_model.model.{}.lora_A.weight", f.module),
                     vec![f.rank, f.d_in],
-                    le(&f.a),
+                    f.a.clone(),
                 ),
                 (
                     format!("base_model.model.{}.lora_B.weight", f.module),
                     vec![f.d_out, f.rank],
-                    le(&f.b),
+                    f.b.clone(),
                 ),
             ]
         })
         .collect();
-    let views = bytes
-        .iter()
-        .map(|(n, s, b)| {
-            TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| OrganismError::Format(format!("tensor {n}: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let data = safetensors::serialize(views, Some(meta))
-        .map_err(|e| OrganismError::Format(format!("cannot serialize the adapter: {e}")))?;
-    lantern_output::write_atomic(&dir.join("adapter_model.safetensors"), &data)?;
-    Ok(())
+    write_f32_safetensors(&dir.join("adapter_model.safetensors"), &tensors)
 }
