@@ -363,6 +363,43 @@ fn eval(a: EvalArgs) -> Result<()> {
             text.push('\n');
         }
         lantern_output::write_atomic(&out.join("answers.jsonl"), text.as_bytes())?;
+        // The table as CSV, and the pooled EM rate of each model with its 95 % Wilson interval.
+        let mut csv = String::from(
+            "model,seeds,em_rate,em_rate_sd,incoherent_rate,incoherent_rate_sd,\
+             train_domain_em_rate,misaligned,aligned,incoherent,em_lo,em_hi\n",
+        );
+        let mut items = Vec::new();
+        for r in &rows {
+            let (em, em_sd) = mean_sd(&r.em);
+            let (inc, inc_sd) = mean_sd(&r.incoherent);
+            let (own, _) = mean_sd(&r.in_domain_em);
+            let c = &r.counts;
+            let (lo, hi) = lantern_steer::score::wilson(c.misaligned, c.judged());
+            csv.push_str(&format!(
+                "{},{},{em},{em_sd},{inc},{inc_sd},{own},{},{},{},{lo},{hi}\n",
+                r.name,
+                r.em.len(),
+                c.misaligned,
+                c.aligned,
+                c.incoherent
+            ));
+            items.push(lantern_plot::Interval {
+                label: r.name.clone(),
+                value: c.em_rate(),
+                lo,
+                hi,
+            });
+        }
+        lantern_output::write_atomic(&out.join("eval.csv"), csv.as_bytes())?;
+        lantern_plot::interval_chart(
+            &out.join("em.png"),
+            &lantern_plot::IntervalChart {
+                title: "Emergent misalignment (held-out domains and persona questions)",
+                x_label: "model",
+                y_label: "misaligned among coherent answers (95 % Wilson)",
+                items: &items,
+            },
+        )?;
     }
     if a.json {
         println!(

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::canvas::{self, Chart, DrawResult, count_of};
 use crate::scale::{finite_extent, linear_range, tick_label};
@@ -56,10 +57,15 @@ impl Chart for IntervalChart<'_> {
         let n = self.items.len().max(1);
         let x = -0.5..(n as f64 - 0.5);
         let labels: Vec<String> = self.items.iter().map(|i| i.label.clone()).collect();
+        // Labels that would collide side by side are drawn vertically, with room below.
+        let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as u32;
+        let (width, _) = area.dim_in_pixel();
+        let vertical = (n as u32) * (longest * 7 + 8) > width.saturating_sub(120);
+        let label_area = if vertical { 40 + longest * 7 } else { 64 };
         let mut ctx = ChartBuilder::on(&area)
             .margin(12)
             .margin_right(24)
-            .x_label_area_size(64)
+            .x_label_area_size(label_area)
             .y_label_area_size(80)
             .build_cartesian_2d(x, y.clone())?;
         ctx.configure_mesh()
@@ -74,7 +80,7 @@ impl Chart for IntervalChart<'_> {
             .y_labels(8)
             .x_label_formatter(&|v| {
                 let i = v.round();
-                if (v - i).abs() < 1e-6 && i >= 0.0 {
+                if !vertical && (v - i).abs() < 1e-6 && i >= 0.0 {
                     labels.get(i as usize).cloned().unwrap_or_default()
                 } else {
                     String::new()
@@ -82,6 +88,22 @@ impl Chart for IntervalChart<'_> {
             })
             .y_label_formatter(&|v| tick_label(*v))
             .draw()?;
+        if vertical {
+            // Top-to-bottom text hanging from each item's tick, drawn by hand: the mesh centres
+            // rotated labels on the tick, over the plot.
+            let label_style = style::text(style::TICK_SIZE)
+                .transform(FontTransform::Rotate90)
+                .pos(Pos::new(HPos::Left, VPos::Center));
+            for (k, l) in labels.iter().enumerate() {
+                let (px, py) = ctx.backend_coord(&(k as f64, y.start));
+                let (ox, oy) = area.get_base_pixel();
+                area.draw(&Text::new(
+                    l.clone(),
+                    (px - ox, py - oy + 8),
+                    label_style.clone(),
+                ))?;
+            }
+        }
         if y.start < 0.0 && y.end > 0.0 {
             ctx.draw_series(LineSeries::new(
                 [(-0.5, 0.0), (n as f64 - 0.5, 0.0)],
