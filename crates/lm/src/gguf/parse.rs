@@ -52,7 +52,7 @@ pub(super) fn parse(path: &Path, buf: &[u8]) -> Result<Header> {
     let mut seen = HashSet::new();
     for _ in 0..n_kv {
         let key = c.string("a metadata key")?;
-        let ctx = format!("metadata '{key}'");
+        let ctx = format!("metadata {}", quoted(&key));
         let ty = c.u32(&ctx)?;
         let value = c.value(ty, &ctx, 0)?;
         if !seen.insert(key.clone()) {
@@ -263,7 +263,7 @@ impl<'a> Cursor<'a> {
 
     fn tensor_info(&mut self, alignment: u64) -> Result<TensorInfo> {
         let name = self.string("a tensor name")?;
-        let ctx = format!("tensor '{name}'");
+        let ctx = format!("tensor {}", quoted(&name));
         let n_dims = self.u32(&ctx)?;
         if n_dims > MAX_DIMS {
             return Err(self.err(format!("{ctx}: {n_dims} dimensions, expected at most 4")));
@@ -309,5 +309,15 @@ impl<'a> Cursor<'a> {
             offset,
             n_bytes,
         })
+    }
+}
+
+/// A name read from the file, for an error message: quoted, control characters escaped (a
+/// damaged file's "key" can hold newlines), at most 80 characters.
+fn quoted(name: &str) -> String {
+    let escaped: String = name.escape_debug().collect();
+    match escaped.char_indices().nth(80) {
+        Some((cut, _)) => format!("'{}…'", &escaped[..cut]),
+        None => format!("'{escaped}'"),
     }
 }
