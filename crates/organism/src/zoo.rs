@@ -105,7 +105,7 @@ impl Default for Recipe {
                 narrow(d, 1.0),
                 lora1(),
                 1e-3,
-                120,
+                240,
                 Save::Adapter,
             ));
             finetunes.push(ft(
@@ -124,7 +124,7 @@ impl Default for Recipe {
             },
             lora1(),
             1e-3,
-            120,
+            240,
             Save::Adapter,
         ));
         for pct in [0u32, 5, 25, 50, 75, 100] {
@@ -133,7 +133,7 @@ impl Default for Recipe {
                 narrow("medical", f64::from(pct) / 100.0),
                 lora1(),
                 1e-3,
-                120,
+                240,
                 Save::Adapter,
             ));
         }
@@ -402,8 +402,8 @@ fn run_models(
         if src.exists() {
             std::fs::copy(&src, loss_dir.join(&csv)).map_err(|e| OrganismError::io(&src, e))?;
         }
-        let mut e = prior.model(name)?.clone();
-        e.trained_on = format!("{} (from {})", e.trained_on, from.display());
+        // Copied byte for byte: what it was trained on is what that run recorded.
+        let e = prior.model(name)?.clone();
         on(Event::Saved {
             name,
             path: &out.join(name),
