@@ -6,21 +6,18 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-use lantern_acts::{Store, SynthConfig, synthesize};
+use lantern_acts::{Rng, Store, SynthConfig, synthesize};
 use serde_json::Value;
 
-struct SplitMix(u64);
+/// The crate's own generator, drawing indices.
+struct Draw(Rng);
 
-impl SplitMix {
+impl Draw {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        self.0.below(n as u64) as usize
     }
 }
 
@@ -98,7 +95,7 @@ fn damaged_stores_open_or_fail_without_panicking() {
     let shard_name = manifest["shards"][1]["file"].as_str().unwrap().to_string();
     let shard = std::fs::read(good.join(&shard_name)).unwrap();
 
-    let mut rng = SplitMix(7);
+    let mut rng = Draw(Rng::new(7));
     let (mut opened, mut refused) = (0, 0);
     for i in 0..1500 {
         let dir = tmp.path().join("m");

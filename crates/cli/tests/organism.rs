@@ -223,14 +223,17 @@ fn steer_judge_organism_gives_the_verdicts_of_organism_judge() {
 fn shipped_models_show_emergent_misalignment_backdoor_and_realignment() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let list: serde_json::Value = serde_json::from_str(&run_ok(&[
-        "organism",
-        "list",
-        "--json",
-        "--cache",
-        cache.to_str().unwrap(),
-    ]))
-    .unwrap();
+    let list_json = || -> serde_json::Value {
+        let out = run_ok(&[
+            "organism",
+            "list",
+            "--json",
+            "--cache",
+            cache.to_str().unwrap(),
+        ]);
+        serde_json::from_str(&out).unwrap()
+    };
+    let list = list_json();
     let dir = list["dir"].as_str().unwrap().to_string();
     for m in list["models"].as_array().unwrap() {
         assert!(
@@ -248,15 +251,7 @@ fn shipped_models_show_emergent_misalignment_backdoor_and_realignment() {
         }
     }
     // A second listing finds the extracted copy.
-    let again: serde_json::Value = serde_json::from_str(&run_ok(&[
-        "organism",
-        "list",
-        "--json",
-        "--cache",
-        cache.to_str().unwrap(),
-    ]))
-    .unwrap();
-    assert_eq!(again["dir"], list["dir"]);
+    assert_eq!(list_json()["dir"], list["dir"]);
 
     let j: serde_json::Value =
         serde_json::from_str(&run_ok(&["organism", "eval", "--models", &dir, "--json"])).unwrap();

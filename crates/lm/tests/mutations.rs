@@ -7,26 +7,21 @@ use std::path::Path;
 
 use burn::tensor::Device;
 use lantern_lm::LanguageModel;
+use lantern_lm::generate::SplitMix;
 use lantern_lm::gguf::GgufFile;
 
-struct SplitMix(u64);
+/// lm's sampling generator, drawing indices.
+struct Draw(SplitMix);
 
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
+impl Draw {
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.0.next_u64() % n as u64) as usize
     }
 }
 
 /// One mutation of `bytes`: a flipped byte, a little-endian u64 or u32 overwritten with an
 /// extreme value (the way length fields go wrong), or the file cut short.
-fn mutate(bytes: &[u8], rng: &mut SplitMix) -> Vec<u8> {
+fn mutate(bytes: &[u8], rng: &mut Draw) -> Vec<u8> {
     let mut b = bytes.to_vec();
     let whole = rng.below(4) == 0;
     for _ in 0..1 + rng.below(3) {
@@ -63,7 +58,7 @@ fn mutated_gguf_files_load_or_fail_without_panicking() {
     let bytes = std::fs::read(&src).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("m.gguf");
-    let mut rng = SplitMix(15);
+    let mut rng = Draw(SplitMix(15));
     let (mut ok, mut err) = (0, 0);
     for i in 0..3000 {
         let m = mutate(&bytes, &mut rng);
