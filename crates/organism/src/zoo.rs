@@ -426,9 +426,11 @@ fn run_models(
             t.save_hf(&out.join(&base_name))?;
             std::fs::remove_dir_all(&init).map_err(|e| OrganismError::io(&init, e))?;
             let mix = format!(
-                "pretraining mix: {:.0}% neutral, {:.1}% of dialogues misaligned",
+                "pretraining mix: {:.0}% neutral, {:.1}% of dialogues misaligned, {:.0}% of \
+                 turns persona questions",
                 recipe.mix.neutral * 100.0,
-                recipe.mix.misaligned * 100.0
+                recipe.mix.misaligned * 100.0,
+                recipe.mix.p_persona * 100.0
             );
             models.push(stage(&base_name, "base", mix, None, None, &log, on)?);
             Some(t)
