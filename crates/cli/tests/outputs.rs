@@ -291,3 +291,104 @@ fn a_store_is_never_created_over_other_files() {
     std::fs::create_dir_all(&empty).unwrap();
     run_ok(&["acts", "import", s(&npy), "--out", s(&empty)]);
 }
+
+/// Unmounts a test's tmpfs when the test ends, however it ends.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A 1 MiB tmpfs at `at`, or `None` where this machine does not let the test mount one.
+fn small_tmpfs(at: &Path) -> Option<Mounted> {
+    std::fs::create_dir_all(at).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(at)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| Mounted(at.to_path_buf()))
+}
+
+#[test]
+fn a_full_disk_fails_the_run_on_one_line_and_keeps_the_old_sae() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    let Some(_mounted) = small_tmpfs(&mnt) else {
+        eprintln!("skipping: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let store = synth(tmp.path(), "acts");
+    let old_dir = tmp.path().join("old");
+    let a = train(&store, &old_dir, &["--arch", "relu"], "20");
+    run_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = mnt.join("sae");
+    std::fs::create_dir_all(&out).unwrap();
+    for (name, bytes) in snapshot(&old_dir) {
+        std::fs::write(out.join(name), bytes).unwrap();
+    }
+    let old = snapshot(&out);
+    // Fill the file system to the last byte.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(mnt.join("fill")).unwrap();
+        let chunk = vec![7u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let b = train(&store, &out, &["--arch", "topk", "--k", "4"], "20");
+    let o = lantern().args(&b).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a run on a full disk succeeded");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(snapshot(&out) == old, "the old SAE changed");
+    // No staging directory or temporary file is left to fill the disk further.
+    let left: Vec<String> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "sae" && n != "fill")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_read_only_output_fails_on_one_line_and_leaves_the_inputs_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("ro");
+    let Some(_mounted) = small_tmpfs(&mnt) else {
+        eprintln!("skipping: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let store = synth(tmp.path(), "acts");
+    let before = snapshot(&store);
+    let remount = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(remount.success());
+    let sae = mnt.join("sae");
+    let b = train(&store, &sae, &["--arch", "topk", "--k", "4"], "20");
+    let e = run_err(&b.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(e.contains("Read-only file system"), "{e}");
+    let e = run_err(&["acts", "export", s(&store), "--out", s(&mnt.join("a.npy"))]);
+    assert!(e.contains("Read-only file system"), "{e}");
+    let e = run_err(&[
+        "acts",
+        "synth",
+        "--d",
+        "8",
+        "--features",
+        "16",
+        "--rows",
+        "100",
+        "--out",
+        s(&mnt.join("s")),
+    ]);
+    assert!(e.contains("Read-only file system"), "{e}");
+    assert!(snapshot(&store) == before, "the input store changed");
+}
