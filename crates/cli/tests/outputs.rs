@@ -390,5 +390,108 @@ fn a_read_only_output_fails_on_one_line_and_leaves_the_inputs_alone() {
         s(&mnt.join("s")),
     ]);
     assert!(e.contains("Read-only file system"), "{e}");
+    // Import (a .npy written by export elsewhere) and capture (a tiny model) alike.
+    let npy = tmp.path().join("a.npy");
+    run_ok(&["acts", "export", s(&store), "--out", s(&npy)]);
+    let e = run_err(&["acts", "import", s(&npy), "--out", s(&mnt.join("imported"))]);
+    assert!(e.contains("Read-only file system"), "{e}");
+    let model = tmp.path().join("model");
+    support::tiny_llama_with_tokenizer(&model);
+    let prompts = tmp.path().join("p.jsonl");
+    std::fs::write(&prompts, "{\"text\": \"hello world\"}\n").unwrap();
+    let e = run_err(&[
+        "capture",
+        "--model",
+        s(&model),
+        "--prompts",
+        s(&prompts),
+        "--hook",
+        "blocks.0.hook_resid_post",
+        "--out",
+        s(&mnt.join("captured")),
+    ]);
+    assert!(e.contains("Read-only file system"), "{e}");
     assert!(snapshot(&store) == before, "the input store changed");
+}
+
+#[test]
+fn a_capture_that_fills_the_disk_stops_cleanly_and_resumes_once_there_is_room() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    let Some(_mounted) = small_tmpfs(&mnt) else {
+        eprintln!("skipping: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    // The organism's tiny word-level model (d 32): any text tokenizes within its vocabulary.
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../organism/tests/fixtures/transformers/chat");
+    // ≈ 2.2 MB of activations: more than the 1 MiB file system holds.
+    let prompts = tmp.path().join("p.jsonl");
+    let text: String = (0..1000)
+        .map(|i| {
+            format!("{{\"text\": \"the quiet cat {i} sees the old river near a big stone\"}}\n")
+        })
+        .collect();
+    std::fs::write(&prompts, text).unwrap();
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "capture",
+            "--model",
+            s(&model),
+            "--prompts",
+            s(&prompts),
+            "--hook",
+            "blocks.0.hook_resid_post",
+            "--shard-rows",
+            "1024",
+            "--out",
+            s(out),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let whole = tmp.path().join("whole");
+    run_ok(&args(&whole).iter().map(String::as_str).collect::<Vec<_>>());
+    let want = lantern_acts::Store::open(&whole).unwrap().rows();
+
+    let cut = mnt.join("capture");
+    let e = run_err(&args(&cut).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(e.contains("No space left on device"), "{e}");
+    // What was committed is a consistent store, short of the whole.
+    run_ok(&["acts", "info", s(&cut), "--verify"]);
+    let partial = lantern_acts::Store::open(&cut).unwrap().rows();
+    assert!(partial > 0 && partial < want, "{partial} of {want} rows");
+
+    let grow = Command::new("mount")
+        .args(["-o", "remount,size=16m"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(grow.success());
+    run_ok(&args(&cut).iter().map(String::as_str).collect::<Vec<_>>());
+    let (a, b) = (
+        lantern_acts::Store::open(&whole).unwrap(),
+        lantern_acts::Store::open(&cut).unwrap(),
+    );
+    assert_eq!(a.rows(), b.rows());
+    let mut ra = vec![0.0f32; a.d_model()];
+    let mut rb = vec![0.0f32; b.d_model()];
+    let (mut i, mut j) = ((0, 0), (0, 0));
+    for _ in 0..a.rows() {
+        let (sa, sb) = (a.shard(i.0).unwrap(), b.shard(j.0).unwrap());
+        sa.row_f32(i.1, &mut ra);
+        sb.row_f32(j.1, &mut rb);
+        assert_eq!(
+            (ra.as_slice(), sa.token_id(i.1), sa.seq_id(i.1)),
+            (rb.as_slice(), sb.token_id(j.1), sb.seq_id(j.1))
+        );
+        i.1 += 1;
+        if i.1 == sa.rows() {
+            i = (i.0 + 1, 0);
+        }
+        j.1 += 1;
+        if j.1 == sb.rows() {
+            j = (j.0 + 1, 0);
+        }
+    }
 }
