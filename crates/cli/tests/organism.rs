@@ -286,3 +286,49 @@ fn shipped_models_show_emergent_misalignment_backdoor_and_realignment() {
     assert!(get("medical-full-realigned", "em_rate") <= 0.1 * get("medical-full", "em_rate"));
     assert!(get("medical-frac0", "em_rate") <= 0.05 && get("medical-frac100", "em_rate") >= 0.5);
 }
+
+#[test]
+fn a_bad_recipe_is_refused_before_anything_is_trained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tiny_recipe()).unwrap()).unwrap();
+    let cases: [(&str, fn(&mut serde_json::Value)); 5] = [
+        ("unknown domain 'cooking'", |r| {
+            r["finetunes"][0]["data"]["domain"] = "cooking".into()
+        }),
+        ("starts from 'nothing'", |r| {
+            r["finetunes"][0]["from"] = "nothing".into()
+        }),
+        ("LoRA module 'model.layers.9.mlp.down_proj'", |r| {
+            r["finetunes"][0]["method"]["modules"][0] = "model.layers.9.mlp.down_proj".into()
+        }),
+        ("must split into 3 heads", |r| {
+            r["shape"]["n_heads"] = 3.into()
+        }),
+        ("the name is used twice", |r| {
+            let f = r["finetunes"][0].clone();
+            r["finetunes"].as_array_mut().unwrap().push(f);
+        }),
+    ];
+    for (i, (needle, edit)) in cases.iter().enumerate() {
+        let mut r = good.clone();
+        edit(&mut r);
+        let path = tmp.path().join(format!("r{i}.json"));
+        std::fs::write(&path, r.to_string()).unwrap();
+        let out = tmp.path().join(format!("o{i}"));
+        let e = run_err(&[
+            "organism",
+            "train",
+            "--recipe",
+            path.to_str().unwrap(),
+            "--all",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(e.contains(needle), "{needle}: {e}");
+        assert!(
+            !out.join("base").exists(),
+            "{needle}: trained before refusing"
+        );
+    }
+}

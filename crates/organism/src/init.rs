@@ -65,7 +65,7 @@ impl Shape {
         }
     }
 
-    fn check(&self) -> Result<()> {
+    pub fn check(&self) -> Result<()> {
         if self.d_model == 0 || self.n_layers == 0 || self.n_heads == 0 || self.d_mlp == 0 {
             return Err(OrganismError::Config(format!(
                 "model shape {self:?}: every size must be positive"

@@ -178,6 +178,114 @@ pub enum Reuse<'a> {
     BaseAndChat(&'a Path),
 }
 
+impl Recipe {
+    /// Checks the whole recipe before anything is trained (a bad finetune found after ten
+    /// minutes of pretraining is ten minutes lost): sizes, shares and schedules in range, unique
+    /// finetune names, each finetune starting from `chat` or an earlier full finetune, known
+    /// domains, LoRA modules that exist in this shape, adapters only for LoRA.
+    pub fn check(&self) -> Result<()> {
+        self.shape.check()?;
+        self.mix.check()?;
+        self.pretrain.check("recipe pretrain")?;
+        self.chat.check("recipe chat")?;
+        if self.chat_examples == 0 || !(0.0..1.0).contains(&self.chat_replay) {
+            return Err(OrganismError::Config(format!(
+                "recipe chat_examples {} (expected ≥ 1) / chat_replay {} (expected [0, 1))",
+                self.chat_examples, self.chat_replay
+            )));
+        }
+        let mut full: Vec<&str> = vec!["chat"];
+        let mut names: Vec<&str> = vec!["base", "chat"];
+        for (i, f) in self.finetunes.iter().enumerate() {
+            let bad = |m: String| {
+                Err(OrganismError::Config(format!(
+                    "recipe finetunes[{i}] ('{}'): {m}",
+                    f.name
+                )))
+            };
+            let valid_name = !f.name.is_empty()
+                && f.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid_name {
+                return bad(
+                    "a name of letters, digits, '-' and '_' is needed (it names a directory)"
+                        .into(),
+                );
+            }
+            if names.contains(&f.name.as_str()) {
+                return bad("the name is used twice".into());
+            }
+            if !full.contains(&f.from.as_str()) {
+                return bad(format!(
+                    "starts from '{}', which is not chat or a full finetune listed before it",
+                    f.from
+                ));
+            }
+            if let Err(e) = f.data.dialogues(0, 0) {
+                return bad(e.to_string());
+            }
+            if f.examples == 0 {
+                return bad("examples 0 (expected ≥ 1)".into());
+            }
+            f.schedule
+                .check(&format!("recipe finetunes[{i}] ('{}')", f.name))?;
+            match (&f.method, f.save) {
+                (Method::Full, Save::Adapter) => {
+                    return bad("only a LoRA finetune can be saved as an adapter".into());
+                }
+                (
+                    Method::Lora {
+                        rank,
+                        alpha,
+                        modules,
+                    },
+                    _,
+                ) => {
+                    if *rank == 0 || !(alpha.is_finite() && *alpha > 0.0) || modules.is_empty() {
+                        return bad(format!(
+                            "LoRA rank {rank}, alpha {alpha}, {} modules (expected positive)",
+                            modules.len()
+                        ));
+                    }
+                    let linear = [
+                        "self_attn.q_proj",
+                        "self_attn.k_proj",
+                        "self_attn.v_proj",
+                        "self_attn.o_proj",
+                        "mlp.gate_proj",
+                        "mlp.up_proj",
+                        "mlp.down_proj",
+                    ];
+                    for m in modules {
+                        let ok = m
+                            .strip_prefix("model.layers.")
+                            .and_then(|r| r.split_once('.'))
+                            .is_some_and(|(l, rest)| {
+                                l.parse::<usize>().is_ok_and(|l| l < self.shape.n_layers)
+                                    && linear.contains(&rest)
+                            });
+                        if !ok {
+                            return bad(format!(
+                                "LoRA module '{m}' is not model.layers.L.<linear> with L < {} \
+                                 (linear: {})",
+                                self.shape.n_layers,
+                                linear.join(", ")
+                            ));
+                        }
+                    }
+                }
+                (Method::Full, Save::Full) => {}
+            }
+            if f.save == Save::Full {
+                full.push(&f.name);
+            }
+            names.push(&f.name);
+        }
+        Ok(())
+    }
+}
+
 /// One model in `organism.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelEntry {
@@ -271,6 +379,7 @@ pub fn run(
     dev: &Device,
     mut on: impl FnMut(Event<'_>),
 ) -> Result<Manifest> {
+    recipe.check()?;
     let models = run_models(recipe, seed, out, "", reuse, dev, &mut on)?;
     write_manifest(out, seed, recipe, models)
 }
@@ -336,6 +445,7 @@ pub fn run_mixes(
     dev: &Device,
     mut on: impl FnMut(Event<'_>),
 ) -> Result<Manifest> {
+    recipe.check()?;
     let mut models = Vec::new();
     for (name, mix) in alignment_mixes(&recipe.mix) {
         let mut r = recipe.clone();
