@@ -292,7 +292,8 @@ fn a_bad_recipe_is_refused_before_anything_is_trained() {
     let tmp = tempfile::tempdir().unwrap();
     let good: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(tiny_recipe()).unwrap()).unwrap();
-    let cases: [(&str, fn(&mut serde_json::Value)); 5] = [
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit); 5] = [
         ("unknown domain 'cooking'", |r| {
             r["finetunes"][0]["data"]["domain"] = "cooking".into()
         }),
