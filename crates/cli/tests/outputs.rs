@@ -495,3 +495,62 @@ fn a_capture_that_fills_the_disk_stops_cleanly_and_resumes_once_there_is_room() 
         }
     }
 }
+
+#[test]
+fn an_export_killed_at_any_moment_leaves_no_file_or_the_whole_one_and_no_litter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("big");
+    run_ok(&[
+        "acts",
+        "synth",
+        "--d",
+        "64",
+        "--features",
+        "128",
+        "--rows",
+        "200000",
+        "--seed",
+        "3",
+        "--out",
+        s(&store),
+    ]);
+    let reference = tmp.path().join("ref.npy");
+    run_ok(&["acts", "export", s(&store), "--out", s(&reference)]);
+    let want = std::fs::read(&reference).unwrap();
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join("acts.npy");
+    let mut seen_partial_run = false;
+    for delay_ms in [2u64, 5, 10, 20, 40, 80, 160] {
+        let mut child = lantern()
+            .args(["acts", "export", s(&store), "--out", s(&out)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let killed = child.try_wait().unwrap().is_none();
+        let _ = child.kill();
+        child.wait().unwrap();
+        seen_partial_run |= killed;
+        if out.exists() {
+            assert!(
+                std::fs::read(&out).unwrap() == want,
+                "a partial acts.npy after {delay_ms} ms"
+            );
+        }
+        let _ = std::fs::remove_file(&out);
+    }
+    assert!(
+        seen_partial_run,
+        "every export finished before its kill; make the store larger"
+    );
+    // The next export removes what killed ones left and writes the whole file.
+    run_ok(&["acts", "export", s(&store), "--out", s(&out)]);
+    let names: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["acts.npy"]);
+    assert!(std::fs::read(&out).unwrap() == want);
+}

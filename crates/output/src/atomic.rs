@@ -9,7 +9,9 @@ use crate::error::{Result, io};
 /// A file written under a temporary sibling name (`.NAME.tmp-PID`) and renamed over `path` by
 /// [`AtomicFile::commit`] after an fsync, followed by an fsync of the directory: after a crash
 /// `path` holds the old content or the new, never a truncated or partial one. Dropped without
-/// a commit (an error on the way), the temporary file is removed and `path` is untouched.
+/// a commit (an error on the way), the temporary file is removed and `path` is untouched; the
+/// temporary file of a process killed before it could clean up is removed by the next
+/// `create` of the same path.
 pub struct AtomicFile {
     path: PathBuf,
     tmp: PathBuf,
@@ -21,6 +23,7 @@ impl AtomicFile {
         let name = path
             .file_name()
             .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
+        remove_stale_tmp(parent(path), &name);
         let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
         let file = File::create(&tmp).map_err(io(&tmp))?;
         Ok(Self {
@@ -63,6 +66,24 @@ impl Drop for AtomicFile {
     }
 }
 
+/// Removes `.NAME.tmp-PID` siblings left by processes that are gone (best effort: a file that
+/// cannot be removed stays, and the write goes on under its own name).
+fn remove_stale_tmp(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let pid = file
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(crate::stage::process_gone) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Writes `bytes` to `path` through an [`AtomicFile`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = AtomicFile::create(path)?;
@@ -100,5 +121,24 @@ mod tests {
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
         write_atomic(&path, b"new").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_killed_writers_temporary_is_removed_by_the_next_write_and_a_live_ones_is_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("x.npy");
+        // A pid far above pid_max (2²² on Linux) is no running process.
+        let dead = tmp.path().join(".x.npy.tmp-4999999");
+        std::fs::write(&dead, b"half").unwrap();
+        // pid 1 is always running: its temporary may be a write in progress.
+        let live = tmp.path().join(".x.npy.tmp-1");
+        std::fs::write(&live, b"in progress").unwrap();
+        let other = tmp.path().join(".y.npy.tmp-4999999");
+        std::fs::write(&other, b"another file's").unwrap();
+        write_atomic(&path, b"whole").unwrap();
+        assert!(!dead.exists(), "the dead writer's temporary stays");
+        assert!(other.exists(), "another file's temporary was touched");
+        assert!(live.exists(), "a live process's temporary was removed");
+        assert_eq!(std::fs::read(&path).unwrap(), b"whole");
     }
 }

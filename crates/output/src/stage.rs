@@ -104,15 +104,20 @@ fn remove_stale(dir: &Path, name: &str) -> Result<()> {
         else {
             continue;
         };
-        let alive = pid == std::process::id()
-            || !Path::new("/proc/self").exists()
-            || Path::new("/proc").join(pid.to_string()).exists();
-        if !alive {
+        if process_gone(pid) {
             let path = entry.path();
             std::fs::remove_dir_all(&path).map_err(io(&path))?;
         }
     }
     Ok(())
+}
+
+/// Whether process `pid` has certainly ended (read from /proc; where there is no /proc, or for
+/// this process, it is taken to be alive, so nothing of a live run is ever removed).
+pub(crate) fn process_gone(pid: u32) -> bool {
+    pid != std::process::id()
+        && Path::new("/proc/self").exists()
+        && !Path::new("/proc").join(pid.to_string()).exists()
 }
 
 /// Hard-links (files) or recreates (directories) every entry of `from` that `to` lacks and
