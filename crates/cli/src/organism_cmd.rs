@@ -284,6 +284,9 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
+    if a.samples == 0 {
+        bail!("--samples 0: expected at least one answer per question");
+    }
     let dev = Device::flex();
     let opts = SampleOptions {
         samples: a.samples,
