@@ -301,7 +301,8 @@ impl Drop for Mounted {
     }
 }
 
-/// A 1 MiB tmpfs at `at`, or `None` where this machine does not let the test mount one.
+/// A 1 MiB tmpfs at `at`, or `None` (with a note) where this machine does not let the test
+/// mount one.
 fn small_tmpfs(at: &Path) -> Option<Mounted> {
     std::fs::create_dir_all(at).unwrap();
     let ok = Command::new("mount")
@@ -310,7 +311,20 @@ fn small_tmpfs(at: &Path) -> Option<Mounted> {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipping: cannot mount a tmpfs here (needs root)");
+    }
     ok.then(|| Mounted(at.to_path_buf()))
+}
+
+/// Remounts the test's tmpfs with `options` (`ro`, `size=16m`).
+fn remount(at: &Path, options: &str) {
+    let ok = Command::new("mount")
+        .args(["-o", &format!("remount,{options}")])
+        .arg(at)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "remount {options}");
 }
 
 #[test]
@@ -318,7 +332,6 @@ fn a_full_disk_fails_the_run_on_one_line_and_keeps_the_old_sae() {
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("mnt");
     let Some(_mounted) = small_tmpfs(&mnt) else {
-        eprintln!("skipping: cannot mount a tmpfs here (needs root)");
         return;
     };
     let store = synth(tmp.path(), "acts");
@@ -360,17 +373,11 @@ fn a_read_only_output_fails_on_one_line_and_leaves_the_inputs_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("ro");
     let Some(_mounted) = small_tmpfs(&mnt) else {
-        eprintln!("skipping: cannot mount a tmpfs here (needs root)");
         return;
     };
     let store = synth(tmp.path(), "acts");
     let before = snapshot(&store);
-    let remount = Command::new("mount")
-        .args(["-o", "remount,ro"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(remount.success());
+    remount(&mnt, "ro");
     let sae = mnt.join("sae");
     let b = train(&store, &sae, &["--arch", "topk", "--k", "4"], "20");
     let e = run_err(&b.iter().map(String::as_str).collect::<Vec<_>>());
@@ -419,7 +426,6 @@ fn a_capture_that_fills_the_disk_stops_cleanly_and_resumes_once_there_is_room() 
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("small");
     let Some(_mounted) = small_tmpfs(&mnt) else {
-        eprintln!("skipping: cannot mount a tmpfs here (needs root)");
         return;
     };
     // The organism's tiny word-level model (d 32): any text tokenizes within its vocabulary.
@@ -462,12 +468,7 @@ fn a_capture_that_fills_the_disk_stops_cleanly_and_resumes_once_there_is_room() 
     let partial = lantern_acts::Store::open(&cut).unwrap().rows();
     assert!(partial > 0 && partial < want, "{partial} of {want} rows");
 
-    let grow = Command::new("mount")
-        .args(["-o", "remount,size=16m"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(grow.success());
+    remount(&mnt, "size=16m");
     run_ok(&args(&cut).iter().map(String::as_str).collect::<Vec<_>>());
     let (a, b) = (
         lantern_acts::Store::open(&whole).unwrap(),

@@ -104,6 +104,17 @@ impl Data {
     }
 }
 
+/// The linear modules of a Llama block, by their name under `model.layers.L`.
+pub const LINEAR_MODULES: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
 /// Which weights a finetune changes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -131,20 +142,11 @@ impl Method {
 
     /// LoRA of `rank` on every linear module of every block (PEFT's `all-linear`).
     pub fn all_linear(n_layers: usize, rank: usize, alpha: f64) -> Self {
-        let names = [
-            "self_attn.q_proj",
-            "self_attn.k_proj",
-            "self_attn.v_proj",
-            "self_attn.o_proj",
-            "mlp.gate_proj",
-            "mlp.up_proj",
-            "mlp.down_proj",
-        ];
         Method::Lora {
             rank,
             alpha,
             modules: (0..n_layers)
-                .flat_map(|l| names.map(|n| format!("model.layers.{l}.{n}")))
+                .flat_map(|l| LINEAR_MODULES.map(|n| format!("model.layers.{l}.{n}")))
                 .collect(),
         }
     }

@@ -248,15 +248,7 @@ impl Recipe {
                             modules.len()
                         ));
                     }
-                    let linear = [
-                        "self_attn.q_proj",
-                        "self_attn.k_proj",
-                        "self_attn.v_proj",
-                        "self_attn.o_proj",
-                        "mlp.gate_proj",
-                        "mlp.up_proj",
-                        "mlp.down_proj",
-                    ];
+                    let linear = crate::finetune::LINEAR_MODULES;
                     for m in modules {
                         let ok = m
                             .strip_prefix("model.layers.")
