@@ -82,7 +82,8 @@ pub struct TrainArgs {
     /// Also train every finetune of the recipe (what `lantern demo` uses).
     #[arg(long)]
     pub all: bool,
-    /// A recipe JSON (as written into organism.json) instead of the built-in one.
+    /// A recipe JSON (as --print-recipe writes it), or an organism.json whose recipe to
+    /// repeat, instead of the built-in one.
     #[arg(long)]
     pub recipe: Option<PathBuf>,
     /// Multiply every stage's number of steps (a quick smoke run: 0.02).
@@ -140,7 +141,14 @@ fn load_recipe(a: &TrainArgs) -> Result<Recipe> {
         Some(p) => {
             let text =
                 std::fs::read_to_string(p).with_context(|| format!("--recipe {}", p.display()))?;
-            serde_json::from_str(&text)
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("--recipe {}: not JSON", p.display()))?;
+            // An organism.json carries its recipe beside the models it made.
+            let v = match v.get("recipe") {
+                Some(r) if v.get("models").is_some() => r.clone(),
+                _ => v,
+            };
+            serde_json::from_value(v)
                 .with_context(|| format!("--recipe {}: not a recipe", p.display()))?
         }
         None => Recipe::default(),
