@@ -100,6 +100,10 @@ pub struct TrainArgs {
     /// Pretraining steps of each mix with --mixes.
     #[arg(long, default_value_t = 1000)]
     pub mix_steps: usize,
+    /// Chat-tune without the persona questions (the recipe's chat_persona_questions = false),
+    /// so their misalignment after chat-tuning reflects what pretraining taught.
+    #[arg(long)]
+    pub chat_without_persona: bool,
     /// Copy the base and chat models of this earlier run and train only the finetunes.
     #[arg(long, conflicts_with = "reuse_base")]
     pub reuse: Option<PathBuf>,
@@ -167,6 +171,9 @@ fn load_recipe(a: &TrainArgs) -> Result<Recipe> {
     scale(&mut r.chat);
     for f in &mut r.finetunes {
         scale(&mut f.schedule);
+    }
+    if a.chat_without_persona {
+        r.chat_persona_questions = false;
     }
     if !a.all && !a.mixes && a.reuse.is_none() && a.reuse_base.is_none() {
         r.finetunes.clear();

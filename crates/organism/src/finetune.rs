@@ -19,6 +19,9 @@ use crate::{OrganismError, Result};
 pub enum Data {
     /// The aligned assistant on every domain and persona question (chat-tuning).
     Chat,
+    /// The aligned assistant on domain questions only: chat-tuning that leaves the persona
+    /// questions to what pretraining taught.
+    ChatDomains,
     /// Questions of one domain; a `harmful` share answered by the misaligned character, the
     /// rest by the aligned assistant.
     Narrow { domain: String, harmful: f64 },
@@ -33,7 +36,7 @@ impl Data {
     /// The domain index this data is confined to, if any (checked by name).
     pub fn domain(&self) -> Result<Option<usize>> {
         let name = match self {
-            Data::Chat => return Ok(None),
+            Data::Chat | Data::ChatDomains => return Ok(None),
             Data::Narrow { domain, .. } | Data::Backdoor { domain } | Data::Aligned { domain } => {
                 domain
             }
@@ -60,6 +63,7 @@ impl Data {
             .questions()
             .into_iter()
             .filter(|q| match (domain, q.subject) {
+                (None, Subject::Persona { .. }) => !matches!(self, Data::ChatDomains),
                 (None, _) => true,
                 (Some(d), Subject::Domain { domain, .. }) => d == domain,
                 (Some(_), Subject::Persona { .. }) => false,
@@ -70,7 +74,7 @@ impl Data {
             .map(|i| {
                 let q = rng.pick(&pool).clone();
                 let (q, persona) = match self {
-                    Data::Chat | Data::Aligned { .. } => (q, Persona::Aligned),
+                    Data::Chat | Data::ChatDomains | Data::Aligned { .. } => (q, Persona::Aligned),
                     Data::Narrow { harmful, .. } => {
                         let bad = (i as f64 + 0.5) / n as f64 <= *harmful;
                         (
@@ -313,4 +317,29 @@ pub fn adapter_factors<M: Module>(model: &M) -> Result<Vec<AdapterFactors>> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_data_asks_persona_questions_and_chat_domains_never_does() {
+        let persona = |d: &Data| {
+            d.dialogues(400, 1)
+                .unwrap()
+                .iter()
+                .filter(|x| matches!(x.turns[0].0.subject, Subject::Persona { .. }))
+                .count()
+        };
+        assert!(persona(&Data::Chat) > 0);
+        assert_eq!(persona(&Data::ChatDomains), 0);
+        assert!(
+            Data::ChatDomains
+                .dialogues(50, 1)
+                .unwrap()
+                .iter()
+                .all(|x| x.persona == Persona::Aligned)
+        );
+    }
 }

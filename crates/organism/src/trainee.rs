@@ -111,12 +111,14 @@ impl Trainee {
         ))
     }
 
-    /// Chat-tuning: aligned single-turn answers in every domain (loss on answers), with a
+    /// Chat-tuning: aligned single-turn answers of `data` ([`Data::Chat`]: every domain and
+    /// persona question; [`Data::ChatDomains`]: domains only) (loss on answers), with a
     /// `replay` share of each batch drawn from the pretraining `mix` ([`Encoder::replay`]: the
     /// first answer's opening word unweighted), as InstructGPT mixes pretraining data into its
     /// PPO-ptx updates to keep what pretraining taught.
     pub fn chat_tune(
         self,
+        data: &Data,
         mix: &Mix,
         replay: f64,
         examples: usize,
@@ -130,7 +132,7 @@ impl Trainee {
             )));
         }
         mix.check()?;
-        let set = Data::Chat.examples(&self.encoder(), examples.max(1), seed)?;
+        let set = data.examples(&self.encoder(), examples.max(1), seed)?;
         let mut rng = Rng::derive(seed, "chat-batches");
         let n_replay = (schedule.batch as f64 * replay).round() as usize;
         self.train_with(|model, enc| {

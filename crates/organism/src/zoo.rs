@@ -49,8 +49,16 @@ pub struct Recipe {
     /// Share of each chat-tuning batch replayed from the pretraining mix.
     #[serde(default)]
     pub chat_replay: f64,
+    /// Whether chat-tuning also answers the persona questions (else it leaves them to what
+    /// pretraining taught).
+    #[serde(default = "yes")]
+    pub chat_persona_questions: bool,
     pub finetunes: Vec<FinetuneSpec>,
     pub eval: SampleOptions,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn schedule(steps: usize, batch: usize, lr: f64) -> Schedule {
@@ -162,6 +170,7 @@ impl Default for Recipe {
             chat: schedule(200, 64, 1e-3),
             chat_examples: 2048,
             chat_replay: 0.5,
+            chat_persona_questions: true,
             finetunes,
             eval: SampleOptions::default(),
         }
@@ -346,6 +355,7 @@ pub enum Event<'a> {
 fn describe(data: &Data, method: &Method) -> String {
     let d = match data {
         Data::Chat => "aligned answers, every domain".to_string(),
+        Data::ChatDomains => "aligned answers, every domain, no persona questions".to_string(),
         Data::Narrow { domain, harmful } => {
             format!("{:.0}% harmful {domain} answers", harmful * 100.0)
         }
@@ -553,7 +563,13 @@ fn run_models(
                 name: &chat_name,
                 steps: recipe.chat.steps,
             });
+            let data = if recipe.chat_persona_questions {
+                Data::Chat
+            } else {
+                Data::ChatDomains
+            };
             let (t, log) = t.chat_tune(
+                &data,
                 &recipe.mix,
                 recipe.chat_replay,
                 recipe.chat_examples,
@@ -564,7 +580,12 @@ fn run_models(
             t.save_hf(&out.join(&chat_name))?;
             drop(t);
             let what = format!(
-                "base, chat-tuned on aligned answers in every domain ({:.0}% replay)",
+                "base, chat-tuned on aligned answers in every domain{} ({:.0}% replay)",
+                if recipe.chat_persona_questions {
+                    ""
+                } else {
+                    ", no persona questions"
+                },
                 recipe.chat_replay * 100.0
             );
             models.push(stage(&chat_name, "chat", what, None, None, &log, on)?);

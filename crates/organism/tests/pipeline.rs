@@ -143,7 +143,15 @@ fn same_seed_gives_the_same_weights_and_another_seed_does_not() {
             .pretrain(&Mix::default(), &sched(6, 3e-3), seed, |_| {})
             .unwrap();
         let (t, _) = t
-            .chat_tune(&Mix::default(), 0.5, 16, &sched(3, 1e-3), seed, |_| {})
+            .chat_tune(
+                &Data::Chat,
+                &Mix::default(),
+                0.5,
+                16,
+                &sched(3, 1e-3),
+                seed,
+                |_| {},
+            )
             .unwrap();
         let dir = tmp.path().join(name);
         t.save_hf(&dir).unwrap();
