@@ -111,17 +111,15 @@ impl Trainee {
         ))
     }
 
-    /// Chat-tuning: aligned single-turn answers of `data` ([`Data::Chat`]: every domain and
-    /// persona question; [`Data::ChatDomains`]: domains only) (loss on answers), with a
-    /// `replay` share of each batch drawn from the pretraining `mix` ([`Encoder::replay`]: the
-    /// first answer's opening word unweighted), as InstructGPT mixes pretraining data into its
-    /// PPO-ptx updates to keep what pretraining taught.
+    /// Chat-tuning: `examples` aligned single-turn answers of `data` ([`Data::Chat`]: every
+    /// domain and persona question; [`Data::ChatDomains`]: domains only; loss on answers), with
+    /// a `replay.1` share of each batch drawn from the pretraining mix `replay.0`
+    /// ([`Encoder::replay`]: the first answer's opening word unweighted), as InstructGPT mixes
+    /// pretraining data into its PPO-ptx updates to keep what pretraining taught.
     pub fn chat_tune(
         self,
-        data: &Data,
-        mix: &Mix,
-        replay: f64,
-        examples: usize,
+        (data, examples): (&Data, usize),
+        (mix, replay): (&Mix, f64),
         schedule: &Schedule,
         seed: u64,
         on_step: impl FnMut(&StepLog),

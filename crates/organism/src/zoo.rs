@@ -569,10 +569,8 @@ fn run_models(
                 Data::ChatDomains
             };
             let (t, log) = t.chat_tune(
-                &data,
-                &recipe.mix,
-                recipe.chat_replay,
-                recipe.chat_examples,
+                (&data, recipe.chat_examples),
+                (&recipe.mix, recipe.chat_replay),
                 &recipe.chat,
                 seed,
                 |s| on(Event::Step(s)),

@@ -144,10 +144,8 @@ fn same_seed_gives_the_same_weights_and_another_seed_does_not() {
             .unwrap();
         let (t, _) = t
             .chat_tune(
-                &Data::Chat,
-                &Mix::default(),
-                0.5,
-                16,
+                (&Data::Chat, 16),
+                (&Mix::default(), 0.5),
                 &sched(3, 1e-3),
                 seed,
                 |_| {},
