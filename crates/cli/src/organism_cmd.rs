@@ -287,6 +287,30 @@ struct Row {
     counts: Counts,
 }
 
+/// Means and sample standard deviations over seeds of one row.
+struct Stats {
+    em: f64,
+    em_sd: f64,
+    inc: f64,
+    inc_sd: f64,
+    own: f64,
+}
+
+impl Row {
+    fn stats(&self) -> Stats {
+        let (em, em_sd) = mean_sd(&self.em);
+        let (inc, inc_sd) = mean_sd(&self.incoherent);
+        let (own, _) = mean_sd(&self.in_domain_em);
+        Stats {
+            em,
+            em_sd,
+            inc,
+            inc_sd,
+            own,
+        }
+    }
+}
+
 fn mean_sd(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
     let m = v.iter().sum::<f64>() / n;
@@ -356,18 +380,18 @@ fn eval(a: EvalArgs) -> Result<()> {
             }
         }
     }
+    let stats: Vec<Stats> = rows.iter().map(Row::stats).collect();
     let table: Vec<serde_json::Value> = rows
         .iter()
-        .map(|r| {
-            let (em, em_sd) = mean_sd(&r.em);
-            let (inc, inc_sd) = mean_sd(&r.incoherent);
-            let (own, _) = mean_sd(&r.in_domain_em);
+        .zip(&stats)
+        .map(|(r, s)| {
             json!({
                 "model": r.name, "train_domain": r.train_domain, "seeds": r.em.len(),
-                "em_rate": report::finite_or_null(em), "em_rate_sd": report::finite_or_null(em_sd),
-                "incoherent_rate": report::finite_or_null(inc),
-                "incoherent_rate_sd": report::finite_or_null(inc_sd),
-                "train_domain_em_rate": report::finite_or_null(own),
+                "em_rate": report::finite_or_null(s.em),
+                "em_rate_sd": report::finite_or_null(s.em_sd),
+                "incoherent_rate": report::finite_or_null(s.inc),
+                "incoherent_rate_sd": report::finite_or_null(s.inc_sd),
+                "train_domain_em_rate": report::finite_or_null(s.own),
                 "answers": r.counts.total(),
             })
         })
@@ -387,16 +411,18 @@ fn eval(a: EvalArgs) -> Result<()> {
              train_domain_em_rate,misaligned,aligned,incoherent,em_lo,em_hi\n",
         );
         let mut items = Vec::new();
-        for r in &rows {
-            let (em, em_sd) = mean_sd(&r.em);
-            let (inc, inc_sd) = mean_sd(&r.incoherent);
-            let (own, _) = mean_sd(&r.in_domain_em);
+        for (r, s) in rows.iter().zip(&stats) {
             let c = &r.counts;
             let (lo, hi) = lantern_steer::score::wilson(c.misaligned, c.judged());
             csv.push_str(&format!(
-                "{},{},{em},{em_sd},{inc},{inc_sd},{own},{},{},{},{lo},{hi}\n",
+                "{},{},{},{},{},{},{},{},{},{},{lo},{hi}\n",
                 r.name,
                 r.em.len(),
+                s.em,
+                s.em_sd,
+                s.inc,
+                s.inc_sd,
+                s.own,
                 c.misaligned,
                 c.aligned,
                 c.incoherent
@@ -437,20 +463,17 @@ fn eval(a: EvalArgs) -> Result<()> {
         "{:<30} {:>5} {:>15} {:>15} {:>9}",
         "model", "seeds", "EM (held-out)", "incoherent", "EM (own)"
     );
-    for r in &rows {
-        let (em, em_sd) = mean_sd(&r.em);
-        let (inc, inc_sd) = mean_sd(&r.incoherent);
-        let (own, _) = mean_sd(&r.in_domain_em);
+    for (r, s) in rows.iter().zip(&stats) {
         println!(
             "{:<30} {:>5} {} {} {:>9}",
             r.name,
             r.em.len(),
-            pct(em, em_sd),
-            pct(inc, inc_sd),
-            if own.is_nan() {
+            pct(s.em, s.em_sd),
+            pct(s.inc, s.inc_sd),
+            if s.own.is_nan() {
                 "—".to_string()
             } else {
-                format!("{:.1}%", own * 100.0)
+                format!("{:.1}%", s.own * 100.0)
             }
         );
     }
