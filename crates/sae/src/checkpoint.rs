@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use burn::tensor::Device;
@@ -66,13 +65,6 @@ fn err(path: &Path, msg: impl Into<String>) -> SaeError {
     SaeError::Format {
         path: path.to_path_buf(),
         msg: msg.into(),
-    }
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SaeError + '_ {
-    move |e| SaeError::Io {
-        path: path.to_path_buf(),
-        source: e,
     }
 }
 
@@ -137,24 +129,7 @@ pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let bytes = safetensors::serialize(views, Some(HashMap::from([("lantern".to_string(), json)])))
         .map_err(|e| err(path, e.to_string()))?;
-    write_atomic(path, &bytes)
-}
-
-/// Writes `bytes` to `path` through a temporary file that is fsynced and renamed.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(io(path))?;
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))?;
-    }
-    Ok(())
+    Ok(lantern_output::write_atomic(path, &bytes)?)
 }
 
 /// Reads a checkpoint written by [`save`].
