@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::canvas::{self, Chart, DrawResult, count_of};
-use crate::scale::{finite_extent, linear_range, log_range, tick_label};
+use crate::scale::{finite_extent, linear_range, log_range, log_ticks, tick_label};
 use crate::{PlotError, style};
 
 /// One named curve.
@@ -114,12 +114,17 @@ impl Chart for LineChart<'_> {
         let x = linear_range(finite_extent(data.points().map(|p| p.0)), 0.02);
         let y_extent = finite_extent(data.points().map(|p| p.1));
         if self.log_y {
+            let y = log_range(y_extent, 0.05);
+            let ticks = log_ticks(&y);
             plot(
                 &plot_area,
                 self,
                 &data,
                 x,
-                log_range(y_extent, 0.05).log_scale(),
+                // Labels are drawn at the light points of a mesh asked for a count of labels.
+                y.log_scale()
+                    .with_key_points(ticks.clone())
+                    .with_light_points(ticks),
             )?;
         } else {
             plot(&plot_area, self, &data, x, linear_range(y_extent, 0.05))?;

@@ -46,6 +46,31 @@ pub(crate) fn log_range(extent: Option<(f64, f64)>, pad: f64) -> Range<f64> {
     lo / factor..hi * factor
 }
 
+/// Tick values for a log axis over `range`: 1, 2 and 5 times each power of ten inside it, and
+/// every integer multiple when the range spans less than a decade — plotters alone labels only
+/// powers of ten, so a loss falling from 4 to 0.9 had one labelled tick.
+pub(crate) fn log_ticks(range: &Range<f64>) -> Vec<f64> {
+    let (lo, hi) = (range.start, range.end);
+    if !(lo > 0.0 && hi > lo && hi.is_finite()) {
+        return Vec::new();
+    }
+    let steps: &[f64] = if hi / lo < 10.0 {
+        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    } else {
+        &[1.0, 2.0, 5.0]
+    };
+    let mut ticks = Vec::new();
+    for e in lo.log10().floor() as i32..=hi.log10().ceil() as i32 {
+        for m in steps {
+            let v = m * 10f64.powi(e);
+            if v >= lo && v <= hi {
+                ticks.push(v);
+            }
+        }
+    }
+    ticks
+}
+
 /// About `n` round values (steps of 1, 2 or 5 times a power of ten) inside `[lo, hi]`.
 pub(crate) fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     let span = hi - lo;
@@ -116,6 +141,16 @@ fn trim_exp(s: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_ticks_label_every_multiple_within_a_decade_and_1_2_5_across_decades() {
+        assert_eq!(log_ticks(&(0.8..4.5)), vec![0.8, 0.9, 1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(
+            log_ticks(&(0.05..30.0)),
+            vec![0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0]
+        );
+        assert!(log_ticks(&(0.0..1.0)).is_empty());
+    }
 
     #[test]
     fn zero_width_and_empty_extents_still_give_a_range() {
