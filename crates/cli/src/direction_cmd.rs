@@ -72,11 +72,30 @@ enum DirectionCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The B vectors of a rank-1 LoRA adapter's residual writers as a direction file (layer L:
+    /// the B of the module in block L), to compare with a direction (Soligo et al.).
+    LoraB {
+        /// The PEFT adapter directory.
+        #[arg(long)]
+        adapter: PathBuf,
+        /// Only modules whose name ends in this (down_proj, o_proj), when a block has two.
+        #[arg(long)]
+        module: Option<String>,
+        /// The direction file to write (.safetensors).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 pub fn run(a: DirectionArgs) -> Result<()> {
-    if let Some(DirectionCommand::Info { file, layer, json }) = a.command {
-        return info(&file, layer, json);
+    match a.command {
+        Some(DirectionCommand::Info { file, layer, json }) => return info(&file, layer, json),
+        Some(DirectionCommand::LoraB {
+            adapter,
+            module,
+            out,
+        }) => return lora_b(&adapter, module.as_deref(), &out),
+        None => {}
     }
     let method: Method = a.method.parse().map_err(search_flag_error)?;
     let tokens: TokenSelection = a.tokens.parse().map_err(search_flag_error)?;
@@ -211,6 +230,32 @@ pub fn run(a: DirectionArgs) -> Result<()> {
         files.push(png.display().to_string());
     }
     println!("wrote {}", files.join(", "));
+    Ok(())
+}
+
+fn lora_b(adapter: &Path, module: Option<&str>, out: &Path) -> Result<()> {
+    let a = lantern_lm::LoraAdapter::load(adapter)
+        .with_context(|| format!("--adapter {}", adapter.display()))?;
+    let vectors = lantern_steer::orthogonalize::lora_b_vectors(&a, module)?;
+    let mut dirs = Directions {
+        layers: Default::default(),
+        meta: DirectionMeta {
+            hook: "resid_post".into(),
+            model: adapter.display().to_string(),
+            method: "lora-b".into(),
+            ..Default::default()
+        },
+    };
+    for (l, (name, v)) in vectors {
+        println!(
+            "layer {l:>3}  {name}  norm {:.4}",
+            lantern_search::linalg::norm(&v)
+        );
+        dirs.meta.extra.insert(format!("module.{l}"), name);
+        dirs.layers.insert(l, v);
+    }
+    dirs.write(out)?;
+    println!("wrote {}", out.display());
     Ok(())
 }
 

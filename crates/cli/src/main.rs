@@ -22,7 +22,7 @@ mod acts_cmd;
 mod bench_cmd;
 mod capture_cmd;
 mod compare_cmd;
-mod demo_cmd;
+mod demo;
 mod diff_cmd;
 mod direction_cmd;
 mod flags;
@@ -61,8 +61,10 @@ enum Command {
     /// Speed measurements (tokens/s, memory).
     #[command(subcommand)]
     Bench(bench_cmd::BenchCommand),
-    /// The whole pipeline on built-in synthetic data with known features.
-    Demo(Box<demo_cmd::DemoArgs>),
+    /// The whole mission on the model organism: EM table, persona latent by model diffing,
+    /// convergence of directions, steering, ablation, early warning — report.html and
+    /// report.json, scored against the organism's ground truth.
+    Demo(Box<demo::DemoArgs>),
     /// Run a language model over prompts and store the activations at hook points.
     Capture(Box<capture_cmd::CaptureArgs>),
     /// Generate text (or a chat answer) with a language model.
@@ -127,6 +129,39 @@ pub(crate) fn search_flag_error(e: lantern_search::SearchError) -> anyhow::Error
     }
 }
 
+/// Runs one parsed command.
+fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Acts(c) => acts_cmd::run(c),
+        Command::Sae(c) => sae_cmd::run(c),
+        Command::Bench(c) => bench_cmd::run(c),
+        Command::Demo(a) => demo::run(*a),
+        Command::Capture(a) => capture_cmd::run(*a),
+        Command::Generate(a) => generate_cmd::run(*a),
+        Command::Model(c) => model_cmd::run(c),
+        Command::Diff(a) => diff_cmd::run(*a),
+        Command::Direction(a) => direction_cmd::run(*a),
+        Command::Project(a) => direction_cmd::project(*a),
+        Command::Compare(a) => compare_cmd::run(*a),
+        Command::Latents(a) => latents_cmd::run(*a),
+        Command::Lens(a) => latents_cmd::lens(*a),
+        Command::Steer(a) => steer_run::run(*a),
+        Command::Ablate(a) => ablate_cmd::run(*a),
+        Command::Refusal(a) => refusal_cmd::run(*a),
+        Command::Orthogonalize(a) => steer_cmd::orthogonalize(*a),
+        Command::Cvec(c) => steer_cmd::cvec(c),
+        Command::Organism(c) => organism_cmd::run(c),
+    }
+}
+
+/// Runs `lantern ARGS...` in this process, as the shell would (the demo's steps).
+pub(crate) fn run_args(args: &[String]) -> anyhow::Result<()> {
+    let cli =
+        Cli::try_parse_from(std::iter::once("lantern".to_string()).chain(args.iter().cloned()))
+            .map_err(|e| anyhow::anyhow!("lantern {}: {}", args.join(" "), e.to_string().trim()))?;
+    execute(cli.command)
+}
+
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -156,27 +191,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let result = match cli.command {
-        Command::Acts(c) => acts_cmd::run(c),
-        Command::Sae(c) => sae_cmd::run(c),
-        Command::Bench(c) => bench_cmd::run(c),
-        Command::Demo(a) => demo_cmd::run(*a),
-        Command::Capture(a) => capture_cmd::run(*a),
-        Command::Generate(a) => generate_cmd::run(*a),
-        Command::Model(c) => model_cmd::run(c),
-        Command::Diff(a) => diff_cmd::run(*a),
-        Command::Direction(a) => direction_cmd::run(*a),
-        Command::Project(a) => direction_cmd::project(*a),
-        Command::Compare(a) => compare_cmd::run(*a),
-        Command::Latents(a) => latents_cmd::run(*a),
-        Command::Lens(a) => latents_cmd::lens(*a),
-        Command::Steer(a) => steer_run::run(*a),
-        Command::Ablate(a) => ablate_cmd::run(*a),
-        Command::Refusal(a) => refusal_cmd::run(*a),
-        Command::Orthogonalize(a) => steer_cmd::orthogonalize(*a),
-        Command::Cvec(c) => steer_cmd::cvec(c),
-        Command::Organism(c) => organism_cmd::run(c),
-    };
+    let result = execute(cli.command);
     if let Err(e) = result {
         // One line: the chain of causes joined, never a backtrace; a cause that a message
         // already quotes (`path: {source}`) is not repeated.

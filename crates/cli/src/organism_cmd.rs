@@ -123,7 +123,9 @@ pub struct EvalArgs {
     pub samples: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Also write every judged answer and the table here.
+    /// Also write the table (eval.json, eval.csv, em.png), every judged answer
+    /// (answers.jsonl) and each model's answers as chat records labelled with their verdict
+    /// (answers/MODEL.jsonl, for `lantern capture`) here.
     #[arg(long)]
     pub out: Option<PathBuf>,
     #[arg(long)]
@@ -405,6 +407,30 @@ fn eval(a: EvalArgs) -> Result<()> {
             text.push('\n');
         }
         lantern_output::write_atomic(&out.join("answers.jsonl"), text.as_bytes())?;
+        // Each model's answers as chat records ("messages", "label" = the verdict), the
+        // prompts file of `lantern capture` on the model's own answers.
+        let mut per_model: std::collections::BTreeMap<String, (usize, String)> = Default::default();
+        for j in &all_judged {
+            let model = j["model"].as_str().unwrap_or_default().replace(' ', "");
+            let (n, text) = per_model.entry(model.clone()).or_default();
+            let id = format!("{model}-{n:05}");
+            *n += 1;
+            let record = json!({
+                "id": id, "label": j["verdict"], "domain": j["domain"],
+                "messages": [
+                    {"role": "user", "content": j["question"]},
+                    {"role": "assistant", "content": j["text"]},
+                ],
+            });
+            text.push_str(&serde_json::to_string(&record)?);
+            text.push('\n');
+        }
+        std::fs::create_dir_all(out.join("answers"))
+            .with_context(|| format!("--out {}", out.display()))?;
+        for (model, (_, text)) in &per_model {
+            let path = out.join("answers").join(format!("{model}.jsonl"));
+            lantern_output::write_atomic(&path, text.as_bytes())?;
+        }
         // The table as CSV, and the pooled EM rate of each model with its 95 % Wilson interval.
         let mut csv = String::from(
             "model,seeds,em_rate,em_rate_sd,incoherent_rate,incoherent_rate_sd,\

@@ -13,6 +13,10 @@ use crate::{OrganismError, Result};
 
 include!(concat!(env!("OUT_DIR"), "/shipped_files.rs"));
 
+/// The committed measurement of the alignment-pretraining mixes (3 seeds; `results/mixes.json`,
+/// what it is and how it was made inside): `lantern demo` shows it unless asked to rerun it.
+pub const MIXES_RESULT: &str = include_str!("../results/mixes.json");
+
 /// Whether this build carries shipped models.
 pub fn available() -> bool {
     FILES.iter().any(|f| f.0 == "organism.json")

@@ -11,7 +11,8 @@ use crate::error::{Result, io};
 /// `path` holds the old content or the new, never a truncated or partial one. Dropped without
 /// a commit (an error on the way), the temporary file is removed and `path` is untouched; the
 /// temporary file of a process killed before it could clean up is removed by the next
-/// `create` of the same path.
+/// `create` of the same path. Missing parent directories are created (as every command's
+/// output directory is).
 pub struct AtomicFile {
     path: PathBuf,
     tmp: PathBuf,
@@ -23,7 +24,11 @@ impl AtomicFile {
         let name = path
             .file_name()
             .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
-        remove_stale_tmp(parent(path), &name);
+        let dir = parent(path);
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        remove_stale_tmp(dir, &name);
         let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
         let file = File::create(&tmp).map_err(io(&tmp))?;
         Ok(Self {
@@ -106,6 +111,14 @@ pub(crate) fn parent(path: &Path) -> &Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_parent_directories_are_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a/b/x.safetensors");
+        write_atomic(&path, b"x").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"x");
+    }
 
     #[test]
     fn an_uncommitted_file_leaves_the_old_content_and_no_temporary() {

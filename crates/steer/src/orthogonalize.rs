@@ -101,6 +101,68 @@ pub fn ablate_lora_b(adapter: &mut LoraAdapter, r: &[f32]) -> Result<Vec<String>
     Ok(changed)
 }
 
+/// The B vector of every rank-1 adapted residual writer, by the layer it writes into
+/// (Soligo et al. 2025 compare it with the misalignment direction; its sign is arbitrary, as
+/// `B A = (−B)(−A)`). `module` keeps only module names ending in it (`down_proj`); a layer
+/// with two rank-1 writers, or a residual writer of rank > 1, is an error naming the module.
+pub fn lora_b_vectors(
+    adapter: &LoraAdapter,
+    module: Option<&str>,
+) -> Result<std::collections::BTreeMap<usize, (String, Vec<f32>)>> {
+    let mut out = std::collections::BTreeMap::new();
+    for layer in &adapter.layers {
+        if !writes_residual(&layer.module)
+            || module.is_some_and(|m| !layer.module.ends_with(&format!(".{m}")))
+        {
+            continue;
+        }
+        if layer.b.shape[1] != 1 {
+            return Err(input(
+                &adapter.dir,
+                format!(
+                    "{} has rank {}: a B vector needs a rank-1 adapter",
+                    layer.module, layer.b.shape[1]
+                ),
+            ));
+        }
+        let Some(l) = block_index(&layer.module) else {
+            return Err(input(
+                &adapter.dir,
+                format!("{}: no block index in the module name", layer.module),
+            ));
+        };
+        if let Some((other, _)) = out.get(&l) {
+            return Err(input(
+                &adapter.dir,
+                format!(
+                    "layer {l} has two adapted residual writers ({other}, {}): choose one by \
+                     its name's ending",
+                    layer.module
+                ),
+            ));
+        }
+        out.insert(l, (layer.module.clone(), layer.b.data.clone()));
+    }
+    if out.is_empty() {
+        return Err(input(
+            &adapter.dir,
+            "no adapted module writes into the residual stream (expected o_proj, down_proj or \
+             c_proj)",
+        ));
+    }
+    Ok(out)
+}
+
+/// The block a Hugging Face module name belongs to: `model.layers.7.mlp.down_proj` → 7,
+/// `transformer.h.3.attn.c_proj` → 3.
+fn block_index(module: &str) -> Option<usize> {
+    let parts: Vec<&str> = module.split('.').collect();
+    parts
+        .windows(2)
+        .find(|w| w[0] == "layers" || w[0] == "h")
+        .and_then(|w| w[1].parse().ok())
+}
+
 /// Writes `adapter` as a PEFT directory at `out` (its `adapter_config.json` copied, the
 /// factors in f32).
 pub fn write_adapter(adapter: &LoraAdapter, out: &Path) -> Result<()> {
@@ -199,5 +261,59 @@ mod tests {
             a.layers[1].b.data, b,
             "q_proj does not write into the residual stream"
         );
+    }
+
+    #[test]
+    fn lora_b_vectors_are_the_rank_one_residual_writers_by_block() {
+        let layer = |module: &str, rank: usize, b: Vec<f32>| LoraLayer {
+            module: module.into(),
+            a: HostTensor {
+                shape: vec![rank, 2],
+                data: vec![0.1; 2 * rank],
+            },
+            b: HostTensor {
+                shape: vec![b.len() / rank, rank],
+                data: b,
+            },
+            scale: 1.0,
+        };
+        let adapter = |layers| LoraAdapter {
+            dir: "adapter".into(),
+            config: LoraConfig {
+                r: 1,
+                lora_alpha: 1.0,
+                use_rslora: false,
+                fan_in_fan_out: false,
+                target_modules: vec![],
+                layers_to_transform: None,
+                modules_to_save: vec![],
+                alpha_pattern: Default::default(),
+            },
+            layers,
+            replaced: Default::default(),
+        };
+        let a = adapter(vec![
+            layer("model.layers.1.mlp.down_proj", 1, vec![1.0, 2.0, 3.0]),
+            layer("model.layers.1.self_attn.q_proj", 1, vec![9.0, 9.0, 9.0]),
+            layer("transformer.h.12.attn.c_proj", 1, vec![0.5, 0.0, -1.0]),
+        ]);
+        let v = lora_b_vectors(&a, None).unwrap();
+        assert_eq!(v.keys().copied().collect::<Vec<_>>(), [1, 12]);
+        assert_eq!(v[&1].1, [1.0, 2.0, 3.0]);
+        assert_eq!(v[&12].0, "transformer.h.12.attn.c_proj");
+        // Two writers in one block need a choice; rank 2 has no single B vector.
+        let two = adapter(vec![
+            layer("model.layers.1.mlp.down_proj", 1, vec![1.0, 2.0, 3.0]),
+            layer("model.layers.1.self_attn.o_proj", 1, vec![1.0, 0.0, 0.0]),
+        ]);
+        let e = lora_b_vectors(&two, None).unwrap_err().to_string();
+        assert!(e.contains("two adapted residual writers"), "{e}");
+        assert_eq!(
+            lora_b_vectors(&two, Some("o_proj")).unwrap()[&1].1,
+            [1.0, 0.0, 0.0]
+        );
+        let wide = adapter(vec![layer("model.layers.0.mlp.down_proj", 2, vec![0.0; 6])]);
+        let e = lora_b_vectors(&wide, None).unwrap_err().to_string();
+        assert!(e.contains("rank 2"), "{e}");
     }
 }

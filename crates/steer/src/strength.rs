@@ -151,7 +151,12 @@ pub fn calibrate(
         for &l in layers {
             hooks.capture(site.point(l));
         }
-        if let Some((_, p, _)) = latent {
+        // The latent's hook is captured once even when it is also a layer's site.
+        let latent_shared =
+            latent.is_some_and(|(_, p, _)| layers.iter().any(|&l| site.point(l) == p));
+        if let Some((_, p, _)) = latent
+            && !latent_shared
+        {
             hooks.capture(p);
         }
         hooks.stop_after_last(true);
@@ -162,8 +167,12 @@ pub fn calibrate(
             .flat_map(|s| (0..tb.width).map(move |c| c >= skip_first && c < s.len()))
             .collect();
         tokens += keep.iter().filter(|&&k| k).count();
+        let mut latent_x = None;
         for &l in layers {
             let x = out.captures.take_one(site.point(l))?;
+            if latent.is_some_and(|(_, p, _)| site.point(l) == p) {
+                latent_x = Some(x.clone());
+            }
             let norms = host(x.powi_scalar(2).sum_dim(2).sqrt(), "residual norms")?;
             let v = per_layer.get_mut(&l).expect("inserted above");
             v.extend(
@@ -175,7 +184,10 @@ pub fn calibrate(
             );
         }
         if let Some((sae, p, i)) = latent {
-            let x = out.captures.take_one(p)?;
+            let x = match latent_x {
+                Some(x) => x,
+                None => out.captures.take_one(p)?,
+            };
             let [b, t, d] = x.dims();
             let f = sae.encode(&x.reshape([b * t, d])).narrow(1, i, 1);
             let f = host(f, "latent activations")?;

@@ -1,35 +1,24 @@
-//! `lantern demo`: the README's first command. Synthesizes activations with known features,
-//! trains a TopK SAE on them, evaluates it and writes the SAE, metrics and plots.
+//! `lantern demo --synthetic`: synthesizes activations with known features, trains a TopK SAE
+//! on them, evaluates it (with its recovery of the features) and writes the SAE, metrics and
+//! plots.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::Result;
-use clap::Args;
 use lantern_acts::{Dtype, SynthConfig};
 
 use crate::sae_cmd::{self, TrainArgs};
 
-#[derive(Args)]
-pub struct DemoArgs {
-    /// Output directory (store in OUT/acts, SAE in OUT/sae).
-    #[arg(long, default_value = "lantern-out")]
-    pub out: PathBuf,
-    /// cpu | wgpu | vulkan
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Rows of synthetic activations.
-    #[arg(long, default_value_t = 1_000_000)]
+/// The synthetic run's sizes.
+pub struct Synthetic {
     pub rows: u64,
-    #[arg(long, default_value_t = 64)]
     pub d: usize,
-    #[arg(long, default_value_t = 256)]
     pub features: usize,
-    #[arg(long, default_value_t = 8)]
     pub k: usize,
 }
 
-pub fn run(a: DemoArgs) -> Result<()> {
-    let acts = a.out.join("acts");
+pub fn run(out: &Path, device: &str, a: &Synthetic) -> Result<()> {
+    let acts = out.join("acts");
     if acts.join("manifest.json").exists() {
         println!("reusing synthetic activations in {}", acts.display());
     } else {
@@ -83,8 +72,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
         log_every: 20,
         resume: false,
         eval_rows: 200_000,
-        device: a.device,
-        out: a.out.join("sae"),
+        device: device.to_string(),
+        out: out.join("sae"),
         quiet: false,
     };
     let outcome = sae_cmd::train(&args)?;
