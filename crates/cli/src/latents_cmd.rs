@@ -107,6 +107,13 @@ pub fn run(a: LatentsArgs) -> Result<()> {
             .decode(&[id], false)
             .unwrap_or_else(|_| format!("<{id}>"))
     };
+    // The context as the tokenizer decodes the whole window (a word-level vocabulary puts
+    // spaces between words; per-token pieces alone do not).
+    let text = |ids: &[u32]| {
+        lm.tokenizer
+            .decode(ids, false)
+            .unwrap_or_else(|_| ids.iter().map(|&t| decode(t)).collect())
+    };
     let _lock = crate::report::lock_output("--out", out, &[])?;
     let with_text: Vec<_> = found
         .iter()
@@ -116,7 +123,7 @@ pub fn run(a: LatentsArgs) -> Result<()> {
                 .iter()
                 .map(|c| {
                     json!({"seq_id": c.seq_id, "position": c.position, "activation": c.activation,
-                       "text": c.tokens.iter().map(|&t| decode(t)).collect::<String>(),
+                       "text": text(&c.tokens),
                        "tokens": c.tokens.iter().map(|&t| decode(t)).collect::<Vec<_>>(),
                        "token_ids": c.tokens, "acts": c.acts, "focus": c.focus})
                 })
@@ -141,8 +148,11 @@ pub fn run(a: LatentsArgs) -> Result<()> {
             l.latent, l.density, l.max
         );
         for c in l.contexts.iter().take(3) {
-            let text: String = c.tokens.iter().map(|&t| decode(t)).collect();
-            println!("  {:>8.4}  {}", c.activation, text.replace('\n', "⏎"));
+            println!(
+                "  {:>8.4}  {}",
+                c.activation,
+                text(&c.tokens).replace('\n', "⏎")
+            );
         }
     }
     println!(
