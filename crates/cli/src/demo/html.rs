@@ -318,6 +318,25 @@ pub fn page(r: &Value, out: &Path) -> Result<String> {
         })
         .unwrap_or_default();
     h.push_str(&table(&head, rows));
+    let rows = arr(&c["pairs"])
+        .iter()
+        .filter(|p| p["a"] != "persona")
+        .map(|p| {
+            std::iter::once(format!(
+                "{} vs {}",
+                p["a"].as_str().unwrap_or(""),
+                p["b"].as_str().unwrap_or("")
+            ))
+            .chain(arr(&p["cos"]).iter().map(|x| num(x, 3)))
+            .chain(std::iter::once(p["layers_above_0.8"].to_string()))
+            .collect()
+        })
+        .collect();
+    let mut head = vec!["finetune pair".to_string()];
+    head.extend((0..layers).map(|l| format!("cos, layer {l}")));
+    head.push("layers with cos > 0.8".into());
+    let head: Vec<&str> = head.iter().map(String::as_str).collect();
+    h.push_str(&table(&head, rows));
     h.push_str(&img(
         out,
         "compare/pairs.png",
