@@ -31,6 +31,7 @@ mod error;
 mod export;
 mod import;
 mod manifest;
+pub mod npy;
 mod reader;
 pub mod rng;
 mod shard;

@@ -25,6 +25,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use tokenizers::decoders::byte_level::ByteLevel;
 use tokenizers::models::bpe::BPE;
@@ -124,7 +125,13 @@ impl Tokenizer {
         if let Err(e) = std::fs::metadata(path) {
             return Err(LmError::io(path, e));
         }
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| {
+        let text = std::fs::read_to_string(path).map_err(|e| LmError::io(path, e))?;
+        // JSON syntax first: the tokenizers library panics (an `expect` in its decoder's
+        // deserializer) on a syntax error inside the "decoder" value instead of returning one.
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&text) {
+            return Err(LmError::format(path, format!("not valid JSON: {e}")));
+        }
+        let inner = tokenizers::Tokenizer::from_str(&text).map_err(|e| {
             LmError::format(path, format!("not a valid tokenizer.json: {}", one_line(e)))
         })?;
         let dir = path.parent().unwrap_or(Path::new("."));

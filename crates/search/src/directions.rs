@@ -317,6 +317,8 @@ fn imported(layers: BTreeMap<usize, Vec<f32>>, kind: &str, model: String) -> Dir
 }
 
 fn read_npy(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
+    lantern_acts::npy::check_npy_header(bytes)
+        .map_err(|why| input(path, format!("not a readable .npy file: {why}")))?;
     let npy = npyz::NpyFile::new(bytes)
         .map_err(|e| input(path, format!("not a readable .npy file: {e}")))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&s| s as usize).collect();

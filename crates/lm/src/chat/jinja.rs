@@ -33,10 +33,11 @@ fn neutralize_generation_tags(source: &str) -> String {
     let mut out = String::with_capacity(source.len());
     let mut rest = source;
     while let Some(start) = rest.find("{%") {
-        let Some(len) = rest[start..].find("%}") else {
+        // The closing `%}` after the opening `{%` (in `{%}` they overlap: not a tag).
+        let Some(len) = rest[start + 2..].find("%}") else {
             break;
         };
-        let tag = &rest[start..start + len + 2];
+        let tag = &rest[start..start + 2 + len + 2];
         let inner = tag[2..tag.len() - 2].trim_matches(|c: char| c == '-' || c == '+');
         out.push_str(&rest[..start]);
         match inner.trim() {
@@ -44,7 +45,7 @@ fn neutralize_generation_tags(source: &str) -> String {
             "endgeneration" => out.push_str(&tag.replacen("endgeneration", "endif", 1)),
             _ => out.push_str(tag),
         }
-        rest = &rest[start + len + 2..];
+        rest = &rest[start + 2 + len + 2..];
     }
     out.push_str(rest);
     out
@@ -280,6 +281,17 @@ fn strftime(format: &str, unix_secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generation_tags_are_rewritten_and_an_overlapping_brace_is_not_a_tag() {
+        assert_eq!(
+            neutralize_generation_tags("a{%- generation %}b{% endgeneration -%}c"),
+            "a{%- if true %}b{% endif -%}c"
+        );
+        // `{%}` opens a tag whose `%}` would overlap the `{%`: left as text (a panic before).
+        assert_eq!(neutralize_generation_tags("{%}x"), "{%}x");
+        assert_eq!(neutralize_generation_tags("{% e%}y{%"), "{% e%}y{%");
+    }
 
     #[test]
     fn strftime_formats_a_known_date_like_python() {

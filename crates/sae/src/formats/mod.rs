@@ -236,6 +236,18 @@ impl TensorMap {
         let names: Vec<String> = npz.array_names().map(str::to_string).collect();
         let mut tensors = BTreeMap::new();
         for name in names {
+            // The member's header, checked before npyz parses it (see lantern_acts::npy).
+            if let Ok(member) = npz.zip_archive().by_name(&format!("{name}.npy")) {
+                let mut head = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(member, (lantern_acts::npy::MAX_HEADER + 12) as u64),
+                    &mut head,
+                )
+                .map_err(fmt)?;
+                lantern_acts::npy::check_npy_header(&head).map_err(|why| {
+                    SaeError::format(path, format!("invalid npz archive: array `{name}`: {why}"))
+                })?;
+            }
             let Some(file) = npz.by_name(&name).map_err(fmt)? else {
                 continue;
             };
