@@ -33,6 +33,7 @@ pub mod config;
 pub mod error;
 pub mod generate;
 pub mod gguf;
+mod guard;
 pub mod hooks;
 pub mod language_model;
 pub mod model;

@@ -116,6 +116,39 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
+/// A `TemplateProcessing` post-processor (alone or in a `Sequence`) may only name special
+/// tokens its `special_tokens` defines.
+fn check_templates(pp: &serde_json::Value) -> std::result::Result<(), String> {
+    match pp["type"].as_str() {
+        Some("Sequence") => {
+            for p in pp["processors"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                check_templates(p)?;
+            }
+        }
+        Some("TemplateProcessing") => {
+            for part in ["single", "pair"] {
+                for piece in pp[part].as_array().map(Vec::as_slice).unwrap_or_default() {
+                    let Some(id) = piece["SpecialToken"]["id"].as_str() else {
+                        continue;
+                    };
+                    if pp["special_tokens"].get(id).is_none() {
+                        return Err(format!(
+                            "post_processor: the {part} template uses special token {id:?}, \
+                             which its special_tokens does not define"
+                        ));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 impl Tokenizer {
     /// Loads a Hugging Face `tokenizer.json`. BOS, EOS, PAD and UNK come from a
     /// `tokenizer_config.json` beside it when there is one (plus `eos_token_id` of a
@@ -126,14 +159,19 @@ impl Tokenizer {
             return Err(LmError::io(path, e));
         }
         let text = std::fs::read_to_string(path).map_err(|e| LmError::io(path, e))?;
-        // JSON syntax first: the tokenizers library panics (an `expect` in its decoder's
-        // deserializer) on a syntax error inside the "decoder" value instead of returning one.
-        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&text) {
-            return Err(LmError::format(path, format!("not valid JSON: {e}")));
-        }
-        let inner = tokenizers::Tokenizer::from_str(&text).map_err(|e| {
-            LmError::format(path, format!("not a valid tokenizer.json: {}", one_line(e)))
-        })?;
+        // JSON syntax and the post-processor's template first: on a syntax error inside
+        // "decoder", or a template naming a special token it does not define, the tokenizers
+        // library panics (at load, or at the first encode) instead of returning an error.
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| LmError::format(path, format!("not valid JSON: {e}")))?;
+        check_templates(&json["post_processor"]).map_err(|m| LmError::format(path, m))?;
+        let inner = crate::guard::catch(|| tokenizers::Tokenizer::from_str(&text))
+            .map_err(|p| {
+                LmError::format(path, format!("the tokenizers library failed on it: {p}"))
+            })?
+            .map_err(|e| {
+                LmError::format(path, format!("not a valid tokenizer.json: {}", one_line(e)))
+            })?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let config = read_json_if_present(&dir.join("tokenizer_config.json"))?;
         let generation = read_json_if_present(&dir.join("generation_config.json"))?;
@@ -374,8 +412,8 @@ impl Tokenizer {
     }
 
     fn encoding(&self, text: &str, add_special: bool) -> Result<tokenizers::Encoding> {
-        self.inner
-            .encode(text, add_special)
+        crate::guard::catch(|| self.inner.encode(text, add_special))
+            .map_err(|p| self.error(format!("the tokenizers library failed to encode: {p}")))?
             .map_err(|e| self.error(format!("cannot encode text: {}", one_line(e))))
     }
 
@@ -387,8 +425,8 @@ impl Tokenizer {
                 self.vocab_size()
             )));
         }
-        self.inner
-            .decode(ids, skip_special)
+        crate::guard::catch(|| self.inner.decode(ids, skip_special))
+            .map_err(|p| self.error(format!("the tokenizers library failed to decode: {p}")))?
             .map_err(|e| self.error(format!("cannot decode ids: {}", one_line(e))))
     }
 
