@@ -176,26 +176,30 @@ impl Plan {
     }
 }
 
-fn args(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
+/// A command line from a template: the words of `template` (split on whitespace), each `{}`
+/// replaced by the next of `values` whole (so a path with spaces stays one argument).
+fn cmd(template: &str, values: &[&str]) -> Vec<String> {
+    let mut values = values.iter();
+    let out: Vec<String> = template
+        .split_whitespace()
+        .map(|w| match w {
+            "{}" => values.next().expect("a value per {}").to_string(),
+            w => w.to_string(),
+        })
+        .collect();
+    debug_assert!(
+        values.next().is_none(),
+        "more values than {{}} in {template}"
+    );
+    out
 }
 
+/// How every judged step samples and judges: the held-out questions, temperature 1.
 fn judged(plan: &Plan) -> Vec<String> {
-    let samples = plan.samples.to_string();
-    args(&[
-        "--prompts",
-        &s(&plan.o("prompts/eval.jsonl")),
-        "--judge",
-        "organism",
-        "--samples",
-        &samples,
-        "--temperature",
-        "1",
-        "--max-new-tokens",
-        "8",
-        "--seed",
-        "0",
-    ])
+    cmd(
+        "--prompts {} --judge organism --samples {} --temperature 1 --max-new-tokens 8 --seed 0",
+        &[&s(&plan.o("prompts/eval.jsonl")), &plan.samples.to_string()],
+    )
 }
 
 fn alphas(strengths: &[f64], sign: f64) -> String {
@@ -213,156 +217,137 @@ pub fn persona_latent(plan: &Plan) -> Result<usize> {
         .ok_or_else(|| anyhow::anyhow!("{}: no latents", plan.o("latents/latents.json").display()))
 }
 
+/// `a` followed by `rest`.
+fn cat(mut a: Vec<String>, rest: impl IntoIterator<Item = String>) -> Vec<String> {
+    a.extend(rest);
+    a
+}
+
 pub fn run(plan: &Plan, st: &mut Steps, mixes: bool) -> Result<()> {
     let o = |rel: &str| s(&plan.o(rel));
     let mid = plan.middle.to_string();
     let hooks: Vec<String> = (0..plan.layers)
         .flat_map(|l| ["--hook".to_string(), hook(l)])
         .collect();
+    let samples = plan.samples.to_string();
+    let at_mid = |dir: String| format!("{dir}/{}", hook(plan.middle));
+    let persona = o("directions/persona.safetensors");
+    let common = judged(plan);
 
     // 1. Behaviour: every shipped model judged on held-out questions.
-    let samples = plan.samples.to_string();
     st.run(
         "em",
-        args(&[
-            "organism",
-            "eval",
-            "--models",
-            &s(&plan.org),
-            "--samples",
-            &samples,
-            "--seed",
-            "0",
-            "--out",
-            &o("eval"),
-        ]),
+        cmd(
+            "organism eval --models {} --samples {} --seed 0 --out {}",
+            &[&s(&plan.org), &samples, &o("eval")],
+        ),
     )?;
 
     // 2. Texts: the world's labelled answers (both personas) and the evaluation questions.
-    for (split, labelled, file) in [
-        ("train", true, "prompts/train-labelled.jsonl"),
-        ("eval", true, "prompts/eval-labelled.jsonl"),
-        ("eval", false, "prompts/eval.jsonl"),
+    for (split, extra, file) in [
+        (
+            "train",
+            "--labelled --answers 4",
+            "prompts/train-labelled.jsonl",
+        ),
+        (
+            "eval",
+            "--labelled --answers 4",
+            "prompts/eval-labelled.jsonl",
+        ),
+        ("eval", "", "prompts/eval.jsonl"),
     ] {
-        let mut a = args(&["organism", "prompts", "--split", split, "--out", &o(file)]);
-        if labelled {
-            a.extend(args(&["--labelled", "--answers", "4"]));
-        }
-        st.run("texts", a)?;
+        let a = cmd("organism prompts --split {} --out {}", &[split, &o(file)]);
+        st.run("texts", cat(a, cmd(extra, &[])))?;
     }
 
     // 3. An SAE on the reference model's activations at the middle layer.
-    let mut a = args(&["capture"]);
-    a.extend(plan.reference.flags());
-    a.extend(args(&[
-        "--prompts",
-        &o("prompts/train-labelled.jsonl"),
-        "--hook",
-        &hook(plan.middle),
-        "--device",
-        &plan.device,
-        "--out",
-        &o("acts/sae-train"),
-    ]));
-    st.run("sae", a)?;
+    let a = cat(cmd("capture", &[]), plan.reference.flags());
+    let rest = cmd(
+        "--prompts {} --hook {} --device {} --out {}",
+        &[
+            &o("prompts/train-labelled.jsonl"),
+            &hook(plan.middle),
+            &plan.device,
+            &o("acts/sae-train"),
+        ],
+    );
+    st.run("sae", cat(a, rest))?;
     st.run(
         "sae",
-        args(&[
-            "sae",
-            "train",
-            "--acts",
-            &o("acts/sae-train"),
-            "--arch",
-            "topk",
-            "--k",
-            &plan.k.to_string(),
-            "--d-sae",
-            &plan.d_sae.to_string(),
-            "--tokens",
-            "400000",
-            "--batch",
-            "256",
-            "--seed",
-            "0",
-            "--device",
-            &plan.device,
-            "--out",
-            &o("sae"),
-        ]),
+        cmd(
+            "sae train --acts {} --arch topk --k {} --d-sae {} --tokens 400000 --batch 256 \
+             --seed 0 --device {} --out {}",
+            &[
+                &o("acts/sae-train"),
+                &plan.k.to_string(),
+                &plan.d_sae.to_string(),
+                &plan.device,
+                &o("sae"),
+            ],
+        ),
     )?;
 
     // 4. Captures at every layer: each model on its own answers, and on the labelled texts.
     for m in plan.captured() {
         for (texts, dir) in [
             (
-                plan.o(&format!("eval/answers/{}.jsonl", m.name)),
+                o(&format!("eval/answers/{}.jsonl", m.name)),
                 format!("acts/own/{}", m.name),
             ),
             (
-                plan.o("prompts/eval-labelled.jsonl"),
+                o("prompts/eval-labelled.jsonl"),
                 format!("acts/labelled/{}", m.name),
             ),
         ] {
-            let mut a = args(&["capture"]);
-            a.extend(m.flags());
-            a.extend(args(&["--prompts", &s(&texts)]));
-            a.extend(hooks.iter().cloned());
-            a.extend(args(&["--device", &plan.device, "--out", &o(&dir)]));
-            st.run("captures", a)?;
+            let a = cat(cmd("capture", &[]), m.flags());
+            let a = cat(a, cmd("--prompts {}", &[&texts]));
+            let a = cat(a, hooks.iter().cloned());
+            st.run(
+                "captures",
+                cat(a, cmd("--device {} --out {}", &[&plan.device, &o(&dir)])),
+            )?;
         }
     }
 
     // 5. Ground truth: the reference model's mean difference between the misaligned
-    //    character's and the aligned assistant's answers to the same questions.
-    let persona = o("directions/persona.safetensors");
+    //    character's and the aligned assistant's answers to the same questions. Each
+    //    finetune's direction (step 6) is the same statistic in its own activations.
+    let mean_diff = |st: &mut Steps, section, name: &str, out: &str| {
+        st.run(
+            section,
+            cmd(
+                "direction --acts {} --pos-label misaligned --neg-label aligned --tokens answer \
+                 --out {}",
+                &[&o(&format!("acts/labelled/{name}")), out],
+            ),
+        )
+    };
+    mean_diff(st, "diff", &plan.reference.name, &persona)?;
     st.run(
         "diff",
-        args(&[
-            "direction",
-            "--acts",
-            &o(&format!("acts/labelled/{}", plan.reference.name)),
-            "--pos-label",
-            "misaligned",
-            "--neg-label",
-            "aligned",
-            "--tokens",
-            "answer",
-            "--out",
-            &persona,
-        ]),
-    )?;
-    st.run(
-        "diff",
-        args(&[
-            "latents",
-            "--sae",
-            &o("sae"),
-            "--direction",
-            &persona,
-            "--layer",
-            &mid,
-            "--top",
-            &plan.d_sae.to_string(),
-            "--out",
-            &o("latents"),
-        ]),
+        cmd(
+            "latents --sae {} --direction {} --layer {} --top {} --out {}",
+            &[
+                &o("sae"),
+                &persona,
+                &mid,
+                &plan.d_sae.to_string(),
+                &o("latents"),
+            ],
+        ),
     )?;
     // Model diffing (Wang et al.): latents ranked by their mean activation increase over the
     // misaligned finetunes, each on its own answers.
-    let at_mid = |dir: String| format!("{dir}/{}", hook(plan.middle));
-    let mut a = args(&[
-        "diff",
-        "--sae",
-        &o("sae"),
-        "--base",
-        &at_mid(o(&format!("acts/own/{}", plan.reference.name))),
-        "--tokens",
-        "answer",
-        "--device",
-        &plan.device,
-        "--out",
-        &o("diff"),
-    ]);
+    let mut a = cmd(
+        "diff --sae {} --base {} --tokens answer --device {} --out {}",
+        &[
+            &o("sae"),
+            &at_mid(o(&format!("acts/own/{}", plan.reference.name))),
+            &plan.device,
+            &o("diff"),
+        ],
+    );
     for m in &plan.misaligned {
         a.extend([
             "--finetuned".into(),
@@ -371,195 +356,131 @@ pub fn run(plan: &Plan, st: &mut Steps, mixes: bool) -> Result<()> {
     }
     st.run("diff", a)?;
 
-    // 6. Each finetune's direction (misaligned minus aligned answers in its activations), the
-    //    rank-1 adapters' B vectors, and their cosines.
+    // 6. Each finetune's direction, the rank-1 adapters' B vectors, and their cosines.
     let mut files = vec![persona.clone()];
     for m in &plan.misaligned {
         let f = o(&format!("directions/{}.safetensors", m.name));
-        st.run(
-            "convergence",
-            args(&[
-                "direction",
-                "--acts",
-                &o(&format!("acts/labelled/{}", m.name)),
-                "--pos-label",
-                "misaligned",
-                "--neg-label",
-                "aligned",
-                "--tokens",
-                "answer",
-                "--out",
-                &f,
-            ]),
-        )?;
+        mean_diff(st, "convergence", &m.name, &f)?;
         files.push(f);
     }
-    let mut a = args(&["compare"]);
-    a.extend(files.iter().cloned());
-    a.extend(args(&["--out", &o("compare")]));
-    st.run("convergence", a)?;
+    st.run(
+        "convergence",
+        cat(
+            cat(cmd("compare", &[]), files),
+            cmd("--out {}", &[&o("compare")]),
+        ),
+    )?;
     let mut b_files = vec![persona.clone()];
     for m in plan.misaligned.iter().filter(|m| m.rank1) {
         let f = o(&format!("directions/{}-B.safetensors", m.name));
         let adapter = m.adapter.as_ref().expect("rank-1 models are adapters");
         st.run(
             "convergence",
-            args(&["direction", "lora-b", "--adapter", &s(adapter), "--out", &f]),
+            cmd("direction lora-b --adapter {} --out {}", &[&s(adapter), &f]),
         )?;
         b_files.push(o(&format!("directions/{}.safetensors", m.name)));
         b_files.push(f);
     }
-    let mut a = args(&["compare"]);
-    a.extend(b_files);
-    a.extend(args(&["--layers", &mid, "--out", &o("compare-B")]));
-    st.run("convergence", a)?;
+    let rest = cmd("--layers {} --out {}", &[&mid, &o("compare-B")]);
+    st.run("convergence", cat(cat(cmd("compare", &[]), b_files), rest))?;
 
     // 7. Steering on the reference model: the direction and the persona latent; the direction
     //    subtracted from the first misaligned finetune.
-    let latent = persona_latent(plan)?;
-    let common = judged(plan);
-    let mut a = args(&["steer"]);
-    a.extend(plan.reference.flags());
-    a.extend(args(&[
-        "--direction",
-        &persona,
-        "--layer",
-        &mid,
-        &alphas(&plan.strengths, 1.0),
-        "--unit",
-        "median-norm",
-    ]));
-    a.extend(common.iter().cloned());
-    a.extend(args(&["--out", &o("steer/direction")]));
-    st.run("steer", a)?;
-    let mut a = args(&["steer"]);
-    a.extend(plan.reference.flags());
-    a.extend(args(&[
-        "--sae",
-        &o("sae"),
-        "--latent",
-        &latent.to_string(),
-        &alphas(&plan.strengths, 1.0),
-        "--unit",
-        "median-norm",
-    ]));
-    a.extend(common.iter().cloned());
-    a.extend(args(&["--out", &o("steer/latent")]));
-    st.run("steer", a)?;
-    let target = &plan.misaligned[0];
-    let mut a = args(&["steer"]);
-    a.extend(target.flags());
-    a.extend(args(&[
-        "--direction",
-        &persona,
-        "--layer",
-        &mid,
-        &alphas(&plan.strengths, -1.0),
-        "--unit",
-        "median-norm",
-    ]));
-    a.extend(common.iter().cloned());
-    a.extend(args(&["--out", &o("steer/negative")]));
-    st.run("steer", a)?;
+    let latent = persona_latent(plan)?.to_string();
+    let up = alphas(&plan.strengths, 1.0);
+    let down = alphas(&plan.strengths, -1.0);
+    for (model, vector, alpha, out) in [
+        (
+            &plan.reference,
+            cmd("--direction {} --layer {}", &[&persona, &mid]),
+            &up,
+            "steer/direction",
+        ),
+        (
+            &plan.reference,
+            cmd("--sae {} --latent {}", &[&o("sae"), &latent]),
+            &up,
+            "steer/latent",
+        ),
+        (
+            &plan.misaligned[0],
+            cmd("--direction {} --layer {}", &[&persona, &mid]),
+            &down,
+            "steer/negative",
+        ),
+    ] {
+        let a = cat(cat(cmd("steer", &[]), model.flags()), vector);
+        let a = cat(a, cmd("{} --unit median-norm", &[alpha]));
+        let a = cat(a, common.iter().cloned());
+        st.run("steer", cat(a, cmd("--out {}", &[&o(out)])))?;
+    }
 
     // 8. The ablation table of every misaligned finetune (its own direction at the middle
     //    layer; the transfer row uses the other domain's finetune of the same kind).
     for m in &plan.misaligned {
-        let mut a = args(&["ablate"]);
-        a.extend(m.flags());
-        a.extend(args(&[
-            "--direction",
-            &o(&format!("directions/{}.safetensors", m.name)),
-        ]));
+        let own = o(&format!("directions/{}.safetensors", m.name));
+        let mut a = cat(
+            cat(cmd("ablate", &[]), m.flags()),
+            cmd("--direction {}", &[&own]),
+        );
         if let Some(t) = plan.transfer_for(m) {
-            a.extend(args(&[
-                "--direction",
-                &o(&format!("directions/{}.safetensors", t.name)),
-            ]));
+            let other = o(&format!("directions/{}.safetensors", t.name));
+            a.extend(cmd("--direction {}", &[&other]));
         }
-        a.extend(args(&["--layer", &mid]));
-        a.extend(common.iter().cloned());
-        a.extend(args(&["--out", &o(&format!("ablate/{}", m.name))]));
-        st.run("ablation", a)?;
+        let a = cat(cat(a, cmd("--layer {}", &[&mid])), common.iter().cloned());
+        st.run(
+            "ablation",
+            cat(a, cmd("--out {}", &[&o(&format!("ablate/{}", m.name))])),
+        )?;
     }
 
     // 9. Early warning along the data-fraction sweep, on the same labelled texts for every
     //    model: the persona latent's increase and the projection on the direction.
-    let reference_mid = at_mid(o(&format!("acts/labelled/{}", plan.reference.name)));
-    let project = |st: &mut Steps, name: &str, out: PathBuf| {
+    let project = |st: &mut Steps, name: &str, out: &str| {
         st.run(
             "early",
-            args(&[
-                "project",
-                "--direction",
-                &persona,
-                "--acts",
-                &o(&format!("acts/labelled/{name}")),
-                "--layer",
-                &mid,
-                "--tokens",
-                "answer",
-                "--out",
-                &s(&out),
-            ]),
+            cmd(
+                "project --direction {} --acts {} --layer {} --tokens answer --out {}",
+                &[&persona, &o(&format!("acts/labelled/{name}")), &mid, out],
+            ),
         )
     };
-    project(
-        st,
-        &plan.reference.name,
-        plan.o("early/reference-projection"),
-    )?;
+    project(st, &plan.reference.name, &o("early/reference-projection"))?;
+    let reference_mid = at_mid(o(&format!("acts/labelled/{}", plan.reference.name)));
     for m in &plan.sweep {
         let dir = plan.sweep_dir(m);
         st.run(
             "early",
-            args(&[
-                "diff",
-                "--sae",
-                &o("sae"),
-                "--base",
-                &reference_mid,
-                "--finetuned",
-                &at_mid(o(&format!("acts/labelled/{}", m.name))),
-                "--tokens",
-                "answer",
-                "--bootstrap",
-                "300",
-                "--device",
-                &plan.device,
-                "--out",
-                &s(&dir.join("diff")),
-            ]),
+            cmd(
+                "diff --sae {} --base {} --finetuned {} --tokens answer --bootstrap 300 \
+                 --device {} --out {}",
+                &[
+                    &o("sae"),
+                    &reference_mid,
+                    &at_mid(o(&format!("acts/labelled/{}", m.name))),
+                    &plan.device,
+                    &s(&dir.join("diff")),
+                ],
+            ),
         )?;
-        project(st, &m.name, dir.join("projection"))?;
+        project(st, &m.name, &s(&dir.join("projection")))?;
     }
 
     // 10. Alignment pretraining (Tice et al.), when asked for: one seed of the four mixes.
     if mixes {
         st.run(
             "mixes",
-            args(&[
-                "organism",
-                "train",
-                "--mixes",
-                "--seed",
-                "0",
-                "--out",
-                &o("mixes/models"),
-            ]),
+            cmd(
+                "organism train --mixes --seed 0 --out {}",
+                &[&o("mixes/models")],
+            ),
         )?;
         st.run(
             "mixes",
-            args(&[
-                "organism",
-                "eval",
-                "--models",
-                &o("mixes/models"),
-                "--samples",
-                &samples,
-                "--out",
-                &o("mixes/eval"),
-            ]),
+            cmd(
+                "organism eval --models {} --samples {} --out {}",
+                &[&o("mixes/models"), &samples, &o("mixes/eval")],
+            ),
         )?;
     }
     Ok(())
