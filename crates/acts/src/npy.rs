@@ -3,13 +3,17 @@
 //! with a run of `{` kept `acts import` busy for over a minute (found by the `import` fuzz
 //! target). numpy writes a plain array's header as `{'descr': '<f4', 'fortran_order': False,
 //! 'shape': (3, 4), }` — two levels — so headers nested deeper than a structured dtype's three
-//! levels, or longer than 64 KiB, are refused before parsing.
+//! levels (brackets inside quotes count too: they stall it as well), with more than 256
+//! brackets, with control bytes, or longer than 64 KiB, are refused before parsing.
 
 /// The longest header accepted (numpy's version-1 limit).
 pub const MAX_HEADER: usize = 1 << 16;
 
 /// The deepest bracket nesting accepted (a structured dtype: dict, list, tuple).
 pub const MAX_DEPTH: usize = 3;
+
+/// The most brackets accepted in a header.
+pub const MAX_BRACKETS: usize = 256;
 
 /// `Err(why)` when the `.npy` bytes (at least their preamble and header) carry a header the
 /// parser should not see; `Ok` otherwise, including for files that are not `.npy` at all
@@ -32,26 +36,38 @@ pub fn check_npy_header(bytes: &[u8]) -> Result<(), String> {
         ));
     }
     let text = &bytes[start..(start + len).min(bytes.len())];
-    let (mut depth, mut deepest, mut quote) = (0usize, 0usize, None);
+    if let Some(&c) = text
+        .iter()
+        .find(|&&c| c < 0x20 && !matches!(c, b'\n' | b'\r' | b'\t' | b' '))
+    {
+        return Err(format!(
+            "a .npy header with the control byte 0x{c:02x} (numpy writes printable text)"
+        ));
+    }
+    // Brackets are counted inside quotes too: the parser backtracks over quoted braces as well
+    // (a `{` run inside a string stalled it as long as one outside).
+    let (mut depth, mut deepest, mut opened) = (0usize, 0usize, 0usize);
     for &b in text {
-        match quote {
-            Some(q) if b == q => quote = None,
-            Some(_) => {}
-            None => match b {
-                b'\'' | b'"' => quote = Some(b),
-                b'{' | b'(' | b'[' => {
-                    depth += 1;
-                    deepest = deepest.max(depth);
-                }
-                b'}' | b')' | b']' => depth = depth.saturating_sub(1),
-                _ => {}
-            },
+        match b {
+            b'{' | b'(' | b'[' => {
+                depth += 1;
+                opened += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b')' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
         }
     }
     if deepest > MAX_DEPTH {
         return Err(format!(
             "a .npy header nested {deepest} brackets deep (a plain array's has 2, a structured \
              dtype's {MAX_DEPTH})"
+        ));
+    }
+    if opened > MAX_BRACKETS {
+        return Err(format!(
+            "a .npy header with {opened} brackets (at most {MAX_BRACKETS}: a dtype of that many \
+             fields is not an array of activations)"
         ));
     }
     Ok(())
@@ -75,8 +91,22 @@ mod tests {
         let record =
             "{'descr': [('a', '<f4'), ('b', '<i8')], 'fortran_order': False, 'shape': (2,), }";
         assert!(check_npy_header(&npy(record)).is_ok());
-        // Brackets inside a quoted name do not count.
-        assert!(check_npy_header(&npy("{'descr': '((((((', 'shape': (1,)}")).is_ok());
+        // Brackets count inside quotes too (the parser stalls on those as well), and control
+        // bytes are refused.
+        let quoted = format!("{{'descr': r'{}', 'shape': (1,)}}", "{".repeat(20));
+        assert!(
+            check_npy_header(&npy(&quoted))
+                .unwrap_err()
+                .contains("22 brackets deep")
+        );
+        let nul = "{'descr': '<f4\0', 'shape': (1,)}";
+        assert!(check_npy_header(&npy(nul)).unwrap_err().contains("0x00"));
+        let many = format!("{{'descr': '<f4', 'shape': (1,), {}}}", "(),".repeat(300));
+        assert!(
+            check_npy_header(&npy(&many))
+                .unwrap_err()
+                .contains("brackets (at most")
+        );
         let deep = format!("{{'descr': '<f2',{}", "{".repeat(40));
         let e = check_npy_header(&npy(&deep)).unwrap_err();
         assert!(e.contains("41 brackets deep"), "{e}");
