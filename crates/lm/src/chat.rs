@@ -95,6 +95,26 @@ impl std::fmt::Debug for ChatTemplate {
     }
 }
 
+/// The longest rendered conversation accepted (a chat prompt is kilobytes).
+const MAX_RENDERED: usize = 16 << 20;
+
+/// A writer that refuses to grow past [`MAX_RENDERED`].
+struct Bounded(Vec<u8>);
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_RENDERED {
+            self.0.resize(MAX_RENDERED, 0);
+            return Err(std::io::Error::other("rendered text too long"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl ChatTemplate {
     /// Compiles `source` (Jinja). `bos_token`/`eos_token` are the strings the template sees.
     pub fn new(
@@ -205,6 +225,7 @@ impl ChatTemplate {
 
     /// Renders `messages`; `add_generation_prompt` appends the header of an assistant turn.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let n_messages = messages.len();
         let messages: Vec<Value> = messages
             .iter()
             .map(|m| {
@@ -227,9 +248,23 @@ impl ChatTemplate {
         ];
         context.extend(self.kwargs.iter().cloned());
         let template = self.env.get_template(TEMPLATE).map_err(|e| self.error(e))?;
-        template
-            .render(Value::from_pairs(context))
-            .map_err(|e| self.error(e))
+        // Written through a bounded buffer: a template that repeats a list millions of times
+        // (`{{ [x] * 5104 * 5104 }}`, found by fuzzing) stops at the bound instead of
+        // formatting for minutes.
+        let mut out = Bounded(Vec::new());
+        if let Err(e) = template.render_captured_to(Value::from_pairs(context), &mut out) {
+            if out.0.len() >= MAX_RENDERED {
+                return Err(LmError::Tokenizer(format!(
+                    "{}: renders more than {} MiB of text for {} messages",
+                    self.origin,
+                    MAX_RENDERED >> 20,
+                    n_messages
+                )));
+            }
+            return Err(self.error(e));
+        }
+        String::from_utf8(out.0)
+            .map_err(|e| LmError::Tokenizer(format!("{}: renders invalid UTF-8: {e}", self.origin)))
     }
 
     /// Renders `messages` and locates each assistant message's content (see the module docs).

@@ -269,6 +269,12 @@ fn from_array(
     kind: &str,
 ) -> Result<Directions> {
     let mut layers = BTreeMap::new();
+    if shape.contains(&0) {
+        return Err(input(
+            path,
+            format!("array of shape {shape:?} holds no values; expected a direction"),
+        ));
+    }
     match shape {
         [_] => {
             let l = layer.ok_or_else(|| {
