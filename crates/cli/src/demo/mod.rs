@@ -110,15 +110,18 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let org = std::fs::canonicalize(&org).with_context(|| format!("{}", org.display()))?;
     let _lock = crate::report::lock_output("--out", &a.out, &[("--organism", org.as_path())])?;
     prepare_out(&a.out)?;
+    // Absolute, so the report's `$OUT` stands for exactly this directory.
+    let out =
+        std::fs::canonicalize(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
     let manifest = lantern_organism::zoo::Manifest::read(&org.join("organism.json"))?;
-    let plan = pipeline::Plan::new(&org, &manifest, &a.out, &a.device, samples, a.quick)?;
-    let mut steps = steps::Steps::new(&a.out, &org, plan.count(a.mixes))?;
+    let plan = pipeline::Plan::new(&org, &manifest, &out, &a.device, samples, a.quick)?;
+    let mut steps = steps::Steps::new(&out, &org, plan.count(a.mixes))?;
     let ran = pipeline::run(&plan, &mut steps, a.mixes);
     steps.finish();
     ran?;
     let report = results::collect(&plan, &steps, a.mixes, start.elapsed().as_secs_f64())?;
     crate::report::write_json(&a.out.join("report.json"), &report)?;
-    let page = html::page(&report, &a.out)?;
+    let page = html::page(&report, &out)?;
     lantern_output::write_atomic(&a.out.join("report.html"), page.as_bytes())?;
     results::print_summary(&report);
     println!(

@@ -95,27 +95,37 @@ impl Steps {
     /// A command line as the report shows it: `$ORG` and `$OUT` for the two directories,
     /// shell-quoted where needed.
     pub fn display(&self, args: &[String]) -> String {
-        let org = self.org.display().to_string();
-        let out = self.out.display().to_string();
-        args.iter()
-            .map(|a| {
-                let a = a.replace(&org, "$ORG");
-                let a = if out.is_empty() {
-                    a
-                } else {
-                    a.replace(&out, "$OUT")
-                };
-                if a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./,:=$+".contains(c))
-                {
-                    a
-                } else {
-                    format!("'{}'", a.replace('\'', r"'\''"))
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+        show(args, &self.org, &self.out)
     }
+}
+
+/// A command line as the report shows it: `$ORG` and `$OUT` for the two directories (only in
+/// arguments that are paths under them), shell-quoted where needed.
+fn show(args: &[String], org: &Path, out: &Path) -> String {
+    let org = org.display().to_string();
+    let out = out.display().to_string();
+    // A path argument that starts with one of the two directories (never a flag that
+    // happens to contain its name).
+    let short = |a: &str, dir: &str, var: &str| -> Option<String> {
+        let rest = a.strip_prefix(dir)?;
+        (!dir.is_empty() && (rest.is_empty() || rest.starts_with('/')))
+            .then(|| format!("{var}{rest}"))
+    };
+    args.iter()
+        .map(|a| {
+            let a = short(a, &org, "$ORG")
+                .or_else(|| short(a, &out, "$OUT"))
+                .unwrap_or_else(|| a.clone());
+            if a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./,:=$+".contains(c))
+            {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Standard output and error sent to a file until dropped (the steps' own tables and progress
@@ -161,5 +171,34 @@ impl Drop for Redirect {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::show;
+    use std::path::Path;
+
+    #[test]
+    fn commands_name_the_two_directories_and_leave_other_words_alone() {
+        let args: Vec<String> = [
+            "organism",
+            "eval",
+            "--models",
+            "/cache/org",
+            "--out",
+            "/w/o/eval",
+            "--top",
+            "/w/o",
+            "/w/oo/x",
+            "-o",
+            "a b",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            show(&args, Path::new("/cache/org"), Path::new("/w/o")),
+            "organism eval --models $ORG --out $OUT/eval --top $OUT /w/oo/x -o 'a b'"
+        );
     }
 }
