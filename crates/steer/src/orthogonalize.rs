@@ -213,6 +213,25 @@ mod tests {
     use lantern_lm::adapter::LoraConfig;
     use lantern_lm::weights::HostTensor;
 
+    /// An adapter of rank `r` (α = r) holding `layers`.
+    fn adapter_of(r: usize, layers: Vec<LoraLayer>) -> LoraAdapter {
+        LoraAdapter {
+            dir: "adapter".into(),
+            config: LoraConfig {
+                r,
+                lora_alpha: r as f64,
+                use_rslora: false,
+                fan_in_fan_out: false,
+                target_modules: vec![],
+                layers_to_transform: None,
+                modules_to_save: vec![],
+                alpha_pattern: Default::default(),
+            },
+            layers,
+            replaced: Default::default(),
+        }
+    }
+
     #[test]
     fn lora_b_loses_its_component_along_r_and_keeps_its_norm() {
         // B [3, 2]; r = e0 + e1.
@@ -229,24 +248,13 @@ mod tests {
             },
             scale: 1.0,
         };
-        let mut a = LoraAdapter {
-            dir: "adapter".into(),
-            config: LoraConfig {
-                r: 2,
-                lora_alpha: 2.0,
-                use_rslora: false,
-                fan_in_fan_out: false,
-                target_modules: vec![],
-                layers_to_transform: None,
-                modules_to_save: vec![],
-                alpha_pattern: Default::default(),
-            },
-            layers: vec![
+        let mut a = adapter_of(
+            2,
+            vec![
                 layer("model.layers.0.mlp.down_proj"),
                 layer("model.layers.0.self_attn.q_proj"),
             ],
-            replaced: Default::default(),
-        };
+        );
         let changed = ablate_lora_b(&mut a, &[1.0, 1.0, 0.0]).unwrap();
         assert_eq!(changed, ["model.layers.0.mlp.down_proj"]);
         // By hand, r̂ = (1, 1, 0)/√2: column 0 = (1, 3, 0.5) − 2·(1, 1, 0) = (−1, 1, 0.5);
@@ -277,21 +285,7 @@ mod tests {
             },
             scale: 1.0,
         };
-        let adapter = |layers| LoraAdapter {
-            dir: "adapter".into(),
-            config: LoraConfig {
-                r: 1,
-                lora_alpha: 1.0,
-                use_rslora: false,
-                fan_in_fan_out: false,
-                target_modules: vec![],
-                layers_to_transform: None,
-                modules_to_save: vec![],
-                alpha_pattern: Default::default(),
-            },
-            layers,
-            replaced: Default::default(),
-        };
+        let adapter = |layers| adapter_of(1, layers);
         let a = adapter(vec![
             layer("model.layers.1.mlp.down_proj", 1, vec![1.0, 2.0, 3.0]),
             layer("model.layers.1.self_attn.q_proj", 1, vec![9.0, 9.0, 9.0]),
