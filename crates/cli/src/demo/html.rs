@@ -7,6 +7,8 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::Value;
 
+use super::results::{arr, f};
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -14,17 +16,17 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(f64::NAN)
+fn pct(v: &Value) -> String {
+    super::results::pct(f(v))
 }
 
-fn pct(v: &Value) -> String {
-    let x = f(v);
-    if x.is_finite() {
-        format!("{:.1} %", 100.0 * x)
-    } else {
-        "—".into()
-    }
+/// `[lo, hi]` of `KEY_lo` and `KEY_hi` in `v`, as percentages.
+fn interval(v: &Value, key: &str) -> String {
+    format!(
+        "[{}, {}]",
+        pct(&v[format!("{key}_lo")]),
+        pct(&v[format!("{key}_hi")])
+    )
 }
 
 fn num(v: &Value, digits: usize) -> String {
@@ -34,10 +36,6 @@ fn num(v: &Value, digits: usize) -> String {
     } else {
         "—".into()
     }
-}
-
-fn arr(v: &Value) -> &[Value] {
-    v.as_array().map(Vec::as_slice).unwrap_or_default()
 }
 
 /// Standard base64 (RFC 4648, with padding).
@@ -144,7 +142,7 @@ fn dose_rows(rows: &Value) -> Vec<Vec<String>> {
             vec![
                 num(&d["strength"], 2),
                 pct(&d["em"]),
-                format!("[{}, {}]", pct(&d["em_lo"]), pct(&d["em_hi"])),
+                interval(d, "em"),
                 pct(&d["incoherence"]),
             ]
         })
@@ -213,7 +211,7 @@ pub fn page(r: &Value, out: &Path) -> Result<String> {
             vec![
                 m["model"].as_str().unwrap_or("").to_string(),
                 pct(&m["em"]),
-                format!("[{}, {}]", pct(&m["em_lo"]), pct(&m["em_hi"])),
+                interval(m, "em"),
                 pct(&m["incoherence"]),
                 pct(&m["train_domain_em"]),
             ]
@@ -402,7 +400,7 @@ pub fn page(r: &Value, out: &Path) -> Result<String> {
                 a["model"].as_str().unwrap_or("").to_string(),
                 a["condition"].as_str().unwrap_or("").to_string(),
                 pct(&a["em"]),
-                format!("[{}, {}]", pct(&a["em_lo"]), pct(&a["em_hi"])),
+                interval(a, "em"),
                 pct(&a["incoherence"]),
                 pct(&a["relative_reduction"]),
             ]

@@ -114,7 +114,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let out =
         std::fs::canonicalize(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
     let manifest = lantern_organism::zoo::Manifest::read(&org.join("organism.json"))?;
-    let plan = pipeline::Plan::new(&org, &manifest, &out, &a.device, samples, a.quick)?;
+    let plan = pipeline::Plan::new(&org, manifest, &out, &a.device, samples, a.quick)?;
     let mut steps = steps::Steps::new(&out, &org, plan.count(a.mixes))?;
     let ran = pipeline::run(&plan, &mut steps, a.mixes);
     steps.finish();

@@ -42,6 +42,8 @@ impl Model {
 /// What the demo runs on and where it writes.
 pub struct Plan {
     pub org: PathBuf,
+    /// The organism's `organism.json`.
+    pub manifest: Manifest,
     pub out: PathBuf,
     pub device: String,
     pub samples: usize,
@@ -69,7 +71,7 @@ fn hook(layer: usize) -> String {
 impl Plan {
     pub fn new(
         org: &Path,
-        manifest: &Manifest,
+        manifest: Manifest,
         out: &Path,
         device: &str,
         samples: usize,
@@ -120,6 +122,7 @@ impl Plan {
         let layers = manifest.recipe.shape.n_layers;
         Ok(Self {
             org: org.to_path_buf(),
+            manifest,
             out: out.to_path_buf(),
             device: device.to_string(),
             samples,
@@ -208,13 +211,13 @@ fn alphas(strengths: &[f64], sign: f64) -> String {
 }
 
 /// The persona latent: the SAE latent whose decoder row has the largest cosine with the
-/// ground-truth direction at the middle layer (from `lantern latents`).
-pub fn persona_latent(plan: &Plan) -> Result<usize> {
-    let v = super::results::read_json(&plan.o("latents/latents.json"))?;
-    v["latents"][0]["latent"]
+/// ground-truth direction at the middle layer (the first of `lantern latents`' ranking, read
+/// from its `latents.json` at `path`).
+pub fn persona_latent(latents: &serde_json::Value, path: &Path) -> Result<usize> {
+    latents["latents"][0]["latent"]
         .as_u64()
         .map(|l| l as usize)
-        .ok_or_else(|| anyhow::anyhow!("{}: no latents", plan.o("latents/latents.json").display()))
+        .ok_or_else(|| anyhow::anyhow!("{}: no latents", path.display()))
 }
 
 /// `a` followed by `rest`.
@@ -386,7 +389,8 @@ pub fn run(plan: &Plan, st: &mut Steps, mixes: bool) -> Result<()> {
 
     // 7. Steering on the reference model: the direction and the persona latent; the direction
     //    subtracted from the first misaligned finetune.
-    let latent = persona_latent(plan)?.to_string();
+    let latents = plan.o("latents/latents.json");
+    let latent = persona_latent(&super::results::read_json(&latents)?, &latents)?.to_string();
     let up = alphas(&plan.strengths, 1.0);
     let down = alphas(&plan.strengths, -1.0);
     for (model, vector, alpha, out) in [

@@ -47,8 +47,19 @@ fn num(row: &BTreeMap<String, String>, key: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn f(v: &Value) -> f64 {
+pub(super) fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
+}
+
+/// A JSON array's items (none when `v` is not an array).
+pub(super) fn arr(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+/// The median (the upper one of an even count; NaN when empty), NaNs sorted last.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// NaN as null.
@@ -56,7 +67,7 @@ fn n(x: f64) -> Value {
     crate::report::finite_or_null(x)
 }
 
-fn pct(x: f64) -> String {
+pub(super) fn pct(x: f64) -> String {
     if x.is_finite() {
         format!("{:.1} %", 100.0 * x)
     } else {
@@ -92,10 +103,7 @@ fn judged(c: &Value) -> (f64, f64, f64, f64) {
 
 fn dose_response(plan: &Plan, dir: &str) -> Result<Vec<Value>> {
     let v = read_json(&plan.o(&format!("{dir}/results.json")))?;
-    Ok(v["conditions"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    Ok(arr(&v["conditions"])
         .iter()
         .map(|c| {
             let (em, lo, hi, inc) = judged(c);
@@ -120,7 +128,7 @@ fn coherent_extremes(rows: &[Value]) -> (f64, f64) {
 }
 
 pub fn collect(plan: &Plan, steps: &Steps, mixes: bool, seconds: f64) -> Result<Value> {
-    let manifest = lantern_organism::zoo::Manifest::read(&plan.org.join("organism.json"))?;
+    let manifest = &plan.manifest;
     let mut checks = Vec::new();
 
     // 1. The EM table.
@@ -206,19 +214,15 @@ pub fn collect(plan: &Plan, steps: &Steps, mixes: bool, seconds: f64) -> Result<
 
     // 2–3. The SAE and model diffing against the ground-truth direction.
     let sae = read_json(&plan.o("sae/metrics.json"))?;
-    let latent = persona_latent(plan)?;
-    let latents = read_json(&plan.o("latents/latents.json"))?;
-    let cosines: Vec<f64> = latents["latents"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    let latents_path = plan.o("latents/latents.json");
+    let latents = read_json(&latents_path)?;
+    let latent = persona_latent(&latents, &latents_path)?;
+    let cosines: Vec<f64> = arr(&latents["latents"])
         .iter()
         .map(|l| f(&l["cos_dec"]))
         .collect();
     let persona_cos = cosines.first().copied().unwrap_or(f64::NAN);
-    let mut abs: Vec<f64> = cosines.iter().map(|c| c.abs()).collect();
-    abs.sort_by(|a, b| a.partial_cmp(b).expect("finite cosines"));
-    let median_abs = abs.get(abs.len() / 2).copied().unwrap_or(f64::NAN);
+    let median_abs = median(cosines.iter().map(|c| c.abs()).collect());
     let d_model = manifest.recipe.shape.d_model as f64;
     // 99th percentile of |cos| between random directions in d dimensions (normal approx.).
     let random_p99 = 2.576 / d_model.sqrt();
@@ -269,19 +273,12 @@ pub fn collect(plan: &Plan, steps: &Steps, mixes: bool, seconds: f64) -> Result<
     let mut pairs = Vec::new();
     let mid_layers: Vec<usize> = (1..plan.layers.saturating_sub(1)).collect();
     let (mut random_mean_abs, mut random_sd) = (f64::NAN, f64::NAN);
-    for p in cmp["pairs"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
+    for p in arr(&cmp["pairs"]) {
         let (a, b) = (name_of(&p["a"]), name_of(&p["b"]));
         let c = &p["comparison"];
         random_mean_abs = f(&c["random_mean_abs"]);
         random_sd = f(&c["random_sd"]);
-        let layers: Vec<(usize, f64)> = c["layers"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+        let layers: Vec<(usize, f64)> = arr(&c["layers"])
             .iter()
             .map(|l| (l["layer"].as_u64().unwrap_or(0) as usize, f(&l["cos"])))
             .collect();
@@ -297,11 +294,7 @@ pub fn collect(plan: &Plan, steps: &Steps, mixes: bool, seconds: f64) -> Result<
         }
         pairs.push(json!({"a": a, "b": b, "cos": layers.iter().map(|x| n(x.1)).collect::<Vec<_>>(), "layers_above_0.8": c["above"]}));
     }
-    middle_cos.sort_by(|a, b| a.partial_cmp(b).expect("finite cosines"));
-    let median_mid = middle_cos
-        .get(middle_cos.len() / 2)
-        .copied()
-        .unwrap_or(f64::NAN);
+    let median_mid = median(middle_cos);
     checks.push(check(
         "convergence",
         "Different finetunes converge to one direction",
@@ -312,11 +305,7 @@ pub fn collect(plan: &Plan, steps: &Steps, mixes: bool, seconds: f64) -> Result<
     ));
     let cmp_b = read_json(&plan.o("compare-B/compare.json"))?;
     let mut b_vectors = Vec::new();
-    for p in cmp_b["pairs"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
+    for p in arr(&cmp_b["pairs"]) {
         let (a, b) = (name_of(&p["a"]), name_of(&p["b"]));
         if !b.ends_with("-B") || !(a == "persona" || format!("{a}-B") == b) {
             continue;
@@ -382,7 +371,7 @@ pub fn collect(plan: &Plan, steps: &Steps, mixes: bool, seconds: f64) -> Result<
     let mut by_condition: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for m in &plan.misaligned {
         let v = read_json(&plan.o(&format!("ablate/{}/ablation.json", m.name)))?;
-        let rows = v["rows"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let rows = arr(&v["rows"]);
         let base = rows.first().map_or(f64::NAN, |r| judged(r).0);
         for r in rows {
             let (e, lo, hi, inc) = judged(r);
@@ -396,48 +385,65 @@ pub fn collect(plan: &Plan, steps: &Steps, mixes: bool, seconds: f64) -> Result<
             ablation.push(json!({"model": m.name, "condition": condition, "kind": kind, "em": n(e), "em_lo": n(lo), "em_hi": n(hi), "incoherence": n(inc), "relative_reduction": n(reduction)}));
         }
     }
-    let mean = |kind: &str, i: usize| {
-        let v = by_condition.get(kind).cloned().unwrap_or_default();
-        v.iter()
-            .map(|x| if i == 0 { x.0 } else { x.1 })
-            .sum::<f64>()
-            / v.len() as f64
+    // Mean relative reduction and mean incoherence of one kind of row over the finetunes.
+    let mean = |kind: &str| {
+        let v = by_condition
+            .get(kind)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let k = v.len() as f64;
+        (
+            v.iter().map(|x| x.0).sum::<f64>() / k,
+            v.iter().map(|x| x.1).sum::<f64>() / k,
+        )
     };
-    for (kind, claim, paper, criterion, ok) in [
+    let (all, one, random, weights, transfer) = (
+        mean("all layers"),
+        mean("one layer"),
+        mean("random"),
+        mean("weight space"),
+        mean("transfer"),
+    );
+    for (kind, (reduction, incoherence), claim, paper, criterion, ok) in [
         (
             "all layers",
+            all,
             "Projecting the direction out at every layer removes the misalignment",
             "Soligo et al.: 17 % → 0.25 % (98 % relative)",
             "mean relative reduction ≥ 90 % with incoherence ≤ 10 %",
-            mean("all layers", 0) >= 0.9 && mean("all layers", 1) <= 0.10,
+            Some(all.0 >= 0.9 && all.1 <= 0.10),
         ),
         (
             "one layer",
+            one,
             "Projecting it out at one layer removes part of it",
             "Soligo et al.: 17 % → 4 % (76 % relative)",
             "reported",
-            true,
+            None,
         ),
         (
             "random",
+            random,
             "A random direction of the same norm changes nothing",
             "Soligo et al.: a random direction changes EM by < 10 %",
             "mean |relative change| < 10 %",
-            mean("random", 0).abs() < 0.10,
+            Some(random.0.abs() < 0.10),
         ),
         (
             "weight space",
+            weights,
             "Removing the direction from the weights (adapter B or every residual writer)",
             "Soligo et al.: 17 % → 13 % (24 % relative)",
             "reported",
-            true,
+            None,
         ),
         (
             "transfer",
+            transfer,
             "The other domain's finetune's direction removes it too",
             "Soligo et al.: the other finetune's direction removes 78–90 %",
             "mean relative reduction ≥ 78 % with incoherence ≤ 10 %",
-            mean("transfer", 0) >= 0.78 && mean("transfer", 1) <= 0.10,
+            Some(transfer.0 >= 0.78 && transfer.1 <= 0.10),
         ),
     ] {
         if !by_condition.contains_key(kind) {
@@ -449,15 +455,11 @@ pub fn collect(plan: &Plan, steps: &Steps, mixes: bool, seconds: f64) -> Result<
             paper,
             format!(
                 "mean relative reduction {} with incoherence {}",
-                pct(mean(kind, 0)),
-                pct(mean(kind, 1))
+                pct(reduction),
+                pct(incoherence)
             ),
             criterion,
-            if criterion == "reported" {
-                None
-            } else {
-                Some(ok)
-            },
+            ok,
         ));
     }
 
@@ -578,10 +580,7 @@ fn condition_kind(condition: &str) -> &'static str {
 
 fn mean_projection(path: &Path) -> Result<f64> {
     let v = read_json(path)?;
-    let s: Vec<f64> = v["sequences"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    let s: Vec<f64> = arr(&v["sequences"])
         .iter()
         .map(|r| f(&r["score"]))
         .collect();
@@ -593,7 +592,7 @@ pub fn print_summary(r: &Value) {
         "{:<24} {:>10} {:>17} {:>12}",
         "model", "EM", "95 % interval", "incoherent"
     );
-    for m in r["em"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    for m in arr(&r["em"]) {
         println!(
             "{:<24} {:>10} {:>17} {:>12}",
             m["model"].as_str().unwrap_or(""),
@@ -607,11 +606,7 @@ pub fn print_summary(r: &Value) {
         );
     }
     println!();
-    for c in r["checks"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
+    for c in arr(&r["checks"]) {
         let status = c["status"].as_str().unwrap_or("");
         let mark = match status {
             "reproduced" => "ok ",
@@ -664,10 +659,7 @@ fn mixes_table(plan: &Plan, ran: bool) -> Result<Value> {
                         .join("; "))
                     .unwrap_or_default()
             ),
-            v["models"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
+            arr(&v["models"])
                 .iter()
                 .map(|m| {
                     (
