@@ -188,30 +188,14 @@ fn rank2(file: &Path, shape: impl Iterator<Item = u64>) -> Result<(u64, usize)> 
 
 /// Parses a `.npy` header from `reader`, leaving it at the data.
 fn npy_source<'a>(file: &Path, mut reader: impl Read + 'a) -> Result<Source<'a>> {
-    // The preamble and header, checked before npyz parses them (see `crate::npy`).
-    let mut head = vec![0u8; 12];
+    // The preamble and header (never longer than this), checked before npyz parses them (see
+    // `crate::npy`); the bytes read are put back in front of the rest.
+    let mut head = vec![0u8; 12 + crate::npy::MAX_HEADER + 1];
     let got = read_up_to(&mut reader, &mut head)
         .map_err(|e| invalid(file, format!("not a valid .npy array: {e}")))?;
     head.truncate(got);
-    if got >= 10 && &head[..6] == b"\x93NUMPY" {
-        let start = if head[6] == 1 { 10 } else { 12 };
-        let len = if head[6] == 1 {
-            usize::from(u16::from_le_bytes([head[8], head[9]]))
-        } else if got >= 12 {
-            u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize
-        } else {
-            0
-        };
-        let want = start + len.min(crate::npy::MAX_HEADER + 1);
-        if want > head.len() {
-            let mut rest = vec![0u8; want - head.len()];
-            let n = read_up_to(&mut reader, &mut rest)
-                .map_err(|e| invalid(file, format!("not a valid .npy array: {e}")))?;
-            head.extend_from_slice(&rest[..n]);
-        }
-        crate::npy::check_npy_header(&head)
-            .map_err(|why| invalid(file, format!("not a valid .npy array: {why}")))?;
-    }
+    crate::npy::check_npy_header(&head)
+        .map_err(|why| invalid(file, format!("not a valid .npy array: {why}")))?;
     let mut reader = std::io::Cursor::new(head).chain(reader);
     let header = NpyHeader::from_reader(&mut reader)
         .map_err(|e| invalid(file, format!("not a valid .npy array: {e}")))?;

@@ -98,16 +98,19 @@ impl std::fmt::Debug for ChatTemplate {
 /// The longest rendered conversation accepted (a chat prompt is kilobytes).
 const MAX_RENDERED: usize = 16 << 20;
 
-/// A writer that refuses to grow past [`MAX_RENDERED`].
-struct Bounded(Vec<u8>);
+/// A writer that refuses to grow past [`MAX_RENDERED`] (and remembers that it did).
+struct Bounded {
+    text: Vec<u8>,
+    overflowed: bool,
+}
 
 impl std::io::Write for Bounded {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.0.len() + buf.len() > MAX_RENDERED {
-            self.0.resize(MAX_RENDERED, 0);
+        if self.text.len() + buf.len() > MAX_RENDERED {
+            self.overflowed = true;
             return Err(std::io::Error::other("rendered text too long"));
         }
-        self.0.extend_from_slice(buf);
+        self.text.extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -251,9 +254,12 @@ impl ChatTemplate {
         // Written through a bounded buffer: a template that repeats a list millions of times
         // (`{{ [x] * 5104 * 5104 }}`, found by fuzzing) stops at the bound instead of
         // formatting for minutes.
-        let mut out = Bounded(Vec::new());
+        let mut out = Bounded {
+            text: Vec::new(),
+            overflowed: false,
+        };
         if let Err(e) = template.render_captured_to(Value::from_pairs(context), &mut out) {
-            if out.0.len() >= MAX_RENDERED {
+            if out.overflowed {
                 return Err(LmError::Tokenizer(format!(
                     "{}: renders more than {} MiB of text for {} messages",
                     self.origin,
@@ -263,7 +269,7 @@ impl ChatTemplate {
             }
             return Err(self.error(e));
         }
-        String::from_utf8(out.0)
+        String::from_utf8(out.text)
             .map_err(|e| LmError::Tokenizer(format!("{}: renders invalid UTF-8: {e}", self.origin)))
     }
 

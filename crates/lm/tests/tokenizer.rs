@@ -326,6 +326,38 @@ fn bad_inputs_are_one_line_errors_naming_the_file() {
         assert!(!err.contains('\n'), "{err}");
     }
 
+    // Files the tokenizers library itself would panic on (found by fuzzing, issue 15): a syntax
+    // error inside "decoder", and a template naming a special token it does not define.
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/tiny_bpe/tokenizer.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let text = fixture.to_string();
+    let cut = text.find("\"decoder\"").expect("the fixture has a decoder") + 12;
+    std::fs::write(&garbage, &text[..cut]).unwrap();
+    let err = Tokenizer::from_file(&garbage).unwrap_err().to_string();
+    assert!(
+        err.contains("not valid JSON") && !err.contains('\n'),
+        "{err}"
+    );
+    let mut undefined = fixture.clone();
+    undefined["post_processor"] = serde_json::json!({
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {"<t>": {"id": "<t>", "ids": [0], "tokens": ["<t>"]}},
+    });
+    std::fs::write(&garbage, undefined.to_string()).unwrap();
+    let err = Tokenizer::from_file(&garbage).unwrap_err().to_string();
+    assert!(
+        err.contains("post_processor") && err.contains("\"<s>\""),
+        "{err}"
+    );
+
     let tokenizer = Tokenizer::from_gguf_metadata("tiny.gguf", &tiny_as_gguf(None)).unwrap();
     let err = tokenizer.decode(&[1 << 30], false).unwrap_err().to_string();
     assert!(
