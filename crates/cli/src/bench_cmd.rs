@@ -27,6 +27,14 @@ pub enum BenchCommand {
         /// Timed steps (after one untimed warm-up step).
         #[arg(long, default_value_t = 5)]
         steps: usize,
+        /// On the CPU: `native` (the TopK step over plain slices that `sae train` uses) or
+        /// `burn` (the same step written in burn ops, as on GPUs).
+        #[arg(long, default_value = "native")]
+        engine: String,
+        /// A peer's figures (JSON lines with d, d_sae, k, batch, ms_per_step and a `peer`
+        /// name, as `scripts/peer-bench.py` writes them): print the ratio for matching shapes.
+        #[arg(long)]
+        compare_file: Option<PathBuf>,
     },
     /// Rows/s and peak memory of streaming a whole store in shuffled batches.
     Acts {
@@ -77,8 +85,19 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             shape,
             batch,
             steps,
+            engine,
+            compare_file,
         } => {
             let choice: DeviceChoice = device.parse()?;
+            let native = match engine.as_str() {
+                "native" => choice == DeviceChoice::Cpu,
+                "burn" => false,
+                other => bail!("--engine '{other}': expected native or burn"),
+            };
+            let peers = match &compare_file {
+                Some(p) => read_peer_figures(p)?,
+                None => Vec::new(),
+            };
             let shapes = if shape.is_empty() {
                 vec![(768, 24576, 32), (4096, 65536, 64)]
             } else {
@@ -88,12 +107,39 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                     .collect::<Result<Vec<_>>>()?
             };
             for (d, m, k) in shapes {
-                let tok_s = bench_step(choice, d, m, k, batch, steps.max(1))?;
+                let (tok_s, phases) = if native {
+                    bench_native_step(d, m, k, batch, steps.max(1))
+                } else {
+                    (bench_step(choice, d, m, k, batch, steps.max(1))?, None)
+                };
+                let ms = 1e3 * batch as f64 / tok_s;
+                let engine = if native { "native" } else { "burn" };
                 println!(
-                    "sae step  device {choice}  d {d}  d_sae {m}  k {k}  batch {batch}  {:.3} ms/step  {:.0} tokens/s",
-                    1e3 * batch as f64 / tok_s,
-                    tok_s
+                    "sae step  device {choice}  engine {engine}  d {d}  d_sae {m}  k {k}  batch {batch}  {ms:.3} ms/step  {tok_s:.0} tokens/s  peak RSS {} MiB",
+                    peak_rss_mib().map_or("?".into(), |v| v.to_string())
                 );
+                if let Some(p) = phases {
+                    let parts: Vec<String> = p
+                        .named()
+                        .iter()
+                        .map(|(name, secs)| {
+                            format!("{name} {:.1}", 1e3 * secs / steps.max(1) as f64)
+                        })
+                        .collect();
+                    println!("  ms per phase: {}", parts.join("  "));
+                }
+                for peer in peers
+                    .iter()
+                    .filter(|p| (p.d, p.d_sae, p.k, p.batch) == (d, m, k, batch))
+                {
+                    println!(
+                        "  vs {}: {:.3} ms/step  {:.0} tokens/s  → Lantern {:.2}× the peer's tokens/s",
+                        peer.peer,
+                        peer.ms_per_step,
+                        1e3 * batch as f64 / peer.ms_per_step,
+                        peer.ms_per_step / ms
+                    );
+                }
             }
         }
         BenchCommand::Acts {
@@ -243,6 +289,87 @@ fn bench_step(
         .sync()
         .map_err(|e| anyhow::anyhow!("device sync: {e}"))?;
     Ok((steps * batch) as f64 / t.elapsed().as_secs_f64())
+}
+
+/// One row of a peer's figures (`scripts/peer-bench.py`).
+#[derive(serde::Deserialize)]
+struct PeerFigure {
+    peer: String,
+    d: usize,
+    d_sae: usize,
+    k: usize,
+    batch: usize,
+    ms_per_step: f64,
+}
+
+fn read_peer_figures(path: &std::path::Path) -> Result<Vec<PeerFigure>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("--compare-file {}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, l)| {
+            let p: PeerFigure = serde_json::from_str(l).map_err(|e| {
+                anyhow::anyhow!(
+                    "--compare-file {}:{}: expected a JSON object with peer, d, d_sae, k, batch, ms_per_step: {e}",
+                    path.display(),
+                    n + 1
+                )
+            })?;
+            if !(p.ms_per_step.is_finite() && p.ms_per_step > 0.0) {
+                bail!(
+                    "--compare-file {}:{}: ms_per_step must be a positive number",
+                    path.display(),
+                    n + 1
+                );
+            }
+            Ok(p)
+        })
+        .collect()
+}
+
+/// The CPU engine ([`lantern_sae::cpu`]) on a random SAE and batch: tokens/s and the summed
+/// phase times of the timed steps. Same settings as [`bench_step`] (AuxK off as no latent is
+/// dead, clip 1, lr 1e-4).
+fn bench_native_step(
+    d: usize,
+    m: usize,
+    k: usize,
+    batch: usize,
+    steps: usize,
+) -> (f64, Option<lantern_sae::cpu::Phases>) {
+    use lantern_sae::cpu::{CpuStepOptions, CpuTopK, Phases};
+    let mut sae = CpuTopK::random(d, m, k);
+    let mut s = 0x2545_F491_4F6C_DD1Du64;
+    // Roughly standard normal inputs (sum of four uniforms, rescaled).
+    let x: Vec<f32> = (0..batch * d)
+        .map(|_| {
+            let mut u = 0f32;
+            for _ in 0..4 {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                u += (s >> 40) as f32 / (1u64 << 24) as f32;
+            }
+            (u - 2.0) * 3f32.sqrt()
+        })
+        .collect();
+    let opts = CpuStepOptions {
+        apply_b_dec_to_input: true,
+        aux_coeff: 1.0 / 32.0,
+        k_aux: d / 2,
+        lr: 1e-4,
+        normalize_decoder: true,
+        clip: Some(1.0),
+    };
+    sae.step(&x, &opts, None);
+    let mut phases = Phases::default();
+    let t = Instant::now();
+    for _ in 0..steps {
+        phases.add(&sae.step(&x, &opts, None).phases);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    ((steps * batch) as f64 / secs, Some(phases))
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`).

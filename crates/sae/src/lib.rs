@@ -23,7 +23,8 @@
 //! ```
 //!
 //! Modules: [`weights`] (host weights and config), [`sae`] (device inference), [`train`] (the
-//! loop) with [`step`] (losses and gradients), [`optim`], [`init`], [`sparse`] and [`topk`];
+//! loop) with [`step`] (losses and gradients) and [`cpu`] (the TopK step on the CPU without
+//! burn), [`optim`], [`init`], [`sparse`] and [`topk`];
 //! [`eval`], [`checkpoint`], [`formats`], [`device`] (choosing cpu / wgpu / vulkan).
 
 pub mod error;
@@ -34,6 +35,7 @@ pub use formats::{SAELENS_FILES, SaeFormat, load_sae, save_saelens, write_saelen
 pub use weights::{Arch, SaeConfig, SaeWeights};
 
 pub mod checkpoint;
+pub mod cpu;
 pub mod device;
 pub mod eval;
 pub mod init;

@@ -20,10 +20,11 @@ use serde::{Deserialize, Serialize};
 pub use config::TrainConfig;
 
 use crate::checkpoint;
+use crate::cpu::{CpuStepOptions, CpuStepStats, CpuTopK};
 use crate::device::DeviceChoice;
 use crate::optim;
-use crate::params::{download, scalar};
-use crate::step::{StepSettings, step};
+use crate::params::{Params, download, scalar, upload1};
+use crate::step::{StepOutput, StepSettings, step};
 use crate::{Arch, Result, SaeError, SaeWeights};
 use feed::{Prefetch, filter_rows};
 use state::State;
@@ -166,6 +167,8 @@ pub fn train(
     let median_norm_cut = cfg.outlier_factor.map(|f| f * state.saved.median_norm);
     let mut window = Window::new(cfg.d_sae, &device);
     let skipped_before = state.saved.skipped_non_finite;
+    let mut cpu = cpu_engine(&mut state, cfg, &device)?;
+    let mut dead_list = dead_indices(&state, cfg);
     observer(TrainEvent::Started {
         step: state.saved.step,
         steps: cfg.steps,
@@ -188,25 +191,43 @@ pub fn train(
             k_aux,
             bandwidth: cfg.bandwidth,
         };
-        let out_step = step(&state.saved.params, x, &settings, state.dead.as_ref());
         let lr = cfg.lr_at(state.saved.step);
-        state.saved.params = optim::update(
-            state.saved.params.clone(),
-            out_step.grads,
-            &mut state.saved.adam,
-            lr,
-            normalize_decoder,
-            cfg.grad_clip,
-        );
-        if let Some(min_sel) = out_step.min_selected {
-            // BatchTopK inference threshold: exponential moving average of the smallest
-            // selected activation (Bussmann et al. 2024 average it over training).
-            let decay = if state.saved.step == 0 { 0.0 } else { 0.99 };
-            state.batch_threshold =
-                state.batch_threshold.clone().mul_scalar(decay) + min_sel.mul_scalar(1.0 - decay);
-        }
-        state.fire_acc = state.fire_acc.clone() + out_step.fires.clone();
-        window.fires = window.fires.clone() + out_step.fires;
+        let outcome = match cpu.as_mut() {
+            Some(cpu) => {
+                let opts = CpuStepOptions {
+                    apply_b_dec_to_input: cfg.apply_b_dec_to_input,
+                    aux_coeff: cfg.aux_coeff,
+                    k_aux,
+                    lr,
+                    normalize_decoder,
+                    clip: cfg.grad_clip,
+                };
+                Outcome::Host(cpu.step(&download(x)?, &opts, Some(&dead_list)))
+            }
+            None => {
+                let out = step(&state.saved.params, x, &settings, state.dead.as_ref());
+                state.saved.params = optim::update(
+                    state.saved.params.clone(),
+                    out.grads.clone(),
+                    &mut state.saved.adam,
+                    lr,
+                    normalize_decoder,
+                    cfg.grad_clip,
+                );
+                if let Some(min_sel) = out.min_selected.clone() {
+                    // BatchTopK inference threshold: exponential moving average of the
+                    // smallest selected activation (Bussmann et al. 2024 average it over
+                    // training).
+                    let decay = if state.saved.step == 0 { 0.0 } else { 0.99 };
+                    state.batch_threshold = state.batch_threshold.clone().mul_scalar(decay)
+                        + min_sel.mul_scalar(1.0 - decay);
+                }
+                Outcome::Device(Box::new(out))
+            }
+        };
+        let fires = outcome.fires(&device);
+        state.fire_acc = state.fire_acc.clone() + fires.clone();
+        window.fires = window.fires.clone() + fires;
         state.pending_tokens += n;
         window.tokens += n;
         state.saved.tokens += n;
@@ -217,19 +238,18 @@ pub fn train(
         let ckpt_now = cfg.checkpoint_every > 0 && state.saved.step % cfg.checkpoint_every == 0;
         if log_now || ckpt_now || state.saved.step % STATS_EVERY == 0 {
             state.update_dead(cfg, &device)?;
+            dead_list = dead_indices(&state, cfg);
         }
         if log_now {
-            let sse = scalar(out_step.sse)?;
+            let nums = outcome.numbers()?;
+            let sse = nums.sse;
             if !sse.is_finite() {
                 return Err(SaeError::Diverged {
                     step: state.saved.step,
                     value: sse,
                 });
             }
-            let tv = scalar(out_step.total_variance)?;
-            let aux = scalar(out_step.aux_loss)?;
-            let sparsity = scalar(out_step.sparsity_loss)?;
-            let active = scalar(out_step.active)?;
+            let (tv, aux, sparsity, active) = (nums.tv, nums.aux, nums.sparsity, nums.active);
             let fvu = sse / tv.max(1e-30);
             let recon = match cfg.arch {
                 Arch::TopK { .. } | Arch::BatchTopK { .. } => fvu,
@@ -254,10 +274,13 @@ pub fn train(
             state.saved.history.push(row);
         }
         if ckpt_now {
+            sync_from_cpu(&mut state, cpu.as_ref(), &device);
             checkpoint::save(&ckpt_path, &state.to_checkpoint()?)?;
             observer(TrainEvent::Checkpoint(state.saved.step));
         }
     }
+    sync_from_cpu(&mut state, cpu.as_ref(), &device);
+    drop(cpu);
     if cfg.checkpoint_every > 0 {
         checkpoint::save(&ckpt_path, &state.to_checkpoint()?)?;
     }
@@ -272,6 +295,98 @@ pub fn train(
         input_scale: saved.scale,
         checkpoint: ckpt_path,
     })
+}
+
+/// The CPU TopK engine ([`crate::cpu`]) for TopK on burn's CPU device, unless
+/// `LANTERN_SAE_ENGINE=burn` asks for the burn-ops step. It takes the parameters and Adam
+/// state over; the checkpoint's copies are replaced by 1-element stand-ins until
+/// [`sync_from_cpu`] writes them back (a d 4096 × 65 536 SAE with its moments is 6.4 GB,
+/// which should not be held twice).
+fn cpu_engine(state: &mut State, cfg: &TrainConfig, device: &Device) -> Result<Option<CpuTopK>> {
+    let Arch::TopK { k } = cfg.arch else {
+        return Ok(None);
+    };
+    if *device != Device::flex() || std::env::var("LANTERN_SAE_ENGINE").is_ok_and(|v| v == "burn") {
+        return Ok(None);
+    }
+    let engine = CpuTopK::from_params(&state.saved.params, &state.saved.adam, k)?;
+    let stand_in = Params {
+        w_enc: Tensor::zeros([1, 1], device),
+        b_enc: Tensor::zeros([1], device),
+        w_dec: Tensor::zeros([1, 1], device),
+        b_dec: Tensor::zeros([1], device),
+        log_threshold: None,
+    };
+    state.saved.adam.m = stand_in.clone();
+    state.saved.adam.v = stand_in.clone();
+    state.saved.params = stand_in;
+    Ok(Some(engine))
+}
+
+/// Writes the CPU engine's parameters and Adam state back into the checkpoint state.
+fn sync_from_cpu(state: &mut State, cpu: Option<&CpuTopK>, device: &Device) {
+    if let Some(cpu) = cpu {
+        state.saved.params = cpu.to_params(device);
+        state.saved.adam = cpu.to_adam(device);
+    }
+}
+
+/// The dead latents as indices (what the CPU engine's AuxK reads): those that have not fired
+/// in the last `dead_tokens` tokens, as in `State::update_dead`.
+fn dead_indices(state: &State, cfg: &TrainConfig) -> Vec<u32> {
+    state
+        .saved
+        .since_fired
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s >= cfg.dead_tokens)
+        .map(|(i, _)| i as u32)
+        .collect()
+}
+
+/// A step's result from either engine.
+enum Outcome {
+    Device(Box<StepOutput>),
+    Host(CpuStepStats),
+}
+
+/// The logged numbers of a step.
+struct Numbers {
+    sse: f64,
+    tv: f64,
+    aux: f64,
+    sparsity: f64,
+    active: f64,
+}
+
+impl Outcome {
+    /// Times each latent fired, on `device`.
+    fn fires(&self, device: &Device) -> Tensor<1> {
+        match self {
+            Outcome::Device(o) => o.fires.clone(),
+            Outcome::Host(s) => upload1(&s.fires, device),
+        }
+    }
+
+    /// The statistics, read back from the device if they are there.
+    fn numbers(&self) -> Result<Numbers> {
+        Ok(match self {
+            Outcome::Device(o) => Numbers {
+                sse: scalar(o.sse.clone())?,
+                tv: scalar(o.total_variance.clone())?,
+                aux: scalar(o.aux_loss.clone())?,
+                sparsity: scalar(o.sparsity_loss.clone())?,
+                active: scalar(o.active.clone())?,
+            },
+            Outcome::Host(s) => Numbers {
+                sse: s.sse,
+                tv: s.total_variance,
+                aux: s.aux_loss,
+                sparsity: 0.0,
+                active: s.active as f64,
+            },
+        })
+    }
 }
 
 /// Steps between downloads of the per-latent fire counts (dead-latent bookkeeping).
