@@ -26,7 +26,7 @@ pub enum ActsError {
         actual: u32,
     },
     /// `create` found a store already in place.
-    #[error("{}: a store already exists here (use open_or_create to resume it)", path.display())]
+    #[error("{}: a store already exists here; write to a new or empty directory", path.display())]
     AlreadyExists { path: PathBuf },
     /// A resumed store was written with different metadata.
     #[error("{}: {field} differs: store has {stored}, writer asked for {requested}", path.display())]

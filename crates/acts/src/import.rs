@@ -281,23 +281,24 @@ fn ingest(
         shard_rows: opts.shard_rows.unwrap_or(0),
         ..Default::default()
     };
-    let existed = out.exists();
-    let mut writer = StoreWriter::create(out, meta, wopts)?;
-    match copy_rows(file, &mut src, &mut writer, opts.skip_non_finite) {
-        Ok(skipped) => {
-            let manifest = writer.finish()?;
-            Ok(ImportReport {
-                rows: manifest.rows,
-                skipped_non_finite: skipped,
-                d_model: src.d,
-                dtype,
-            })
-        }
-        Err(e) => {
-            writer.discard(!existed); // leave no half-imported store behind
-            Err(e)
-        }
+    // The store is written beside `out` and swapped in whole, so a killed import leaves `out`
+    // as it was (the next run clears the stage and starts over) and a reader never sees a
+    // partial store. `out` itself is checked first: no store there, nothing foreign.
+    crate::writer::check_fresh_dir(out)?;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
+    let stage = lantern_output::DirStage::new(out)?;
+    let mut writer = StoreWriter::create(stage.path(), meta, wopts)?;
+    let skipped = copy_rows(file, &mut src, &mut writer, opts.skip_non_finite)?;
+    let manifest = writer.finish()?;
+    stage.commit(&[])?;
+    Ok(ImportReport {
+        rows: manifest.rows,
+        skipped_non_finite: skipped,
+        d_model: src.d,
+        dtype,
+    })
 }
 
 /// Pushes every row of `src` into `writer`; returns the number of non-finite rows skipped.

@@ -109,31 +109,7 @@ impl StoreWriter {
             ));
         }
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let manifest_path = dir.join(MANIFEST_FILE);
-        if manifest_path.exists() {
-            return Err(ActsError::AlreadyExists {
-                path: manifest_path,
-            });
-        }
-        let mut foreign = Vec::new();
-        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-            let name = entry.map_err(io_err(dir))?.file_name();
-            if name != lantern_output::LOCK_FILE {
-                foreign.push(name.to_string_lossy().into_owned());
-            }
-        }
-        if !foreign.is_empty() {
-            foreign.sort();
-            let more = if foreign.len() > 3 { ", ..." } else { "" };
-            foreign.truncate(3);
-            return Err(usage(
-                dir,
-                format!(
-                    "not empty ({}{more}) and not a store (no manifest.json); choose an empty or new directory",
-                    foreign.join(", ")
-                ),
-            ));
-        }
+        check_fresh_dir(dir)?;
         let manifest = Manifest::new(&meta);
         manifest.save_atomic(dir)?;
         Ok(StoreWriter {
@@ -412,20 +388,6 @@ impl StoreWriter {
         Ok(self.manifest)
     }
 
-    /// Deletes everything this writer's store holds (shards, manifest, leftovers), and the
-    /// directory too when `remove_dir` and nothing else is left in it. Best effort: used to
-    /// clean up after a failed import.
-    pub(crate) fn discard(self, remove_dir: bool) {
-        for entry in &self.manifest.shards {
-            let _ = fs::remove_file(self.dir.join(&entry.file));
-        }
-        let _ = remove_strays(&self.dir, &HashSet::new());
-        let _ = fs::remove_file(self.dir.join(MANIFEST_FILE));
-        if remove_dir {
-            let _ = fs::remove_dir(&self.dir); // fails, harmlessly, if other files remain
-        }
-    }
-
     /// Writes the pending rows as the next shard and publishes it in the manifest.
     fn commit_shard(&mut self) -> Result<()> {
         let rows = self.buf.rows();
@@ -481,6 +443,41 @@ fn remove_strays(dir: &Path, listed: &HashSet<String>) -> Result<()> {
             let path = entry.path();
             fs::remove_file(&path).map_err(io_err(&path))?;
         }
+    }
+    Ok(())
+}
+
+/// Refuses a directory that already holds a store ([`ActsError::AlreadyExists`]) or anything
+/// but the output lock: a new store never adopts or deletes files it did not write. A missing
+/// directory is fine.
+pub(crate) fn check_fresh_dir(dir: &Path) -> Result<()> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    if manifest_path.exists() {
+        return Err(ActsError::AlreadyExists {
+            path: manifest_path,
+        });
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let mut foreign = Vec::new();
+    for entry in entries {
+        let name = entry.map_err(io_err(dir))?.file_name();
+        if name != lantern_output::LOCK_FILE {
+            foreign.push(name.to_string_lossy().into_owned());
+        }
+    }
+    if !foreign.is_empty() {
+        foreign.sort();
+        let more = if foreign.len() > 3 { ", ..." } else { "" };
+        foreign.truncate(3);
+        return Err(usage(
+            dir,
+            format!(
+                "not empty ({}{more}) and not a store (no manifest.json); choose an empty or new directory",
+                foreign.join(", ")
+            ),
+        ));
     }
     Ok(())
 }

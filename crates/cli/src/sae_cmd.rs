@@ -173,14 +173,27 @@ impl TrainArgs {
         if self.batch == 0 {
             bail!("--batch must be at least 1");
         }
-        // On the CPU one step holds about three batch × d_sae buffers (pre-activations, codes,
-        // their gradient), three batch × d_in, and eight d_in × d_sae (both matrices, their
-        // gradients and Adam moments): refuse what cannot fit instead of aborting mid-run.
+        // Refuse what cannot fit on the CPU instead of aborting mid-run. TopK runs on the CPU
+        // engine (lantern_sae::cpu): parameters and Adam moments (6 d_in × d_sae), one block
+        // of pre-activations (≤ 256 MiB), the kept per-latent gradients (≤ 512 MiB), four
+        // batch × d_in buffers and the selected entries (k + AuxK's d_in/2 per row, 24 bytes
+        // each). The burn-ops step (other architectures) holds about three batch × d_sae
+        // buffers (pre-activations, codes, their gradient), three batch × d_in, and eight
+        // d_in × d_sae (both matrices, their gradients and Adam moments).
         if self.device == "cpu"
             && let Some(avail) = lantern_output::available_memory()
         {
             let (b, i, m) = (self.batch as u128, d_in as u128, d_sae as u128);
-            let need = 4 * (3 * b * m + 3 * b * i + 8 * i * m);
+            let need = match arch {
+                Arch::TopK { k } => {
+                    let grads = 4 * m * (2 * i + 1);
+                    let kept = if grads <= 512 << 20 { grads } else { 0 };
+                    4 * (6 * i * m + (b * m).min(1 << 26) + 4 * b * i)
+                        + kept
+                        + 24 * b * (k as u128 + i / 2)
+                }
+                _ => 4 * (3 * b * m + 3 * b * i + 8 * i * m),
+            };
             if need > u128::from(avail) {
                 bail!(
                     "--batch {} with {d_sae} latents of width {d_in} needs about {:.1} GiB per \

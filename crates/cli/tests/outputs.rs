@@ -555,3 +555,93 @@ fn an_export_killed_at_any_moment_leaves_no_file_or_the_whole_one_and_no_litter(
     assert_eq!(names, ["acts.npy"]);
     assert!(std::fs::read(&out).unwrap() == want);
 }
+
+/// `acts import` killed at any moment leaves no store or the whole one (it is written beside
+/// `--out` and swapped in), and the next import clears the leftover stage and completes.
+#[test]
+fn an_import_killed_at_any_moment_leaves_no_store_or_the_whole_one_and_a_rerun_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("big");
+    run_ok(&[
+        "acts",
+        "synth",
+        "--d",
+        "64",
+        "--features",
+        "128",
+        "--rows",
+        "200000",
+        "--seed",
+        "4",
+        "--out",
+        s(&store),
+    ]);
+    let source = tmp.path().join("rows.npy");
+    run_ok(&["acts", "export", s(&store), "--out", s(&source)]);
+    let want = std::fs::read(&source).unwrap();
+    let parent = tmp.path().join("imports");
+    std::fs::create_dir_all(&parent).unwrap();
+    let out = parent.join("store");
+    let back = tmp.path().join("back.npy");
+    let mut seen_partial_run = false;
+    for delay_ms in [2u64, 5, 10, 20, 40, 80, 160, 320] {
+        let mut child = lantern()
+            .args(["acts", "import", s(&source), "--out", s(&out)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let killed = child.try_wait().unwrap().is_none();
+        let _ = child.kill();
+        child.wait().unwrap();
+        seen_partial_run |= killed;
+        if out.join("manifest.json").exists() {
+            // The whole store or nothing: it verifies and holds every row.
+            run_ok(&["acts", "info", s(&out), "--verify"]);
+            let _ = std::fs::remove_file(&back);
+            run_ok(&["acts", "export", s(&out), "--out", s(&back)]);
+            assert!(
+                std::fs::read(&back).unwrap() == want,
+                "a partial store after {delay_ms} ms"
+            );
+        } else if out.exists() {
+            let names: Vec<String> = std::fs::read_dir(&out)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(
+                names.iter().all(|n| n == ".lantern.lock"),
+                "killed after {delay_ms} ms, --out holds {names:?}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    assert!(
+        seen_partial_run,
+        "every import finished before its kill; make the source larger"
+    );
+    // A run killed midway, then a rerun into the same --out: it completes, and no stage is
+    // left beside it.
+    let mut child = lantern()
+        .args(["acts", "import", s(&source), "--out", s(&out)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(40));
+    let _ = child.kill();
+    child.wait().unwrap();
+    if out.join("manifest.json").exists() {
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    run_ok(&["acts", "import", s(&source), "--out", s(&out)]);
+    let names: Vec<String> = std::fs::read_dir(&parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["store"]);
+    let _ = std::fs::remove_file(&back);
+    run_ok(&["acts", "export", s(&out), "--out", s(&back)]);
+    assert!(std::fs::read(&back).unwrap() == want);
+}

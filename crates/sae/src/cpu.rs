@@ -172,49 +172,85 @@ struct Entry {
 
 impl CpuTopK {
     /// Copies `params` and `adam` (any device) into the CPU layout, for TopK with `k`.
-    pub fn from_params(params: &Params, adam: &Adam, k: usize) -> Result<Self> {
+    ///
+    /// Takes both by value and frees each burn tensor once it is copied, so that the peak is
+    /// not two full copies: with a fresh optimizer (`t = 0`, moments all zero) the moments are
+    /// dropped first and recreated here, and converting a d 4096 × 65 536 SAE stays within its
+    /// 6.4 GB of parameters and moments.
+    pub fn from_params(params: Params, adam: Adam, k: usize) -> Result<Self> {
         let (d, m) = params.dims();
         if params.log_threshold.is_some() {
             return Err(SaeError::Config(
                 "the CPU TopK step has no JumpReLU threshold".into(),
             ));
         }
-        let pack = |w_enc: Vec<f32>, w_dec: Vec<f32>| {
-            let mut lat = vec![0f32; m * 2 * d];
-            lat.par_chunks_mut(2 * d).enumerate().for_each(|(i, row)| {
-                for r in 0..d {
-                    row[r] = w_enc[r * m + i];
-                }
-                row[d..].copy_from_slice(&w_dec[i * d..(i + 1) * d]);
-            });
-            lat
+        let pack =
+            |w_enc: burn::tensor::Tensor<2>, w_dec: burn::tensor::Tensor<2>| -> Result<Vec<f32>> {
+                let mut lat = vec![0f32; m * 2 * d];
+                let w_enc = download(w_enc)?;
+                lat.par_chunks_mut(2 * d).enumerate().for_each(|(i, row)| {
+                    for r in 0..d {
+                        row[r] = w_enc[r * m + i];
+                    }
+                });
+                drop(w_enc);
+                let w_dec = download(w_dec)?;
+                lat.par_chunks_mut(2 * d)
+                    .zip(w_dec.par_chunks(d))
+                    .for_each(|(row, w)| row[d..].copy_from_slice(w));
+                Ok(lat)
+            };
+        let Adam {
+            m: am,
+            v: av,
+            t,
+            beta1,
+            beta2,
+            eps,
+        } = adam;
+        let moments = if t == 0 {
+            drop((am, av));
+            None
+        } else {
+            Some((am, av))
+        };
+        let lat = pack(params.w_enc, params.w_dec)?;
+        let (b_enc, b_dec) = (download(params.b_enc)?, download(params.b_dec)?);
+        let (lat_m, lat_v, b_enc_m, b_enc_v, b_dec_m, b_dec_v) = match moments {
+            Some((am, av)) => (
+                pack(am.w_enc, am.w_dec)?,
+                pack(av.w_enc, av.w_dec)?,
+                download(am.b_enc)?,
+                download(av.b_enc)?,
+                download(am.b_dec)?,
+                download(av.b_dec)?,
+            ),
+            None => (
+                vec![0.0; m * 2 * d],
+                vec![0.0; m * 2 * d],
+                vec![0.0; m],
+                vec![0.0; m],
+                vec![0.0; d],
+                vec![0.0; d],
+            ),
         };
         Ok(Self {
             d,
             m,
             k: k.min(m),
-            lat: pack(
-                download(params.w_enc.clone())?,
-                download(params.w_dec.clone())?,
-            ),
-            lat_m: pack(
-                download(adam.m.w_enc.clone())?,
-                download(adam.m.w_dec.clone())?,
-            ),
-            lat_v: pack(
-                download(adam.v.w_enc.clone())?,
-                download(adam.v.w_dec.clone())?,
-            ),
-            b_enc: download(params.b_enc.clone())?,
-            b_enc_m: download(adam.m.b_enc.clone())?,
-            b_enc_v: download(adam.v.b_enc.clone())?,
-            b_dec: download(params.b_dec.clone())?,
-            b_dec_m: download(adam.m.b_dec.clone())?,
-            b_dec_v: download(adam.v.b_dec.clone())?,
-            t: adam.t,
-            beta1: adam.beta1,
-            beta2: adam.beta2,
-            eps: adam.eps,
+            lat,
+            lat_m,
+            lat_v,
+            b_enc,
+            b_enc_m,
+            b_enc_v,
+            b_dec,
+            b_dec_m,
+            b_dec_v,
+            t,
+            beta1,
+            beta2,
+            eps,
             grad_budget: GRAD_BUDGET,
             scratch: Scratch::default(),
         })
@@ -1070,7 +1106,7 @@ mod tests {
             settings.k_aux = 9;
             settings.arch = Arch::TopK { k };
             let mut adam = optim::Adam::new(&params);
-            let mut cpu = CpuTopK::from_params(&params, &adam, k).unwrap();
+            let mut cpu = CpuTopK::from_params(params.clone(), adam.clone(), k).unwrap();
             if dead_every == 3 {
                 cpu.grad_budget = 0; // recompute the gradients in the second pass
             }

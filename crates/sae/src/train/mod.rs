@@ -309,7 +309,6 @@ fn cpu_engine(state: &mut State, cfg: &TrainConfig, device: &Device) -> Result<O
     if *device != Device::flex() || std::env::var("LANTERN_SAE_ENGINE").is_ok_and(|v| v == "burn") {
         return Ok(None);
     }
-    let engine = CpuTopK::from_params(&state.saved.params, &state.saved.adam, k)?;
     let stand_in = Params {
         w_enc: Tensor::zeros([1, 1], device),
         b_enc: Tensor::zeros([1], device),
@@ -317,10 +316,9 @@ fn cpu_engine(state: &mut State, cfg: &TrainConfig, device: &Device) -> Result<O
         b_dec: Tensor::zeros([1], device),
         log_threshold: None,
     };
-    state.saved.adam.m = stand_in.clone();
-    state.saved.adam.v = stand_in.clone();
-    state.saved.params = stand_in;
-    Ok(Some(engine))
+    let params = std::mem::replace(&mut state.saved.params, stand_in.clone());
+    let adam = std::mem::replace(&mut state.saved.adam, crate::optim::Adam::new(&stand_in));
+    Ok(Some(CpuTopK::from_params(params, adam, k)?))
 }
 
 /// Writes the CPU engine's parameters and Adam state back into the checkpoint state.
