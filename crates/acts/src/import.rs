@@ -15,6 +15,11 @@ use crate::writer::{StoreWriter, WriterOptions};
 
 /// Rows read and pushed per step.
 const CHUNK_ROWS: usize = 4096;
+/// Bytes of source rows read at a time (fewer than `CHUNK_ROWS` rows when rows are wide).
+const CHUNK_BYTES: usize = 32 << 20;
+/// The widest row accepted: above any model's residual stream (the largest are ~2¹⁵), and
+/// small enough that one row fits in memory many times over.
+const MAX_D: u64 = 1 << 20;
 
 /// How to import a file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -178,6 +183,10 @@ fn pick_key(file: &Path, key: Option<&str>, available: Vec<String>) -> Result<St
 fn rank2(file: &Path, shape: impl Iterator<Item = u64>) -> Result<(u64, usize)> {
     let shape: Vec<u64> = shape.collect();
     match shape.as_slice() {
+        &[_, d] if d > MAX_D => Err(invalid(
+            file,
+            format!("rows of width {d}; expected an activation width of at most {MAX_D}"),
+        )),
         &[r, d] if d > 0 => Ok((r, d as usize)),
         s => Err(invalid(
             file,
@@ -309,16 +318,17 @@ fn copy_rows(
     skip_non_finite: bool,
 ) -> Result<u64> {
     let d = src.d;
-    let mut bytes = vec![0u8; CHUNK_ROWS * d * src.ty.size()];
-    let mut vals = vec![0.0f32; CHUNK_ROWS * d];
+    let chunk_rows = (CHUNK_BYTES / (d * src.ty.size())).clamp(1, CHUNK_ROWS);
+    let mut bytes = vec![0u8; chunk_rows * d * src.ty.size()];
+    let mut vals = vec![0.0f32; chunk_rows * d];
     let (mut kept, mut seq_ids) = (
-        Vec::with_capacity(CHUNK_ROWS * d),
-        Vec::with_capacity(CHUNK_ROWS),
+        Vec::with_capacity(chunk_rows * d),
+        Vec::with_capacity(chunk_rows),
     );
     let mut skipped = 0u64;
     let mut row = 0u64;
     while row < src.rows {
-        let n = (src.rows - row).min(CHUNK_ROWS as u64) as usize;
+        let n = (src.rows - row).min(chunk_rows as u64) as usize;
         let chunk = &mut bytes[..n * d * src.ty.size()];
         src.data.read_exact(chunk).map_err(|e| {
             invalid(
