@@ -163,6 +163,12 @@ pub(crate) fn run_args(args: &[String]) -> anyhow::Result<()> {
 }
 
 fn main() {
+    // Output piped into `head` and closed early ends the process quietly, as for any Unix
+    // tool, instead of a "Broken pipe" panic from `println!` (Rust ignores SIGPIPE by default).
+    // SAFETY: restoring the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -645,3 +645,248 @@ fn an_import_killed_at_any_moment_leaves_no_store_or_the_whole_one_and_a_rerun_c
     run_ok(&["acts", "export", s(&out), "--out", s(&back)]);
     assert!(std::fs::read(&back).unwrap() == want);
 }
+
+/// What a path holds: nothing, one file's bytes, or a directory's files (name, bytes).
+#[derive(Debug, PartialEq)]
+enum Held {
+    Nothing,
+    File(Vec<u8>),
+    Dir(Vec<(String, Vec<u8>)>),
+}
+
+fn held(path: &Path) -> Held {
+    if path.is_dir() {
+        Held::Dir(snapshot(path))
+    } else if path.exists() {
+        Held::File(canonical(path, std::fs::read(path).unwrap()))
+    } else {
+        Held::Nothing
+    }
+}
+
+/// A safetensors file's header JSON with its keys sorted (the `__metadata__` map is written
+/// in hash order, so two runs differ in bytes but not in content), then its data; other files
+/// as they are. A truncated file stays as it is, so it still compares unequal.
+fn canonical(path: &Path, bytes: Vec<u8>) -> Vec<u8> {
+    if path.extension().is_none_or(|e| e != "safetensors") || bytes.len() < 8 {
+        return bytes;
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let Some(header) = bytes.get(8..8 + n) else {
+        return bytes;
+    };
+    let Ok(v) =
+        serde_json::from_slice::<std::collections::BTreeMap<String, serde_json::Value>>(header)
+    else {
+        return bytes;
+    };
+    let sorted: std::collections::BTreeMap<String, serde_json::Value> = v
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                serde_json::Value::Object(m) => serde_json::to_value(
+                    m.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+                )
+                .unwrap(),
+                v => v,
+            };
+            (k, v)
+        })
+        .collect();
+    let mut out = serde_json::to_vec(&sorted).unwrap();
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
+}
+
+/// The HF-directory, direction-file and GGUF writers killed (strace) at each rename, fsync,
+/// link, mkdir and unlink in turn: the output is absent or whole after every kill, and the run
+/// that gets through leaves nothing else beside it (what killed runs left is cleared).
+#[test]
+fn writers_killed_at_any_step_leave_no_output_or_the_whole_one() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        assert!(std::env::var("CI").is_err(), "strace is missing in CI");
+        eprintln!("skipping: strace not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // Inputs: the organism's chat model (a small HF directory with a tokenizer), two stores
+    // at a real hook, a direction file.
+    let cache = tmp.path().join("cache");
+    let list: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "organism",
+        "list",
+        "--json",
+        "--cache",
+        s(&cache),
+    ]))
+    .unwrap();
+    let model = PathBuf::from(
+        list["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "chat")
+            .unwrap()["path"]
+            .as_str()
+            .unwrap(),
+    );
+    let mut stores = Vec::new();
+    for (name, seed) in [("pos", "5"), ("neg", "6")] {
+        let synth_dir = synth_rows(tmp.path(), &format!("{name}-synth"), seed);
+        let npy = tmp.path().join(format!("{name}.npy"));
+        run_ok(&["acts", "export", s(&synth_dir), "--out", s(&npy)]);
+        let store = tmp.path().join(name);
+        run_ok(&[
+            "acts",
+            "import",
+            s(&npy),
+            "--hook",
+            "blocks.1.hook_resid_post",
+            "--out",
+            s(&store),
+        ]);
+        stores.push(store);
+    }
+    let direction = tmp.path().join("direction.safetensors");
+    run_ok(&[
+        "direction",
+        "--pos",
+        s(&stores[0]),
+        "--neg",
+        s(&stores[1]),
+        "--out",
+        s(&direction),
+    ]);
+    let cases: Vec<(&str, Vec<String>, PathBuf)> = {
+        let out = |name: &str| tmp.path().join(format!("out-{name}")).join(name);
+        let (hf, dir, gguf) = (out("model"), out("dir.safetensors"), out("cvec.gguf"));
+        vec![
+            (
+                "model export (HF directory)",
+                ["model", "export", "--model", s(&model), "--out", s(&hf)]
+                    .map(String::from)
+                    .to_vec(),
+                hf.clone(),
+            ),
+            (
+                "direction file",
+                [
+                    "direction",
+                    "--pos",
+                    s(&stores[0]),
+                    "--neg",
+                    s(&stores[1]),
+                    "--out",
+                    s(&dir),
+                ]
+                .map(String::from)
+                .to_vec(),
+                dir.clone(),
+            ),
+            (
+                "control vector (GGUF)",
+                [
+                    "cvec",
+                    "export",
+                    "--direction",
+                    s(&direction),
+                    "--model",
+                    s(&model),
+                    "--out",
+                    s(&gguf),
+                ]
+                .map(String::from)
+                .to_vec(),
+                gguf.clone(),
+            ),
+        ]
+    };
+    for (what, args, out) in &cases {
+        let parent = out.parent().unwrap();
+        std::fs::create_dir_all(parent).unwrap();
+        run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let whole = held(out);
+        assert_ne!(whole, Held::Nothing, "{what}: no output");
+        let mut kills = 0;
+        for syscalls in [
+            "rename,renameat,renameat2",
+            "fsync,fdatasync",
+            "linkat,link",
+            "mkdir,mkdirat",
+            "unlink,unlinkat,rmdir",
+        ] {
+            for when in 1..=40 {
+                if out.is_dir() {
+                    std::fs::remove_dir_all(out).unwrap();
+                } else if out.exists() {
+                    std::fs::remove_file(out).unwrap();
+                }
+                let status = Command::new("strace")
+                    .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+                    .arg(format!("trace={syscalls}"))
+                    .arg("-e")
+                    .arg(format!("inject={syscalls}:signal=KILL:when={when}"))
+                    .arg(env!("CARGO_BIN_EXE_lantern"))
+                    .args(args)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .unwrap();
+                let now = held(out);
+                assert!(
+                    now == Held::Nothing || now == whole,
+                    "{what}: killed at {syscalls} #{when} ({status}), the output is partial"
+                );
+                if status.success() {
+                    break;
+                }
+                kills += 1;
+            }
+        }
+        assert!(kills > 0, "{what}: no kill landed");
+        // A run after the kills: the whole output and nothing else in its directory.
+        if out.is_dir() {
+            std::fs::remove_dir_all(out).unwrap();
+        } else if out.exists() {
+            std::fs::remove_file(out).unwrap();
+        }
+        run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(held(out), whole, "{what}");
+        let names: Vec<String> = std::fs::read_dir(parent)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".lantern.lock")
+            .collect();
+        // The direction command also writes its summary (`NAME.json`, atomically on its own).
+        let mut names = names;
+        names.sort();
+        let main = out.file_name().unwrap().to_string_lossy().into_owned();
+        let want: Vec<String> = match main.strip_suffix(".safetensors") {
+            Some(stem) if *what == "direction file" => vec![main.clone(), format!("{stem}.json")],
+            _ => vec![main.clone()],
+        };
+        let mut want = want;
+        want.sort();
+        assert_eq!(names, want, "{what}: litter beside the output");
+    }
+}
+
+/// A synthetic store of 2000 rows of width 64 (the organism's; `seed` sets the features).
+fn synth_rows(dir: &Path, name: &str, seed: &str) -> PathBuf {
+    let store = dir.join(name);
+    run_ok(&[
+        "acts",
+        "synth",
+        "--d",
+        "64",
+        "--features",
+        "128",
+        "--rows",
+        "2000",
+        "--seed",
+        seed,
+        "--out",
+        s(&store),
+    ]);
+    store
+}

@@ -37,6 +37,9 @@ pub enum LmError {
     /// The tokenizer or chat template failed.
     #[error("{0}")]
     Tokenizer(String),
+    /// Writing an output (staging, atomic files) failed.
+    #[error(transparent)]
+    Output(#[from] lantern_output::OutputError),
 
     /// A hook name, layer or position range is invalid for this model.
     #[error("{0}")]

@@ -48,24 +48,11 @@ pub fn save_hf(lm: &LanguageModel, dir: &Path) -> Result<()> {
         _ => std::path::PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(|e| LmError::io(&parent, e))?;
-    let name = dir
-        .file_name()
-        .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| LmError::io(&tmp, e))?;
-    }
-    std::fs::create_dir(&tmp).map_err(|e| LmError::io(&tmp, e))?;
-    let written = write_files(lm, &tmp, dir);
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    if dir.exists() {
-        std::fs::remove_dir(dir).map_err(|e| LmError::io(dir, e))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(|e| LmError::io(dir, e))?;
-    sync_dir(&parent)
+    // Written into a staging sibling and swapped in whole (`DirStage`): a kill leaves no
+    // model or the whole one, and the next save removes the stage a dead process left.
+    let stage = lantern_output::DirStage::new(dir)?;
+    write_files(lm, stage.path(), dir)?;
+    Ok(stage.commit(&[])?)
 }
 
 fn write_files(lm: &LanguageModel, tmp: &Path, dir: &Path) -> Result<()> {
@@ -139,13 +126,4 @@ fn write_bytes(path: &Path, data: &[u8]) -> Result<()> {
     let mut f = File::create(path).map_err(|e| LmError::io(path, e))?;
     f.write_all(data).map_err(|e| LmError::io(path, e))?;
     f.sync_all().map_err(|e| LmError::io(path, e))
-}
-
-/// fsyncs a directory so a rename inside it survives a power loss (where the platform allows).
-fn sync_dir(dir: &Path) -> Result<()> {
-    match File::open(dir).and_then(|d| d.sync_all()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
-        Err(e) => Err(LmError::io(dir, e)),
-    }
 }
