@@ -19,13 +19,45 @@ pub enum SaeCommand {
     Eval {
         #[arg(long)]
         sae: PathBuf,
+        /// Reconstruction metrics on a store's rows (FVU, L0, dead/dense latents, MMCS).
         #[arg(long)]
-        acts: PathBuf,
+        acts: Option<PathBuf>,
+        /// Spliced-in evaluation instead: the model's CE and KL with the SAE's reconstruction,
+        /// zero, and reconstruction + error in place of the hook's activation
+        /// (ce_loss_score, kl_div_score), with --prompts or --text.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// With --model: a prompts JSONL (text or chat records; chat records are rendered with
+        /// the model's template).
+        #[arg(long)]
+        prompts: Option<PathBuf>,
+        /// With --model: a UTF-8 text file, cut into windows of --max-tokens-per-seq tokens
+        /// (each starting with the model's BOS when it has one).
+        #[arg(long)]
+        text: Option<PathBuf>,
+        /// With --model: the hook to splice at (default: the SAE's own hook_name).
+        #[arg(long)]
+        hook: Option<String>,
+        /// With --model: tokens per sequence (longer prompts are cut).
+        #[arg(long, default_value_t = 128)]
+        max_tokens_per_seq: usize,
+        /// With --model: evaluate only the first N sequences.
+        #[arg(long)]
+        sequences: Option<usize>,
+        /// With --model: splice position 0 too (by default the first token, an attention
+        /// sink, keeps its activation).
+        #[arg(long)]
+        splice_first: bool,
+        /// With --model: write splice.json and latents.csv (density, consistent-activation
+        /// heuristic per latent) into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Rows to evaluate (default: all).
         #[arg(long)]
         rows: Option<u64>,
-        #[arg(long, default_value_t = 4096)]
-        batch: usize,
+        /// Rows per batch with --acts, sequences per batch with --model.
+        #[arg(long)]
+        batch: Option<usize>,
         #[arg(long, default_value = "cpu")]
         device: String,
         /// Print JSON instead of a table.
@@ -263,6 +295,14 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
         SaeCommand::Eval {
             sae,
             acts,
+            model,
+            prompts,
+            text,
+            hook,
+            max_tokens_per_seq,
+            sequences,
+            splice_first,
+            out,
             rows,
             batch,
             device,
@@ -270,6 +310,47 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
             ground_truth,
         } => {
             let device: DeviceChoice = device.parse()?;
+            let acts = match (acts, model) {
+                (Some(a), None) => {
+                    let store_only = [
+                        ("--prompts", prompts.is_some()),
+                        ("--text", text.is_some()),
+                        ("--hook", hook.is_some()),
+                        ("--sequences", sequences.is_some()),
+                        ("--splice-first", splice_first),
+                        ("--out", out.is_some()),
+                    ];
+                    if let Some((flag, _)) = store_only.iter().find(|(_, given)| *given) {
+                        bail!(
+                            "{flag} applies to the spliced-in evaluation (--model), not to --acts"
+                        );
+                    }
+                    a
+                }
+                (None, Some(model)) => {
+                    if rows.is_some() || ground_truth.is_some() {
+                        bail!("--rows and --ground-truth apply to --acts, not to --model");
+                    }
+                    return splice_eval(SpliceArgs {
+                        sae,
+                        model,
+                        prompts,
+                        text,
+                        hook,
+                        max_tokens_per_seq,
+                        sequences,
+                        splice_first,
+                        out,
+                        batch: batch.unwrap_or(8),
+                        device,
+                        json,
+                    });
+                }
+                (Some(_), Some(_)) => bail!("give --acts or --model, not both"),
+                (None, None) => bail!(
+                    "give --acts STORE (reconstruction metrics) or --model MODEL with --prompts/--text (spliced-in CE/KL)"
+                ),
+            };
             let (weights, format) = lantern_sae::load_sae(&sae)?;
             let store = Store::open(&acts)?;
             let r = lantern_sae::evaluate(
@@ -277,7 +358,7 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
                 &store,
                 device,
                 &EvalOptions {
-                    batch,
+                    batch: batch.unwrap_or(4096),
                     max_rows: rows,
                     skip_non_finite: false,
                 },
@@ -417,4 +498,174 @@ fn train_flag_error(e: lantern_sae::SaeError) -> anyhow::Error {
         SaeError::Diverged { .. } => anyhow::anyhow!("{e}: --lr, --grad-clip"),
         _ => e.into(),
     }
+}
+
+/// The flags of `sae eval --model`.
+struct SpliceArgs {
+    sae: PathBuf,
+    model: PathBuf,
+    prompts: Option<PathBuf>,
+    text: Option<PathBuf>,
+    hook: Option<String>,
+    max_tokens_per_seq: usize,
+    sequences: Option<usize>,
+    splice_first: bool,
+    out: Option<PathBuf>,
+    batch: usize,
+    device: DeviceChoice,
+    json: bool,
+}
+
+/// `sae eval --model`: spliced-in CE/KL evaluation ([`lantern_steer::splice`]).
+fn splice_eval(a: SpliceArgs) -> Result<()> {
+    use lantern_lm::{HookPoint, LanguageModel};
+    use lantern_steer::splice::{SpliceOptions, splice_eval};
+    if a.max_tokens_per_seq < 2 {
+        bail!("--max-tokens-per-seq must be at least 2 (one next-token prediction)");
+    }
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let mut inputs: Vec<(&str, &std::path::Path)> =
+        vec![("the SAE", &a.sae), ("the model", &a.model)];
+    let source = match (&a.prompts, &a.text) {
+        (Some(p), None) => p,
+        (None, Some(t)) => t,
+        _ => bail!("--model needs --prompts FILE or --text FILE (one of them)"),
+    };
+    inputs.push(("the input", source));
+    let _lock = match &a.out {
+        Some(out) => Some(report::lock_output("--out", out, &inputs)?),
+        None => None,
+    };
+    let (weights, _) = lantern_sae::load_sae(&a.sae)?;
+    let hook_name = a
+        .hook
+        .clone()
+        .unwrap_or_else(|| weights.cfg.hook_name.clone());
+    let point: HookPoint = hook_name.parse().map_err(|e| {
+        anyhow::anyhow!(
+            "--hook '{hook_name}' (from {}): {e}",
+            if a.hook.is_some() {
+                "the flag"
+            } else {
+                "the SAE's cfg.json"
+            }
+        )
+    })?;
+    let dev = a.device.open()?;
+    let lm = LanguageModel::load(&a.model, &dev)?;
+    let n = a.max_tokens_per_seq;
+    let mut texts: Vec<Vec<u32>> = match (&a.prompts, &a.text) {
+        (Some(p), _) => lantern_lm::prompts::read_prompts(p)?
+            .iter()
+            .map(|rec| {
+                crate::steer_run::prompt_tokens(&lm, rec, false, p).map(|(t, _)| {
+                    let mut ids = t.ids;
+                    ids.truncate(n);
+                    ids
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
+        (None, Some(t)) => {
+            let body = std::fs::read_to_string(t)
+                .with_context(|| format!("--text {}: expected a UTF-8 text file", t.display()))?;
+            let ids = lm.tokenizer.encode(&body, false)?;
+            let bos = lm.tokenizer.bos_id();
+            let width = n - usize::from(bos.is_some());
+            ids.chunks(width)
+                .map(|c| bos.into_iter().chain(c.iter().copied()).collect())
+                .collect()
+        }
+        (None, None) => unreachable!("checked above"),
+    };
+    texts.retain(|t| t.len() >= 2);
+    if let Some(k) = a.sequences {
+        texts.truncate(k);
+    }
+    if texts.is_empty() {
+        bail!(
+            "{}: no sequence of at least 2 tokens to evaluate on",
+            source.display()
+        );
+    }
+    let sae = lantern_sae::Sae::from_weights(&weights, &dev)?;
+    let bar = ProgressBar::new(texts.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("splice {bar:30} {pos}/{len} sequences {eta}")
+            .expect("valid template"),
+    );
+    let r = splice_eval(
+        &lm.model,
+        &sae,
+        point,
+        &texts,
+        &SpliceOptions {
+            splice_first: a.splice_first,
+            batch: a.batch,
+        },
+        |k| bar.inc(k as u64),
+    )?;
+    bar.finish_and_clear();
+    let mut v = serde_json::to_value(&r)?;
+    v["sae"] = serde_json::json!(a.sae.display().to_string());
+    v["model"] = serde_json::json!(a.model.display().to_string());
+    v["hook"] = serde_json::json!(point.to_string());
+    v["input"] = serde_json::json!(source.display().to_string());
+    if let Some(out) = &a.out {
+        report::write_json(&out.join("splice.json"), &v)?;
+        let mut csv = String::from("latent,density,consistent_activation\n");
+        for (i, (d, c)) in r.density.iter().zip(&r.consistent_activation).enumerate() {
+            let c = if c.is_nan() {
+                String::new()
+            } else {
+                format!("{c}")
+            };
+            csv.push_str(&format!("{i},{d},{c}\n"));
+        }
+        lantern_output::write_atomic(&out.join("latents.csv"), csv.as_bytes())?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "spliced at {point}: {} sequences, {} predictions, {} activations replaced ({})",
+            r.sequences,
+            r.predictions,
+            r.spliced_tokens,
+            if r.first_position_spliced {
+                "position 0 included"
+            } else {
+                "position 0 kept clean"
+            }
+        );
+        println!("               clean      SAE     zero  SAE+error");
+        println!(
+            "CE (nats)   {:8.4} {:8.4} {:8.4} {:8.4}",
+            r.ce_clean, r.ce_sae, r.ce_zero, r.ce_sae_plus_error
+        );
+        println!(
+            "KL (nats)   {:>8} {:8.4} {:8.4} {:8.2e}",
+            "", r.kl_sae, r.kl_zero, r.kl_sae_plus_error
+        );
+        println!(
+            "ce_loss_score {:.4}   kl_div_score {:.4}",
+            r.ce_loss_score, r.kl_div_score
+        );
+        let s = &r.recon;
+        println!(
+            "explained variance {:.4} (legacy {:.4})  mse {:.4e}  cossim {:.4}  l2_ratio {:.4}  rel. bias {:.4}  L0 {:.2}",
+            s.explained_variance,
+            s.explained_variance_legacy,
+            s.mse,
+            s.cossim,
+            s.l2_ratio,
+            s.relative_reconstruction_bias,
+            s.l0
+        );
+        if let Some(out) = &a.out {
+            println!("wrote {}/splice.json, latents.csv", out.display());
+        }
+    }
+    Ok(())
 }

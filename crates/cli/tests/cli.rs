@@ -456,3 +456,130 @@ fn model_export_merges_an_adapter_into_a_directory_that_loads_back() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("not empty"), "{e}");
 }
+
+/// `sae eval --model`: the spliced-in evaluation end to end on the organism's chat model with
+/// a small TopK SAE spliced at block 1 (its numbers are pinned to PyTorch in
+/// crates/steer/tests/splice.rs; here: the files, the invariants, the flag checks).
+#[test]
+fn sae_eval_with_a_model_splices_the_sae_in_and_reports_ce_and_kl() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let list: serde_json::Value = serde_json::from_slice(
+        &run_ok(&["organism", "list", "--json", "--cache", &p("cache")]).stdout,
+    )
+    .unwrap();
+    let chat = list["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "chat")
+        .unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    run_ok(&[
+        "organism",
+        "prompts",
+        "--split",
+        "eval",
+        "--out",
+        &p("prompts.jsonl"),
+    ]);
+    run_ok(&[
+        "capture",
+        "--model",
+        &chat,
+        "--prompts",
+        &p("prompts.jsonl"),
+        "--hook",
+        "blocks.1.hook_resid_post",
+        "--out",
+        &p("acts"),
+    ]);
+    let acts = std::fs::read_dir(p("acts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("manifest.json").exists())
+        .unwrap_or_else(|| PathBuf::from(p("acts")));
+    run_ok(&[
+        "sae",
+        "train",
+        "--acts",
+        acts.to_str().unwrap(),
+        "--arch",
+        "topk",
+        "--k",
+        "4",
+        "--d-sae",
+        "128",
+        "--steps",
+        "200",
+        "--batch",
+        "256",
+        "--out",
+        &p("sae"),
+        "--quiet",
+    ]);
+    let (sae, prompts) = (p("sae"), p("prompts.jsonl"));
+    let eval = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["sae", "eval", "--sae", &sae, "--model", &chat, "--prompts"];
+        args.push(&prompts);
+        args.extend_from_slice(extra);
+        args.push("--json");
+        serde_json::from_slice(&run_ok(&args).stdout).unwrap()
+    };
+    let out = p("splice");
+    let r = eval(&["--out", &out]);
+    let f = |k: &str| r[k].as_f64().unwrap();
+    assert_eq!(r["hook"], "blocks.1.hook_resid_post");
+    assert_eq!(r["first_position_spliced"], false);
+    // The error added back is the clean model; deleting the activation costs a lot.
+    assert!((f("ce_sae_plus_error") - f("ce_clean")).abs() < 1e-5, "{r}");
+    assert!(f("kl_sae_plus_error") < 1e-6, "{r}");
+    assert!(f("ce_zero") > f("ce_clean") + 1.0, "{r}");
+    let score = f("ce_loss_score");
+    assert!(score.is_finite() && score < 1.01, "{r}");
+    // Every position but each sequence's first was spliced; --splice-first adds one per sequence.
+    let seqs = r["sequences"].as_u64().unwrap();
+    assert_eq!(
+        r["spliced_tokens"].as_u64().unwrap(),
+        r["tokens"].as_u64().unwrap() - seqs
+    );
+    let all = eval(&["--splice-first"]);
+    assert_eq!(all["spliced_tokens"], all["tokens"]);
+    // The files: splice.json is what was printed; latents.csv has a row per latent.
+    let written: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("splice/splice.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(written, r);
+    let csv = std::fs::read_to_string(dir.path().join("splice/latents.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 128);
+    // Flags of the other mode are refused, in one line.
+    for (args, needle) in [
+        (
+            vec![
+                "sae",
+                "eval",
+                "--sae",
+                &sae,
+                "--acts",
+                acts.to_str().unwrap(),
+                "--text",
+                "x.txt",
+            ],
+            "--text applies to the spliced-in evaluation",
+        ),
+        (
+            vec!["sae", "eval", "--sae", &sae, "--model", &chat],
+            "--model needs --prompts FILE or --text FILE",
+        ),
+        (vec!["sae", "eval", "--sae", &sae], "give --acts STORE"),
+    ] {
+        let o = lantern().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+}

@@ -58,6 +58,7 @@ pub mod judge;
 pub mod orthogonalize;
 pub mod refusal;
 pub mod score;
+pub mod splice;
 pub mod strength;
 pub mod vector;
 
