@@ -115,8 +115,9 @@ pub fn run(a: CaptureArgs) -> Result<()> {
         sort_window: a.sort_window,
     };
     opts.validate(&lm.model, &[])?; // hooks, before any output exists
-    let text = std::fs::read_to_string(&a.prompts)
-        .with_context(|| format!("reading {}", a.prompts.display()))?;
+    let bytes =
+        std::fs::read(&a.prompts).with_context(|| format!("reading {}", a.prompts.display()))?;
+    let text = lantern_lm::prompts::utf8_lines(&bytes, &a.prompts)?;
     let records = lantern_lm::prompts::parse_prompts(&text, &a.prompts)?;
     let (label_names, labels) = sequence_labels(&records, &a.prompts)?;
     let seqs: Vec<Sequence> = records

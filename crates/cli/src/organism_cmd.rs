@@ -603,8 +603,8 @@ fn judge(a: JudgeArgs) -> Result<()> {
     {
         bail!("--train-domain {d}: expected medical, finance, sport or code");
     }
-    let text =
-        std::fs::read_to_string(&a.input).with_context(|| format!("--in {}", a.input.display()))?;
+    let bytes = std::fs::read(&a.input).with_context(|| format!("--in {}", a.input.display()))?;
+    let text = lantern_lm::prompts::utf8_lines(&bytes, &a.input)?;
     let recs = lantern_organism::records::judge_records(&text, &a.input)?;
     let t = lantern_organism::records::tally_records(&recs, a.train_domain.as_deref());
     let held = t.held_out();

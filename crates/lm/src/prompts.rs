@@ -66,8 +66,24 @@ struct RawMessage {
 
 /// Reads a prompt file.
 pub fn read_prompts(path: &Path) -> Result<Vec<PromptRecord>> {
-    let text = std::fs::read_to_string(path).map_err(|e| LmError::io(path, e))?;
-    parse_prompts(&text, path)
+    let bytes = std::fs::read(path).map_err(|e| LmError::io(path, e))?;
+    parse_prompts(&utf8_lines(&bytes, path)?, path)
+}
+
+/// `bytes` as text, or an error naming the first line that is not UTF-8 (`path:line`) — a
+/// whole-file "stream did not contain valid UTF-8" leaves a researcher searching a large file.
+pub fn utf8_lines(bytes: &[u8], path: &Path) -> Result<String> {
+    match String::from_utf8(bytes.to_vec()) {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let line = 1 + bytes[..at].iter().filter(|b| **b == b'\n').count();
+            Err(LmError::format(
+                format!("{}:{line}", path.display()),
+                "not valid UTF-8 text (JSONL files must be UTF-8)",
+            ))
+        }
+    }
 }
 
 /// Parses prompt records (`path` names the file in errors: `path:line: ...`). Blank lines are
@@ -120,6 +136,17 @@ pub fn parse_prompts(text: &str, path: &Path) -> Result<Vec<PromptRecord>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_non_utf8_line_is_named_by_its_number() {
+        let bytes = b"{\"text\": \"a\"}\n{\"text\": \"b\"}\n{\"text\": \"c\xff\"}\n";
+        let err = utf8_lines(bytes, Path::new("p.jsonl"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("p.jsonl:3: not valid UTF-8"), "{err}");
+        assert!(utf8_lines(b"ok\n", Path::new("p.jsonl")).is_ok());
+    }
+
     use super::*;
 
     #[test]
