@@ -15,6 +15,10 @@ use crate::report;
 pub enum SaeCommand {
     /// Train an SAE on an activation store.
     Train(Box<TrainArgs>),
+    /// Train every combination of the listed settings in one pass over the store (each batch
+    /// read once and fed to every SAE); each SAE in SAELens layout under OUT/NAME, and
+    /// sweep.csv, sweep.json and sweep.png (FVU against L0) over all of them.
+    Sweep(Box<SweepArgs>),
     /// Evaluate an SAE (any supported format) on an activation store.
     Eval {
         #[arg(long)]
@@ -177,6 +181,282 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
+#[derive(Args, Clone)]
+pub struct SweepArgs {
+    /// Activation store to train on.
+    #[arg(long)]
+    pub acts: PathBuf,
+    /// Architectures, comma-separated: relu, topk, batchtopk, jumprelu.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub arch: Vec<String>,
+    /// k values for topk / batchtopk, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub k: Vec<usize>,
+    /// λ values for relu / jumprelu, comma-separated (default: each architecture's default).
+    #[arg(long, value_delimiter = ',')]
+    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
+    pub sparsity_coeff: Vec<f32>,
+    /// Learning rates, comma-separated; `auto` is `sae train`'s default for the architecture.
+    #[arg(long, value_delimiter = ',', default_value = "auto")]
+    pub lr: Vec<String>,
+    /// Dictionary sizes, comma-separated (default: 8 × d_in).
+    #[arg(long, value_delimiter = ',')]
+    pub d_sae: Vec<usize>,
+    /// Training tokens (rounded up to whole batches), the same for every SAE.
+    #[arg(long, conflicts_with = "steps")]
+    pub tokens: Option<u64>,
+    #[arg(long)]
+    pub steps: Option<u64>,
+    #[arg(long, default_value_t = 4096)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Rows evaluated after training (0 = skip; then the table shows the last training batch).
+    #[arg(long, default_value_t = 200_000)]
+    pub eval_rows: u64,
+    /// cpu | wgpu | vulkan
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `sae train`'s own flags, parsed from an argument list (the sweep builds one per SAE, so
+/// each gets exactly the defaults and checks of `sae train`).
+#[derive(clap::Parser)]
+struct TrainArgv {
+    #[command(flatten)]
+    args: TrainArgs,
+}
+
+/// One SAE of a sweep: its directory name and `sae train` arguments.
+fn sweep_runs(a: &SweepArgs) -> Result<Vec<(String, TrainArgs)>> {
+    use clap::Parser;
+    let lrs: Vec<Option<f32>> =
+        a.lr.iter()
+            .map(|v| match v.as_str() {
+                "auto" => Ok(None),
+                v => match v.parse::<f32>() {
+                    Ok(x) if x.is_finite() && x > 0.0 => Ok(Some(x)),
+                    _ => Err(anyhow::anyhow!(
+                        "--lr '{v}': expected auto or a positive number"
+                    )),
+                },
+            })
+            .collect::<Result<_>>()?;
+    let sizes: Vec<Option<usize>> = if a.d_sae.is_empty() {
+        vec![None]
+    } else {
+        a.d_sae.iter().copied().map(Some).collect()
+    };
+    let mut runs = Vec::new();
+    for arch in &a.arch {
+        let topk = matches!(arch.as_str(), "topk" | "batchtopk");
+        let sparsity: Vec<(String, Vec<String>)> = if topk {
+            if a.k.is_empty() {
+                bail!("--arch {arch} needs --k (one or more values)");
+            }
+            a.k.iter()
+                .map(|k| (format!("k{k}"), vec!["--k".into(), k.to_string()]))
+                .collect()
+        } else if a.sparsity_coeff.is_empty() {
+            vec![(String::new(), Vec::new())]
+        } else {
+            a.sparsity_coeff
+                .iter()
+                .map(|l| {
+                    (
+                        format!("l{l}"),
+                        vec!["--sparsity-coeff".into(), l.to_string()],
+                    )
+                })
+                .collect()
+        };
+        for m in &sizes {
+            for lr in &lrs {
+                for (tag, flags) in &sparsity {
+                    let mut name = arch.clone();
+                    for part in [
+                        tag.clone(),
+                        m.map(|m| format!("m{m}")).unwrap_or_default(),
+                        format!("lr{}", lr.map_or("auto".into(), |v| format!("{v:e}"))),
+                    ] {
+                        if !part.is_empty() {
+                            name.push('-');
+                            name.push_str(&part);
+                        }
+                    }
+                    let mut argv: Vec<String> = vec![
+                        "train".into(),
+                        "--acts".into(),
+                        a.acts.display().to_string(),
+                        "--arch".into(),
+                        arch.clone(),
+                        "--batch".into(),
+                        a.batch.to_string(),
+                        "--seed".into(),
+                        a.seed.to_string(),
+                        "--eval-rows".into(),
+                        a.eval_rows.to_string(),
+                        "--device".into(),
+                        a.device.clone(),
+                        "--out".into(),
+                        a.out.join(&name).display().to_string(),
+                        "--quiet".into(),
+                    ];
+                    argv.extend(flags.iter().cloned());
+                    if let Some(m) = m {
+                        argv.extend(["--d-sae".into(), m.to_string()]);
+                    }
+                    if let Some(lr) = lr {
+                        argv.extend(["--lr".into(), lr.to_string()]);
+                    }
+                    match (a.tokens, a.steps) {
+                        (Some(t), _) => argv.extend(["--tokens".into(), t.to_string()]),
+                        (None, Some(s)) => argv.extend(["--steps".into(), s.to_string()]),
+                        (None, None) => bail!("give --tokens N or --steps N"),
+                    }
+                    let args = TrainArgv::try_parse_from(&argv)
+                        .map_err(|e| anyhow::anyhow!("{name}: {}", e.to_string().trim()))?
+                        .args;
+                    runs.push((name, args));
+                }
+            }
+        }
+    }
+    if runs.is_empty() {
+        bail!("the sweep has no combination to train");
+    }
+    Ok(runs)
+}
+
+/// `sae sweep`: the runs of [`sweep_runs`] in lockstep, then each SAE's files and the table.
+pub fn sweep(a: &SweepArgs) -> Result<()> {
+    let _lock = report::lock_output("--out", &a.out, &[("--acts", &a.acts)])?;
+    let runs = sweep_runs(a)?;
+    let device: DeviceChoice = a.device.parse()?;
+    let store = Store::open(&a.acts)?;
+    let mut locks = Vec::new();
+    let mut configs = Vec::new();
+    for (name, args) in &runs {
+        locks.push(report::lock_output(
+            "--out",
+            &args.out,
+            &[("--acts", &a.acts)],
+        )?);
+        let cfg = args
+            .config(store.d_model())
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        configs.push((cfg, args.out.clone()));
+    }
+    let steps = configs[0].0.steps;
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(steps)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} steps × {} SAEs {{per_sec}}",
+            runs.len()
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let t0 = std::time::Instant::now();
+    let reports = lantern_sae::train::train_lockstep(&store, &configs, device, &mut |i, ev| {
+        if let (0, TrainEvent::Step(s)) = (i, ev) {
+            bar.set_position(s);
+        }
+    })
+    .map_err(train_flag_error)?;
+    bar.finish_and_clear();
+    let seconds = t0.elapsed().as_secs_f64();
+    let mut rows = Vec::new();
+    let mut csv = String::from("name,arch,k,sparsity_coeff,d_sae,lr,fvu,l0,dead_fraction,mmcs\n");
+    for (((name, args), (cfg, _)), report) in runs.iter().zip(&configs).zip(reports) {
+        let history_last = report.history.last().cloned();
+        let outcome = report::finish_training(args, cfg, &store, device, report, seconds)?;
+        let (fvu, l0, dead) = match (&outcome.eval, &history_last) {
+            (Some(e), _) => (e.fvu, e.l0, e.dead_fraction),
+            (None, Some(m)) => (m.fvu, m.l0, m.dead_fraction),
+            (None, None) => (f64::NAN, f64::NAN, f64::NAN),
+        };
+        let (k, lambda) = match cfg.arch {
+            lantern_sae::Arch::TopK { k } | lantern_sae::Arch::BatchTopK { k } => (Some(k), None),
+            _ => (None, Some(cfg.sparsity_coeff)),
+        };
+        let arch = args.arch.clone();
+        csv.push_str(&format!(
+            "{name},{arch},{},{},{},{},{fvu},{l0},{dead},{}\n",
+            k.map_or(String::new(), |k| k.to_string()),
+            lambda.map_or(String::new(), |l| l.to_string()),
+            cfg.d_sae,
+            cfg.lr,
+            outcome.mmcs.map_or(String::new(), |m| m.to_string()),
+        ));
+        rows.push(serde_json::json!({
+            "name": name, "arch": arch, "k": k, "sparsity_coeff": lambda, "d_sae": cfg.d_sae,
+            "lr": cfg.lr, "fvu": fvu, "l0": l0, "dead_fraction": dead, "mmcs": outcome.mmcs,
+            "dir": outcome.out,
+        }));
+    }
+    drop(locks);
+    lantern_output::write_atomic(&a.out.join("sweep.csv"), csv.as_bytes())?;
+    report::write_json(
+        &a.out.join("sweep.json"),
+        &serde_json::json!({
+            "store": a.acts, "tokens": configs[0].0.steps * a.batch as u64,
+            "seconds": seconds, "device": device.to_string(), "runs": rows,
+        }),
+    )?;
+    // FVU against L0: one line per (architecture, size, learning rate) through its k or λ
+    // values, in order of L0.
+    let mut groups: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for r in &rows {
+        let key = format!(
+            "{} m{} lr {}",
+            r["arch"].as_str().unwrap_or(""),
+            r["d_sae"],
+            r["lr"].as_f64().map_or("?".into(), |v| format!("{v:.1e}"))
+        );
+        let point = (
+            r["l0"].as_f64().unwrap_or(f64::NAN),
+            r["fvu"].as_f64().unwrap_or(f64::NAN),
+        );
+        match groups.iter_mut().find(|g| g.0 == key) {
+            Some(g) => g.1.push(point),
+            None => groups.push((key, vec![point])),
+        }
+    }
+    let series: Vec<lantern_plot::Series> = groups
+        .into_iter()
+        .map(|(name, mut points)| {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            lantern_plot::Series { name, points }
+        })
+        .collect();
+    lantern_plot::line_chart(
+        &a.out.join("sweep.png"),
+        &lantern_plot::LineChart {
+            title: "SAE sweep: reconstruction against sparsity",
+            x_label: "L0 (active latents per token)",
+            y_label: "FVU",
+            log_y: true,
+            series: &series,
+        },
+    )?;
+    println!("{csv}");
+    println!(
+        "trained {} SAEs in one pass ({seconds:.1} s); wrote {}/sweep.csv, sweep.json, sweep.png",
+        runs.len(),
+        a.out.display()
+    );
+    Ok(())
+}
+
 pub fn parse_arch(arch: &str, k: Option<usize>) -> Result<Arch> {
     let need_k = || k.with_context(|| format!("--arch {arch} needs --k"));
     let no_k = |a: Arch| match k {
@@ -292,6 +572,7 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
         SaeCommand::Train(args) => {
             train(&args)?;
         }
+        SaeCommand::Sweep(args) => sweep(&args)?,
         SaeCommand::Eval {
             sae,
             acts,

@@ -583,3 +583,118 @@ fn sae_eval_with_a_model_splices_the_sae_in_and_reports_ce_and_kl() {
         assert!(err.contains(needle), "{err}");
     }
 }
+
+/// `sae sweep` trains every combination in one pass over the store, and each SAE is exactly
+/// the one `sae train` makes alone with the same flags (same batches in the same order).
+#[test]
+fn a_lockstep_sweep_gives_each_sae_that_training_alone_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let acts = p("acts");
+    run_ok(&[
+        "acts",
+        "synth",
+        "--d",
+        "24",
+        "--features",
+        "96",
+        "--rows",
+        "30000",
+        "--seed",
+        "5",
+        "--out",
+        &acts,
+    ]);
+    let common = [
+        "--d-sae",
+        "96",
+        "--tokens",
+        "40000",
+        "--batch",
+        "1000",
+        "--eval-rows",
+        "5000",
+    ];
+    let mut sweep = vec![
+        "sae",
+        "sweep",
+        "--acts",
+        &acts,
+        "--arch",
+        "topk,relu",
+        "--k",
+        "3,6",
+        "--lr",
+        "auto,0.002",
+    ];
+    sweep.extend_from_slice(&common);
+    let out = p("sweep");
+    sweep.extend_from_slice(&["--out", &out, "--quiet"]);
+    run_ok(&sweep);
+    let table: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("sweep/sweep.json")).unwrap(),
+    )
+    .unwrap();
+    let runs = table["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 6, "2 k × 2 lr for topk, 2 lr for relu");
+    let csv = std::fs::read_to_string(dir.path().join("sweep/sweep.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 7);
+    assert!(dir.path().join("sweep/sweep.png").exists());
+    for (name, flags) in [
+        (
+            "topk-k6-m96-lr2e-3",
+            vec!["--arch", "topk", "--k", "6", "--lr", "0.002"],
+        ),
+        ("relu-m96-lrauto", vec!["--arch", "relu"]),
+    ] {
+        let alone = p(name);
+        let mut args = vec!["sae", "train", "--acts", &acts];
+        args.extend_from_slice(&flags);
+        args.extend_from_slice(&common);
+        args.extend_from_slice(&["--out", &alone, "--quiet"]);
+        run_ok(&args);
+        let (a, b) = (
+            tensors(&Path::new(&alone).join("sae_weights.safetensors")),
+            tensors(
+                &dir.path()
+                    .join("sweep")
+                    .join(name)
+                    .join("sae_weights.safetensors"),
+            ),
+        );
+        assert_eq!(a.len(), b.len());
+        for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+            assert_eq!(na, nb);
+            assert!(
+                va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{name}: {na} differs between the sweep and training alone"
+            );
+        }
+        let row = runs.iter().find(|r| r["name"] == name).unwrap();
+        let metrics: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(Path::new(&alone).join("metrics.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(row["fvu"], metrics["eval"]["fvu"], "{name}");
+    }
+    // A sweep whose settings cannot combine is refused in one line.
+    let o = lantern()
+        .args([
+            "sae",
+            "sweep",
+            "--acts",
+            &acts,
+            "--arch",
+            "topk",
+            "--tokens",
+            "1000",
+            "--out",
+            &p("bad"),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("--arch topk needs --k"), "{err}");
+}

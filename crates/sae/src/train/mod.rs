@@ -100,87 +100,204 @@ pub fn train(
     resume: bool,
     observer: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainReport> {
-    let d = store.d_model();
-    cfg.check(d)?;
-    let device = device_choice.open()?;
-    std::fs::create_dir_all(out).map_err(|e| SaeError::Io {
-        path: out.to_path_buf(),
-        source: e,
-    })?;
-    let ckpt_path = out.join("checkpoint.safetensors");
-    let store_id = lantern_output::fingerprint(&store.dir().join("manifest.json"))?;
-    let mut state = if resume {
-        let ck = checkpoint::load(&ckpt_path, &device)?;
-        let ck_d = ck.params.b_dec.dims()[0];
-        if ck_d != d {
-            return Err(SaeError::ConfigMismatch {
-                path: ckpt_path,
-                difference: format!(
-                    "d_in {ck_d}, but the activation store {} has d_model {d}",
-                    store.dir().display()
-                ),
-            });
-        }
-        if !ck.store_id.is_empty() && ck.store_id != store_id {
-            return Err(SaeError::ConfigMismatch {
-                path: ckpt_path,
-                difference: format!(
-                    "the activation store {} holds other rows than the run's (its manifest differs)",
-                    store.dir().display()
-                ),
-            });
-        }
-        if ck.config != *cfg {
-            return Err(SaeError::ConfigMismatch {
-                path: ckpt_path,
-                difference: checkpoint::config_difference(&ck.config, cfg),
-            });
-        }
-        State::resume(ck, &device)
-    } else {
-        let mut s = State::fresh(store, cfg, &device)?;
-        s.saved.store_id = store_id;
-        s
-    };
-
-    let reader = BatchReader::new(
-        store.clone(),
-        ReaderOptions {
-            batch_rows: cfg.batch,
-            shuffle_rows: cfg.shuffle_rows,
-            seed: cfg.seed,
-            role: None,
-            label: None,
-            epochs: None,
-            non_finite: if cfg.skip_non_finite {
-                NonFinite::Skip
-            } else {
-                NonFinite::Error
-            },
-        },
-    )
-    .map_err(SaeError::Acts)?;
-    let batches = Prefetch::start(reader, state.saved.cursor)?;
-
-    let k_aux = cfg.k_aux.unwrap_or(d / 2).max(1);
-    let normalize_decoder = !matches!(cfg.arch, Arch::Relu);
-    let median_norm_cut = cfg.outlier_factor.map(|f| f * state.saved.median_norm);
-    let mut window = Window::new(cfg.d_sae, &device);
-    let skipped_before = state.saved.skipped_non_finite;
-    let mut cpu = cpu_engine(&mut state, cfg, &device)?;
-    let mut dead_list = dead_indices(&state, cfg);
+    let mut run = Run::start(store, cfg, device_choice, out, resume)?;
+    let reader = BatchReader::new(store.clone(), reader_options(cfg)).map_err(SaeError::Acts)?;
+    let batches = Prefetch::start(reader, run.cursor())?;
     observer(TrainEvent::Started {
-        step: state.saved.step,
+        step: run.step_done(),
         steps: cfg.steps,
     });
-
-    while state.saved.step < cfg.steps {
+    while !run.done() {
         let (batch, cursor_after) = batches.next()?;
-        state.saved.skipped_non_finite = skipped_before + batches.skipped();
-        let (rows, excluded) = filter_rows(batch, cfg, state.saved.scale, median_norm_cut, &device);
+        run.feed(batch, cursor_after, batches.skipped(), observer)?;
+    }
+    run.finish(store)
+}
+
+/// How a run reads its store: batch size, shuffling and seed, non-finite rows. Runs with the
+/// same options see the same batches in the same order (what a lockstep sweep relies on).
+pub fn reader_options(cfg: &TrainConfig) -> ReaderOptions {
+    ReaderOptions {
+        batch_rows: cfg.batch,
+        shuffle_rows: cfg.shuffle_rows,
+        seed: cfg.seed,
+        role: None,
+        label: None,
+        epochs: None,
+        non_finite: if cfg.skip_non_finite {
+            NonFinite::Skip
+        } else {
+            NonFinite::Error
+        },
+    }
+}
+
+/// Trains several SAEs on one pass over `store`: each batch is read once and fed to every run
+/// (SAELens' `MultiSAETrainer`, dictionary_learning's `trainSAE` with several trainers). The
+/// configurations must read the store identically ([`reader_options`] and `steps` equal);
+/// each run gets exactly the batches it would get alone, so its SAE is the one `train` gives.
+pub fn train_lockstep(
+    store: &Store,
+    runs: &[(TrainConfig, std::path::PathBuf)],
+    device_choice: DeviceChoice,
+    observer: &mut dyn FnMut(usize, TrainEvent),
+) -> Result<Vec<TrainReport>> {
+    let Some((first, _)) = runs.first() else {
+        return Ok(Vec::new());
+    };
+    for (cfg, out) in runs {
+        if reader_options(cfg) != reader_options(first) || cfg.steps != first.steps {
+            return Err(SaeError::Config(format!(
+                "{}: a lockstep sweep needs the same batch, steps, shuffle, seed and non-finite \
+                 handling for every run",
+                out.display()
+            )));
+        }
+    }
+    let mut live: Vec<Run> = runs
+        .iter()
+        .map(|(cfg, out)| Run::start(store, cfg, device_choice, out, false))
+        .collect::<Result<_>>()?;
+    let reader = BatchReader::new(store.clone(), reader_options(first)).map_err(SaeError::Acts)?;
+    let batches = Prefetch::start(reader, live[0].cursor())?;
+    for (i, _) in live.iter().enumerate() {
+        observer(
+            i,
+            TrainEvent::Started {
+                step: 0,
+                steps: first.steps,
+            },
+        );
+    }
+    while !live[0].done() {
+        let (batch, cursor_after) = batches.next()?;
+        for (i, run) in live.iter_mut().enumerate() {
+            run.feed(batch.clone(), cursor_after, batches.skipped(), &mut |e| {
+                observer(i, e)
+            })?;
+        }
+    }
+    live.into_iter().map(|r| r.finish(store)).collect()
+}
+
+/// One training run, fed batch by batch ([`train`] feeds one, [`train_lockstep`] several).
+pub struct Run {
+    cfg: TrainConfig,
+    d: usize,
+    device: Device,
+    ckpt_path: PathBuf,
+    state: State,
+    cpu: Option<CpuTopK>,
+    window: Window,
+    dead_list: Vec<u32>,
+    k_aux: usize,
+    normalize_decoder: bool,
+    median_norm_cut: Option<f32>,
+    skipped_before: u64,
+}
+
+impl Run {
+    /// A fresh run, or one resumed from `out/checkpoint.safetensors` (same config and store
+    /// required).
+    pub fn start(
+        store: &Store,
+        cfg: &TrainConfig,
+        device_choice: DeviceChoice,
+        out: &Path,
+        resume: bool,
+    ) -> Result<Self> {
+        let d = store.d_model();
+        cfg.check(d)?;
+        let device = device_choice.open()?;
+        std::fs::create_dir_all(out).map_err(|e| SaeError::Io {
+            path: out.to_path_buf(),
+            source: e,
+        })?;
+        let ckpt_path = out.join("checkpoint.safetensors");
+        let store_id = lantern_output::fingerprint(&store.dir().join("manifest.json"))?;
+        let mut state = if resume {
+            let ck = checkpoint::load(&ckpt_path, &device)?;
+            let ck_d = ck.params.b_dec.dims()[0];
+            if ck_d != d {
+                return Err(SaeError::ConfigMismatch {
+                    path: ckpt_path,
+                    difference: format!(
+                        "d_in {ck_d}, but the activation store {} has d_model {d}",
+                        store.dir().display()
+                    ),
+                });
+            }
+            if !ck.store_id.is_empty() && ck.store_id != store_id {
+                return Err(SaeError::ConfigMismatch {
+                    path: ckpt_path,
+                    difference: format!(
+                        "the activation store {} holds other rows than the run's (its manifest differs)",
+                        store.dir().display()
+                    ),
+                });
+            }
+            if ck.config != *cfg {
+                return Err(SaeError::ConfigMismatch {
+                    path: ckpt_path,
+                    difference: checkpoint::config_difference(&ck.config, cfg),
+                });
+            }
+            State::resume(ck, &device)
+        } else {
+            let mut s = State::fresh(store, cfg, &device)?;
+            s.saved.store_id = store_id;
+            s
+        };
+        let cpu = cpu_engine(&mut state, cfg, &device)?;
+        let dead_list = dead_indices(&state, cfg);
+        Ok(Self {
+            d,
+            k_aux: cfg.k_aux.unwrap_or(d / 2).max(1),
+            normalize_decoder: !matches!(cfg.arch, Arch::Relu),
+            median_norm_cut: cfg.outlier_factor.map(|f| f * state.saved.median_norm),
+            window: Window::new(cfg.d_sae, &device),
+            skipped_before: state.saved.skipped_non_finite,
+            cfg: cfg.clone(),
+            device,
+            ckpt_path,
+            state,
+            cpu,
+            dead_list,
+        })
+    }
+
+    /// Where in the store the next batch starts.
+    pub fn cursor(&self) -> lantern_acts::Cursor {
+        self.state.saved.cursor
+    }
+
+    /// Steps done.
+    pub fn step_done(&self) -> u64 {
+        self.state.saved.step
+    }
+
+    /// Whether every step is done.
+    pub fn done(&self) -> bool {
+        self.state.saved.step >= self.cfg.steps
+    }
+
+    /// One batch: filtered (excluded tokens, outliers), one step, statistics, metrics and a
+    /// checkpoint when due. `skipped` is the reader's count of non-finite rows so far.
+    pub fn feed(
+        &mut self,
+        batch: lantern_acts::Batch,
+        cursor_after: lantern_acts::Cursor,
+        skipped: u64,
+        observer: &mut dyn FnMut(TrainEvent),
+    ) -> Result<()> {
+        let (cfg, device, d) = (&self.cfg, &self.device, self.d);
+        let state = &mut self.state;
+        state.saved.skipped_non_finite = self.skipped_before + skipped;
+        let (rows, excluded) =
+            filter_rows(batch, cfg, state.saved.scale, self.median_norm_cut, device);
         state.saved.excluded += excluded;
         state.saved.cursor = cursor_after;
-        let Some(x) = rows else { continue };
+        let Some(x) = rows else { return Ok(()) };
         let n = x.dims()[0] as u64;
 
         let settings = StepSettings {
@@ -188,21 +305,21 @@ pub fn train(
             apply_b_dec_to_input: cfg.apply_b_dec_to_input,
             sparsity_coeff: cfg.sparsity_at(state.saved.step),
             aux_coeff: cfg.aux_coeff,
-            k_aux,
+            k_aux: self.k_aux,
             bandwidth: cfg.bandwidth,
         };
         let lr = cfg.lr_at(state.saved.step);
-        let outcome = match cpu.as_mut() {
+        let outcome = match self.cpu.as_mut() {
             Some(cpu) => {
                 let opts = CpuStepOptions {
                     apply_b_dec_to_input: cfg.apply_b_dec_to_input,
                     aux_coeff: cfg.aux_coeff,
-                    k_aux,
+                    k_aux: self.k_aux,
                     lr,
-                    normalize_decoder,
+                    normalize_decoder: self.normalize_decoder,
                     clip: cfg.grad_clip,
                 };
-                Outcome::Host(cpu.step(&download(x)?, &opts, Some(&dead_list)))
+                Outcome::Host(cpu.step(&download(x)?, &opts, Some(&self.dead_list)))
             }
             None => {
                 let out = step(&state.saved.params, x, &settings, state.dead.as_ref());
@@ -211,7 +328,7 @@ pub fn train(
                     out.grads.clone(),
                     &mut state.saved.adam,
                     lr,
-                    normalize_decoder,
+                    self.normalize_decoder,
                     cfg.grad_clip,
                 );
                 if let Some(min_sel) = out.min_selected.clone() {
@@ -225,11 +342,11 @@ pub fn train(
                 Outcome::Device(Box::new(out))
             }
         };
-        let fires = outcome.fires(&device);
+        let fires = outcome.fires(device);
         state.fire_acc = state.fire_acc.clone() + fires.clone();
-        window.fires = window.fires.clone() + fires;
+        self.window.fires = self.window.fires.clone() + fires;
         state.pending_tokens += n;
-        window.tokens += n;
+        self.window.tokens += n;
         state.saved.tokens += n;
         state.saved.step += 1;
         observer(TrainEvent::Step(state.saved.step));
@@ -237,8 +354,8 @@ pub fn train(
         let log_now = state.saved.step % cfg.log_every.max(1) == 0 || state.saved.step == cfg.steps;
         let ckpt_now = cfg.checkpoint_every > 0 && state.saved.step % cfg.checkpoint_every == 0;
         if log_now || ckpt_now || state.saved.step % STATS_EVERY == 0 {
-            state.update_dead(cfg, &device)?;
-            dead_list = dead_indices(&state, cfg);
+            state.update_dead(cfg, device)?;
+            self.dead_list = dead_indices(state, cfg);
         }
         if log_now {
             let nums = outcome.numbers()?;
@@ -265,36 +382,41 @@ pub fn train(
                 fvu,
                 l0: active / n as f64,
                 dead_fraction: state.dead_count() as f64 / cfg.d_sae as f64,
-                dense_fraction: window.dense_fraction()?,
+                dense_fraction: self.window.dense_fraction()?,
                 aux_loss: aux,
                 lr: lr as f64,
             };
-            window = Window::new(cfg.d_sae, &device);
+            self.window = Window::new(cfg.d_sae, device);
             observer(TrainEvent::Metrics(&row));
             state.saved.history.push(row);
         }
         if ckpt_now {
-            sync_from_cpu(&mut state, cpu.as_ref(), &device);
-            checkpoint::save(&ckpt_path, &state.to_checkpoint()?)?;
+            sync_from_cpu(state, self.cpu.as_ref(), device);
+            checkpoint::save(&self.ckpt_path, &state.to_checkpoint()?)?;
             observer(TrainEvent::Checkpoint(state.saved.step));
         }
+        Ok(())
     }
-    sync_from_cpu(&mut state, cpu.as_ref(), &device);
-    drop(cpu);
-    if cfg.checkpoint_every > 0 {
-        checkpoint::save(&ckpt_path, &state.to_checkpoint()?)?;
+
+    /// The final checkpoint and the trained SAE in input units.
+    pub fn finish(mut self, store: &Store) -> Result<TrainReport> {
+        sync_from_cpu(&mut self.state, self.cpu.as_ref(), &self.device);
+        drop(self.cpu.take());
+        if self.cfg.checkpoint_every > 0 {
+            checkpoint::save(&self.ckpt_path, &self.state.to_checkpoint()?)?;
+        }
+        let weights = self.state.export(&self.cfg, store)?;
+        let saved = self.state.saved;
+        Ok(TrainReport {
+            weights,
+            history: saved.history,
+            tokens: saved.tokens,
+            skipped_non_finite: saved.skipped_non_finite,
+            excluded_rows: saved.excluded,
+            input_scale: saved.scale,
+            checkpoint: self.ckpt_path,
+        })
     }
-    let weights = state.export(cfg, store)?;
-    let saved = state.saved;
-    Ok(TrainReport {
-        weights,
-        history: saved.history,
-        tokens: saved.tokens,
-        skipped_non_finite: saved.skipped_non_finite,
-        excluded_rows: saved.excluded,
-        input_scale: saved.scale,
-        checkpoint: ckpt_path,
-    })
 }
 
 /// The CPU TopK engine ([`crate::cpu`]) for TopK on burn's CPU device, unless
