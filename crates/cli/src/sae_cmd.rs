@@ -214,6 +214,22 @@ pub struct SweepArgs {
     /// Rows evaluated after training (0 = skip; then the table shows the last training batch).
     #[arg(long, default_value_t = 200_000)]
     pub eval_rows: u64,
+    /// Also evaluate every SAE spliced into this model (the one the store was captured from):
+    /// ce_loss_score and kl_div_score columns and sweep-ce.png, on --prompts or --text.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// The hook to splice at (default: the store's).
+    #[arg(long)]
+    pub hook: Option<String>,
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens_per_seq: usize,
+    /// Sequences of the spliced-in evaluation.
+    #[arg(long, default_value_t = 64)]
+    pub sequences: usize,
     /// cpu | wgpu | vulkan
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -339,6 +355,33 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
     let runs = sweep_runs(a)?;
     let device: DeviceChoice = a.device.parse()?;
     let store = Store::open(&a.acts)?;
+    // The spliced-in evaluation's model, texts and hook, checked before any training.
+    let splice = match &a.model {
+        None => {
+            if a.prompts.is_some() || a.text.is_some() || a.hook.is_some() {
+                bail!("--prompts, --text and --hook apply to the spliced-in evaluation (--model)");
+            }
+            None
+        }
+        Some(m) => {
+            let lm = lantern_lm::LanguageModel::load(m, &device.open()?)?;
+            let texts = eval_texts(
+                &lm,
+                a.prompts.as_deref(),
+                a.text.as_deref(),
+                a.max_tokens_per_seq,
+                Some(a.sequences),
+            )?;
+            let hook = a
+                .hook
+                .clone()
+                .unwrap_or_else(|| store.manifest().hook.clone());
+            let point: lantern_lm::HookPoint = hook
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--hook '{hook}': {e}"))?;
+            Some((lm, texts, point))
+        }
+    };
     let mut locks = Vec::new();
     let mut configs = Vec::new();
     for (name, args) in &runs {
@@ -375,7 +418,9 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
     bar.finish_and_clear();
     let seconds = t0.elapsed().as_secs_f64();
     let mut rows = Vec::new();
-    let mut csv = String::from("name,arch,k,sparsity_coeff,d_sae,lr,fvu,l0,dead_fraction,mmcs\n");
+    let mut csv = String::from(
+        "name,arch,k,sparsity_coeff,d_sae,lr,fvu,l0,dead_fraction,mmcs,ce_loss_score,kl_div_score\n",
+    );
     for (((name, args), (cfg, _)), report) in runs.iter().zip(&configs).zip(reports) {
         let history_last = report.history.last().cloned();
         let outcome = report::finish_training(args, cfg, &store, device, report, seconds)?;
@@ -389,17 +434,42 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
             _ => (None, Some(cfg.sparsity_coeff)),
         };
         let arch = args.arch.clone();
+        let spliced = match &splice {
+            Some((lm, texts, point)) => {
+                let (w, _) = lantern_sae::load_sae(&outcome.out)?;
+                let sae = lantern_sae::Sae::from_weights(&w, &device.open()?)?;
+                let opts = lantern_steer::splice::SpliceOptions {
+                    splice_first: false,
+                    batch: 8,
+                };
+                let r = lantern_steer::splice::splice_eval(
+                    &lm.model,
+                    &sae,
+                    *point,
+                    texts,
+                    &opts,
+                    |_| {},
+                )
+                .with_context(|| format!("{name}: spliced-in evaluation"))?;
+                Some((r.ce_loss_score, r.kl_div_score))
+            }
+            None => None,
+        };
+        let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
         csv.push_str(&format!(
-            "{name},{arch},{},{},{},{},{fvu},{l0},{dead},{}\n",
+            "{name},{arch},{},{},{},{},{fvu},{l0},{dead},{},{},{}\n",
             k.map_or(String::new(), |k| k.to_string()),
             lambda.map_or(String::new(), |l| l.to_string()),
             cfg.d_sae,
             cfg.lr,
-            outcome.mmcs.map_or(String::new(), |m| m.to_string()),
+            opt(outcome.mmcs),
+            opt(spliced.map(|s| s.0)),
+            opt(spliced.map(|s| s.1)),
         ));
         rows.push(serde_json::json!({
             "name": name, "arch": arch, "k": k, "sparsity_coeff": lambda, "d_sae": cfg.d_sae,
             "lr": cfg.lr, "fvu": fvu, "l0": l0, "dead_fraction": dead, "mmcs": outcome.mmcs,
+            "ce_loss_score": spliced.map(|s| s.0), "kl_div_score": spliced.map(|s| s.1),
             "dir": outcome.out,
         }));
     }
@@ -412,42 +482,54 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
             "seconds": seconds, "device": device.to_string(), "runs": rows,
         }),
     )?;
-    // FVU against L0: one line per (architecture, size, learning rate) through its k or λ
-    // values, in order of L0.
-    let mut groups: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    for r in &rows {
-        let key = format!(
-            "{} m{} lr {}",
-            r["arch"].as_str().unwrap_or(""),
-            r["d_sae"],
-            r["lr"].as_f64().map_or("?".into(), |v| format!("{v:.1e}"))
-        );
-        let point = (
-            r["l0"].as_f64().unwrap_or(f64::NAN),
-            r["fvu"].as_f64().unwrap_or(f64::NAN),
-        );
-        match groups.iter_mut().find(|g| g.0 == key) {
-            Some(g) => g.1.push(point),
-            None => groups.push((key, vec![point])),
+    // FVU (and the CE score) against L0: one line per (architecture, size, learning rate)
+    // through its k or λ values, in order of L0.
+    let chart = |metric: &str, y_label: &str, log_y: bool, file: &str| -> Result<()> {
+        let mut groups: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+        for r in &rows {
+            let key = format!(
+                "{} m{} lr {}",
+                r["arch"].as_str().unwrap_or(""),
+                r["d_sae"],
+                r["lr"].as_f64().map_or("?".into(), |v| format!("{v:.1e}"))
+            );
+            let point = (
+                r["l0"].as_f64().unwrap_or(f64::NAN),
+                r[metric].as_f64().unwrap_or(f64::NAN),
+            );
+            match groups.iter_mut().find(|g| g.0 == key) {
+                Some(g) => g.1.push(point),
+                None => groups.push((key, vec![point])),
+            }
         }
+        let series: Vec<lantern_plot::Series> = groups
+            .into_iter()
+            .map(|(name, mut points)| {
+                points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                lantern_plot::Series { name, points }
+            })
+            .collect();
+        lantern_plot::line_chart(
+            &a.out.join(file),
+            &lantern_plot::LineChart {
+                title: "SAE sweep: reconstruction against sparsity",
+                x_label: "L0 (active latents per token)",
+                y_label,
+                log_y,
+                series: &series,
+            },
+        )?;
+        Ok(())
+    };
+    chart("fvu", "FVU", true, "sweep.png")?;
+    if splice.is_some() {
+        chart(
+            "ce_loss_score",
+            "spliced-in CE loss score",
+            false,
+            "sweep-ce.png",
+        )?;
     }
-    let series: Vec<lantern_plot::Series> = groups
-        .into_iter()
-        .map(|(name, mut points)| {
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            lantern_plot::Series { name, points }
-        })
-        .collect();
-    lantern_plot::line_chart(
-        &a.out.join("sweep.png"),
-        &lantern_plot::LineChart {
-            title: "SAE sweep: reconstruction against sparsity",
-            x_label: "L0 (active latents per token)",
-            y_label: "FVU",
-            log_y: true,
-            series: &series,
-        },
-    )?;
     println!("{csv}");
     println!(
         "trained {} SAEs in one pass ({seconds:.1} s); wrote {}/sweep.csv, sweep.json, sweep.png",
@@ -797,13 +879,65 @@ struct SpliceArgs {
     json: bool,
 }
 
+/// The token sequences of a spliced-in evaluation: the records of a prompts file (cut to `n`
+/// tokens) or a text file in windows of `n` tokens (each led by the BOS when the model has
+/// one); sequences of fewer than 2 tokens are left out, then the first `sequences` kept.
+fn eval_texts(
+    lm: &lantern_lm::LanguageModel,
+    prompts: Option<&std::path::Path>,
+    text: Option<&std::path::Path>,
+    n: usize,
+    sequences: Option<usize>,
+) -> Result<Vec<Vec<u32>>> {
+    if n < 2 {
+        bail!("--max-tokens-per-seq must be at least 2 (one next-token prediction)");
+    }
+    let (mut texts, source): (Vec<Vec<u32>>, &std::path::Path) = match (prompts, text) {
+        (Some(p), None) => (
+            lantern_lm::prompts::read_prompts(p)?
+                .iter()
+                .map(|rec| {
+                    crate::steer_run::prompt_tokens(lm, rec, false, p).map(|(t, _)| {
+                        let mut ids = t.ids;
+                        ids.truncate(n);
+                        ids
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+            p,
+        ),
+        (None, Some(t)) => {
+            let bytes = std::fs::read(t).with_context(|| format!("--text {}", t.display()))?;
+            let body = lantern_lm::prompts::utf8_lines(&bytes, t)?;
+            let ids = lm.tokenizer.encode(&body, false)?;
+            let bos = lm.tokenizer.bos_id();
+            let width = n - usize::from(bos.is_some());
+            (
+                ids.chunks(width)
+                    .map(|c| bos.into_iter().chain(c.iter().copied()).collect())
+                    .collect(),
+                t,
+            )
+        }
+        _ => bail!("--model needs --prompts FILE or --text FILE (one of them)"),
+    };
+    texts.retain(|t| t.len() >= 2);
+    if let Some(k) = sequences {
+        texts.truncate(k);
+    }
+    if texts.is_empty() {
+        bail!(
+            "{}: no sequence of at least 2 tokens to evaluate on",
+            source.display()
+        );
+    }
+    Ok(texts)
+}
+
 /// `sae eval --model`: spliced-in CE/KL evaluation ([`lantern_steer::splice`]).
 fn splice_eval(a: SpliceArgs) -> Result<()> {
     use lantern_lm::{HookPoint, LanguageModel};
     use lantern_steer::splice::{SpliceOptions, splice_eval};
-    if a.max_tokens_per_seq < 2 {
-        bail!("--max-tokens-per-seq must be at least 2 (one next-token prediction)");
-    }
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
@@ -836,40 +970,13 @@ fn splice_eval(a: SpliceArgs) -> Result<()> {
     })?;
     let dev = a.device.open()?;
     let lm = LanguageModel::load(&a.model, &dev)?;
-    let n = a.max_tokens_per_seq;
-    let mut texts: Vec<Vec<u32>> = match (&a.prompts, &a.text) {
-        (Some(p), _) => lantern_lm::prompts::read_prompts(p)?
-            .iter()
-            .map(|rec| {
-                crate::steer_run::prompt_tokens(&lm, rec, false, p).map(|(t, _)| {
-                    let mut ids = t.ids;
-                    ids.truncate(n);
-                    ids
-                })
-            })
-            .collect::<Result<Vec<_>>>()?,
-        (None, Some(t)) => {
-            let body = std::fs::read_to_string(t)
-                .with_context(|| format!("--text {}: expected a UTF-8 text file", t.display()))?;
-            let ids = lm.tokenizer.encode(&body, false)?;
-            let bos = lm.tokenizer.bos_id();
-            let width = n - usize::from(bos.is_some());
-            ids.chunks(width)
-                .map(|c| bos.into_iter().chain(c.iter().copied()).collect())
-                .collect()
-        }
-        (None, None) => unreachable!("checked above"),
-    };
-    texts.retain(|t| t.len() >= 2);
-    if let Some(k) = a.sequences {
-        texts.truncate(k);
-    }
-    if texts.is_empty() {
-        bail!(
-            "{}: no sequence of at least 2 tokens to evaluate on",
-            source.display()
-        );
-    }
+    let texts = eval_texts(
+        &lm,
+        a.prompts.as_deref(),
+        a.text.as_deref(),
+        a.max_tokens_per_seq,
+        a.sequences,
+    )?;
     let sae = lantern_sae::Sae::from_weights(&weights, &dev)?;
     let bar = ProgressBar::new(texts.len() as u64);
     bar.set_style(

@@ -555,6 +555,66 @@ fn sae_eval_with_a_model_splices_the_sae_in_and_reports_ce_and_kl() {
     assert_eq!(written, r);
     let csv = std::fs::read_to_string(dir.path().join("splice/latents.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 128);
+    // A sweep with --model adds the spliced-in scores, the same as `sae eval --model` gives.
+    let acts_s = acts.to_str().unwrap();
+    let sweep_out = p("sweep");
+    run_ok(&[
+        "sae",
+        "sweep",
+        "--acts",
+        acts_s,
+        "--arch",
+        "topk",
+        "--k",
+        "2,4",
+        "--d-sae",
+        "128",
+        "--steps",
+        "100",
+        "--batch",
+        "256",
+        "--model",
+        &chat,
+        "--prompts",
+        &prompts,
+        "--sequences",
+        "1000",
+        "--max-tokens-per-seq",
+        "1000",
+        "--out",
+        &sweep_out,
+        "--quiet",
+    ]);
+    let table: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("sweep/sweep.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(dir.path().join("sweep/sweep-ce.png").exists());
+    for row in table["runs"].as_array().unwrap() {
+        let dir_s = row["dir"].as_str().unwrap();
+        let alone: serde_json::Value = serde_json::from_slice(
+            &run_ok(&[
+                "sae",
+                "eval",
+                "--sae",
+                dir_s,
+                "--model",
+                &chat,
+                "--prompts",
+                &prompts,
+                "--max-tokens-per-seq",
+                "1000",
+                "--json",
+            ])
+            .stdout,
+        )
+        .unwrap();
+        let (a, b) = (
+            row["ce_loss_score"].as_f64().unwrap(),
+            alone["ce_loss_score"].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-9, "{}: {a} vs {b}", row["name"]);
+    }
     // Flags of the other mode are refused, in one line.
     for (args, needle) in [
         (
