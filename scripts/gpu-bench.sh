@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The SAE-step measurements of issue 13 on a GPU machine (the lent device), in one run of at
+# most ~8 minutes: `bench sae` at every shape on vulkan (SPIR-V) and wgpu (WGSL), the whole
+# trainer's tokens/s, and a correctness check of the GPU trainer against the CPU engine.
+#
+# Usage, on the device (binary built here with
+# `cargo build --release -p lantern-cli --features lantern-cli/vulkan`, stripped and xz'd; the
+# Vulkan loader unpacked as /work/.library/device/README.md explains):
+#   VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json \
+#     bash scripts/gpu-bench.sh path/to/lantern [workdir] [outdir]
+# Everything printed is also written to OUTDIR/gpu-bench.txt (and the trainers' metrics.json
+# as OUTDIR/train-*.json), so a run through the device tool brings it back in $OUT.
+set -euo pipefail
+bin="$1"
+work="${2:-/tmp/gpu-bench}"
+out="${3:-${OUT:-/tmp/gpu-bench-out}}"
+mkdir -p "$work" "$out"
+log="$out/gpu-bench.txt"
+exec > >(tee -a "$log") 2>&1
+echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi')"
+
+# 1. The isolated step at the issue's shapes (batch 4096), both shader paths.
+for dev in vulkan wgpu; do
+  for spec in "128,2048,32 50" "768,24576,32 50" "4096,65536,64 10"; do
+    set -- $spec
+    echo "== bench sae --device $dev --shape $1"
+    timeout 120 "$bin" bench sae --device "$dev" --shape "$1" --batch 4096 --steps "$2" || echo "   (failed or timed out)"
+  done
+done
+
+# 2. The whole trainer (prefetch, statistics, checkpoints off): tokens/s against the
+#    isolated step above, on a synthetic store of d 768 with planted features.
+[[ -f "$work/acts768/manifest.json" ]] ||
+  "$bin" acts synth --d 768 --features 6144 --mean-active 32 --rows 1000000 --seed 2 --out "$work/acts768"
+for dev in vulkan cpu; do
+  steps=200; [[ $dev == cpu ]] && steps=20
+  rm -rf "$work/train-$dev"
+  echo "== sae train --device $dev (768, 24576, k 32, batch 4096, $steps steps)"
+  timeout 240 "$bin" sae train --acts "$work/acts768" --arch topk --k 32 --d-sae 24576 --batch 4096 \
+    --steps "$steps" --eval-rows 100000 --device "$dev" --quiet --out "$work/train-$dev" || echo "   (failed or timed out)"
+  [[ -f "$work/train-$dev/metrics.json" ]] && cp "$work/train-$dev/metrics.json" "$out/train-$dev.json" &&
+    python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print('   tokens/s', round(m['tokens_per_second']), 'fvu', m.get('eval',{}).get('fvu'), 'mmcs', m.get('mmcs'))" "$out/train-$dev.json" || true
+done
+
+# 3. Correctness: the same small run on the GPU and on the CPU engine ends at the same FVU and
+#    MMCS to within run-to-run float noise (the step's gradients are pinned op by op on lavapipe
+#    in crates/sae/tests/wgpu.rs; this checks the real driver).
+[[ -f "$work/acts128/manifest.json" ]] ||
+  "$bin" acts synth --d 128 --features 1024 --rows 400000 --seed 1 --out "$work/acts128"
+for dev in vulkan cpu; do
+  rm -rf "$work/small-$dev"
+  "$bin" sae train --acts "$work/acts128" --arch topk --k 32 --d-sae 2048 --batch 4096 --tokens 400000 \
+    --eval-rows 100000 --device "$dev" --quiet --out "$work/small-$dev" > /dev/null
+done
+python3 - "$work/small-vulkan/metrics.json" "$work/small-cpu/metrics.json" <<'EOF'
+import json, sys
+g, c = (json.load(open(p)) for p in sys.argv[1:3])
+fg, fc = g["eval"]["fvu"], c["eval"]["fvu"]
+mg, mc = g["mmcs"], c["mmcs"]
+ok = abs(fg - fc) <= 0.02 * fc and abs(mg - mc) <= 0.02
+print(f"== correctness: fvu gpu {fg:.4f} cpu {fc:.4f}; mmcs gpu {mg:.4f} cpu {mc:.4f} -> {'OK' if ok else 'MISMATCH'}")
+EOF
+echo "== done $(date -u +%FT%TZ)"
