@@ -19,59 +19,8 @@ pub enum SaeCommand {
     /// read once and fed to every SAE); each SAE in SAELens layout under OUT/NAME, and
     /// sweep.csv, sweep.json and sweep.png (FVU against L0) over all of them.
     Sweep(Box<SweepArgs>),
-    /// Evaluate an SAE (any supported format) on an activation store.
-    Eval {
-        #[arg(long)]
-        sae: PathBuf,
-        /// Reconstruction metrics on a store's rows (FVU, L0, dead/dense latents, MMCS).
-        #[arg(long)]
-        acts: Option<PathBuf>,
-        /// Spliced-in evaluation instead: the model's CE and KL with the SAE's reconstruction,
-        /// zero, and reconstruction + error in place of the hook's activation
-        /// (ce_loss_score, kl_div_score), with --prompts or --text.
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// With --model: a prompts JSONL (text or chat records; chat records are rendered with
-        /// the model's template).
-        #[arg(long)]
-        prompts: Option<PathBuf>,
-        /// With --model: a UTF-8 text file, cut into windows of --max-tokens-per-seq tokens
-        /// (each starting with the model's BOS when it has one).
-        #[arg(long)]
-        text: Option<PathBuf>,
-        /// With --model: the hook to splice at (default: the SAE's own hook_name).
-        #[arg(long)]
-        hook: Option<String>,
-        /// With --model: tokens per sequence (longer prompts are cut).
-        #[arg(long, default_value_t = 128)]
-        max_tokens_per_seq: usize,
-        /// With --model: evaluate only the first N sequences.
-        #[arg(long)]
-        sequences: Option<usize>,
-        /// With --model: splice position 0 too (by default the first token, an attention
-        /// sink, keeps its activation).
-        #[arg(long)]
-        splice_first: bool,
-        /// With --model: write splice.json and latents.csv (density, consistent-activation
-        /// heuristic per latent) into this directory.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Rows to evaluate (default: all).
-        #[arg(long)]
-        rows: Option<u64>,
-        /// Rows per batch with --acts, sequences per batch with --model.
-        #[arg(long)]
-        batch: Option<usize>,
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Ground-truth features (.safetensors with `features`); default: the store's
-        /// ground_truth.safetensors when present.
-        #[arg(long)]
-        ground_truth: Option<PathBuf>,
-    },
+    /// Evaluate an SAE (any supported format) on an activation store, or spliced into a model.
+    Eval(Box<EvalArgs>),
     /// Describe an SAE in any supported format.
     Info { sae: PathBuf },
     /// Convert an SAE (SAELens, sparsify, Gemma Scope) to the SAELens v6 layout.
@@ -179,6 +128,60 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub sae: PathBuf,
+    /// Reconstruction metrics on a store's rows (FVU, L0, dead/dense latents, MMCS).
+    #[arg(long)]
+    pub acts: Option<PathBuf>,
+    /// Spliced-in evaluation instead: the model's CE and KL with the SAE's reconstruction,
+    /// zero, and reconstruction + error in place of the hook's activation
+    /// (ce_loss_score, kl_div_score), with --prompts or --text.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// With --model: a prompts JSONL (text or chat records; chat records are rendered with
+    /// the model's template).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// With --model: a UTF-8 text file, cut into windows of --max-tokens-per-seq tokens
+    /// (each starting with the model's BOS when it has one).
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// With --model: the hook to splice at (default: the SAE's own hook_name).
+    #[arg(long)]
+    pub hook: Option<String>,
+    /// With --model: tokens per sequence (longer prompts are cut).
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens_per_seq: usize,
+    /// With --model: evaluate only the first N sequences.
+    #[arg(long)]
+    pub sequences: Option<usize>,
+    /// With --model: splice position 0 too (by default the first token, an attention
+    /// sink, keeps its activation).
+    #[arg(long)]
+    pub splice_first: bool,
+    /// With --model: write splice.json and latents.csv (density, consistent-activation
+    /// heuristic per latent) into this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Rows to evaluate (default: all).
+    #[arg(long)]
+    pub rows: Option<u64>,
+    /// Rows per batch with --acts, sequences per batch with --model.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Ground-truth features (.safetensors with `features`); default: the store's
+    /// ground_truth.safetensors when present.
+    #[arg(long)]
+    pub ground_truth: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -655,23 +658,24 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
             train(&args)?;
         }
         SaeCommand::Sweep(args) => sweep(&args)?,
-        SaeCommand::Eval {
-            sae,
-            acts,
-            model,
-            prompts,
-            text,
-            hook,
-            max_tokens_per_seq,
-            sequences,
-            splice_first,
-            out,
-            rows,
-            batch,
-            device,
-            json,
-            ground_truth,
-        } => {
+        SaeCommand::Eval(e) => {
+            let EvalArgs {
+                sae,
+                acts,
+                model,
+                prompts,
+                text,
+                hook,
+                max_tokens_per_seq,
+                sequences,
+                splice_first,
+                out,
+                rows,
+                batch,
+                device,
+                json,
+                ground_truth,
+            } = *e;
             let device: DeviceChoice = device.parse()?;
             let acts = match (acts, model) {
                 (Some(a), None) => {

@@ -351,9 +351,11 @@ impl Run {
         state.saved.step += 1;
         observer(TrainEvent::Step(state.saved.step));
 
-        let log_now = state.saved.step % cfg.log_every.max(1) == 0 || state.saved.step == cfg.steps;
-        let ckpt_now = cfg.checkpoint_every > 0 && state.saved.step % cfg.checkpoint_every == 0;
-        if log_now || ckpt_now || state.saved.step % STATS_EVERY == 0 {
+        let log_now =
+            state.saved.step.is_multiple_of(cfg.log_every.max(1)) || state.saved.step == cfg.steps;
+        let ckpt_now =
+            cfg.checkpoint_every > 0 && state.saved.step.is_multiple_of(cfg.checkpoint_every);
+        if log_now || ckpt_now || state.saved.step.is_multiple_of(STATS_EVERY) {
             state.update_dead(cfg, device)?;
             self.dead_list = dead_indices(state, cfg);
         }
