@@ -17,8 +17,9 @@
 //!    `∂L/∂W_dec[i] = Σ v·g_row`, `∂L/∂W_enc[:, i] = Σ ∂L/∂pre · xc_row`, `∂L/∂b_enc[i] = Σ ∂L/∂pre`,
 //!    and the latent's encoder column, decoder row and bias are updated at once: parallel
 //!    component removed from the decoder gradient, clipped, Adam, decoder row renormalised.
-//!    With clipping the global norm is needed first, so this pass runs twice (the first only
-//!    sums squared norms); the segment sums cost far less than the encoder.
+//!    With clipping the global norm is needed first, so this pass runs twice: the first sums
+//!    squared norms and keeps each latent's gradients when they fit in 512 MiB, else the
+//!    second recomputes them (the segment sums cost far less than the encoder).
 //!
 //! The encoder column and decoder row of a latent sit next to each other (`[d_sae, 2d]`), so
 //! the update streams one contiguous row per latent, and rayon splits latents, not elements
@@ -355,10 +356,14 @@ impl CpuTopK {
 
     /// One training step on the rows `x` (`[batch, d]`, row-major), updating the parameters
     /// in place. `dead` lists the dead latents (AuxK); `None` or empty turns AuxK off.
+    ///
+    /// Panics when `x.len()` is not a multiple of `d` or the batch has 2³¹ rows or more
+    /// (caller bugs: the trainer hands whole rows of a store in batches of thousands).
     pub fn step(&mut self, x: &[f32], opts: &CpuStepOptions, dead: Option<&[u32]>) -> CpuStepStats {
         let (d, m, k) = (self.d, self.m, self.k);
         let batch = x.len() / d;
         assert_eq!(batch * d, x.len(), "x is not [batch, d]");
+        assert!(batch < AUX as usize, "a batch of {batch} rows");
         let dead = dead.filter(|l| !l.is_empty() && opts.aux_coeff > 0.0 && opts.k_aux > 0);
         let k_aux = dead.map_or(0, |l| opts.k_aux.min(l.len()));
         let aux_scale = dead.map_or(0.0, |l| (l.len() as f32 / opts.k_aux as f32).min(1.0));
