@@ -464,17 +464,8 @@ fn model_export_merges_an_adapter_into_a_directory_that_loads_back() {
 fn sae_eval_with_a_model_splices_the_sae_in_and_reports_ce_and_kl() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    let list: serde_json::Value = serde_json::from_slice(
-        &run_ok(&["organism", "list", "--json", "--cache", &p("cache")]).stdout,
-    )
-    .unwrap();
-    let chat = list["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "chat")
-        .unwrap()["path"]
-        .as_str()
+    let chat = support::organism_model(&dir.path().join("cache"), "chat")
+        .to_str()
         .unwrap()
         .to_string();
     run_ok(&[

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{lantern, run_err, run_ok};
+use support::{kill_after, lantern, organism_model, run_err, run_ok};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -523,17 +523,10 @@ fn an_export_killed_at_any_moment_leaves_no_file_or_the_whole_one_and_no_litter(
     let out = out_dir.join("acts.npy");
     let mut seen_partial_run = false;
     for delay_ms in [2u64, 5, 10, 20, 40, 80, 160] {
-        let mut child = lantern()
-            .args(["acts", "export", s(&store), "--out", s(&out)])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let killed = child.try_wait().unwrap().is_none();
-        let _ = child.kill();
-        child.wait().unwrap();
-        seen_partial_run |= killed;
+        seen_partial_run |= kill_after(
+            &["acts", "export", s(&store), "--out", s(&out)],
+            Duration::from_millis(delay_ms),
+        );
         if out.exists() {
             assert!(
                 std::fs::read(&out).unwrap() == want,
@@ -585,17 +578,10 @@ fn an_import_killed_at_any_moment_leaves_no_store_or_the_whole_one_and_a_rerun_c
     let back = tmp.path().join("back.npy");
     let mut seen_partial_run = false;
     for delay_ms in [2u64, 5, 10, 20, 40, 80, 160, 320] {
-        let mut child = lantern()
-            .args(["acts", "import", s(&source), "--out", s(&out)])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let killed = child.try_wait().unwrap().is_none();
-        let _ = child.kill();
-        child.wait().unwrap();
-        seen_partial_run |= killed;
+        seen_partial_run |= kill_after(
+            &["acts", "import", s(&source), "--out", s(&out)],
+            Duration::from_millis(delay_ms),
+        );
         if out.join("manifest.json").exists() {
             // The whole store or nothing: it verifies and holds every row.
             run_ok(&["acts", "info", s(&out), "--verify"]);
@@ -623,15 +609,10 @@ fn an_import_killed_at_any_moment_leaves_no_store_or_the_whole_one_and_a_rerun_c
     );
     // A run killed midway, then a rerun into the same --out: it completes, and no stage is
     // left beside it.
-    let mut child = lantern()
-        .args(["acts", "import", s(&source), "--out", s(&out)])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(40));
-    let _ = child.kill();
-    child.wait().unwrap();
+    kill_after(
+        &["acts", "import", s(&source), "--out", s(&out)],
+        Duration::from_millis(40),
+    );
     if out.join("manifest.json").exists() {
         std::fs::remove_dir_all(&out).unwrap();
     }
@@ -711,25 +692,7 @@ fn writers_killed_at_any_step_leave_no_output_or_the_whole_one() {
     let tmp = tempfile::tempdir().unwrap();
     // Inputs: the organism's chat model (a small HF directory with a tokenizer), two stores
     // at a real hook, a direction file.
-    let cache = tmp.path().join("cache");
-    let list: serde_json::Value = serde_json::from_str(&run_ok(&[
-        "organism",
-        "list",
-        "--json",
-        "--cache",
-        s(&cache),
-    ]))
-    .unwrap();
-    let model = PathBuf::from(
-        list["models"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["name"] == "chat")
-            .unwrap()["path"]
-            .as_str()
-            .unwrap(),
-    );
+    let model = organism_model(&tmp.path().join("cache"), "chat");
     let mut stores = Vec::new();
     for (name, seed) in [("pos", "5"), ("neg", "6")] {
         let synth_dir = synth_rows(tmp.path(), &format!("{name}-synth"), seed);

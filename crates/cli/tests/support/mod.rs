@@ -68,3 +68,35 @@ pub fn gguf() -> Option<PathBuf> {
     eprintln!("skipping: {} not found", p.display());
     None
 }
+
+/// The path of one of the shipped organism models (`base`, `chat`, ...), extracted into
+/// `cache` by `organism list`.
+pub fn organism_model(cache: &Path, name: &str) -> PathBuf {
+    let list: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "organism",
+        "list",
+        "--json",
+        "--cache",
+        cache.to_str().unwrap(),
+    ]))
+    .unwrap();
+    let models = list["models"].as_array().unwrap();
+    let m = models.iter().find(|m| m["name"] == name).unwrap();
+    PathBuf::from(m["path"].as_str().unwrap())
+}
+
+/// Starts `lantern args`, kills it (SIGKILL) after `delay`, and says whether it was still
+/// running then.
+pub fn kill_after(args: &[&str], delay: std::time::Duration) -> bool {
+    let mut child = lantern()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    child.wait().unwrap();
+    running
+}
