@@ -250,7 +250,6 @@ struct ReconAcc {
     x_dot_xhat: f64,
     cos: f64,
     ratio: f64,
-    active: f64,
     /// `Σ_n [1 − ‖x_n − x̂_n‖² / ‖x_n − x̄_B‖²]`.
     legacy: f64,
     fires: Vec<f64>,
@@ -269,7 +268,6 @@ impl ReconAcc {
             x_dot_xhat: 0.0,
             cos: 0.0,
             ratio: 0.0,
-            active: 0.0,
             legacy: 0.0,
             fires: vec![0.0; m],
             seqs_firing: vec![0.0; m],
@@ -334,8 +332,6 @@ impl ReconAcc {
                 .sum();
             self.legacy += 1.0 - e2 / v.max(1e-30);
         }
-        // Active latents per spliced token.
-        self.active = self.fires.iter().sum();
         Ok(())
     }
 
@@ -350,7 +346,7 @@ impl ReconAcc {
             cossim: self.cos / n,
             l2_ratio: self.ratio / n,
             relative_reconstruction_bias: self.xhat2 / self.x_dot_xhat,
-            l0: self.active / n,
+            l0: self.fires.iter().sum::<f64>() / n,
         };
         let density = self.fires.iter().map(|f| f / n).collect();
         let cah = self
