@@ -27,7 +27,7 @@
 
 use std::time::Instant;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, TensorData};
 use rayon::prelude::*;
 
 use crate::optim::Adam;
@@ -305,7 +305,7 @@ impl CpuTopK {
 
     /// The parameters as burn tensors on `device`.
     pub fn to_params(&self, device: &Device) -> Params {
-        let (w_enc, w_dec) = self.unpack(&self.lat);
+        let (w_enc, w_dec) = unpack(&self.lat, self.d, self.m);
         Params {
             w_enc: upload2(&w_enc, [self.d, self.m], device),
             b_enc: upload1(&self.b_enc, device),
@@ -318,7 +318,7 @@ impl CpuTopK {
     /// The Adam state as burn tensors on `device`.
     pub fn to_adam(&self, device: &Device) -> Adam {
         let moments = |lat: &[f32], b_enc: &[f32], b_dec: &[f32]| {
-            let (w_enc, w_dec) = self.unpack(lat);
+            let (w_enc, w_dec) = unpack(lat, self.d, self.m);
             Params {
                 w_enc: upload2(&w_enc, [self.d, self.m], device),
                 b_enc: upload1(b_enc, device),
@@ -337,21 +337,55 @@ impl CpuTopK {
         }
     }
 
-    /// `(W_enc [d, m], W_dec [m, d])` from the packed layout.
-    fn unpack(&self, lat: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    /// The parameters and Adam state as burn tensors on `device`, consuming the engine: each
+    /// packed array is freed as soon as it is unpacked, so the peak is the engine's own size plus
+    /// one parameter pair, not two full copies (what the end of a run uses).
+    pub fn into_params_adam(mut self, device: &Device) -> (Params, Adam) {
         let (d, m) = (self.d, self.m);
-        let mut w_enc = vec![0f32; d * m];
-        w_enc.par_chunks_mut(m).enumerate().for_each(|(r, out)| {
-            for (i, v) in out.iter_mut().enumerate() {
-                *v = lat[i * 2 * d + r];
-            }
-        });
-        let w_dec = lat
-            .chunks(2 * d)
-            .flat_map(|row| &row[d..])
-            .copied()
-            .collect();
-        (w_enc, w_dec)
+        let pair = |lat: Vec<f32>| {
+            let (w_enc, w_dec) = unpack(&lat, d, m);
+            drop(lat);
+            (
+                burn::tensor::Tensor::<2>::from_data(TensorData::new(w_enc, [d, m]), device),
+                burn::tensor::Tensor::<2>::from_data(TensorData::new(w_dec, [m, d]), device),
+            )
+        };
+        let (lat, lat_m, lat_v) = (
+            std::mem::take(&mut self.lat),
+            std::mem::take(&mut self.lat_m),
+            std::mem::take(&mut self.lat_v),
+        );
+        let (w_enc, w_dec) = pair(lat);
+        let (m_enc, m_dec) = pair(lat_m);
+        let (v_enc, v_dec) = pair(lat_v);
+        let params = Params {
+            w_enc,
+            b_enc: upload1(&self.b_enc, device),
+            w_dec,
+            b_dec: upload1(&self.b_dec, device),
+            log_threshold: None,
+        };
+        let adam = Adam {
+            m: Params {
+                w_enc: m_enc,
+                b_enc: upload1(&self.b_enc_m, device),
+                w_dec: m_dec,
+                b_dec: upload1(&self.b_dec_m, device),
+                log_threshold: None,
+            },
+            v: Params {
+                w_enc: v_enc,
+                b_enc: upload1(&self.b_enc_v, device),
+                w_dec: v_dec,
+                b_dec: upload1(&self.b_dec_v, device),
+                log_threshold: None,
+            },
+            t: self.t,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+        };
+        (params, adam)
     }
 
     /// One training step on the rows `x` (`[batch, d]`, row-major), updating the parameters
@@ -861,6 +895,22 @@ fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `(W_enc [d, m], W_dec [m, d])` from the packed `[m, 2d]` layout.
+fn unpack(lat: &[f32], d: usize, m: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut w_enc = vec![0f32; d * m];
+    w_enc.par_chunks_mut(m).enumerate().for_each(|(r, out)| {
+        for (i, v) in out.iter_mut().enumerate() {
+            *v = lat[i * 2 * d + r];
+        }
+    });
+    let w_dec = lat
+        .chunks(2 * d)
+        .flat_map(|row| &row[d..])
+        .copied()
+        .collect();
+    (w_enc, w_dec)
+}
+
 /// `Σ_b ‖x_b − x̄‖²` in f64, summed in a fixed order.
 fn total_variance(x: &[f32], d: usize) -> f64 {
     let rows = (x.len() / d).max(1);
@@ -1248,5 +1298,29 @@ mod tests {
                     .all(|(a, b)| a.to_bits() == b.to_bits())
             );
         }
+    }
+
+    /// Consuming the engine gives the same tensors as copying it out.
+    #[test]
+    fn into_params_adam_equals_the_copies() {
+        let dev = Device::flex();
+        let (d, m, k) = (12, 40, 3);
+        let mut sae = CpuTopK::random(d, m, k);
+        let x: Vec<f32> = (0..30 * d).map(|i| (i as f32 * 0.61).sin()).collect();
+        let opts = CpuStepOptions {
+            apply_b_dec_to_input: true,
+            aux_coeff: 0.0,
+            k_aux: 0,
+            lr: 1e-2,
+            normalize_decoder: true,
+            clip: Some(1.0),
+        };
+        sae.step(&x, &opts, None);
+        let (p, a) = (sae.to_params(&dev), sae.to_adam(&dev));
+        let (p2, a2) = sae.into_params_adam(&dev);
+        for (one, two) in [(&p, &p2), (&a.m, &a2.m), (&a.v, &a2.v)] {
+            assert_eq!(host(one), host(two));
+        }
+        assert_eq!(a.t, a2.t);
     }
 }

@@ -402,8 +402,11 @@ impl Run {
 
     /// The final checkpoint and the trained SAE in input units.
     pub fn finish(mut self, store: &Store) -> Result<TrainReport> {
-        sync_from_cpu(&mut self.state, self.cpu.as_ref(), &self.device);
-        drop(self.cpu.take());
+        if let Some(cpu) = self.cpu.take() {
+            let (params, adam) = cpu.into_params_adam(&self.device);
+            self.state.saved.params = params;
+            self.state.saved.adam = adam;
+        }
         if self.cfg.checkpoint_every > 0 {
             checkpoint::save(&self.ckpt_path, &self.state.to_checkpoint()?)?;
         }
