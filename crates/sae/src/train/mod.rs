@@ -244,7 +244,8 @@ impl Run {
             }
             State::resume(ck, &device)
         } else {
-            let mut s = State::fresh(store, cfg, &device)?;
+            // The CPU engine makes its own zero moments: no burn copy of them is allocated.
+            let mut s = State::fresh(store, cfg, &device, !uses_cpu_engine(cfg, &device))?;
             s.saved.store_id = store_id;
             s
         };
@@ -433,7 +434,7 @@ fn cpu_engine(state: &mut State, cfg: &TrainConfig, device: &Device) -> Result<O
     let Arch::TopK { k } = cfg.arch else {
         return Ok(None);
     };
-    if *device != Device::flex() || std::env::var("LANTERN_SAE_ENGINE").is_ok_and(|v| v == "burn") {
+    if !uses_cpu_engine(cfg, device) {
         return Ok(None);
     }
     let stand_in = Params {
@@ -446,6 +447,14 @@ fn cpu_engine(state: &mut State, cfg: &TrainConfig, device: &Device) -> Result<O
     let params = std::mem::replace(&mut state.saved.params, stand_in.clone());
     let adam = std::mem::replace(&mut state.saved.adam, crate::optim::Adam::new(&stand_in));
     Ok(Some(CpuTopK::from_params(params, adam, k)?))
+}
+
+/// Whether a run of `cfg` on `device` trains on the CPU engine: TopK on burn's CPU device,
+/// unless `LANTERN_SAE_ENGINE=burn`.
+fn uses_cpu_engine(cfg: &TrainConfig, device: &Device) -> bool {
+    matches!(cfg.arch, Arch::TopK { .. })
+        && *device == Device::flex()
+        && !std::env::var("LANTERN_SAE_ENGINE").is_ok_and(|v| v == "burn")
 }
 
 /// Writes the CPU engine's parameters and Adam state back into the checkpoint state.

@@ -32,7 +32,10 @@ pub(crate) struct State {
 impl State {
     /// A new run: `b_dec`, the input scale and the outlier cut from an initial sample,
     /// tied encoder/decoder weights.
-    pub fn fresh(store: &Store, cfg: &TrainConfig, device: &Device) -> Result<Self> {
+    ///
+    /// Without `moments`, the Adam state holds 1-element stand-ins (step 0): for the CPU
+    /// engine, which creates its own zero moments.
+    pub fn fresh(store: &Store, cfg: &TrainConfig, device: &Device, moments: bool) -> Result<Self> {
         let d = store.d_model();
         let sample = init_sample(store, cfg)?;
         let norms: Vec<f32> = sample
@@ -65,7 +68,17 @@ impl State {
         Ok(Self::resume(
             Checkpoint {
                 config: cfg.clone(),
-                adam: Adam::new(&params),
+                adam: if moments {
+                    Adam::new(&params)
+                } else {
+                    Adam::new(&Params {
+                        w_enc: Tensor::zeros([1, 1], device),
+                        b_enc: Tensor::zeros([1], device),
+                        w_dec: Tensor::zeros([1, 1], device),
+                        b_dec: Tensor::zeros([1], device),
+                        log_threshold: None,
+                    })
+                },
                 params,
                 step: 0,
                 tokens: 0,
