@@ -338,23 +338,52 @@ impl CpuTopK {
     }
 
     /// The parameters and Adam state as burn tensors on `device`, consuming the engine: each
-    /// packed array is freed as soon as it is unpacked, so the peak is the engine's own size plus
-    /// one parameter pair, not two full copies (what the end of a run uses).
-    pub fn into_params_adam(mut self, device: &Device) -> (Params, Adam) {
+    /// packed array is freed as soon as it is unpacked, one matrix at a time, so the peak is the
+    /// engine's own size plus one matrix (what the end of a run uses). Without `moments` (no
+    /// checkpoint to write) the moments are freed first and the returned Adam state holds
+    /// 1-element stand-ins.
+    pub fn into_params_adam(mut self, device: &Device, moments: bool) -> (Params, Adam) {
         let (d, m) = (self.d, self.m);
         let pair = |lat: Vec<f32>| {
-            let (w_enc, w_dec) = unpack(&lat, d, m);
+            let w_enc = unpack_enc(&lat, d, m);
+            let w_enc =
+                burn::tensor::Tensor::<2>::from_data(TensorData::new(w_enc, [d, m]), device);
+            let w_dec: Vec<f32> = lat
+                .chunks(2 * d)
+                .flat_map(|row| &row[d..])
+                .copied()
+                .collect();
             drop(lat);
-            (
-                burn::tensor::Tensor::<2>::from_data(TensorData::new(w_enc, [d, m]), device),
-                burn::tensor::Tensor::<2>::from_data(TensorData::new(w_dec, [m, d]), device),
-            )
+            let w_dec =
+                burn::tensor::Tensor::<2>::from_data(TensorData::new(w_dec, [m, d]), device);
+            (w_enc, w_dec)
         };
         let (lat, lat_m, lat_v) = (
             std::mem::take(&mut self.lat),
             std::mem::take(&mut self.lat_m),
             std::mem::take(&mut self.lat_v),
         );
+        if !moments {
+            drop((lat_m, lat_v));
+            let (w_enc, w_dec) = pair(lat);
+            let params = Params {
+                w_enc,
+                b_enc: upload1(&self.b_enc, device),
+                w_dec,
+                b_dec: upload1(&self.b_dec, device),
+                log_threshold: None,
+            };
+            let stand_in = Params {
+                w_enc: burn::tensor::Tensor::zeros([1, 1], device),
+                b_enc: burn::tensor::Tensor::zeros([1], device),
+                w_dec: burn::tensor::Tensor::zeros([1, 1], device),
+                b_dec: burn::tensor::Tensor::zeros([1], device),
+                log_threshold: None,
+            };
+            let mut adam = Adam::new(&stand_in);
+            adam.t = self.t;
+            return (params, adam);
+        }
         let (w_enc, w_dec) = pair(lat);
         let (m_enc, m_dec) = pair(lat_m);
         let (v_enc, v_dec) = pair(lat_v);
@@ -897,18 +926,23 @@ fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 
 /// `(W_enc [d, m], W_dec [m, d])` from the packed `[m, 2d]` layout.
 fn unpack(lat: &[f32], d: usize, m: usize) -> (Vec<f32>, Vec<f32>) {
+    let w_dec = lat
+        .chunks(2 * d)
+        .flat_map(|row| &row[d..])
+        .copied()
+        .collect();
+    (unpack_enc(lat, d, m), w_dec)
+}
+
+/// `W_enc [d, m]` from the packed `[m, 2d]` layout.
+fn unpack_enc(lat: &[f32], d: usize, m: usize) -> Vec<f32> {
     let mut w_enc = vec![0f32; d * m];
     w_enc.par_chunks_mut(m).enumerate().for_each(|(r, out)| {
         for (i, v) in out.iter_mut().enumerate() {
             *v = lat[i * 2 * d + r];
         }
     });
-    let w_dec = lat
-        .chunks(2 * d)
-        .flat_map(|row| &row[d..])
-        .copied()
-        .collect();
-    (w_enc, w_dec)
+    w_enc
 }
 
 /// `Σ_b ‖x_b − x̄‖²` in f64, summed in a fixed order.
@@ -1317,7 +1351,7 @@ mod tests {
         };
         sae.step(&x, &opts, None);
         let (p, a) = (sae.to_params(&dev), sae.to_adam(&dev));
-        let (p2, a2) = sae.into_params_adam(&dev);
+        let (p2, a2) = sae.into_params_adam(&dev, true);
         for (one, two) in [(&p, &p2), (&a.m, &a2.m), (&a.v, &a2.v)] {
             assert_eq!(host(one), host(two));
         }

@@ -404,7 +404,9 @@ impl Run {
     /// The final checkpoint and the trained SAE in input units.
     pub fn finish(mut self, store: &Store) -> Result<TrainReport> {
         if let Some(cpu) = self.cpu.take() {
-            let (params, adam) = cpu.into_params_adam(&self.device);
+            // The moments are only needed for the final checkpoint.
+            let moments = self.cfg.checkpoint_every > 0;
+            let (params, adam) = cpu.into_params_adam(&self.device, moments);
             self.state.saved.params = params;
             self.state.saved.adam = adam;
         }
