@@ -424,7 +424,25 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
     let mut csv = String::from(
         "name,arch,k,sparsity_coeff,d_sae,lr,fvu,l0,dead_fraction,mmcs,ce_loss_score,kl_div_score\n",
     );
+    let mut diverged = Vec::new();
     for (((name, args), (cfg, _)), report) in runs.iter().zip(&configs).zip(reports) {
+        let report = match report {
+            Ok(r) => r,
+            Err(e @ lantern_sae::SaeError::Diverged { .. }) => {
+                // Kept in the table as a row without numbers, and said at the end.
+                csv.push_str(&format!(
+                    "{name},{},,,{},{},,,,,,\n",
+                    args.arch, cfg.d_sae, cfg.lr
+                ));
+                rows.push(serde_json::json!({
+                    "name": name, "arch": args.arch, "d_sae": cfg.d_sae, "lr": cfg.lr,
+                    "diverged": e.to_string(),
+                }));
+                diverged.push(format!("{name} ({e})"));
+                continue;
+            }
+            Err(e) => return Err(train_flag_error(e)),
+        };
         let history_last = report.history.last().cloned();
         let outcome = report::finish_training(args, cfg, &store, device, report, seconds)?;
         let (fvu, l0, dead) = match (&outcome.eval, &history_last) {
@@ -534,9 +552,12 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
         )?;
     }
     println!("{csv}");
+    if !diverged.is_empty() {
+        println!("diverged (no SAE written): {}", diverged.join("; "));
+    }
     println!(
         "trained {} SAEs in one pass ({seconds:.1} s); wrote {}/sweep.csv, sweep.json, sweep.png",
-        runs.len(),
+        runs.len() - diverged.len(),
         a.out.display()
     );
     Ok(())

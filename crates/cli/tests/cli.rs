@@ -728,6 +728,49 @@ fn a_lockstep_sweep_gives_each_sae_that_training_alone_gives() {
         .unwrap();
         assert_eq!(row["fvu"], metrics["eval"]["fvu"], "{name}");
     }
+    // A learning rate that diverges ends its own run; the others are trained and written.
+    let out2 = p("sweep-diverging");
+    let stdout = String::from_utf8_lossy(
+        &run_ok(&[
+            "sae",
+            "sweep",
+            "--acts",
+            &acts,
+            "--arch",
+            "topk",
+            "--k",
+            "3",
+            "--lr",
+            "0.002,1e9",
+            "--d-sae",
+            "96",
+            "--tokens",
+            "40000",
+            "--batch",
+            "1000",
+            "--eval-rows",
+            "5000",
+            "--out",
+            &out2,
+            "--quiet",
+        ])
+        .stdout,
+    )
+    .into_owned();
+    assert!(
+        stdout.contains("diverged (no SAE written): topk-k3-m96-lr1e9"),
+        "{stdout}"
+    );
+    assert!(
+        Path::new(&out2)
+            .join("topk-k3-m96-lr2e-3/sae_weights.safetensors")
+            .exists()
+    );
+    assert!(
+        !Path::new(&out2)
+            .join("topk-k3-m96-lr1e9/sae_weights.safetensors")
+            .exists()
+    );
     // A sweep whose settings cannot combine is refused in one line.
     let o = lantern()
         .args([

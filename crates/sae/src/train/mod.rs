@@ -136,12 +136,14 @@ pub fn reader_options(cfg: &TrainConfig) -> ReaderOptions {
 /// (SAELens' `MultiSAETrainer`, dictionary_learning's `trainSAE` with several trainers). The
 /// configurations must read the store identically ([`reader_options`] and `steps` equal);
 /// each run gets exactly the batches it would get alone, so its SAE is the one `train` gives.
+/// A run that diverges (a learning rate too high) ends with its error in its slot while the
+/// others continue; any other error stops the sweep.
 pub fn train_lockstep(
     store: &Store,
     runs: &[(TrainConfig, std::path::PathBuf)],
     device_choice: DeviceChoice,
     observer: &mut dyn FnMut(usize, TrainEvent),
-) -> Result<Vec<TrainReport>> {
+) -> Result<Vec<Result<TrainReport>>> {
     let Some((first, _)) = runs.first() else {
         return Ok(Vec::new());
     };
@@ -154,13 +156,16 @@ pub fn train_lockstep(
             )));
         }
     }
-    let mut live: Vec<Run> = runs
+    let mut live: Vec<Option<Run>> = runs
         .iter()
-        .map(|(cfg, out)| Run::start(store, cfg, device_choice, out, false))
+        .map(|(cfg, out)| Run::start(store, cfg, device_choice, out, false).map(Some))
         .collect::<Result<_>>()?;
+    // A run that diverges stops alone (its slot keeps the error); the others go on.
+    let mut failed: Vec<Option<SaeError>> = runs.iter().map(|_| None).collect();
     let reader = BatchReader::new(store.clone(), reader_options(first)).map_err(SaeError::Acts)?;
-    let batches = Prefetch::start(reader, live[0].cursor())?;
-    for (i, _) in live.iter().enumerate() {
+    let cursor = live[0].as_ref().map(Run::cursor).unwrap_or_default();
+    let batches = Prefetch::start(reader, cursor)?;
+    for i in 0..live.len() {
         observer(
             i,
             TrainEvent::Started {
@@ -169,15 +174,38 @@ pub fn train_lockstep(
             },
         );
     }
-    while !live[0].done() {
+    let mut step = 0;
+    while step < first.steps && live.iter().any(Option::is_some) {
         let (batch, cursor_after) = batches.next()?;
-        for (i, run) in live.iter_mut().enumerate() {
-            run.feed(batch.clone(), cursor_after, batches.skipped(), &mut |e| {
+        for (i, slot) in live.iter_mut().enumerate() {
+            let Some(run) = slot else { continue };
+            match run.feed(batch.clone(), cursor_after, batches.skipped(), &mut |e| {
                 observer(i, e)
-            })?;
+            }) {
+                Ok(()) => {}
+                Err(e @ SaeError::Diverged { .. }) => {
+                    failed[i] = Some(e);
+                    *slot = None;
+                }
+                Err(e) => return Err(e),
+            }
         }
+        step = live
+            .iter()
+            .flatten()
+            .map(Run::step_done)
+            .max()
+            .unwrap_or(first.steps);
     }
-    live.into_iter().map(|r| r.finish(store)).collect()
+    Ok(live
+        .into_iter()
+        .zip(failed)
+        .map(|(run, err)| match (run, err) {
+            (Some(r), _) => r.finish(store),
+            (None, Some(e)) => Err(e),
+            (None, None) => unreachable!("a run leaves the sweep only with an error"),
+        })
+        .collect())
 }
 
 /// One training run, fed batch by batch ([`train`] feeds one, [`train_lockstep`] several).
