@@ -694,10 +694,10 @@ impl Hyper {
     /// `g` is scaled by `factor` (the clip) first.
     fn adam(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], factor: f32) {
         let (b1, b2) = (self.beta1, self.beta2);
-        for (((p, m), v), g) in p.iter_mut().zip(m).zip(v).zip(g) {
-            let g = &(*g * factor);
-            *m = *m * b1 + *g * (1.0 - b1);
-            *v = *v * b2 + *g * *g * (1.0 - b2);
+        for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+            let g = g * factor;
+            *m = *m * b1 + g * (1.0 - b1);
+            *v = *v * b2 + g * g * (1.0 - b2);
             *p -= *m / ((*v / self.c2).sqrt() + self.eps) * self.lr_c1;
         }
     }
