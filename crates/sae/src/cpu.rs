@@ -31,7 +31,7 @@ use burn::tensor::{Device, TensorData};
 use rayon::prelude::*;
 
 use crate::optim::Adam;
-use crate::params::{Params, download, upload1, upload2};
+use crate::params::{Params, download, upload1};
 use crate::{Result, SaeError};
 
 /// Bytes of `pre` computed per GEMM call (rows × d_sae × 4).
@@ -305,31 +305,30 @@ impl CpuTopK {
 
     /// The parameters as burn tensors on `device`.
     pub fn to_params(&self, device: &Device) -> Params {
-        let (w_enc, w_dec) = unpack(&self.lat, self.d, self.m);
-        Params {
-            w_enc: upload2(&w_enc, [self.d, self.m], device),
-            b_enc: upload1(&self.b_enc, device),
-            w_dec: upload2(&w_dec, [self.m, self.d], device),
-            b_dec: upload1(&self.b_dec, device),
-            log_threshold: None,
-        }
+        params_of(
+            matrices(&self.lat, self.d, self.m, device),
+            &self.b_enc,
+            &self.b_dec,
+            device,
+        )
     }
 
     /// The Adam state as burn tensors on `device`.
     pub fn to_adam(&self, device: &Device) -> Adam {
-        let moments = |lat: &[f32], b_enc: &[f32], b_dec: &[f32]| {
-            let (w_enc, w_dec) = unpack(lat, self.d, self.m);
-            Params {
-                w_enc: upload2(&w_enc, [self.d, self.m], device),
-                b_enc: upload1(b_enc, device),
-                w_dec: upload2(&w_dec, [self.m, self.d], device),
-                b_dec: upload1(b_dec, device),
-                log_threshold: None,
-            }
-        };
+        let (d, m) = (self.d, self.m);
         Adam {
-            m: moments(&self.lat_m, &self.b_enc_m, &self.b_dec_m),
-            v: moments(&self.lat_v, &self.b_enc_v, &self.b_dec_v),
+            m: params_of(
+                matrices(&self.lat_m, d, m, device),
+                &self.b_enc_m,
+                &self.b_dec_m,
+                device,
+            ),
+            v: params_of(
+                matrices(&self.lat_v, d, m, device),
+                &self.b_enc_v,
+                &self.b_dec_v,
+                device,
+            ),
             t: self.t,
             beta1: self.beta1,
             beta2: self.beta2,
@@ -344,71 +343,35 @@ impl CpuTopK {
     /// 1-element stand-ins.
     pub fn into_params_adam(mut self, device: &Device, moments: bool) -> (Params, Adam) {
         let (d, m) = (self.d, self.m);
-        let pair = |lat: Vec<f32>| {
-            let w_enc = unpack_enc(&lat, d, m);
-            let w_enc =
-                burn::tensor::Tensor::<2>::from_data(TensorData::new(w_enc, [d, m]), device);
-            let w_dec: Vec<f32> = lat
-                .chunks(2 * d)
-                .flat_map(|row| &row[d..])
-                .copied()
-                .collect();
+        let into_matrices = |lat: Vec<f32>| {
+            let w_enc = to_tensor(unpack_enc(&lat, d, m), [d, m], device);
+            let w_dec = unpack_dec(&lat, d);
             drop(lat);
-            let w_dec =
-                burn::tensor::Tensor::<2>::from_data(TensorData::new(w_dec, [m, d]), device);
-            (w_enc, w_dec)
+            (w_enc, to_tensor(w_dec, [m, d], device))
         };
-        let (lat, lat_m, lat_v) = (
-            std::mem::take(&mut self.lat),
-            std::mem::take(&mut self.lat_m),
-            std::mem::take(&mut self.lat_v),
-        );
-        if !moments {
-            drop((lat_m, lat_v));
-            let (w_enc, w_dec) = pair(lat);
-            let params = Params {
-                w_enc,
-                b_enc: upload1(&self.b_enc, device),
-                w_dec,
-                b_dec: upload1(&self.b_dec, device),
-                log_threshold: None,
-            };
-            let stand_in = Params {
-                w_enc: burn::tensor::Tensor::zeros([1, 1], device),
-                b_enc: burn::tensor::Tensor::zeros([1], device),
-                w_dec: burn::tensor::Tensor::zeros([1, 1], device),
-                b_dec: burn::tensor::Tensor::zeros([1], device),
-                log_threshold: None,
-            };
-            let mut adam = Adam::new(&stand_in);
-            adam.t = self.t;
-            return (params, adam);
-        }
-        let (w_enc, w_dec) = pair(lat);
-        let (m_enc, m_dec) = pair(lat_m);
-        let (v_enc, v_dec) = pair(lat_v);
-        let params = Params {
-            w_enc,
-            b_enc: upload1(&self.b_enc, device),
-            w_dec,
-            b_dec: upload1(&self.b_dec, device),
-            log_threshold: None,
+        let lat = std::mem::take(&mut self.lat);
+        let packed_moments = if moments {
+            Some((
+                std::mem::take(&mut self.lat_m),
+                std::mem::take(&mut self.lat_v),
+            ))
+        } else {
+            // Freed before anything is unpacked.
+            self.lat_m = Vec::new();
+            self.lat_v = Vec::new();
+            None
+        };
+        let params = params_of(into_matrices(lat), &self.b_enc, &self.b_dec, device);
+        let (m_state, v_state) = match packed_moments {
+            Some((lat_m, lat_v)) => (
+                params_of(into_matrices(lat_m), &self.b_enc_m, &self.b_dec_m, device),
+                params_of(into_matrices(lat_v), &self.b_enc_v, &self.b_dec_v, device),
+            ),
+            None => (Params::stand_in(device), Params::stand_in(device)),
         };
         let adam = Adam {
-            m: Params {
-                w_enc: m_enc,
-                b_enc: upload1(&self.b_enc_m, device),
-                w_dec: m_dec,
-                b_dec: upload1(&self.b_dec_m, device),
-                log_threshold: None,
-            },
-            v: Params {
-                w_enc: v_enc,
-                b_enc: upload1(&self.b_enc_v, device),
-                w_dec: v_dec,
-                b_dec: upload1(&self.b_dec_v, device),
-                log_threshold: None,
-            },
+            m: m_state,
+            v: v_state,
             t: self.t,
             beta1: self.beta1,
             beta2: self.beta2,
@@ -924,14 +887,46 @@ fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// `(W_enc [d, m], W_dec [m, d])` from the packed `[m, 2d]` layout.
-fn unpack(lat: &[f32], d: usize, m: usize) -> (Vec<f32>, Vec<f32>) {
-    let w_dec = lat
-        .chunks(2 * d)
+/// `W_dec [m, d]` from the packed `[m, 2d]` layout.
+fn unpack_dec(lat: &[f32], d: usize) -> Vec<f32> {
+    lat.chunks(2 * d)
         .flat_map(|row| &row[d..])
         .copied()
-        .collect();
-    (unpack_enc(lat, d, m), w_dec)
+        .collect()
+}
+
+/// A host matrix as a burn tensor (the vector is handed over, not copied here).
+fn to_tensor(v: Vec<f32>, shape: [usize; 2], device: &Device) -> burn::tensor::Tensor<2> {
+    burn::tensor::Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+/// `(W_enc, W_dec)` of a packed array as burn tensors.
+fn matrices(
+    lat: &[f32],
+    d: usize,
+    m: usize,
+    device: &Device,
+) -> (burn::tensor::Tensor<2>, burn::tensor::Tensor<2>) {
+    (
+        to_tensor(unpack_enc(lat, d, m), [d, m], device),
+        to_tensor(unpack_dec(lat, d), [m, d], device),
+    )
+}
+
+/// [`Params`] (no threshold) from the two matrices and the two bias vectors.
+fn params_of(
+    (w_enc, w_dec): (burn::tensor::Tensor<2>, burn::tensor::Tensor<2>),
+    b_enc: &[f32],
+    b_dec: &[f32],
+    device: &Device,
+) -> Params {
+    Params {
+        w_enc,
+        b_enc: upload1(b_enc, device),
+        w_dec,
+        b_dec: upload1(b_dec, device),
+        log_threshold: None,
+    }
 }
 
 /// `W_enc [d, m]` from the packed `[m, 2d]` layout.

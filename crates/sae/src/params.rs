@@ -52,6 +52,18 @@ impl Params {
         })
     }
 
+    /// 1-element zeros of each parameter: what a state holds where another owner (the CPU
+    /// engine) has the real tensors, so that no second full copy exists.
+    pub fn stand_in(device: &Device) -> Self {
+        Self {
+            w_enc: Tensor::zeros([1, 1], device),
+            b_enc: Tensor::zeros([1], device),
+            w_dec: Tensor::zeros([1, 1], device),
+            b_dec: Tensor::zeros([1], device),
+            log_threshold: None,
+        }
+    }
+
     /// Uploads host weights. JumpReLU thresholds are stored as `log θ` (θ clamped ≥ 1e-12).
     pub fn from_weights(w: &SaeWeights, device: &Device) -> Self {
         let (d_in, d_sae) = (w.cfg.d_in, w.cfg.d_sae);

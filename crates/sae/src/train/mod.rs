@@ -467,13 +467,7 @@ fn cpu_engine(state: &mut State, cfg: &TrainConfig, device: &Device) -> Result<O
     if !uses_cpu_engine(cfg, device) {
         return Ok(None);
     }
-    let stand_in = Params {
-        w_enc: Tensor::zeros([1, 1], device),
-        b_enc: Tensor::zeros([1], device),
-        w_dec: Tensor::zeros([1, 1], device),
-        b_dec: Tensor::zeros([1], device),
-        log_threshold: None,
-    };
+    let stand_in = Params::stand_in(device);
     let params = std::mem::replace(&mut state.saved.params, stand_in.clone());
     let adam = std::mem::replace(&mut state.saved.adam, crate::optim::Adam::new(&stand_in));
     Ok(Some(CpuTopK::from_params(params, adam, k)?))

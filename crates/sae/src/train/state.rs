@@ -68,17 +68,11 @@ impl State {
         Ok(Self::resume(
             Checkpoint {
                 config: cfg.clone(),
-                adam: if moments {
-                    Adam::new(&params)
+                adam: Adam::new(&if moments {
+                    params.clone()
                 } else {
-                    Adam::new(&Params {
-                        w_enc: Tensor::zeros([1, 1], device),
-                        b_enc: Tensor::zeros([1], device),
-                        w_dec: Tensor::zeros([1, 1], device),
-                        b_dec: Tensor::zeros([1], device),
-                        log_threshold: None,
-                    })
-                },
+                    Params::stand_in(device)
+                }),
                 params,
                 step: 0,
                 tokens: 0,
