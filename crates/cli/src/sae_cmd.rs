@@ -142,20 +142,11 @@ pub struct EvalArgs {
     /// (ce_loss_score, kl_div_score), with --prompts or --text.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// With --model: a prompts JSONL (text or chat records; chat records are rendered with
-    /// the model's template).
-    #[arg(long)]
-    pub prompts: Option<PathBuf>,
-    /// With --model: a UTF-8 text file, cut into windows of --max-tokens-per-seq tokens
-    /// (each starting with the model's BOS when it has one).
-    #[arg(long)]
-    pub text: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: SpliceInput,
     /// With --model: the hook to splice at (default: the SAE's own hook_name).
     #[arg(long)]
     pub hook: Option<String>,
-    /// With --model: tokens per sequence (longer prompts are cut).
-    #[arg(long, default_value_t = 128)]
-    pub max_tokens_per_seq: usize,
     /// With --model: evaluate only the first N sequences.
     #[arg(long)]
     pub sequences: Option<usize>,
@@ -182,6 +173,81 @@ pub struct EvalArgs {
     /// ground_truth.safetensors when present.
     #[arg(long)]
     pub ground_truth: Option<PathBuf>,
+}
+
+/// The texts of a spliced-in evaluation (`sae eval --model`, `sae sweep --model`).
+#[derive(Args, Clone)]
+pub struct SpliceInput {
+    /// With --model: a prompts JSONL (text or chat records; chat records are rendered with
+    /// the model's template).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// With --model: a UTF-8 text file, cut into windows of --max-tokens-per-seq tokens
+    /// (each starting with the model's BOS when it has one).
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// With --model: tokens per sequence (longer prompts are cut).
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens_per_seq: usize,
+}
+
+impl SpliceInput {
+    /// The one file given (`--prompts` or `--text`).
+    fn source(&self) -> Result<&std::path::Path> {
+        match (&self.prompts, &self.text) {
+            (Some(p), None) => Ok(p),
+            (None, Some(t)) => Ok(t),
+            _ => bail!("--model needs --prompts FILE or --text FILE (one of them)"),
+        }
+    }
+
+    /// The token sequences: the records of the prompts file (cut to `n` tokens) or the text
+    /// file in windows of `n` tokens (each led by the BOS when the model has one); sequences
+    /// of fewer than 2 tokens are left out, then the first `sequences` kept.
+    fn texts(
+        &self,
+        lm: &lantern_lm::LanguageModel,
+        sequences: Option<usize>,
+    ) -> Result<Vec<Vec<u32>>> {
+        let n = self.max_tokens_per_seq;
+        if n < 2 {
+            bail!("--max-tokens-per-seq must be at least 2 (one next-token prediction)");
+        }
+        let source = self.source()?;
+        let mut texts: Vec<Vec<u32>> = if self.prompts.is_some() {
+            lantern_lm::prompts::read_prompts(source)?
+                .iter()
+                .map(|rec| {
+                    crate::steer_run::prompt_tokens(lm, rec, false, source).map(|(t, _)| {
+                        let mut ids = t.ids;
+                        ids.truncate(n);
+                        ids
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            let bytes =
+                std::fs::read(source).with_context(|| format!("--text {}", source.display()))?;
+            let body = lantern_lm::prompts::utf8_lines(&bytes, source)?;
+            let ids = lm.tokenizer.encode(&body, false)?;
+            let bos = lm.tokenizer.bos_id();
+            let width = n - usize::from(bos.is_some());
+            ids.chunks(width)
+                .map(|c| bos.into_iter().chain(c.iter().copied()).collect())
+                .collect()
+        };
+        texts.retain(|t| t.len() >= 2);
+        if let Some(k) = sequences {
+            texts.truncate(k);
+        }
+        if texts.is_empty() {
+            bail!(
+                "{}: no sequence of at least 2 tokens to evaluate on",
+                source.display()
+            );
+        }
+        Ok(texts)
+    }
 }
 
 #[derive(Args, Clone)]
@@ -221,15 +287,11 @@ pub struct SweepArgs {
     /// ce_loss_score and kl_div_score columns and sweep-ce.png, on --prompts or --text.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    #[arg(long)]
-    pub prompts: Option<PathBuf>,
-    #[arg(long)]
-    pub text: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: SpliceInput,
     /// The hook to splice at (default: the store's).
     #[arg(long)]
     pub hook: Option<String>,
-    #[arg(long, default_value_t = 128)]
-    pub max_tokens_per_seq: usize,
     /// Sequences of the spliced-in evaluation.
     #[arg(long, default_value_t = 64)]
     pub sequences: usize,
@@ -361,20 +423,14 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
     // The spliced-in evaluation's model, texts and hook, checked before any training.
     let splice = match &a.model {
         None => {
-            if a.prompts.is_some() || a.text.is_some() || a.hook.is_some() {
+            if a.input.prompts.is_some() || a.input.text.is_some() || a.hook.is_some() {
                 bail!("--prompts, --text and --hook apply to the spliced-in evaluation (--model)");
             }
             None
         }
         Some(m) => {
             let lm = lantern_lm::LanguageModel::load(m, &device.open()?)?;
-            let texts = eval_texts(
-                &lm,
-                a.prompts.as_deref(),
-                a.text.as_deref(),
-                a.max_tokens_per_seq,
-                Some(a.sequences),
-            )?;
+            let texts = a.input.texts(&lm, Some(a.sequences))?;
             let hook = a
                 .hook
                 .clone()
@@ -680,65 +736,43 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
         }
         SaeCommand::Sweep(args) => sweep(&args)?,
         SaeCommand::Eval(e) => {
-            let EvalArgs {
-                sae,
-                acts,
-                model,
-                prompts,
-                text,
-                hook,
-                max_tokens_per_seq,
-                sequences,
-                splice_first,
-                out,
-                rows,
-                batch,
-                device,
-                json,
-                ground_truth,
-            } = *e;
-            let device: DeviceChoice = device.parse()?;
-            let acts = match (acts, model) {
+            let device: DeviceChoice = e.device.parse()?;
+            let acts = match (&e.acts, &e.model) {
                 (Some(a), None) => {
                     let store_only = [
-                        ("--prompts", prompts.is_some()),
-                        ("--text", text.is_some()),
-                        ("--hook", hook.is_some()),
-                        ("--sequences", sequences.is_some()),
-                        ("--splice-first", splice_first),
-                        ("--out", out.is_some()),
+                        ("--prompts", e.input.prompts.is_some()),
+                        ("--text", e.input.text.is_some()),
+                        ("--hook", e.hook.is_some()),
+                        ("--sequences", e.sequences.is_some()),
+                        ("--splice-first", e.splice_first),
+                        ("--out", e.out.is_some()),
                     ];
                     if let Some((flag, _)) = store_only.iter().find(|(_, given)| *given) {
                         bail!(
                             "{flag} applies to the spliced-in evaluation (--model), not to --acts"
                         );
                     }
-                    a
+                    a.clone()
                 }
                 (None, Some(model)) => {
-                    if rows.is_some() || ground_truth.is_some() {
+                    if e.rows.is_some() || e.ground_truth.is_some() {
                         bail!("--rows and --ground-truth apply to --acts, not to --model");
                     }
-                    return splice_eval(SpliceArgs {
-                        sae,
-                        model,
-                        prompts,
-                        text,
-                        hook,
-                        max_tokens_per_seq,
-                        sequences,
-                        splice_first,
-                        out,
-                        batch: batch.unwrap_or(8),
-                        device,
-                        json,
-                    });
+                    return splice_eval(&e, model, device);
                 }
                 (Some(_), Some(_)) => bail!("give --acts or --model, not both"),
                 (None, None) => bail!(
                     "give --acts STORE (reconstruction metrics) or --model MODEL with --prompts/--text (spliced-in CE/KL)"
                 ),
             };
+            let EvalArgs {
+                sae,
+                rows,
+                batch,
+                json,
+                ground_truth,
+                ..
+            } = *e;
             let (weights, format) = lantern_sae::load_sae(&sae)?;
             let store = Store::open(&acts)?;
             let r = lantern_sae::evaluate(
@@ -888,92 +922,20 @@ fn train_flag_error(e: lantern_sae::SaeError) -> anyhow::Error {
     }
 }
 
-/// The flags of `sae eval --model`.
-struct SpliceArgs {
-    sae: PathBuf,
-    model: PathBuf,
-    prompts: Option<PathBuf>,
-    text: Option<PathBuf>,
-    hook: Option<String>,
-    max_tokens_per_seq: usize,
-    sequences: Option<usize>,
-    splice_first: bool,
-    out: Option<PathBuf>,
-    batch: usize,
-    device: DeviceChoice,
-    json: bool,
-}
-
-/// The token sequences of a spliced-in evaluation: the records of a prompts file (cut to `n`
-/// tokens) or a text file in windows of `n` tokens (each led by the BOS when the model has
-/// one); sequences of fewer than 2 tokens are left out, then the first `sequences` kept.
-fn eval_texts(
-    lm: &lantern_lm::LanguageModel,
-    prompts: Option<&std::path::Path>,
-    text: Option<&std::path::Path>,
-    n: usize,
-    sequences: Option<usize>,
-) -> Result<Vec<Vec<u32>>> {
-    if n < 2 {
-        bail!("--max-tokens-per-seq must be at least 2 (one next-token prediction)");
-    }
-    let (mut texts, source): (Vec<Vec<u32>>, &std::path::Path) = match (prompts, text) {
-        (Some(p), None) => (
-            lantern_lm::prompts::read_prompts(p)?
-                .iter()
-                .map(|rec| {
-                    crate::steer_run::prompt_tokens(lm, rec, false, p).map(|(t, _)| {
-                        let mut ids = t.ids;
-                        ids.truncate(n);
-                        ids
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?,
-            p,
-        ),
-        (None, Some(t)) => {
-            let bytes = std::fs::read(t).with_context(|| format!("--text {}", t.display()))?;
-            let body = lantern_lm::prompts::utf8_lines(&bytes, t)?;
-            let ids = lm.tokenizer.encode(&body, false)?;
-            let bos = lm.tokenizer.bos_id();
-            let width = n - usize::from(bos.is_some());
-            (
-                ids.chunks(width)
-                    .map(|c| bos.into_iter().chain(c.iter().copied()).collect())
-                    .collect(),
-                t,
-            )
-        }
-        _ => bail!("--model needs --prompts FILE or --text FILE (one of them)"),
-    };
-    texts.retain(|t| t.len() >= 2);
-    if let Some(k) = sequences {
-        texts.truncate(k);
-    }
-    if texts.is_empty() {
-        bail!(
-            "{}: no sequence of at least 2 tokens to evaluate on",
-            source.display()
-        );
-    }
-    Ok(texts)
-}
-
 /// `sae eval --model`: spliced-in CE/KL evaluation ([`lantern_steer::splice`]).
-fn splice_eval(a: SpliceArgs) -> Result<()> {
+fn splice_eval(a: &EvalArgs, model: &std::path::Path, device: DeviceChoice) -> Result<()> {
     use lantern_lm::{HookPoint, LanguageModel};
     use lantern_steer::splice::{SpliceOptions, splice_eval};
-    if a.batch == 0 {
+    let batch = a.batch.unwrap_or(8);
+    if batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let mut inputs: Vec<(&str, &std::path::Path)> =
-        vec![("the SAE", &a.sae), ("the model", &a.model)];
-    let source = match (&a.prompts, &a.text) {
-        (Some(p), None) => p,
-        (None, Some(t)) => t,
-        _ => bail!("--model needs --prompts FILE or --text FILE (one of them)"),
-    };
-    inputs.push(("the input", source));
+    let source = a.input.source()?;
+    let inputs = [
+        ("the SAE", a.sae.as_path()),
+        ("the model", model),
+        ("the input", source),
+    ];
     let _lock = match &a.out {
         Some(out) => Some(report::lock_output("--out", out, &inputs)?),
         None => None,
@@ -993,15 +955,9 @@ fn splice_eval(a: SpliceArgs) -> Result<()> {
             }
         )
     })?;
-    let dev = a.device.open()?;
-    let lm = LanguageModel::load(&a.model, &dev)?;
-    let texts = eval_texts(
-        &lm,
-        a.prompts.as_deref(),
-        a.text.as_deref(),
-        a.max_tokens_per_seq,
-        a.sequences,
-    )?;
+    let dev = device.open()?;
+    let lm = LanguageModel::load(model, &dev)?;
+    let texts = a.input.texts(&lm, a.sequences)?;
     let sae = lantern_sae::Sae::from_weights(&weights, &dev)?;
     let bar = ProgressBar::new(texts.len() as u64);
     bar.set_style(
@@ -1015,14 +971,14 @@ fn splice_eval(a: SpliceArgs) -> Result<()> {
         &texts,
         &SpliceOptions {
             splice_first: a.splice_first,
-            batch: a.batch,
+            batch,
         },
         |k| bar.inc(k as u64),
     )?;
     bar.finish_and_clear();
     let mut v = serde_json::to_value(&r)?;
     v["sae"] = serde_json::json!(a.sae.display().to_string());
-    v["model"] = serde_json::json!(a.model.display().to_string());
+    v["model"] = serde_json::json!(model.display().to_string());
     v["hook"] = serde_json::json!(point.to_string());
     v["input"] = serde_json::json!(source.display().to_string());
     if let Some(out) = &a.out {
