@@ -523,7 +523,10 @@ impl CpuTopK {
             sc.offsets[i as usize + 1] += 1;
             fires[i as usize] += 1.0;
         }
-        for &i in sc.aux_lat.iter().filter(|i| **i != u32::MAX) {
+        // AuxK's slots hold this step's picks only when it ran (the buffer is reused between
+        // steps, so without AuxK they may hold an earlier step's).
+        let aux_slots: &[u32] = if k_aux > 0 { &sc.aux_lat } else { &[] };
+        for &i in aux_slots.iter().filter(|i| **i != u32::MAX) {
             sc.offsets[i as usize + 1] += 1;
         }
         for i in 0..m {
@@ -1159,18 +1162,22 @@ mod tests {
         a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
     }
 
-    /// Three steps of the CPU step against burn's `step` + `optim::update` on the same
+    /// Four steps of the CPU step against burn's `step` + `optim::update` on the same
     /// parameters and batches: AuxK on (a third of the latents dead), clipping that binds
-    /// and one that does not, `b_dec` subtracted from the input or not.
+    /// and one that does not, `b_dec` subtracted from the input or not; k = 100 of 160
+    /// latents (rows with fewer positive activations than k); dead latents with k_aux 1 on
+    /// even steps and none on odd ones (AuxK's buffers of one step must not leak into the next).
     #[test]
     fn matches_the_burn_step_and_update() {
         let dev = Device::flex();
-        for (clip, apply_b_dec, dead_every) in [
-            (Some(0.05), true, 3),
-            (None, false, 5),
-            (Some(100.0), true, 0),
+        for (clip, apply_b_dec, dead_every, k) in [
+            (Some(0.05), true, 3, 6),
+            (None, false, 5, 6),
+            (Some(100.0), true, 0, 6),
+            (Some(1.0), true, 2, 100),
+            (Some(1.0), true, 7, 6),
         ] {
-            let (d, m, k, batch) = (24, 160, 6, 50);
+            let (d, m, batch) = (24, 160, 50);
             let (mut params, _, mut settings) = random_topk_setup(&dev, d, m, k, batch);
             params.b_dec = Tensor::<1>::from_data(
                 TensorData::new(
@@ -1187,7 +1194,8 @@ mod tests {
                 &dev,
             );
             settings.apply_b_dec_to_input = apply_b_dec;
-            settings.k_aux = 9;
+            // k_aux 1 in the alternating case: its AuxK buffer then has the size of the empty one.
+            settings.k_aux = if dead_every == 7 { 1 } else { 9 };
             settings.arch = Arch::TopK { k };
             let mut adam = optim::Adam::new(&params);
             let mut cpu = CpuTopK::from_params(params.clone(), adam.clone(), k).unwrap();
@@ -1212,23 +1220,29 @@ mod tests {
                 normalize_decoder: true,
                 clip,
             };
-            for s in 0..3 {
+            for s in 0..4 {
+                let alternate = dead_every == 7 && s % 2 == 1;
+                let (dead_now, list_now) = if alternate {
+                    (None, None)
+                } else {
+                    (Some(&dead), Some(&dead_list[..]))
+                };
                 let xs: Vec<f32> = (0..batch * d)
                     .map(|i| ((i * 7 + s * 13) as f32 * 0.71).sin() * 2.0 + 0.3)
                     .collect();
                 let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [batch, d]), &dev);
-                let out = step(&params, x, &settings, Some(&dead));
+                let out = step(&params, x, &settings, dead_now);
                 let want_sse = out.sse.clone().into_scalar::<f32>() as f64;
                 let want_aux = out.aux_loss.clone().into_scalar::<f32>() as f64;
                 let want_fires = download(out.fires.clone()).unwrap();
                 params = optim::update(params, out.grads, &mut adam, 3e-3, true, clip);
-                let stats = cpu.step(&xs, &opts, Some(&dead_list));
+                let stats = cpu.step(&xs, &opts, list_now);
                 assert!(
                     (stats.sse - want_sse).abs() <= 1e-4 * want_sse,
                     "sse {} vs {want_sse}",
                     stats.sse
                 );
-                if dead_every > 0 {
+                if dead_every > 0 && !alternate {
                     assert!(want_aux > 0.0);
                 }
                 assert!(
