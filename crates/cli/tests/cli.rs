@@ -53,8 +53,10 @@ fn train_args<'a>(store: &'a str, out: &'a str) -> Vec<&'a str> {
         "8",
         "--d-sae",
         "384",
+        // Long enough that a kill 300 ms after the first checkpoint lands mid-run on the CPU
+        // engine (300 steps finished inside that window).
         "--steps",
-        "300",
+        "3000",
         "--batch",
         "512",
         "--checkpoint-every",
@@ -730,33 +732,21 @@ fn a_lockstep_sweep_gives_each_sae_that_training_alone_gives() {
     }
     // A learning rate that diverges ends its own run; the others are trained and written.
     let out2 = p("sweep-diverging");
-    let stdout = String::from_utf8_lossy(
-        &run_ok(&[
-            "sae",
-            "sweep",
-            "--acts",
-            &acts,
-            "--arch",
-            "topk",
-            "--k",
-            "3",
-            "--lr",
-            "0.002,1e9",
-            "--d-sae",
-            "96",
-            "--tokens",
-            "40000",
-            "--batch",
-            "1000",
-            "--eval-rows",
-            "5000",
-            "--out",
-            &out2,
-            "--quiet",
-        ])
-        .stdout,
-    )
-    .into_owned();
+    let mut args = vec![
+        "sae",
+        "sweep",
+        "--acts",
+        &acts,
+        "--arch",
+        "topk",
+        "--k",
+        "3",
+        "--lr",
+        "0.002,1e9",
+    ];
+    args.extend_from_slice(&common);
+    args.extend_from_slice(&["--out", &out2, "--quiet"]);
+    let stdout = String::from_utf8_lossy(&run_ok(&args).stdout).into_owned();
     assert!(
         stdout.contains("diverged (no SAE written): topk-k3-m96-lr1e9"),
         "{stdout}"

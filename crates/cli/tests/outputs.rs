@@ -19,18 +19,23 @@ fn s(p: &Path) -> &str {
 }
 
 fn synth(dir: &Path, name: &str) -> PathBuf {
+    synth_sized(dir, name, "16", "64", "20000", "5")
+}
+
+/// `acts synth` into `dir/name`: rows of width `d` from `features` features.
+fn synth_sized(dir: &Path, name: &str, d: &str, features: &str, rows: &str, seed: &str) -> PathBuf {
     let store = dir.join(name);
     run_ok(&[
         "acts",
         "synth",
         "--d",
-        "16",
+        d,
         "--features",
-        "64",
+        features,
         "--rows",
-        "20000",
+        rows,
         "--seed",
-        "5",
+        seed,
         "--out",
         s(&store),
     ]);
@@ -500,21 +505,7 @@ fn a_capture_that_fills_the_disk_stops_cleanly_and_resumes_once_there_is_room() 
 #[test]
 fn an_export_killed_at_any_moment_leaves_no_file_or_the_whole_one_and_no_litter() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("big");
-    run_ok(&[
-        "acts",
-        "synth",
-        "--d",
-        "64",
-        "--features",
-        "128",
-        "--rows",
-        "200000",
-        "--seed",
-        "3",
-        "--out",
-        s(&store),
-    ]);
+    let store = synth_sized(tmp.path(), "big", "64", "128", "200000", "3");
     let reference = tmp.path().join("ref.npy");
     run_ok(&["acts", "export", s(&store), "--out", s(&reference)]);
     let want = std::fs::read(&reference).unwrap();
@@ -554,21 +545,7 @@ fn an_export_killed_at_any_moment_leaves_no_file_or_the_whole_one_and_no_litter(
 #[test]
 fn an_import_killed_at_any_moment_leaves_no_store_or_the_whole_one_and_a_rerun_completes() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("big");
-    run_ok(&[
-        "acts",
-        "synth",
-        "--d",
-        "64",
-        "--features",
-        "128",
-        "--rows",
-        "200000",
-        "--seed",
-        "4",
-        "--out",
-        s(&store),
-    ]);
+    let store = synth_sized(tmp.path(), "big", "64", "128", "200000", "4");
     let source = tmp.path().join("rows.npy");
     run_ok(&["acts", "export", s(&store), "--out", s(&source)]);
     let want = std::fs::read(&source).unwrap();
@@ -695,7 +672,15 @@ fn writers_killed_at_any_step_leave_no_output_or_the_whole_one() {
     let model = organism_model(&tmp.path().join("cache"), "chat");
     let mut stores = Vec::new();
     for (name, seed) in [("pos", "5"), ("neg", "6")] {
-        let synth_dir = synth_rows(tmp.path(), &format!("{name}-synth"), seed);
+        // Rows of the organism's width (64).
+        let synth_dir = synth_sized(
+            tmp.path(),
+            &format!("{name}-synth"),
+            "64",
+            "128",
+            "2000",
+            seed,
+        );
         let npy = tmp.path().join(format!("{name}.npy"));
         run_ok(&["acts", "export", s(&synth_dir), "--out", s(&npy)]);
         let store = tmp.path().join(name);
@@ -832,24 +817,4 @@ fn writers_killed_at_any_step_leave_no_output_or_the_whole_one() {
         want.sort();
         assert_eq!(names, want, "{what}: litter beside the output");
     }
-}
-
-/// A synthetic store of 2000 rows of width 64 (the organism's; `seed` sets the features).
-fn synth_rows(dir: &Path, name: &str, seed: &str) -> PathBuf {
-    let store = dir.join(name);
-    run_ok(&[
-        "acts",
-        "synth",
-        "--d",
-        "64",
-        "--features",
-        "128",
-        "--rows",
-        "2000",
-        "--seed",
-        seed,
-        "--out",
-        s(&store),
-    ]);
-    store
 }
