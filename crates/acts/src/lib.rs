@@ -50,5 +50,5 @@ pub use reader::{Batch, BatchReader, Cursor, NonFinite, ReaderOptions};
 pub use rng::Rng;
 pub use shard::Shard;
 pub use store::Store;
-pub use synth::{GROUND_TRUTH_FILE, GroundTruth, SynthConfig, synthesize};
+pub use synth::{GROUND_TRUTH_FILE, GroundTruth, Hierarchy, LabelledRows, SynthConfig, synthesize};
 pub use writer::{Rows, StoreWriter, WriterOptions};

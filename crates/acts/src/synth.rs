@@ -45,6 +45,23 @@ pub struct SynthConfig {
     /// Seed of the rows, when it should differ from `seed` (which also fixes the feature
     /// directions): two stores with one `seed` and different `row_seed`s share a dictionary.
     pub row_seed: Option<u64>,
+    /// Parent features with children that fire only with their parent, appended after the
+    /// planted features: the setting in which an SAE absorbs a parent into its children.
+    pub hierarchy: Option<Hierarchy>,
+}
+
+/// A two-level feature hierarchy (Chanin et al. 2024, "A is for Absorption"): `parents`
+/// parent features, each with `children` child features. A parent fires with probability
+/// `parent_rate`; when it fires, with probability `child_rate` exactly one of its children
+/// (chosen uniformly) fires with it. A child never fires without its parent, and two children
+/// of one parent never fire together. Parent `p` is feature `base + p`, its child `c` is
+/// feature `base + parents + p·children + c`, where `base = features + planted`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hierarchy {
+    pub parents: usize,
+    pub children: usize,
+    pub parent_rate: f64,
+    pub child_rate: f64,
 }
 
 impl Default for SynthConfig {
@@ -61,6 +78,7 @@ impl Default for SynthConfig {
             shard_rows: None,
             planted: Vec::new(),
             row_seed: None,
+            hierarchy: None,
         }
     }
 }
@@ -73,6 +91,21 @@ pub struct GroundTruth {
     pub features: Vec<f32>,
     /// `[m]`, firing probability of each feature.
     pub frequencies: Vec<f32>,
+    /// `[m]`: the parent of each child feature of a [`Hierarchy`], `-1` for the rest (all
+    /// `-1` in files written before hierarchies existed).
+    pub parent: Vec<i32>,
+    /// The norm of the noise the rows were made with (`None` in older files).
+    pub noise: Option<f32>,
+}
+
+/// Rows drawn from a [`GroundTruth`] with the features that fired in each
+/// ([`GroundTruth::sample`]).
+#[derive(Clone, Debug)]
+pub struct LabelledRows {
+    /// `[rows, d]`.
+    pub acts: Vec<f32>,
+    /// The firing features of each row, ascending.
+    pub active: Vec<Vec<u32>>,
 }
 
 impl GroundTruth {
@@ -105,17 +138,124 @@ impl GroundTruth {
         };
         let (fs, features) = get("features")?;
         let (qs, frequencies) = get("frequencies")?;
-        match (fs.as_slice(), qs.as_slice()) {
-            (&[m, d], &[m2]) if m == m2 && d > 0 => Ok(GroundTruth {
-                d,
-                features,
-                frequencies,
-            }),
-            _ => Err(invalid(
+        let (m, d) = match (fs.as_slice(), qs.as_slice()) {
+            (&[m, d], &[m2]) if m == m2 && d > 0 => (m, d),
+            _ => {
+                return Err(invalid(
+                    path,
+                    format!("shapes features {fs:?} / frequencies {qs:?}; expected [m, d] / [m]"),
+                ));
+            }
+        };
+        let parent = match st.tensor("parent") {
+            Err(_) => vec![-1; m],
+            Ok(t) if t.dtype() == safetensors::Dtype::I32 && t.shape() == [m] => t
+                .data()
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Ok(t) => {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "tensor `parent` is {:?} {:?}, expected I32 [{m}]",
+                        t.dtype(),
+                        t.shape()
+                    ),
+                ));
+            }
+        };
+        if let Some(p) = parent.iter().find(|p| **p < -1 || **p >= m as i32) {
+            return Err(invalid(
                 path,
-                format!("shapes features {fs:?} / frequencies {qs:?}; expected [m, d] / [m]"),
-            )),
+                format!("tensor `parent` holds {p}, expected -1 or a feature index below {m}"),
+            ));
         }
+        let (_, header) = SafeTensors::read_metadata(&mmap)
+            .map_err(|e| invalid(path, format!("not a valid safetensors file: {e}")))?;
+        let noise = match header.metadata().as_ref().and_then(|md| md.get("noise")) {
+            None => None,
+            Some(v) => match v.parse::<f32>() {
+                Ok(n) if n.is_finite() && n >= 0.0 => Some(n),
+                _ => {
+                    return Err(invalid(
+                        path,
+                        format!("metadata noise = {v:?}, expected a finite number ≥ 0"),
+                    ));
+                }
+            },
+        };
+        Ok(GroundTruth {
+            d,
+            features,
+            frequencies,
+            parent,
+            noise,
+        })
+    }
+
+    /// The children of each parent feature, `(parent, children)`, in feature order.
+    pub fn families(&self) -> Vec<(u32, Vec<u32>)> {
+        let mut out: Vec<(u32, Vec<u32>)> = Vec::new();
+        for (c, &p) in self.parent.iter().enumerate() {
+            if p < 0 {
+                continue;
+            }
+            match out.iter_mut().find(|(q, _)| *q == p as u32) {
+                Some((_, kids)) => kids.push(c as u32),
+                None => out.push((p as u32, vec![c as u32])),
+            }
+        }
+        out.sort_by_key(|(p, _)| *p);
+        out
+    }
+
+    /// Draws `rows` fresh rows of the store's law with the features that fired in each:
+    /// every feature that is not a child fires independently with its frequency; when a
+    /// parent fires, at most one of its children fires with it, child `c` with probability
+    /// `frequency_c / frequency_parent`; amplitudes `Uniform(0.5, 1.5)`, noise of norm
+    /// [`Self::noise`] (0 when unknown). An independent sampler of the generator's law (for
+    /// held-out evaluation, e.g. absorption), not a replay of the store's rows.
+    pub fn sample(&self, rows: usize, seed: u64) -> LabelledRows {
+        let (d, m) = (self.d, self.num_features());
+        let families = self.families();
+        let mut rng = Rng::new(derive_seed(&[seed, 0x1abe1]));
+        let sigma = self.noise.unwrap_or(0.0) / (d as f32).sqrt();
+        let mut acts = vec![0.0f32; rows * d];
+        let mut active = Vec::with_capacity(rows);
+        for x in acts.chunks_exact_mut(d) {
+            let mut fired: Vec<u32> = Vec::new();
+            for j in 0..m {
+                if self.parent[j] < 0 && rng.uniform_f64() < self.frequencies[j] as f64 {
+                    fired.push(j as u32);
+                }
+            }
+            for (p, kids) in &families {
+                if fired.binary_search(p).is_err() {
+                    continue;
+                }
+                let fp = self.frequencies[*p as usize] as f64;
+                let mut u = rng.uniform_f64() * fp;
+                for &c in kids {
+                    u -= self.frequencies[c as usize] as f64;
+                    if u < 0.0 {
+                        fired.push(c);
+                        break;
+                    }
+                }
+            }
+            fired.sort_unstable();
+            for &j in &fired {
+                let a = 0.5 + rng.uniform_f32();
+                let f = &self.features[j as usize * d..(j as usize + 1) * d];
+                x.iter_mut().zip(f).for_each(|(xv, fv)| *xv += a * fv);
+            }
+            if sigma > 0.0 {
+                x.iter_mut().for_each(|v| *v += sigma * rng.normal_f32());
+            }
+            active.push(fired);
+        }
+        LabelledRows { acts, active }
     }
 
     /// Writes `features` and `frequencies` as F32 tensors (atomically: whole or not at all).
@@ -132,7 +272,11 @@ impl GroundTruth {
             .collect();
         let bad =
             |e: safetensors::SafeTensorError| invalid(path, format!("cannot build tensor: {e}"));
-        let tensors = [
+        if self.parent.len() != m {
+            return Err(usage(path, "parent length is not frequencies length"));
+        }
+        let pb: Vec<u8> = self.parent.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut tensors = vec![
             (
                 "features",
                 TensorView::new(safetensors::Dtype::F32, vec![m, self.d], &fb).map_err(bad)?,
@@ -142,7 +286,16 @@ impl GroundTruth {
                 TensorView::new(safetensors::Dtype::F32, vec![m], &qb).map_err(bad)?,
             ),
         ];
-        let bytes = safetensors::serialize(tensors, None).map_err(bad)?;
+        if self.parent.iter().any(|p| *p >= 0) {
+            tensors.push((
+                "parent",
+                TensorView::new(safetensors::Dtype::I32, vec![m], &pb).map_err(bad)?,
+            ));
+        }
+        let metadata = self
+            .noise
+            .map(|n| std::collections::HashMap::from([("noise".to_string(), n.to_string())]));
+        let bytes = safetensors::serialize(tensors, metadata).map_err(bad)?;
         Ok(lantern_output::write_atomic(path, &bytes)?)
     }
 }
@@ -181,6 +334,8 @@ pub(crate) fn firing_probabilities(features: usize, mean_active: f64, alpha: f64
 /// * `ε` has per-component variance `noise²/d`, so `‖ε‖ ≈ noise`.
 /// * Planted features (`cfg.planted`) follow the dictionary, each firing with its own
 ///   probability, independently of the rest.
+/// * A [`Hierarchy`] (`cfg.hierarchy`) follows them: parents fire independently, children
+///   only with their parent (the ground truth records each child's `parent`).
 /// * `token_id` = index of the firing feature with the largest `a_i` (0 if none fires),
 ///   `seq_id = row / 128`, `position = row % 128`.
 ///
@@ -205,6 +360,23 @@ pub fn synthesize(cfg: &SynthConfig, out: &Path) -> Result<GroundTruth> {
             format!("synthesize: planted firing probability {p} is not in [0, 1]"),
         ));
     }
+    if let Some(h) = &cfg.hierarchy {
+        if h.parents == 0 || h.children == 0 {
+            return Err(usage(
+                out,
+                "synthesize: a hierarchy needs at least 1 parent and 1 child per parent",
+            ));
+        }
+        if !((0.0..=1.0).contains(&h.parent_rate) && (0.0..=1.0).contains(&h.child_rate)) {
+            return Err(usage(
+                out,
+                format!(
+                    "synthesize: hierarchy rates {} (parent) and {} (child) must be in [0, 1]",
+                    h.parent_rate, h.child_rate
+                ),
+            ));
+        }
+    }
     if !(cfg.alpha.is_finite() && cfg.alpha >= 0.0 && cfg.noise.is_finite() && cfg.noise >= 0.0) {
         return Err(usage(
             out,
@@ -212,7 +384,10 @@ pub fn synthesize(cfg: &SynthConfig, out: &Path) -> Result<GroundTruth> {
         ));
     }
     // Room: the dictionary lives in memory, the rows go to disk (values + three u32 ids a row).
-    let total = m + cfg.planted.len();
+    let family = cfg.hierarchy.map_or(0, |h| {
+        h.parents.saturating_mul(h.children.saturating_add(1))
+    });
+    let total = m.saturating_add(cfg.planted.len()).saturating_add(family);
     let dict_bytes = (total as u128) * (cfg.d as u128) * 4;
     if let Some(avail) = lantern_output::available_memory()
         && dict_bytes > u128::from(avail / 2)
@@ -269,14 +444,28 @@ pub fn synthesize(cfg: &SynthConfig, out: &Path) -> Result<GroundTruth> {
         f.iter_mut().for_each(|x| *x /= norm);
     }
     let probs = firing_probabilities(m, cfg.mean_active, cfg.alpha);
+    let mut frequencies: Vec<f32> = probs
+        .iter()
+        .chain(&cfg.planted)
+        .map(|&p| p as f32)
+        .collect();
+    let mut parent = vec![-1i32; frequencies.len()];
+    if let Some(h) = &cfg.hierarchy {
+        let base = frequencies.len();
+        frequencies.extend(std::iter::repeat_n(h.parent_rate as f32, h.parents));
+        let child = h.parent_rate * h.child_rate / h.children as f64;
+        frequencies.extend(std::iter::repeat_n(child as f32, h.parents * h.children));
+        parent.extend(std::iter::repeat_n(-1, h.parents));
+        parent.extend(
+            (0..h.parents).flat_map(|p| std::iter::repeat_n((base + p) as i32, h.children)),
+        );
+    }
     let truth = GroundTruth {
         d,
         features,
-        frequencies: probs
-            .iter()
-            .chain(&cfg.planted)
-            .map(|&p| p as f32)
-            .collect(),
+        frequencies,
+        parent,
+        noise: Some(cfg.noise),
     };
     truth.save(&out.join(GROUND_TRUTH_FILE))?;
 
@@ -367,14 +556,28 @@ fn make_chunk(cfg: &SynthConfig, features: &[f32], probs: &[f64], k: u64) -> Chu
             }
             i = j + 1;
         }
+        let mut fire = |j: usize, rng: &mut Rng| {
+            let a = 0.5 + rng.uniform_f32();
+            let f = &features[j * d..(j + 1) * d];
+            x.iter_mut().zip(f).for_each(|(xv, fv)| *xv += a * fv);
+            if a > best.1 {
+                best = (j as u32, a);
+            }
+        };
         for (p, &q) in cfg.planted.iter().enumerate() {
             if rng.uniform_f64() < q {
-                let j = m + p;
-                let a = 0.5 + rng.uniform_f32();
-                let f = &features[j * d..(j + 1) * d];
-                x.iter_mut().zip(f).for_each(|(xv, fv)| *xv += a * fv);
-                if a > best.1 {
-                    best = (j as u32, a);
+                fire(m + p, &mut rng);
+            }
+        }
+        if let Some(h) = &cfg.hierarchy {
+            let base = m + cfg.planted.len();
+            for p in 0..h.parents {
+                if rng.uniform_f64() < h.parent_rate {
+                    fire(base + p, &mut rng);
+                    if rng.uniform_f64() < h.child_rate {
+                        let c = rng.below(h.children as u64) as usize;
+                        fire(base + h.parents + p * h.children + c, &mut rng);
+                    }
                 }
             }
         }

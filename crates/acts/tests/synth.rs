@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use lantern_acts::{
-    BatchReader, Dtype, GROUND_TRUTH_FILE, GroundTruth, ReaderOptions, Store, SynthConfig,
-    synthesize,
+    BatchReader, Dtype, GROUND_TRUTH_FILE, GroundTruth, Hierarchy, ReaderOptions, Store,
+    SynthConfig, synthesize,
 };
 
 fn cfg(d: usize, features: usize, rows: u64, noise: f32) -> SynthConfig {
@@ -318,6 +318,109 @@ fn planted_features_fire_at_their_rate_and_row_seed_keeps_the_dictionary() {
             .unwrap_err()
             .to_string()
             .contains("planted firing probability 1.5")
+    );
+}
+
+/// A hierarchy of 3 parents × 2 children beside a dictionary that (almost) never fires, no
+/// noise: each row's amplitudes are recovered exactly by least squares, so the rule can be
+/// read off the rows — a child only with its parent, never two children of one parent, the
+/// rates as asked — and the ground truth records each child's parent. The labelled sampler
+/// (`GroundTruth::sample`) follows the same law.
+#[test]
+fn hierarchy_children_fire_only_with_their_parent_at_the_asked_rates() {
+    let (d, rows) = (32, 30_000u64);
+    let c = SynthConfig {
+        mean_active: 1e-12,
+        hierarchy: Some(Hierarchy {
+            parents: 3,
+            children: 2,
+            parent_rate: 0.2,
+            child_rate: 0.6,
+        }),
+        ..cfg(d, 1, rows, 0.0)
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let truth = synthesize(&c, tmp.path()).unwrap();
+    assert_eq!(truth.num_features(), 1 + 3 + 6);
+    assert_eq!(truth.parent, [-1, -1, -1, -1, 1, 1, 2, 2, 3, 3]);
+    assert_eq!(truth.frequencies[1], 0.2);
+    assert!((truth.frequencies[4] - 0.06).abs() < 1e-7);
+    assert_eq!(
+        GroundTruth::load(&tmp.path().join(GROUND_TRUTH_FILE)).unwrap(),
+        truth
+    );
+    let chol = gram_cholesky(&truth.features, d);
+    let (x, ..) = read_all(tmp.path());
+    let mut counts = [0u64; 10];
+    let check = |fired: &[bool], counts: &mut [u64; 10]| {
+        for p in 0..3 {
+            let kids = [4 + 2 * p, 5 + 2 * p];
+            assert!(
+                !(fired[kids[0]] && fired[kids[1]]),
+                "two children of parent {p}"
+            );
+            if fired[kids[0]] || fired[kids[1]] {
+                assert!(fired[1 + p], "a child of parent {p} fired without it");
+            }
+        }
+        for (c, f) in counts.iter_mut().zip(fired) {
+            *c += u64::from(*f);
+        }
+    };
+    for row in x.chunks(d) {
+        let (a, res) = project(&truth.features, d, &chol, row);
+        assert!(res < 1e-6, "residual {res}");
+        let fired: Vec<bool> = a.iter().map(|v| *v > 0.25).collect();
+        // Amplitudes are 0 or in [0.5, 1.5].
+        assert!(
+            a.iter()
+                .all(|v| v.abs() < 1e-3 || (0.499..1.501).contains(v)),
+            "{a:?}"
+        );
+        check(&fired, &mut counts);
+    }
+    // Binomial(30000, 0.2): sd ≈ 69 rows; children (0.06): sd ≈ 41; allow 5 sd.
+    for p in 0..3 {
+        assert!((counts[1 + p] as f64 - 6000.0).abs() < 350.0, "{counts:?}");
+        for c in 0..2 {
+            assert!(
+                (counts[4 + 2 * p + c] as f64 - 1800.0).abs() < 210.0,
+                "{counts:?}"
+            );
+        }
+    }
+    let sample = truth.sample(30_000, 5);
+    let mut counts = [0u64; 10];
+    for (row, active) in sample.acts.chunks(d).zip(&sample.active) {
+        let fired: Vec<bool> = (0..10).map(|j| active.contains(&(j as u32))).collect();
+        check(&fired, &mut counts);
+        let (a, _) = project(&truth.features, d, &chol, row);
+        for (j, f) in fired.iter().enumerate() {
+            assert_eq!(a[j] > 0.25, *f, "sampled labels and rows disagree");
+        }
+    }
+    for p in 0..3 {
+        assert!((counts[1 + p] as f64 - 6000.0).abs() < 350.0, "{counts:?}");
+        for c in 0..2 {
+            assert!(
+                (counts[4 + 2 * p + c] as f64 - 1800.0).abs() < 210.0,
+                "{counts:?}"
+            );
+        }
+    }
+    let bad = SynthConfig {
+        hierarchy: Some(Hierarchy {
+            parents: 2,
+            children: 0,
+            parent_rate: 0.1,
+            child_rate: 0.5,
+        }),
+        ..c
+    };
+    let err = synthesize(&bad, tempfile::tempdir().unwrap().path()).unwrap_err();
+    assert!(
+        err.to_string().contains("at least 1 parent and 1 child"),
+        "{err}"
     );
 }
 

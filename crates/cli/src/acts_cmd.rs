@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Subcommand;
-use lantern_acts::{Dtype, ImportOptions, Store, SynthConfig};
+use lantern_acts::{Dtype, Hierarchy, ImportOptions, Store, SynthConfig};
 
 #[derive(Subcommand)]
 pub enum ActsCommand {
@@ -72,6 +72,19 @@ pub enum ActsCommand {
         /// feature directions (a base and a "finetuned" store of one dictionary).
         #[arg(long)]
         row_seed: Option<u64>,
+        /// A feature hierarchy PARENTSxCHILDREN (e.g. 16x4) appended after the dictionary:
+        /// children fire only with their parent, at most one per parent (the setting of
+        /// feature absorption; `sae eval` measures it).
+        #[arg(long, value_parser = parse_hierarchy)]
+        hierarchy: Option<(usize, usize)>,
+        /// With --hierarchy: probability that a parent fires in a row.
+        #[arg(long, default_value_t = 0.05, requires = "hierarchy")]
+        #[arg(value_parser = crate::flags::finite_f64, allow_negative_numbers = true)]
+        parent_rate: f64,
+        /// With --hierarchy: probability that one of a firing parent's children fires with it.
+        #[arg(long, default_value_t = 0.75, requires = "hierarchy")]
+        #[arg(value_parser = crate::flags::finite_f64, allow_negative_numbers = true)]
+        child_rate: f64,
         /// f32, f16 or bf16.
         #[arg(long, default_value = "f32")]
         dtype: String,
@@ -151,6 +164,9 @@ pub fn run(cmd: ActsCommand) -> Result<()> {
             seed,
             planted,
             row_seed,
+            hierarchy,
+            parent_rate,
+            child_rate,
             dtype,
             out,
         } => {
@@ -169,16 +185,40 @@ pub fn run(cmd: ActsCommand) -> Result<()> {
                 shard_rows: None,
                 planted,
                 row_seed,
+                hierarchy: hierarchy.map(|(parents, children)| Hierarchy {
+                    parents,
+                    children,
+                    parent_rate,
+                    child_rate,
+                }),
             };
             let t = std::time::Instant::now();
             let _lock = crate::report::lock_output("--out", &out, &[])?;
             lantern_acts::synthesize(&cfg, &out)?;
+            let family = cfg.hierarchy.map_or(String::new(), |h| {
+                format!(
+                    " + {}x{} hierarchy, {} parent/child features",
+                    h.parents,
+                    h.children,
+                    h.parents * (h.children + 1)
+                )
+            });
             println!(
-                "synthesized {rows} rows (d = {d}, {features} features) into {} in {:.1} s",
+                "synthesized {rows} rows (d = {d}, {features} features{family}) into {} in {:.1} s",
                 out.display(),
                 t.elapsed().as_secs_f64()
             );
         }
     }
     Ok(())
+}
+
+/// `--hierarchy PARENTSxCHILDREN`.
+fn parse_hierarchy(v: &str) -> std::result::Result<(usize, usize), String> {
+    let bad = || format!("expected PARENTSxCHILDREN with both at least 1, e.g. 16x4; got '{v}'");
+    let (p, c) = v.split_once(['x', 'X']).ok_or_else(bad)?;
+    match (p.trim().parse::<usize>(), c.trim().parse::<usize>()) {
+        (Ok(p), Ok(c)) if p > 0 && c > 0 => Ok((p, c)),
+        _ => Err(bad()),
+    }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use lantern_acts::{GroundTruth, Store};
 use lantern_plot::{Histogram, LineChart, Series};
+use lantern_sae::eval::Absorption;
 use lantern_sae::{
     DeviceChoice, EvalOptions, EvalReport, MetricsRow, SaeWeights, TrainConfig, TrainReport,
 };
@@ -22,8 +23,21 @@ pub struct TrainOutcome {
     pub tokens_per_second: f64,
     pub eval: Option<EvalReport>,
     pub mmcs: Option<f64>,
+    pub absorption: Option<Absorption>,
     pub files: Vec<PathBuf>,
 }
+
+/// What a synthetic store's ground truth says of an SAE.
+pub struct TruthScores {
+    /// Mean max cosine of the true features to the decoder rows.
+    pub mmcs: f64,
+    /// Feature absorption, when the truth has a parent/child hierarchy.
+    pub absorption: Option<Absorption>,
+}
+
+/// Fresh rows drawn for the absorption measurement (and their seed).
+const ABSORPTION_ROWS: usize = 20_000;
+const ABSORPTION_SEED: u64 = 0xab50;
 
 #[derive(Serialize)]
 struct MetricsFile<'a> {
@@ -37,6 +51,8 @@ struct MetricsFile<'a> {
     excluded_rows: u64,
     eval: Option<&'a EvalReport>,
     mmcs: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    absorption: Option<&'a Absorption>,
     history: &'a [MetricsRow],
 }
 
@@ -79,7 +95,9 @@ pub fn finish_training(
         &staged,
         eval.as_ref().map(|e| e.log10_density.as_slice()),
     )?;
-    let mmcs = ground_truth_mmcs(None, &args.acts, &report.weights)?;
+    let truth = ground_truth_scores(None, &args.acts, &report.weights)?;
+    let mmcs = truth.as_ref().map(|t| t.mmcs);
+    let absorption = truth.as_ref().and_then(|t| t.absorption.clone());
     let tokens_per_second = report.tokens as f64 / seconds.max(1e-9);
     let metrics = MetricsFile {
         config: cfg,
@@ -92,6 +110,7 @@ pub fn finish_training(
         excluded_rows: report.excluded_rows,
         eval: eval.as_ref(),
         mmcs,
+        absorption: absorption.as_ref(),
         history: &report.history,
     };
     let metrics_path = staged.join(METRICS_FILE);
@@ -121,7 +140,7 @@ pub fn finish_training(
             report.tokens
         );
         if let Some(e) = &eval {
-            print_eval(e, mmcs);
+            print_eval(e, truth.as_ref());
         }
         println!("wrote:");
         for f in &files {
@@ -135,29 +154,41 @@ pub fn finish_training(
         tokens_per_second,
         eval,
         mmcs,
+        absorption,
         files,
     })
 }
 
-pub fn print_eval(e: &EvalReport, mmcs: Option<f64>) {
+pub fn print_eval(e: &EvalReport, truth: Option<&TruthScores>) {
     println!("rows           {}", e.rows);
     println!("mse            {:.6}", e.mse);
     println!("fvu            {:.4}", e.fvu);
     println!("l0             {:.2}", e.l0);
     println!("dead           {:.2} %", 100.0 * e.dead_fraction);
     println!("dense (>10 %)  {:.2} %", 100.0 * e.dense_fraction);
-    if let Some(m) = mmcs {
-        println!("mmcs (truth)   {m:.4}");
+    if let Some(t) = truth {
+        println!("mmcs (truth)   {:.4}", t.mmcs);
+        if let Some(a) = &t.absorption {
+            println!(
+                "absorption     {:.4} ({} parents, {} fresh rows; parent latent fires alone {:.1} %, cosine {:.3})",
+                a.absorption,
+                a.parents,
+                a.rows,
+                100.0 * a.parent_recall,
+                a.parent_cosine
+            );
+        }
     }
 }
 
-/// Mean max cosine similarity of the ground-truth features to the decoder rows, when the
-/// store (or `explicit`) has them.
-pub fn ground_truth_mmcs(
+/// Mean max cosine similarity of the ground-truth features to the decoder rows, and feature
+/// absorption when the truth has a hierarchy (on fresh rows of its law), when the store (or
+/// `explicit`) has a ground truth.
+pub fn ground_truth_scores(
     explicit: Option<&Path>,
     store_dir: &Path,
     w: &SaeWeights,
-) -> Result<Option<f64>> {
+) -> Result<Option<TruthScores>> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None => {
@@ -177,11 +208,10 @@ pub fn ground_truth_mmcs(
             w.cfg.d_in
         );
     }
-    Ok(Some(lantern_sae::eval::mean_max_cosine(
-        &gt.features,
-        &w.w_dec,
-        gt.d,
-    )))
+    Ok(Some(TruthScores {
+        mmcs: lantern_sae::eval::mean_max_cosine(&gt.features, &w.w_dec, gt.d),
+        absorption: lantern_sae::eval::absorption(w, &gt, ABSORPTION_ROWS, ABSORPTION_SEED),
+    }))
 }
 
 fn plot_curves(out: &Path, h: &[MetricsRow]) -> Result<Vec<PathBuf>> {

@@ -36,12 +36,17 @@ pub struct TrainArgs {
     /// Activation store to train on.
     #[arg(long)]
     pub acts: PathBuf,
-    /// relu | topk | batchtopk | jumprelu
+    /// relu | topk | batchtopk | matryoshka (Matryoshka BatchTopK) | jumprelu
     #[arg(long)]
     pub arch: String,
-    /// Active latents per token (topk, batchtopk).
+    /// Active latents per token (topk, batchtopk, matryoshka).
     #[arg(long)]
     pub k: Option<usize>,
+    /// With --arch matryoshka: widths of the nested prefixes that must reconstruct on their
+    /// own, before the whole dictionary (comma-separated, increasing; default d_sae/16,
+    /// d_sae/4).
+    #[arg(long, value_delimiter = ',')]
+    pub matryoshka_widths: Vec<usize>,
     /// Number of latents.
     #[arg(long, conflicts_with = "expansion")]
     pub d_sae: Option<usize>,
@@ -71,6 +76,12 @@ pub struct TrainArgs {
     pub sparsity_coeff: Option<f32>,
     #[arg(long)]
     pub sparsity_warmup_steps: Option<u64>,
+    /// relu, jumprelu: aim the training L0 at N latents per token. relu adapts λ after its
+    /// warm-up (--sparsity-coeff is then the starting value); jumprelu penalises
+    /// λ·(L0/N − 1)² instead of λ·L0 (default λ then 30).
+    #[arg(long)]
+    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
+    pub target_l0: Option<f32>,
     /// AuxK coefficient (topk, batchtopk).
     #[arg(long)]
     #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
@@ -255,10 +266,10 @@ pub struct SweepArgs {
     /// Activation store to train on.
     #[arg(long)]
     pub acts: PathBuf,
-    /// Architectures, comma-separated: relu, topk, batchtopk, jumprelu.
+    /// Architectures, comma-separated: relu, topk, batchtopk, matryoshka, jumprelu.
     #[arg(long, value_delimiter = ',', required = true)]
     pub arch: Vec<String>,
-    /// k values for topk / batchtopk, comma-separated.
+    /// k values for topk / batchtopk / matryoshka, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub k: Vec<usize>,
     /// λ values for relu / jumprelu, comma-separated (default: each architecture's default).
@@ -335,7 +346,10 @@ fn sweep_runs(a: &SweepArgs) -> Result<Vec<(String, TrainArgs)>> {
     };
     let mut runs = Vec::new();
     for arch in &a.arch {
-        let topk = matches!(arch.as_str(), "topk" | "batchtopk");
+        let topk = matches!(
+            arch.as_str(),
+            "topk" | "batchtopk" | "matryoshka" | "matryoshka_batchtopk"
+        );
         let sparsity: Vec<(String, Vec<String>)> = if topk {
             if a.k.is_empty() {
                 bail!("--arch {arch} needs --k (one or more values)");
@@ -478,7 +492,7 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
     let seconds = t0.elapsed().as_secs_f64();
     let mut rows = Vec::new();
     let mut csv = String::from(
-        "name,arch,k,sparsity_coeff,d_sae,lr,fvu,l0,dead_fraction,mmcs,ce_loss_score,kl_div_score\n",
+        "name,arch,k,sparsity_coeff,d_sae,lr,fvu,l0,dead_fraction,mmcs,ce_loss_score,kl_div_score,absorption\n",
     );
     let mut diverged = Vec::new();
     for (((name, args), (cfg, _)), report) in runs.iter().zip(&configs).zip(reports) {
@@ -534,7 +548,7 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
         };
         let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
         csv.push_str(&format!(
-            "{name},{arch},{},{},{},{},{fvu},{l0},{dead},{},{},{}\n",
+            "{name},{arch},{},{},{},{},{fvu},{l0},{dead},{},{},{},{}\n",
             k.map_or(String::new(), |k| k.to_string()),
             lambda.map_or(String::new(), |l| l.to_string()),
             cfg.d_sae,
@@ -542,11 +556,13 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
             opt(outcome.mmcs),
             opt(spliced.map(|s| s.0)),
             opt(spliced.map(|s| s.1)),
+            opt(outcome.absorption.as_ref().map(|a| a.absorption)),
         ));
         rows.push(serde_json::json!({
             "name": name, "arch": arch, "k": k, "sparsity_coeff": lambda, "d_sae": cfg.d_sae,
             "lr": cfg.lr, "fvu": fvu, "l0": l0, "dead_fraction": dead, "mmcs": outcome.mmcs,
             "ce_loss_score": spliced.map(|s| s.0), "kl_div_score": spliced.map(|s| s.1),
+            "absorption": outcome.absorption.as_ref().map(|a| a.absorption),
             "dir": outcome.out,
         }));
     }
@@ -630,9 +646,11 @@ pub fn parse_arch(arch: &str, k: Option<usize>) -> Result<Arch> {
     Ok(match arch {
         "relu" | "standard" => no_k(Arch::Relu)?,
         "topk" => Arch::TopK { k: need_k()? },
-        "batchtopk" => Arch::BatchTopK { k: need_k()? },
+        // Matryoshka BatchTopK is BatchTopK at inference; its prefixes are a training setting
+        // (TrainConfig::matryoshka_widths).
+        "batchtopk" | "matryoshka" | "matryoshka_batchtopk" => Arch::BatchTopK { k: need_k()? },
         "jumprelu" => no_k(Arch::JumpRelu)?,
-        other => bail!("--arch '{other}': expected relu, topk, batchtopk or jumprelu"),
+        other => bail!("--arch '{other}': expected relu, topk, batchtopk, matryoshka or jumprelu"),
     })
 }
 
@@ -699,6 +717,12 @@ impl TrainArgs {
         if let Some(v) = self.sparsity_warmup_steps {
             c.sparsity_warmup_steps = v;
         }
+        c.target_l0 = self.target_l0;
+        if self.target_l0.is_some() && arch == Arch::JumpRelu && self.sparsity_coeff.is_none() {
+            // λ·(L0/N − 1)² balances the reconstruction above N; at λ 30 the L0 of
+            // synthetic runs lands within 5–17 % of N (BENCHMARKS.md).
+            c.sparsity_coeff = 30.0;
+        }
         if let Some(v) = self.aux_coeff {
             c.aux_coeff = v;
         }
@@ -725,6 +749,30 @@ impl TrainArgs {
         c.skip_non_finite = self.skip_non_finite;
         c.checkpoint_every = self.checkpoint_every;
         c.log_every = self.log_every.max(1);
+        let matryoshka = matches!(self.arch.as_str(), "matryoshka" | "matryoshka_batchtopk");
+        if !matryoshka && !self.matryoshka_widths.is_empty() {
+            bail!(
+                "--matryoshka-widths applies to --arch matryoshka, not to --arch {}",
+                self.arch
+            );
+        }
+        if matryoshka {
+            c.matryoshka_widths = if self.matryoshka_widths.is_empty() {
+                let mut w: Vec<usize> = [d_sae / 16, d_sae / 4]
+                    .into_iter()
+                    .filter(|w| *w > 0 && *w < d_sae)
+                    .collect();
+                w.dedup();
+                w
+            } else {
+                self.matryoshka_widths.clone()
+            };
+            if c.matryoshka_widths.is_empty() {
+                bail!(
+                    "--arch matryoshka with {d_sae} latents: too few for nested prefixes (give --matryoshka-widths)"
+                );
+            }
+        }
         Ok(c)
     }
 }
@@ -785,12 +833,15 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
                     skip_non_finite: false,
                 },
             )?;
-            let mmcs = report::ground_truth_mmcs(ground_truth.as_deref(), &acts, &weights)?;
+            let truth = report::ground_truth_scores(ground_truth.as_deref(), &acts, &weights)?;
             if json {
                 let mut v = serde_json::to_value(&r)?;
                 v["format"] = serde_json::json!(format!("{format:?}"));
-                if let Some(m) = mmcs {
-                    v["mmcs"] = serde_json::json!(m);
+                if let Some(t) = &truth {
+                    v["mmcs"] = serde_json::json!(t.mmcs);
+                    if let Some(a) = &t.absorption {
+                        v["absorption"] = serde_json::to_value(a)?;
+                    }
                 }
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -801,7 +852,7 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
                     weights.cfg.d_in,
                     weights.cfg.d_sae
                 );
-                report::print_eval(&r, mmcs);
+                report::print_eval(&r, truth.as_ref());
             }
         }
         SaeCommand::Info { sae } => {

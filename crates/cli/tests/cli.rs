@@ -281,6 +281,36 @@ fn bad_input_gives_one_line_errors_naming_the_problem() {
             "{err}"
         );
     }
+    // Settings of other architectures are refused, and Matryoshka prefixes must nest.
+    bad(
+        &["--matryoshka-widths", "16"],
+        1,
+        "--matryoshka-widths applies to --arch matryoshka, not to --arch topk",
+    );
+    bad(
+        &["--target-l0", "5"],
+        1,
+        "--target-l0: target_l0 = 5: expected nothing: topk",
+    );
+    {
+        let mut args = train_args(store_s, "unused");
+        let n = args.len();
+        let out = dir.path().join("refused-widths");
+        args[n - 1] = out.to_str().unwrap();
+        let at = args.iter().position(|a| *a == "topk").unwrap();
+        args[at] = "matryoshka";
+        args.extend(["--matryoshka-widths", "64,32"]);
+        let o = lantern().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(
+            err.contains(
+                "--matryoshka-widths: matryoshka_widths = 64,32: expected strictly increasing"
+            ),
+            "{err}"
+        );
+    }
     bad(&["--grad-clip", "inf"], 2, "not a finite number");
     bad(&["--grad-clip", "-2"], 1, "--grad-clip -2");
     bad(&["--aux-coeff", "-1"], 1, "--aux-coeff: aux_coeff = -1");
@@ -781,4 +811,88 @@ fn a_lockstep_sweep_gives_each_sae_that_training_alone_gives() {
     assert!(!o.status.success());
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("--arch topk needs --k"), "{err}");
+}
+
+/// `acts synth --hierarchy` → `sae train --arch matryoshka` → `sae eval`: the store's ground
+/// truth carries the hierarchy, training writes the Matryoshka widths into metrics.json and
+/// saves the SAE as SAELens jumprelu with its threshold, and the evaluation measures absorption
+/// on it (the numbers themselves are tested in tests/quality.rs).
+#[test]
+fn a_matryoshka_sae_on_a_feature_hierarchy_reports_absorption() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("acts");
+    let o = run_ok(&[
+        "acts",
+        "synth",
+        "--d",
+        "32",
+        "--features",
+        "64",
+        "--rows",
+        "50000",
+        "--mean-active",
+        "3",
+        "--hierarchy",
+        "4x3",
+        "--parent-rate",
+        "0.1",
+        "--child-rate",
+        "0.8",
+        "--out",
+        store.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("4x3 hierarchy, 16 parent/child features"),
+        "{said}"
+    );
+    let sae = dir.path().join("sae");
+    run_ok(&[
+        "sae",
+        "train",
+        "--acts",
+        store.to_str().unwrap(),
+        "--arch",
+        "matryoshka",
+        "--k",
+        "4",
+        "--d-sae",
+        "128",
+        "--tokens",
+        "50000",
+        "--batch",
+        "512",
+        "--eval-rows",
+        "5000",
+        "--quiet",
+        "--out",
+        sae.to_str().unwrap(),
+    ]);
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sae.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(
+        metrics["config"]["matryoshka_widths"],
+        serde_json::json!([8, 32])
+    );
+    assert_eq!(
+        metrics["absorption"]["parents"], 4,
+        "{}",
+        metrics["absorption"]
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sae.join("cfg.json")).unwrap()).unwrap();
+    assert_eq!(cfg["architecture"], "jumprelu");
+    let o = run_ok(&[
+        "sae",
+        "eval",
+        "--sae",
+        sae.to_str().unwrap(),
+        "--acts",
+        store.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let a = v["absorption"]["absorption"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&a), "{v}");
+    assert_eq!(v["absorption"]["rows"], 20000);
 }

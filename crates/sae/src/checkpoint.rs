@@ -32,6 +32,8 @@ pub struct Checkpoint {
     pub median_norm: f32,
     pub since_fired: Vec<u64>,
     pub batch_threshold: f32,
+    /// The factor `--target-l0` has put on the sparsity coefficient (1 without a target).
+    pub sparsity_scale: f32,
     pub history: Vec<MetricsRow>,
     pub skipped_non_finite: u64,
     pub excluded: u64,
@@ -52,6 +54,8 @@ struct Meta {
     scale: f32,
     median_norm: f32,
     batch_threshold: f32,
+    #[serde(default = "one")]
+    sparsity_scale: f32,
     history: Vec<MetricsRow>,
     skipped_non_finite: u64,
     excluded: u64,
@@ -60,6 +64,10 @@ struct Meta {
 }
 
 const FORMAT: u32 = 1;
+
+fn one() -> f32 {
+    1.0
+}
 
 fn err(path: &Path, msg: impl Into<String>) -> SaeError {
     SaeError::Format {
@@ -113,6 +121,7 @@ pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
         scale: ck.scale,
         median_norm: ck.median_norm,
         batch_threshold: ck.batch_threshold,
+        sparsity_scale: ck.sparsity_scale,
         history: ck.history.clone(),
         skipped_non_finite: ck.skipped_non_finite,
         excluded: ck.excluded,
@@ -237,6 +246,7 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
         median_norm: meta.median_norm,
         since_fired,
         batch_threshold: meta.batch_threshold,
+        sparsity_scale: meta.sparsity_scale,
         history: meta.history,
         skipped_non_finite: meta.skipped_non_finite,
         excluded: meta.excluded,

@@ -7,7 +7,7 @@
 //! `sparsity.safetensors`.
 
 use burn::tensor::{Tensor, TensorData};
-use lantern_acts::{BatchReader, NonFinite, ReaderOptions, Store};
+use lantern_acts::{BatchReader, GroundTruth, NonFinite, ReaderOptions, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceChoice;
@@ -168,9 +168,157 @@ pub fn mean_max_cosine(features: &[f32], w_dec: &[f32], d: usize) -> f64 {
     total / n_true as f64
 }
 
+/// Feature absorption measured against a ground truth with a parent/child hierarchy
+/// ([`absorption`]).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Absorption {
+    /// Parent features measured.
+    pub parents: usize,
+    /// Fresh rows drawn from the ground truth's law.
+    pub rows: usize,
+    /// Mean over parents of the fraction of rows where a child fires (so the parent does) but
+    /// the parent's latent is silent: 0 when the parent latent always fires with its parent,
+    /// 1 when the children have absorbed it entirely.
+    pub absorption: f64,
+    /// Mean over parents of the fraction of rows with the parent and none of its children
+    /// where the parent's latent fires (is it a parent latent at all?).
+    pub parent_recall: f64,
+    /// Mean cosine of each parent feature with its latent's decoder row.
+    pub parent_cosine: f64,
+}
+
+/// Feature absorption (Chanin et al. 2024, "A is for Absorption"; the toy setting of
+/// Bussmann et al. 2025, "Learning multi-level features with Matryoshka SAEs"), measured
+/// with the ground truth instead of probes. Each parent feature `p` gets its latent
+/// `ℓ(p) = argmax_j cos(f_p, W_dec,j)`; on `rows` fresh rows drawn from the truth
+/// ([`GroundTruth::sample`], seed `seed`) the absorption of `p` is
+/// `#{rows: a child of p fires, ℓ(p) silent} / #{rows: a child of p fires}`, averaged over
+/// the parents with at least one such row. `None` when the truth has no hierarchy or its `d`
+/// is not the SAE's `d_in`.
+pub fn absorption(
+    w: &SaeWeights,
+    truth: &GroundTruth,
+    rows: usize,
+    seed: u64,
+) -> Option<Absorption> {
+    let d = w.cfg.d_in;
+    let families = truth.families();
+    if families.is_empty() || truth.d != d {
+        return None;
+    }
+    let m = w.cfg.d_sae;
+    let unit = |r: &[f32]| -> Vec<f32> {
+        let n = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        r.iter().map(|v| v / n).collect()
+    };
+    let dec: Vec<Vec<f32>> = w.w_dec.chunks(d).map(unit).collect();
+    let latent_of = |feature: u32| -> (usize, f32) {
+        let f = unit(&truth.features[feature as usize * d..(feature as usize + 1) * d]);
+        dec.iter()
+            .map(|r| r.iter().zip(&f).map(|(a, b)| a * b).sum::<f32>())
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |b, (j, c)| if c > b.1 { (j, c) } else { b },
+            )
+    };
+    let parents: Vec<(usize, f32)> = families.iter().map(|(p, _)| latent_of(*p)).collect();
+    let sample = truth.sample(rows, seed);
+    // Per parent: [rows with a child, of those with the latent silent, rows alone, of those
+    // with the latent firing].
+    let mut counts = vec![[0u64; 4]; families.len()];
+    const CHUNK: usize = 2048;
+    for (xs, active) in sample
+        .acts
+        .chunks(CHUNK * d)
+        .zip(sample.active.chunks(CHUNK))
+    {
+        let f = w.encode(xs);
+        for (row, fired) in f.chunks(m).zip(active) {
+            for (((p, kids), &(lat, _)), c) in families.iter().zip(&parents).zip(&mut counts) {
+                if fired.binary_search(p).is_err() {
+                    continue;
+                }
+                let on = row[lat] > 0.0;
+                if kids.iter().any(|k| fired.binary_search(k).is_ok()) {
+                    c[0] += 1;
+                    c[1] += u64::from(!on);
+                } else {
+                    c[2] += 1;
+                    c[3] += u64::from(on);
+                }
+            }
+        }
+    }
+    let mean = |num: usize, den: usize| -> f64 {
+        let v: Vec<f64> = counts
+            .iter()
+            .filter(|c| c[den] > 0)
+            .map(|c| c[num] as f64 / c[den] as f64)
+            .collect();
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    Some(Absorption {
+        parents: families.len(),
+        rows,
+        absorption: mean(1, 0),
+        parent_recall: mean(3, 2),
+        parent_cosine: parents.iter().map(|(_, c)| *c as f64).sum::<f64>() / parents.len() as f64,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A parent `e0` with one child `e1` (d 2, parent rate 0.5, child given parent 0.5, no
+    /// noise), read by two hand-built ReLU SAEs: one with a latent per feature, and one whose
+    /// parent latent is switched off by the child (`pre = x₀ − 3x₁`, silent whenever the child
+    /// fires, as amplitudes lie in [0.5, 1.5]) while the child latent decodes to `e0 + e1`.
+    #[test]
+    fn absorption_is_zero_for_separate_latents_and_one_when_the_child_latent_takes_the_parent() {
+        let truth = GroundTruth {
+            d: 2,
+            features: vec![1.0, 0.0, 0.0, 1.0],
+            frequencies: vec![0.5, 0.25],
+            parent: vec![-1, 0],
+            noise: Some(0.0),
+        };
+        let sae = |w_enc: Vec<f32>, w_dec: Vec<f32>| SaeWeights {
+            cfg: crate::SaeConfig {
+                d_in: 2,
+                d_sae: 2,
+                arch: crate::Arch::Relu,
+                apply_b_dec_to_input: false,
+                hook_name: String::new(),
+                model_name: String::new(),
+            },
+            w_enc,
+            b_enc: vec![0.0; 2],
+            w_dec,
+            b_dec: vec![0.0; 2],
+            threshold: None,
+        };
+        let separate = sae(vec![1.0, 0.0, 0.0, 1.0], vec![1.0, 0.0, 0.0, 1.0]);
+        let a = absorption(&separate, &truth, 4000, 1).unwrap();
+        assert_eq!((a.parents, a.absorption, a.parent_recall), (1, 0.0, 1.0));
+        assert!((a.parent_cosine - 1.0).abs() < 1e-6);
+        // W_enc [d_in, d_sae]: latent 0 reads x₀ − 3x₁, latent 1 reads x₁.
+        let r = std::f32::consts::FRAC_1_SQRT_2;
+        let absorbing = sae(vec![1.0, 0.0, -3.0, 1.0], vec![1.0, 0.0, r, r]);
+        let a = absorption(&absorbing, &truth, 4000, 1).unwrap();
+        assert_eq!((a.absorption, a.parent_recall), (1.0, 1.0));
+        // No hierarchy: nothing to measure.
+        let flat = GroundTruth {
+            parent: vec![-1, -1],
+            ..truth
+        };
+        assert!(absorption(&separate, &flat, 10, 1).is_none());
+    }
 
     #[test]
     fn mean_max_cosine_of_a_permuted_scaled_copy_is_one_and_of_orthogonal_rows_zero() {

@@ -9,7 +9,19 @@
 //! | ReLU | `relu(pre)` | `Σ‖e‖²/B + λ Σ_b Σ_i f_bi ‖W_dec,i‖ / B` (L1 weighted by decoder norms) |
 //! | TopK | `k` largest of `relu(pre)` per row | `Σ‖e‖²/TV + α·AuxK` |
 //! | BatchTopK | `k·B` largest of `relu(pre)` in the batch | `Σ‖e‖²/TV + α·AuxK` |
+//! | Matryoshka BatchTopK | as BatchTopK | `(1/n) Σ_t Σ‖e_t‖²/TV + α·AuxK` |
 //! | JumpReLU | `pre · H(pre − θ)` | `Σ‖e‖²/B + λ Σ_b Σ_i H(pre_bi − θ_i) / B` (L0) |
+//! | JumpReLU, target L0 `T` | as JumpReLU | `Σ‖e‖²/B + λ (L0/T − 1)²` (dictionary_learning) |
+//!
+//! Matryoshka (Bussmann et al. 2025, "Learning multi-level features with Matryoshka sparse
+//! autoencoders"; Nabeshima 2024): the latents are cut into `n` nested prefixes of widths
+//! `w_1 < … < w_n = m`, and each prefix reconstructs the input on its own:
+//! `x̂_t = f[:, :w_t] W_dec[:w_t] + b_dec`, `e_t = x̂_t − x`. The loss is the mean of the `n`
+//! prefix errors (dictionary_learning's uniform group weights; SAELens sums them, which is the
+//! same up to the factor `n`). The early latents must then explain the input without the
+//! later ones, which keeps a general feature (a parent) from being split into its special
+//! cases (absorption). With `S_t = Σ_{s ≥ t} 2 e_s / (n·TV)`, a latent of group `t` gets
+//! `∂L/∂f = S_t W_decᵀ` and its decoder row `f[:, group t]ᵀ S_t`; `∂L/∂b_dec = Σ_b S_1`.
 //!
 //! AuxK (Gao et al. 2024, "Scaling and evaluating sparse autoencoders"): the `k_aux`
 //! largest activations among dead latents reconstruct the residual `r = x − x̂` (detached):
@@ -43,6 +55,13 @@ pub struct StepSettings {
     pub k_aux: usize,
     /// JumpReLU bandwidth ε.
     pub bandwidth: f32,
+    /// Matryoshka BatchTopK: the widths of the nested prefixes before the whole dictionary,
+    /// strictly increasing and below `d_sae` (empty: plain BatchTopK). Only read for
+    /// BatchTopK.
+    pub matryoshka: Vec<usize>,
+    /// JumpReLU with a target L0 `T`: the sparsity term is `λ (L0/T − 1)²` instead of
+    /// `λ L0` (module docs).
+    pub target_l0: Option<f32>,
 }
 
 /// Dead latents for AuxK: a `[m]` mask (1 = dead) and how many there are.
@@ -188,8 +207,15 @@ fn sparse_step(
         w_enc_t: zeros.w_dec,
         b_enc: zeros.b_enc,
     };
+    // What ∂L/∂b_dec sums over rows: g, or S_1 for Matryoshka.
+    let mut g_b_dec = g.clone();
     let mut grads = match (&coo, &dense_f) {
         (Some(coo), _) => sparse::backward(coo, &g, &xc, &p.w_dec, empty),
+        (None, Some((f, Some(_)))) if !s.matryoshka.is_empty() => {
+            let (grads, s1) = matryoshka_backward(p, f, &x, &xc, &s.matryoshka, &tv);
+            g_b_dec = s1;
+            grads
+        }
         (None, Some((f, _))) => {
             // Dense twin of sparse::backward for the masked activations f.
             let grad_pre =
@@ -221,7 +247,7 @@ fn sparse_step(
         grads = sparse::backward(&aux, &g_aux, &xc, &p.w_dec, grads);
     }
 
-    let mut grad_b_dec = g.sum_dim(0).reshape([x.dims()[1]]);
+    let mut grad_b_dec = g_b_dec.sum_dim(0).reshape([x.dims()[1]]);
     if s.apply_b_dec_to_input {
         grad_b_dec = grad_b_dec + b_dec_grad_through_encoder(p, &grads.b_enc);
     }
@@ -253,6 +279,59 @@ fn sparse_step(
         fires,
         min_selected,
     }
+}
+
+/// The decoder-side gradients of the Matryoshka loss (module docs) for the selected
+/// activations `f [B, m]`: the encoder/decoder/`b_enc` parts, and `S_1 [B, d]` (whose row sum
+/// is `∂L/∂b_dec` before the encoder-input term). `widths` are the prefixes before `m`.
+fn matryoshka_backward(
+    p: &Params,
+    f: &Tensor<2>,
+    x: &Tensor<2>,
+    xc: &Tensor<2>,
+    widths: &[usize],
+    tv: &Tensor<1>,
+) -> (SparseGrads, Tensor<2>) {
+    let [batch, d] = x.dims();
+    let (_, m) = p.dims();
+    let bounds: Vec<(usize, usize)> = std::iter::once(0)
+        .chain(widths.iter().copied())
+        .zip(widths.iter().copied().chain(std::iter::once(m)))
+        .collect();
+    let n = bounds.len() as f32;
+    // e_t = x̂_t − x, built up group by group.
+    let mut e = p.b_dec.clone().unsqueeze_dim::<2>(0).expand([batch, d]) - x.clone();
+    let mut errors = Vec::with_capacity(bounds.len());
+    for &(lo, hi) in &bounds {
+        let part = f
+            .clone()
+            .slice([0..batch, lo..hi])
+            .matmul(p.w_dec.clone().slice([lo..hi, 0..d]));
+        e = e + part;
+        errors.push(e.clone());
+    }
+    let scale = tv.clone().recip().mul_scalar(2.0 / n).reshape([1, 1]);
+    // S_t = Σ_{s ≥ t} g_s, from the last group back.
+    let mut suffix = Tensor::<2>::zeros([batch, d], &x.device());
+    let mut grad_pre = Vec::with_capacity(bounds.len());
+    let mut grad_w_dec = Vec::with_capacity(bounds.len());
+    for (&(lo, hi), e_t) in bounds.iter().zip(errors).rev() {
+        suffix = suffix + e_t * scale.clone();
+        let f_t = f.clone().slice([0..batch, lo..hi]);
+        let w_t = p.w_dec.clone().slice([lo..hi, 0..d]);
+        grad_pre
+            .push(suffix.clone().matmul(w_t.transpose()) * f_t.clone().greater_elem(0.0).float());
+        grad_w_dec.push(f_t.transpose().matmul(suffix.clone()));
+    }
+    grad_pre.reverse();
+    grad_w_dec.reverse();
+    let grad_pre = Tensor::cat(grad_pre, 1);
+    let grads = SparseGrads {
+        w_dec: Tensor::cat(grad_w_dec, 0),
+        w_enc_t: grad_pre.clone().transpose().matmul(xc.clone()),
+        b_enc: grad_pre.sum_dim(0).reshape([m]),
+    };
+    (grads, suffix)
 }
 
 /// The BatchTopK threshold `τ` `[1]`: the largest value with at least `n` activations
@@ -348,6 +427,19 @@ fn jumprelu_step(p: &Params, x: Tensor<2>, s: &StepSettings) -> StepOutput {
     let grad_f = g.clone().matmul(p.w_dec.clone().transpose());
 
     let eps = s.bandwidth;
+    // The coefficient of ∂L0/∂θ: λ, or with a target T the derivative of λ (L0/T − 1)² at
+    // the batch's L0 = Σ H / B, `2λ (L0/T − 1)/T` (negative when too few latents fire).
+    let l0 = fired.clone().sum().mul_scalar(inv_b);
+    let (coeff, sparsity) = match s.target_l0 {
+        Some(t) => {
+            let gap = l0.clone().mul_scalar(1.0 / t).sub_scalar(1.0);
+            (
+                gap.clone().mul_scalar(2.0 * s.sparsity_coeff / t),
+                gap.square(),
+            )
+        }
+        None => (l0.ones_like().mul_scalar(s.sparsity_coeff), l0),
+    };
     // K((pre − θ)/ε) = 1[|pre − θ| < ε/2]
     let kernel = (pre.clone() - theta.clone())
         .abs()
@@ -355,15 +447,12 @@ fn jumprelu_step(p: &Params, x: Tensor<2>, s: &StepSettings) -> StepOutput {
         .float();
     // ∂L/∂θ_i = Σ_b [∂L/∂f_bi · (−θ_i/ε) K_bi − (λ/(ε B)) K_bi]
     let grad_theta = ((grad_f.clone() * theta.clone()).mul_scalar(-1.0 / eps)
-        + kernel
-            .ones_like()
-            .mul_scalar(-s.sparsity_coeff * inv_b / eps))
+        + coeff.reshape([1, 1]).mul_scalar(-inv_b / eps))
         * kernel;
     let grad_log_t = (grad_theta.sum_dim(0) * theta).reshape([p.dims().1]);
 
     let grad_pre = grad_f * fired.clone();
     let grad_w_dec = f.clone().transpose().matmul(g.clone());
-    let sparsity = fired.sum() * inv_b;
     let parts = DenseParts {
         xc,
         e,
@@ -450,6 +539,8 @@ pub fn random_topk_setup(
         aux_coeff: 1.0 / 32.0,
         k_aux: d / 2,
         bandwidth: 0.001,
+        matryoshka: Vec::new(),
+        target_l0: None,
     };
     (params, x, settings)
 }

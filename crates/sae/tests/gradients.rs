@@ -173,6 +173,31 @@ fn loss(p: &P, x: &[f64], arch: Arch, lambda: f64, dead: Option<&[bool]>, k_aux:
     }
 }
 
+/// The Matryoshka BatchTopK loss, written from `lantern_sae::step`'s documentation: the
+/// batch-level selection of BatchTopK, then every nested prefix `[0, w)` of the latents
+/// (each width in `widths`, then all `M`) reconstructs the batch on its own, and the loss is
+/// the mean of the prefix errors over the total variance.
+fn matryoshka_loss(p: &P, x: &[f64], k: usize, widths: &[usize]) -> f64 {
+    let acts: Vec<Vec<f64>> = (0..B)
+        .map(|b| pre(p, x, b, true).iter().map(|v| v.max(0.0)).collect())
+        .collect();
+    let mut all: Vec<f64> = acts.iter().flatten().copied().collect();
+    all.sort_by(|a, b| b.total_cmp(a));
+    let tau = all[k * B - 1];
+    let prefixes: Vec<usize> = widths.iter().copied().chain([M]).collect();
+    let mut total = 0.0;
+    for &w in &prefixes {
+        for (b, a) in acts.iter().enumerate() {
+            let f: Vec<f64> = (0..M)
+                .map(|j| if j < w && a[j] >= tau { a[j] } else { 0.0 })
+                .collect();
+            let xh = decode(p, &f, true);
+            total += (0..D).map(|i| (xh[i] - x[b * D + i]).powi(2)).sum::<f64>();
+        }
+    }
+    total / total_variance(x) / prefixes.len() as f64
+}
+
 thread_local! {
     static E_DETACHED: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -235,6 +260,8 @@ fn settings(arch: Arch, lambda: f32) -> StepSettings {
         aux_coeff: 1.0 / 32.0,
         k_aux: 3,
         bandwidth: 0.01,
+        matryoshka: Vec::new(),
+        target_l0: None,
     }
 }
 
@@ -303,6 +330,48 @@ fn batchtopk_gradients_match_finite_differences() {
 }
 
 #[test]
+fn matryoshka_batchtopk_gradients_match_finite_differences() {
+    let device = Device::flex();
+    let (k, widths) = (3, vec![2, 5]);
+    for seed in [18, 19] {
+        let (p, x) = params(seed);
+        let want = numeric_grads(&p, &|q| matryoshka_loss(q, &x, k, &widths));
+        let xt = Tensor::<2>::from_data(
+            TensorData::new(x.iter().map(|v| *v as f32).collect::<Vec<_>>(), [B, D]),
+            &device,
+        );
+        let mut s = settings(Arch::BatchTopK { k }, 0.0);
+        s.matryoshka = widths.clone();
+        let out = step(&to_device(&p, &device, false), xt, &s, None);
+        // The reported error is the whole dictionary's.
+        let want_sse = {
+            let one = matryoshka_loss(&p, &x, k, &[]) * total_variance(&x);
+            one as f32
+        };
+        let sse = download(out.sse).unwrap()[0];
+        assert!(
+            (sse - want_sse).abs() <= 1e-4 * want_sse,
+            "sse {sse} vs {want_sse}"
+        );
+        let g = out.grads;
+        assert_close("w_enc", &download(g.w_enc).unwrap(), &want[0], 2e-3);
+        assert_close("b_enc", &download(g.b_enc).unwrap(), &want[1], 2e-3);
+        assert_close("w_dec", &download(g.w_dec).unwrap(), &want[2], 2e-3);
+        assert_close("b_dec", &download(g.b_dec).unwrap(), &want[3], 2e-3);
+        // Not the plain BatchTopK gradient (the prefixes matter).
+        let plain = numeric_grads(&p, &|q| loss(q, &x, Arch::BatchTopK { k }, 0.0, None, 3));
+        let differs = plain[2]
+            .iter()
+            .zip(&want[2])
+            .any(|(a, b)| (a - b).abs() > 1e-3);
+        assert!(
+            differs,
+            "seed {seed}: the prefixes did not change the gradient"
+        );
+    }
+}
+
+#[test]
 fn relu_l1_gradients_match_finite_differences() {
     check(Arch::Relu, 0.3, None, 13, &Device::flex());
 }
@@ -315,9 +384,34 @@ fn jumprelu_reconstruction_gradients_match_finite_differences() {
 
 #[test]
 fn jumprelu_threshold_gradient_is_the_straight_through_estimate() {
+    jumprelu_threshold_gradient(None);
+}
+
+/// With a target L0 `T` the sparsity term is `λ (L0/T − 1)²`, so `λ` in the estimate becomes
+/// its derivative at the batch's L0, `2λ (L0/T − 1)/T`: negative below the target (checked
+/// with T above and below the batch's L0).
+#[test]
+fn jumprelu_threshold_gradient_with_a_target_l0_uses_the_quadratic_penalty() {
+    jumprelu_threshold_gradient(Some(1.5));
+    jumprelu_threshold_gradient(Some(12.0));
+}
+
+fn jumprelu_threshold_gradient(target: Option<f64>) {
     let device = Device::flex();
     let (p, x) = params(15);
     let (eps, lambda) = (0.4f64, 0.7f64); // wide kernel so that some pre-activations fall in it
+    // The batch's L0 = Σ_b Σ_j H(pre_bj − θ_j) / B.
+    let l0 = (0..B)
+        .map(|b| {
+            let z = pre(&p, &x, b, true);
+            (0..M).filter(|&j| z[j] > p.log_t[j].exp()).count() as f64
+        })
+        .sum::<f64>()
+        / B as f64;
+    let lambda_eff = match target {
+        Some(t) => 2.0 * lambda * (l0 / t - 1.0) / t,
+        None => lambda,
+    };
     // ∂L/∂log θ_j = θ_j Σ_b K_bj [∂L/∂f_bj · (−θ_j/ε) − λ/(ε B)], with K = 1[|pre − θ| < ε/2].
     let mut want = vec![0.0; M];
     for b in 0..B {
@@ -333,7 +427,7 @@ fn jumprelu_threshold_gradient_is_the_straight_through_estimate() {
             let theta = p.log_t[j].exp();
             if (z[j] - theta).abs() < eps / 2.0 {
                 let grad_f: f64 = (0..D).map(|i| g[i] * p.w_dec[j * D + i]).sum();
-                want[j] += theta * (grad_f * (-theta / eps) - lambda / (eps * B as f64));
+                want[j] += theta * (grad_f * (-theta / eps) - lambda_eff / (eps * B as f64));
             }
         }
     }
@@ -348,7 +442,15 @@ fn jumprelu_threshold_gradient_is_the_straight_through_estimate() {
     );
     let mut s = settings(Arch::JumpRelu, lambda as f32);
     s.bandwidth = eps as f32;
+    s.target_l0 = target.map(|t| t as f32);
     let out = step(&dp, xt, &s, None);
+    if let Some(t) = target {
+        let got = download(out.sparsity_loss.clone()).unwrap()[0] as f64;
+        assert!(
+            (got - (l0 / t - 1.0).powi(2)).abs() < 1e-5,
+            "sparsity term {got}"
+        );
+    }
     assert_close(
         "log_threshold",
         &download(out.grads.log_threshold.unwrap()).unwrap(),

@@ -45,6 +45,10 @@ fn assert_close(name: &str, a: &[f32], b: &[f32], tol: f32) {
 }
 
 fn compare(arch: Arch, with_dead: bool) {
+    compare_matryoshka(arch, with_dead, &[]);
+}
+
+fn compare_matryoshka(arch: Arch, with_dead: bool, widths: &[usize]) {
     let Some(gpu) = wgpu() else { return };
     let cpu = Device::flex();
     let (d, m, b) = (24, 96, 64);
@@ -101,6 +105,8 @@ fn compare(arch: Arch, with_dead: bool) {
                 6
             },
             bandwidth: 0.05,
+            matryoshka: widths.to_vec(),
+            target_l0: None,
         };
         let out = step(&p, upload(x.clone(), [b, d], dev), &s, dead.as_ref());
         // Gradients clipped on the device (a clip small enough to be active), and one
@@ -145,6 +151,11 @@ fn topk_with_k_above_the_stock_reduction_limit_on_wgpu_matches_cpu() {
 #[test]
 fn batchtopk_step_on_wgpu_matches_cpu() {
     compare(Arch::BatchTopK { k: 5 }, false);
+}
+
+#[test]
+fn matryoshka_batchtopk_step_with_auxk_on_wgpu_matches_cpu() {
+    compare_matryoshka(Arch::BatchTopK { k: 5 }, true, &[12, 40]);
 }
 
 #[test]

@@ -47,6 +47,8 @@ pub fn run(out: &Path, device: &str, a: &Synthetic) -> Result<()> {
         acts,
         arch: "topk".into(),
         k: Some(a.k),
+        matryoshka_widths: Vec::new(),
+        target_l0: None,
         d_sae: Some(2 * a.features),
         expansion: None,
         tokens: Some(a.rows),

@@ -65,6 +65,19 @@ pub struct TrainConfig {
     pub log_every: u64,
     /// Rows of data used for initialisation statistics.
     pub init_rows: usize,
+    /// Matryoshka BatchTopK: widths of the nested prefixes trained to reconstruct on their
+    /// own, before the whole dictionary (strictly increasing, below `d_sae`; empty = plain
+    /// BatchTopK). See [`crate::step`].
+    #[serde(default)]
+    pub matryoshka_widths: Vec<usize>,
+    /// ReLU and JumpReLU: aim the training L0 at this many latents per row. ReLU adapts the
+    /// sparsity coefficient after its warm-up ([`TrainConfig::next_sparsity_scale`];
+    /// `sparsity_coeff` is then only the starting value); JumpReLU penalises
+    /// `λ (L0/target − 1)²` instead of `λ L0` (dictionary_learning's target-L0 JumpReLU; an
+    /// integral controller on λ winds up there, as L0 follows λ only slowly through the
+    /// thresholds).
+    #[serde(default)]
+    pub target_l0: Option<f32>,
 }
 
 impl TrainConfig {
@@ -112,6 +125,8 @@ impl TrainConfig {
             checkpoint_every: 0,
             log_every: 50,
             init_rows: 16384,
+            matryoshka_widths: Vec::new(),
+            target_l0: None,
         }
     }
 
@@ -138,6 +153,33 @@ impl TrainConfig {
         self.sparsity_coeff * ((t + 1) as f32 / self.sparsity_warmup_steps as f32).min(1.0)
     }
 
+    /// The factor on the sparsity coefficient for the next step under `target_l0`, from the
+    /// current factor `s` and the L0 of the step just taken at step `t` (0-based):
+    ///
+    /// ```text
+    /// s ← s · exp(η · clamp(ln(L0 / target), −1, 1)),   η = 0.02, after the λ warm-up
+    /// ```
+    ///
+    /// a multiplicative integral controller: λ grows while rows use more latents than asked,
+    /// and shrinks while they use fewer, by at most 2 % a step (so it follows the slower
+    /// response of the weights instead of oscillating). During the warm-up, and without a
+    /// target, `s` stays. A batch with no active latent counts as L0 = target/e. ReLU only:
+    /// JumpReLU aims at its target through its loss, and `s` stays 1.
+    pub fn next_sparsity_scale(&self, s: f32, t: u64, l0: f64) -> f32 {
+        const ETA: f64 = 0.02;
+        match self.target_l0 {
+            Some(target) if t + 1 >= self.sparsity_warmup_steps && self.arch == Arch::Relu => {
+                let ratio = if l0 > 0.0 {
+                    (l0 / f64::from(target)).ln().clamp(-1.0, 1.0)
+                } else {
+                    -1.0
+                };
+                (f64::from(s) * (ETA * ratio).exp()) as f32
+            }
+            _ => s,
+        }
+    }
+
     /// Checks the settings against a store of width `d_in`, naming the field that is out of
     /// range (the CLI adds its flag).
     pub(crate) fn check(&self, d_in: usize) -> Result<()> {
@@ -161,6 +203,43 @@ impl TrainConfig {
             && (k == 0 || k > self.d_sae)
         {
             return bad("k", k.to_string(), "between 1 and d_sae");
+        }
+        if !self.matryoshka_widths.is_empty() {
+            let w = &self.matryoshka_widths;
+            let shown = || w.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+            if !matches!(self.arch, Arch::BatchTopK { .. }) {
+                return bad(
+                    "matryoshka_widths",
+                    shown(),
+                    "nothing: Matryoshka prefixes apply to batchtopk only",
+                );
+            }
+            if w[0] == 0 || w.windows(2).any(|p| p[0] >= p[1]) || w[w.len() - 1] >= self.d_sae {
+                return bad(
+                    "matryoshka_widths",
+                    shown(),
+                    "strictly increasing widths between 1 and d_sae − 1",
+                );
+            }
+        }
+        if let Some(t) = self.target_l0 {
+            if !matches!(self.arch, Arch::Relu | Arch::JumpRelu) {
+                return bad(
+                    "target_l0",
+                    t.to_string(),
+                    "nothing: topk, batchtopk and matryoshka fix L0 with k",
+                );
+            }
+            if !(t.is_finite() && t > 0.0 && t < self.d_sae as f32) {
+                return bad("target_l0", t.to_string(), "a number between 0 and d_sae");
+            }
+            if self.sparsity_coeff <= 0.0 {
+                return bad(
+                    "sparsity_coeff",
+                    self.sparsity_coeff.to_string(),
+                    "a positive starting value for --target-l0 to scale",
+                );
+            }
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr", self.lr.to_string(), "a positive number");
@@ -201,5 +280,47 @@ impl TrainConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The controller on a plant whose L0 falls as λ grows (`L0 = 40/λ`, so λ* = 5 gives
+    /// the target 8): it leaves λ alone during the warm-up and without a target, then settles
+    /// within 1 % of λ* from below and from above, without overshooting by more than 5 %.
+    #[test]
+    fn target_l0_controller_settles_on_the_lambda_that_gives_the_target() {
+        let mut cfg = TrainConfig::new(Arch::Relu, 512, 2000, 1024);
+        cfg.sparsity_coeff = 1.0;
+        cfg.sparsity_warmup_steps = 100;
+        assert_eq!(cfg.next_sparsity_scale(1.0, 500, 80.0), 1.0, "no target");
+        cfg.target_l0 = Some(8.0);
+        assert_eq!(
+            cfg.next_sparsity_scale(1.0, 50, 80.0),
+            1.0,
+            "in the warm-up"
+        );
+        for start in [1.0f32, 20.0] {
+            let mut s = start;
+            let mut extreme = s;
+            for t in 100..1100 {
+                let l0 = 40.0 / f64::from(s * cfg.sparsity_coeff);
+                s = cfg.next_sparsity_scale(s, t, l0);
+                extreme = if start < 5.0 {
+                    extreme.max(s)
+                } else {
+                    extreme.min(s)
+                };
+            }
+            assert!((s - 5.0).abs() < 0.05, "from {start}: λ {s}");
+            assert!(
+                (extreme - 5.0).abs() < 0.25,
+                "from {start}: overshoot to {extreme}"
+            );
+        }
+        // No active latent at all: λ falls.
+        assert!(cfg.next_sparsity_scale(1.0, 500, 0.0) < 1.0);
     }
 }

@@ -52,6 +52,9 @@ pub struct MetricsRow {
     pub aux_loss: f64,
     /// Learning rate used.
     pub lr: f64,
+    /// Sparsity coefficient λ of the last step (ReLU, JumpReLU; it moves under `target_l0`).
+    #[serde(default)]
+    pub sparsity_coeff: f64,
 }
 
 /// What a finished run hands back.
@@ -332,10 +335,12 @@ impl Run {
         let settings = StepSettings {
             arch: cfg.arch,
             apply_b_dec_to_input: cfg.apply_b_dec_to_input,
-            sparsity_coeff: cfg.sparsity_at(state.saved.step),
+            sparsity_coeff: cfg.sparsity_at(state.saved.step) * state.saved.sparsity_scale,
             aux_coeff: cfg.aux_coeff,
             k_aux: self.k_aux,
             bandwidth: cfg.bandwidth,
+            matryoshka: cfg.matryoshka_widths.clone(),
+            target_l0: cfg.target_l0.filter(|_| matches!(cfg.arch, Arch::JumpRelu)),
         };
         let lr = cfg.lr_at(state.saved.step);
         let outcome = match self.cpu.as_mut() {
@@ -360,6 +365,11 @@ impl Run {
                     self.normalize_decoder,
                     cfg.grad_clip,
                 );
+                if cfg.target_l0.is_some() && matches!(cfg.arch, Arch::Relu) {
+                    let l0 = scalar(out.active.clone())? / n as f64;
+                    state.saved.sparsity_scale =
+                        cfg.next_sparsity_scale(state.saved.sparsity_scale, state.saved.step, l0);
+                }
                 if let Some(min_sel) = out.min_selected.clone() {
                     // BatchTopK inference threshold: exponential moving average of the
                     // smallest selected activation (Bussmann et al. 2024 average it over
@@ -416,6 +426,7 @@ impl Run {
                 dense_fraction: self.window.dense_fraction()?,
                 aux_loss: aux,
                 lr: lr as f64,
+                sparsity_coeff: settings.sparsity_coeff as f64,
             };
             self.window = Window::new(cfg.d_sae, device);
             observer(TrainEvent::Metrics(&row));

@@ -82,6 +82,7 @@ impl State {
                 median_norm,
                 since_fired: vec![0; m],
                 batch_threshold: 0.0,
+                sparsity_scale: 1.0,
                 history: Vec::new(),
                 skipped_non_finite: 0,
                 excluded: 0,
