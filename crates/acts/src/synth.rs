@@ -171,6 +171,17 @@ impl GroundTruth {
                 format!("tensor `parent` holds {p}, expected -1 or a feature index below {m}"),
             ));
         }
+        if let Some(p) = parent
+            .iter()
+            .find(|p| **p >= 0 && parent[**p as usize] >= 0)
+        {
+            return Err(invalid(
+                path,
+                format!(
+                    "tensor `parent`: feature {p} is a parent and has a parent itself; hierarchies have two levels"
+                ),
+            ));
+        }
         let (_, header) = SafeTensors::read_metadata(&mmap)
             .map_err(|e| invalid(path, format!("not a valid safetensors file: {e}")))?;
         let noise = match header.metadata().as_ref().and_then(|md| md.get("noise")) {
@@ -196,18 +207,13 @@ impl GroundTruth {
 
     /// The children of each parent feature, `(parent, children)`, in feature order.
     pub fn families(&self) -> Vec<(u32, Vec<u32>)> {
-        let mut out: Vec<(u32, Vec<u32>)> = Vec::new();
+        let mut out: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
         for (c, &p) in self.parent.iter().enumerate() {
-            if p < 0 {
-                continue;
-            }
-            match out.iter_mut().find(|(q, _)| *q == p as u32) {
-                Some((_, kids)) => kids.push(c as u32),
-                None => out.push((p as u32, vec![c as u32])),
+            if p >= 0 {
+                out.entry(p as u32).or_default().push(c as u32);
             }
         }
-        out.sort_by_key(|(p, _)| *p);
-        out
+        out.into_iter().collect()
     }
 
     /// Draws `rows` fresh rows of the store's law with the features that fired in each:
@@ -230,8 +236,11 @@ impl GroundTruth {
                     fired.push(j as u32);
                 }
             }
+            // Parents are features without a parent (`load` checks it), all in `fired`'s
+            // sorted prefix of independent features.
+            let independent = fired.len();
             for (p, kids) in &families {
-                if fired.binary_search(p).is_err() {
+                if fired[..independent].binary_search(p).is_err() {
                     continue;
                 }
                 let fp = self.frequencies[*p as usize] as f64;

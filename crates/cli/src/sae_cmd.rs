@@ -47,6 +47,14 @@ pub struct TrainArgs {
     /// d_sae/4).
     #[arg(long, value_delimiter = ',')]
     pub matryoshka_widths: Vec<usize>,
+    /// batchtopk, matryoshka: start at k = d_in and lower it linearly to --k over N steps.
+    #[arg(long, default_value_t = 0)]
+    pub k_anneal_steps: u64,
+    /// topk, batchtopk, matryoshka: AuxK also trains latents firing on fewer than this
+    /// fraction of tokens (averaged over ≈ 50 steps), not only dead ones.
+    #[arg(long)]
+    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
+    pub revive_below: Option<f32>,
     /// Number of latents.
     #[arg(long, conflicts_with = "expansion")]
     pub d_sae: Option<usize>,
@@ -718,6 +726,8 @@ impl TrainArgs {
             c.sparsity_warmup_steps = v;
         }
         c.target_l0 = self.target_l0;
+        c.k_anneal_steps = self.k_anneal_steps;
+        c.revive_below = self.revive_below;
         if self.target_l0.is_some() && arch == Arch::JumpRelu && self.sparsity_coeff.is_none() {
             // λ·(L0/N − 1)² balances the reconstruction above N; at λ 30 the L0 of
             // synthetic runs lands within 5–17 % of N (BENCHMARKS.md).

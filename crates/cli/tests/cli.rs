@@ -98,13 +98,20 @@ fn training_killed_midway_and_resumed_ends_with_the_same_weights() {
     let store = synth(dir.path());
     let store_s = store.to_str().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    run_ok(&train_args(store_s, a.to_str().unwrap()));
+    // With --revive-below the AuxK set depends on the firing-rate averages too, so the
+    // checkpoint must carry them (a resume that restarted them differs).
+    let args = |out: &Path| {
+        let mut v: Vec<String> = train_args(store_s, out.to_str().unwrap())
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(["--revive-below".into(), "0.002".into()]);
+        v
+    };
+    run_ok(&args(&a).iter().map(String::as_str).collect::<Vec<_>>());
 
     // Same run, killed (SIGKILL) once it has written a checkpoint, then resumed.
-    let mut child = lantern()
-        .args(train_args(store_s, b.to_str().unwrap()))
-        .spawn()
-        .unwrap();
+    let mut child = lantern().args(args(&b)).spawn().unwrap();
     let ckpt = b.join("checkpoint.safetensors");
     let t = Instant::now();
     while !ckpt.exists() {
@@ -121,9 +128,9 @@ fn training_killed_midway_and_resumed_ends_with_the_same_weights() {
         !b.join("sae_weights.safetensors").exists(),
         "the run finished before it could be killed; make it longer"
     );
-    let mut resume = train_args(store_s, b.to_str().unwrap());
-    resume.push("--resume");
-    run_ok(&resume);
+    let mut resume = args(&b);
+    resume.push("--resume".into());
+    run_ok(&resume.iter().map(String::as_str).collect::<Vec<_>>());
 
     let (wa, wb) = (
         tensors(&a.join("sae_weights.safetensors")),
@@ -311,6 +318,16 @@ fn bad_input_gives_one_line_errors_naming_the_problem() {
             "{err}"
         );
     }
+    bad(
+        &["--revive-below", "1.5"],
+        1,
+        "--revive-below: revive_below = 1.5",
+    );
+    bad(
+        &["--k-anneal-steps", "10"],
+        1,
+        "--k-anneal-steps: k_anneal_steps = 10: expected 0: k annealing applies to batchtopk",
+    );
     bad(&["--grad-clip", "inf"], 2, "not a finite number");
     bad(&["--grad-clip", "-2"], 1, "--grad-clip -2");
     bad(&["--aux-coeff", "-1"], 1, "--aux-coeff: aux_coeff = -1");

@@ -31,6 +31,9 @@ pub struct Checkpoint {
     pub scale: f32,
     pub median_norm: f32,
     pub since_fired: Vec<u64>,
+    /// Each latent's firing rate, an exponential moving average over statistics windows
+    /// (for `revive_below`; zeros in checkpoints written before it existed).
+    pub fire_rate: Vec<f32>,
     pub batch_threshold: f32,
     /// The factor `--target-l0` has put on the sparsity coefficient (1 without a target).
     pub sparsity_scale: f32,
@@ -101,6 +104,12 @@ pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
             push("log_threshold", download(t.clone())?, vec![m]);
         }
     }
+    tensors.push((
+        "fire_rate".into(),
+        ck.fire_rate.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        vec![ck.fire_rate.len()],
+        Dtype::F32,
+    ));
     tensors.push((
         "since_fired".into(),
         ck.since_fired
@@ -245,6 +254,11 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
         scale: meta.scale,
         median_norm: meta.median_norm,
         since_fired,
+        fire_rate: if st.tensor("fire_rate").is_ok() {
+            f32s("fire_rate", d_sae)?
+        } else {
+            vec![0.0; d_sae]
+        },
         batch_threshold: meta.batch_threshold,
         sparsity_scale: meta.sparsity_scale,
         history: meta.history,

@@ -49,6 +49,8 @@ pub fn run(out: &Path, device: &str, a: &Synthetic) -> Result<()> {
         k: Some(a.k),
         matryoshka_widths: Vec::new(),
         target_l0: None,
+        k_anneal_steps: 0,
+        revive_below: None,
         d_sae: Some(2 * a.features),
         expansion: None,
         tokens: Some(a.rows),

@@ -78,6 +78,18 @@ pub struct TrainConfig {
     /// thresholds).
     #[serde(default)]
     pub target_l0: Option<f32>,
+    /// BatchTopK (and Matryoshka): start with `k₀ = max(k, min(d_in, d_sae))` active latents
+    /// per row and lower it linearly to `k` over this many steps ([`TrainConfig::k_at`]; 0 =
+    /// fixed `k`), so that more latents get gradient while the batch-wide competition is
+    /// still being decided (dictionary_learning anneals TopK's k from d_in).
+    #[serde(default)]
+    pub k_anneal_steps: u64,
+    /// TopK and BatchTopK: AuxK also takes latents whose firing rate (a moving average over
+    /// the last ≈ 50 steps) is below this, not only those silent for `dead_tokens`: under
+    /// BatchTopK, latents that lose the batch-wide competition early fire too rarely to learn
+    /// yet too often to count as dead.
+    #[serde(default)]
+    pub revive_below: Option<f32>,
 }
 
 impl TrainConfig {
@@ -127,6 +139,8 @@ impl TrainConfig {
             init_rows: 16384,
             matryoshka_widths: Vec::new(),
             target_l0: None,
+            k_anneal_steps: 0,
+            revive_below: None,
         }
     }
 
@@ -151,6 +165,22 @@ impl TrainConfig {
             return self.sparsity_coeff;
         }
         self.sparsity_coeff * ((t + 1) as f32 / self.sparsity_warmup_steps as f32).min(1.0)
+    }
+
+    /// The architecture of step `t` (0-based) for inputs of width `d_in`: `cfg.arch`, except
+    /// that under `k_anneal_steps = A` BatchTopK's `k` is
+    /// `round(k + (k₀ − k)·max(0, 1 − t/A))`, `k₀ = max(k, min(d_in, d_sae))`.
+    pub fn k_at(&self, t: u64, d_in: usize) -> Arch {
+        match self.arch {
+            Arch::BatchTopK { k } if self.k_anneal_steps > 0 => {
+                let k0 = k.max(d_in.min(self.d_sae));
+                let left = 1.0 - (t as f64 / self.k_anneal_steps as f64).min(1.0);
+                Arch::BatchTopK {
+                    k: (k as f64 + (k0 - k) as f64 * left).round() as usize,
+                }
+            }
+            a => a,
+        }
     }
 
     /// The factor on the sparsity coefficient for the next step under `target_l0`, from the
@@ -219,6 +249,29 @@ impl TrainConfig {
                     "matryoshka_widths",
                     shown(),
                     "strictly increasing widths between 1 and d_sae − 1",
+                );
+            }
+        }
+        if self.k_anneal_steps > 0 && !matches!(self.arch, Arch::BatchTopK { .. }) {
+            return bad(
+                "k_anneal_steps",
+                self.k_anneal_steps.to_string(),
+                "0: k annealing applies to batchtopk and matryoshka",
+            );
+        }
+        if let Some(r) = self.revive_below {
+            if !matches!(self.arch, Arch::TopK { .. } | Arch::BatchTopK { .. }) {
+                return bad(
+                    "revive_below",
+                    r.to_string(),
+                    "nothing: only topk, batchtopk and matryoshka have AuxK",
+                );
+            }
+            if !(r.is_finite() && r > 0.0 && r < 1.0) {
+                return bad(
+                    "revive_below",
+                    r.to_string(),
+                    "a firing rate between 0 and 1",
                 );
             }
         }
@@ -322,5 +375,28 @@ mod tests {
         }
         // No active latent at all: λ falls.
         assert!(cfg.next_sparsity_scale(1.0, 500, 0.0) < 1.0);
+    }
+
+    #[test]
+    fn batchtopk_k_anneals_linearly_from_d_in_to_k() {
+        let mut cfg = TrainConfig::new(Arch::BatchTopK { k: 32 }, 2048, 1000, 1024);
+        assert_eq!(
+            cfg.k_at(0, 128),
+            Arch::BatchTopK { k: 32 },
+            "off by default"
+        );
+        cfg.k_anneal_steps = 100;
+        let ks: Vec<Arch> = [0, 50, 99, 100, 500]
+            .iter()
+            .map(|t| cfg.k_at(*t, 128))
+            .collect();
+        let want = [128, 80, 33, 32, 32].map(|k| Arch::BatchTopK { k });
+        assert_eq!(ks, want);
+        // k₀ never exceeds d_sae nor falls below k.
+        cfg.d_sae = 64;
+        assert_eq!(cfg.k_at(0, 128), Arch::BatchTopK { k: 64 });
+        assert_eq!(cfg.k_at(0, 16), Arch::BatchTopK { k: 32 });
+        cfg.arch = Arch::TopK { k: 32 };
+        assert!(cfg.check(128).is_err(), "TopK does not anneal");
     }
 }

@@ -333,7 +333,7 @@ impl Run {
         let n = x.dims()[0] as u64;
 
         let settings = StepSettings {
-            arch: cfg.arch,
+            arch: cfg.k_at(state.saved.step, d),
             apply_b_dec_to_input: cfg.apply_b_dec_to_input,
             sparsity_coeff: cfg.sparsity_at(state.saved.step) * state.saved.sparsity_scale,
             aux_coeff: cfg.aux_coeff,
@@ -503,13 +503,9 @@ fn sync_from_cpu(state: &mut State, cpu: Option<&CpuTopK>, device: &Device) {
 /// The dead latents as indices (what the CPU engine's AuxK reads): those that have not fired
 /// in the last `dead_tokens` tokens, as in `State::update_dead`.
 fn dead_indices(state: &State, cfg: &TrainConfig) -> Vec<u32> {
-    state
-        .saved
-        .since_fired
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| **s >= cfg.dead_tokens)
-        .map(|(i, _)| i as u32)
+    (0..cfg.d_sae)
+        .filter(|&j| state::takes_auxk(&state.saved, j))
+        .map(|j| j as u32)
         .collect()
 }
 

@@ -81,6 +81,7 @@ impl State {
                 scale,
                 median_norm,
                 since_fired: vec![0; m],
+                fire_rate: vec![0.0; m],
                 batch_threshold: 0.0,
                 sparsity_scale: 1.0,
                 history: Vec::new(),
@@ -98,7 +99,7 @@ impl State {
         Self {
             fire_acc: Tensor::zeros([m], device),
             pending_tokens: 0,
-            dead: dead_latents(&saved.since_fired, saved.config.dead_tokens, device),
+            dead: dead_latents(&saved, device),
             batch_threshold: Tensor::from_data(
                 TensorData::new(vec![saved.batch_threshold], [1]),
                 device,
@@ -118,14 +119,27 @@ impl State {
                 *s + self.pending_tokens
             };
         }
+        if self.pending_tokens > 0 {
+            let n = self.pending_tokens as f32;
+            for (r, f) in self.saved.fire_rate.iter_mut().zip(&fires) {
+                *r = (1.0 - RATE_EMA) * *r + RATE_EMA * (*f / n);
+            }
+        }
         self.pending_tokens = 0;
         self.fire_acc = Tensor::zeros([cfg.d_sae], device);
-        self.dead = dead_latents(&self.saved.since_fired, cfg.dead_tokens, device);
+        self.dead = dead_latents(&self.saved, device);
         Ok(())
     }
 
+    /// Latents silent for `dead_tokens` (the dead fraction reported), not counting those
+    /// that AuxK also takes for their low firing rate.
     pub fn dead_count(&self) -> usize {
-        self.dead.as_ref().map_or(0, |d| d.count)
+        let limit = self.saved.config.dead_tokens;
+        self.saved
+            .since_fired
+            .iter()
+            .filter(|s| **s >= limit)
+            .count()
     }
 
     /// The persisted state with the device-side threshold read back.
@@ -167,10 +181,21 @@ impl State {
     }
 }
 
-fn dead_latents(since_fired: &[u64], dead_tokens: u64, device: &Device) -> Option<DeadLatents> {
-    let mask: Vec<f32> = since_fired
-        .iter()
-        .map(|s| if *s >= dead_tokens { 1.0 } else { 0.0 })
+/// Weight of the newest statistics window in the firing-rate average (a horizon of about five
+/// windows of `STATS_EVERY` steps).
+const RATE_EMA: f32 = 0.2;
+
+/// Whether latent `j` is one AuxK may use: silent for `dead_tokens`, or, with
+/// `revive_below = r`, firing at an average rate below `r` ([`TrainConfig::revive_below`]).
+pub(crate) fn takes_auxk(saved: &Checkpoint, j: usize) -> bool {
+    let cfg = &saved.config;
+    saved.since_fired[j] >= cfg.dead_tokens
+        || cfg.revive_below.is_some_and(|r| saved.fire_rate[j] < r)
+}
+
+fn dead_latents(saved: &Checkpoint, device: &Device) -> Option<DeadLatents> {
+    let mask: Vec<f32> = (0..saved.since_fired.len())
+        .map(|j| if takes_auxk(saved, j) { 1.0 } else { 0.0 })
         .collect();
     let count = mask.iter().filter(|v| **v > 0.0).count();
     (count > 0).then(|| DeadLatents {
