@@ -380,15 +380,16 @@ fn hierarchy_children_fire_only_with_their_parent_at_the_asked_rates() {
         check(&fired, &mut counts);
     }
     // Binomial(30000, 0.2): sd ≈ 69 rows; children (0.06): sd ≈ 41; allow 5 sd.
-    for p in 0..3 {
-        assert!((counts[1 + p] as f64 - 6000.0).abs() < 350.0, "{counts:?}");
-        for c in 0..2 {
-            assert!(
-                (counts[4 + 2 * p + c] as f64 - 1800.0).abs() < 210.0,
-                "{counts:?}"
-            );
+    let rates = |counts: &[u64; 10]| {
+        for p in 0..3 {
+            assert!((counts[1 + p] as f64 - 6000.0).abs() < 350.0, "{counts:?}");
+            for c in 0..2 {
+                let n = counts[4 + 2 * p + c] as f64;
+                assert!((n - 1800.0).abs() < 210.0, "{counts:?}");
+            }
         }
-    }
+    };
+    rates(&counts);
     let sample = truth.sample(30_000, 5);
     let mut counts = [0u64; 10];
     for (row, active) in sample.acts.chunks(d).zip(&sample.active) {
@@ -399,15 +400,7 @@ fn hierarchy_children_fire_only_with_their_parent_at_the_asked_rates() {
             assert_eq!(a[j] > 0.25, *f, "sampled labels and rows disagree");
         }
     }
-    for p in 0..3 {
-        assert!((counts[1 + p] as f64 - 6000.0).abs() < 350.0, "{counts:?}");
-        for c in 0..2 {
-            assert!(
-                (counts[4 + 2 * p + c] as f64 - 1800.0).abs() < 210.0,
-                "{counts:?}"
-            );
-        }
-    }
+    rates(&counts);
     let bad = SynthConfig {
         hierarchy: Some(Hierarchy {
             parents: 2,

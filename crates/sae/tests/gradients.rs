@@ -156,16 +156,9 @@ fn loss(p: &P, x: &[f64], arch: Arch, lambda: f64, dead: Option<&[bool]>, k_aux:
             total / B as f64
         }
         Arch::BatchTopK { k } => {
-            let acts: Vec<Vec<f64>> = (0..B)
-                .map(|b| pre(p, x, b, true).iter().map(|v| v.max(0.0)).collect())
-                .collect();
-            let mut all: Vec<f64> = acts.iter().flatten().copied().collect();
-            all.sort_by(|a, b| b.total_cmp(a));
-            let tau = all[k * B - 1];
             let mut recon = 0.0;
-            for (b, a) in acts.iter().enumerate() {
-                let f: Vec<f64> = a.iter().map(|v| if *v >= tau { *v } else { 0.0 }).collect();
-                let xh = decode(p, &f, true);
+            for (b, f) in batch_top_k(p, x, k).iter().enumerate() {
+                let xh = decode(p, f, true);
                 recon += (0..D).map(|i| (xh[i] - x[b * D + i]).powi(2)).sum::<f64>();
             }
             recon / tv
@@ -173,24 +166,31 @@ fn loss(p: &P, x: &[f64], arch: Arch, lambda: f64, dead: Option<&[bool]>, k_aux:
     }
 }
 
-/// The Matryoshka BatchTopK loss, written from `lantern_sae::step`'s documentation: the
-/// batch-level selection of BatchTopK, then every nested prefix `[0, w)` of the latents
-/// (each width in `widths`, then all `M`) reconstructs the batch on its own, and the loss is
-/// the mean of the prefix errors over the total variance.
-fn matryoshka_loss(p: &P, x: &[f64], k: usize, widths: &[usize]) -> f64 {
+/// BatchTopK's selection: each row's `relu(pre)` where it reaches the batch's `k·B`-th largest
+/// value, 0 elsewhere.
+fn batch_top_k(p: &P, x: &[f64], k: usize) -> Vec<Vec<f64>> {
     let acts: Vec<Vec<f64>> = (0..B)
         .map(|b| pre(p, x, b, true).iter().map(|v| v.max(0.0)).collect())
         .collect();
     let mut all: Vec<f64> = acts.iter().flatten().copied().collect();
     all.sort_by(|a, b| b.total_cmp(a));
     let tau = all[k * B - 1];
+    acts.iter()
+        .map(|a| a.iter().map(|v| if *v >= tau { *v } else { 0.0 }).collect())
+        .collect()
+}
+
+/// The Matryoshka BatchTopK loss, written from `lantern_sae::step`'s documentation: the
+/// batch-level selection of BatchTopK, then every nested prefix `[0, w)` of the latents
+/// (each width in `widths`, then all `M`) reconstructs the batch on its own, and the loss is
+/// the mean of the prefix errors over the total variance.
+fn matryoshka_loss(p: &P, x: &[f64], k: usize, widths: &[usize]) -> f64 {
+    let selected = batch_top_k(p, x, k);
     let prefixes: Vec<usize> = widths.iter().copied().chain([M]).collect();
     let mut total = 0.0;
     for &w in &prefixes {
-        for (b, a) in acts.iter().enumerate() {
-            let f: Vec<f64> = (0..M)
-                .map(|j| if j < w && a[j] >= tau { a[j] } else { 0.0 })
-                .collect();
+        for (b, a) in selected.iter().enumerate() {
+            let f: Vec<f64> = (0..M).map(|j| if j < w { a[j] } else { 0.0 }).collect();
             let xh = decode(p, &f, true);
             total += (0..D).map(|i| (xh[i] - x[b * D + i]).powi(2)).sum::<f64>();
         }
