@@ -75,9 +75,11 @@ fn topk_recovers_ground_truth_features() {
 
 #[test]
 fn batchtopk_recovers_ground_truth_features_and_its_threshold_keeps_l0_near_k() {
+    // With the default revival of rare latents (BENCHMARKS.md: 0.986 / 0.101; 0.909 / 0.122
+    // without it), BatchTopK is held to nearly TopK's bar.
     let o = run(Arch::BatchTopK { k: 8 }, |_| {});
-    assert!(o.mmcs >= 0.85, "MMCS {:.3}", o.mmcs);
-    assert!(o.fvu <= 0.15, "FVU {:.3}", o.fvu);
+    assert!(o.mmcs >= 0.95, "MMCS {:.3}", o.mmcs);
+    assert!(o.fvu <= 0.11, "FVU {:.3}", o.fvu);
     assert!(
         o.l0 > 3.0 && o.l0 < 16.0,
         "L0 {:.2} with the inference threshold",
@@ -132,7 +134,8 @@ fn target_l0_mode_lands_near_the_asked_l0() {
 /// BatchTopK at k 6 learns latents for the children that carry the parent's direction and
 /// leave the parent's own latent silent on some child rows; Matryoshka's nested prefixes
 /// (32, 128 of 512 latents) must explain each row without the later latents, which keeps the
-/// parent latent firing. Seeds 0–2 (BENCHMARKS.md): BatchTopK 0.16–0.18, Matryoshka ≈ 0.09.
+/// parent latent firing. BENCHMARKS.md: BatchTopK 0.16–0.18 and Matryoshka 0.08–0.10 at
+/// seeds 0–2 without reviving rare latents, 0.19 and 0.10 with it (the default).
 #[test]
 fn matryoshka_absorbs_parents_into_children_less_than_batchtopk() {
     let dir = tempfile::tempdir().unwrap();

@@ -51,7 +51,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub k_anneal_steps: u64,
     /// topk, batchtopk, matryoshka: AuxK also trains latents firing on fewer than this
-    /// fraction of tokens (averaged over ≈ 50 steps), not only dead ones.
+    /// fraction of tokens (averaged over ≈ 50 steps), not only dead ones (default 0.001 for
+    /// batchtopk and matryoshka, off for topk; 0 = off).
     #[arg(long)]
     #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     pub revive_below: Option<f32>,
@@ -90,7 +91,7 @@ pub struct TrainArgs {
     #[arg(long)]
     #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     pub target_l0: Option<f32>,
-    /// AuxK coefficient (topk, batchtopk).
+    /// AuxK coefficient (topk: 1/32; batchtopk, matryoshka: 1).
     #[arg(long)]
     #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     pub aux_coeff: Option<f32>,
@@ -727,7 +728,9 @@ impl TrainArgs {
         }
         c.target_l0 = self.target_l0;
         c.k_anneal_steps = self.k_anneal_steps;
-        c.revive_below = self.revive_below;
+        if let Some(r) = self.revive_below {
+            c.revive_below = (r != 0.0).then_some(r);
+        }
         if self.target_l0.is_some() && arch == Arch::JumpRelu && self.sparsity_coeff.is_none() {
             // λ·(L0/N − 1)² balances the reconstruction above N; at λ 30 the L0 of
             // synthetic runs lands within 5–17 % of N (BENCHMARKS.md).

@@ -500,8 +500,9 @@ fn sync_from_cpu(state: &mut State, cpu: Option<&CpuTopK>, device: &Device) {
     }
 }
 
-/// The dead latents as indices (what the CPU engine's AuxK reads): those that have not fired
-/// in the last `dead_tokens` tokens, as in `State::update_dead`.
+/// The latents AuxK may use as indices (what the CPU engine's AuxK reads): those that have
+/// not fired in the last `dead_tokens` tokens, and with `revive_below` the rare ones, as in
+/// `State::update_dead` ([`state::takes_auxk`]).
 fn dead_indices(state: &State, cfg: &TrainConfig) -> Vec<u32> {
     (0..cfg.d_sae)
         .filter(|&j| state::takes_auxk(&state.saved, j))
