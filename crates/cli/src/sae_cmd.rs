@@ -285,6 +285,11 @@ pub struct SweepArgs {
     #[arg(long, value_delimiter = ',')]
     #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     pub sparsity_coeff: Vec<f32>,
+    /// Target L0 values for relu / jumprelu, comma-separated (`sae train --target-l0`; with
+    /// --sparsity-coeff, every pair).
+    #[arg(long, value_delimiter = ',')]
+    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
+    pub target_l0: Vec<f32>,
     /// Learning rates, comma-separated; `auto` is `sae train`'s default for the architecture.
     #[arg(long, value_delimiter = ',', default_value = "auto")]
     pub lr: Vec<String>,
@@ -366,16 +371,39 @@ fn sweep_runs(a: &SweepArgs) -> Result<Vec<(String, TrainArgs)>> {
             a.k.iter()
                 .map(|k| (format!("k{k}"), vec!["--k".into(), k.to_string()]))
                 .collect()
-        } else if a.sparsity_coeff.is_empty() {
-            vec![(String::new(), Vec::new())]
         } else {
-            a.sparsity_coeff
+            let lambdas: Vec<(String, Vec<String>)> = if a.sparsity_coeff.is_empty() {
+                vec![(String::new(), Vec::new())]
+            } else {
+                a.sparsity_coeff
+                    .iter()
+                    .map(|l| {
+                        (
+                            format!("l{l}"),
+                            vec!["--sparsity-coeff".into(), l.to_string()],
+                        )
+                    })
+                    .collect()
+            };
+            let targets: Vec<(String, Vec<String>)> = if a.target_l0.is_empty() {
+                vec![(String::new(), Vec::new())]
+            } else {
+                a.target_l0
+                    .iter()
+                    .map(|t| (format!("t{t}"), vec!["--target-l0".into(), t.to_string()]))
+                    .collect()
+            };
+            lambdas
                 .iter()
-                .map(|l| {
-                    (
-                        format!("l{l}"),
-                        vec!["--sparsity-coeff".into(), l.to_string()],
-                    )
+                .flat_map(|(lt, lf)| {
+                    targets.iter().map(move |(tt, tf)| {
+                        let tag = [lt.as_str(), tt.as_str()]
+                            .into_iter()
+                            .filter(|s| !s.is_empty())
+                            .collect::<Vec<_>>()
+                            .join("-");
+                        (tag, lf.iter().chain(tf).cloned().collect())
+                    })
                 })
                 .collect()
         };
@@ -500,17 +528,18 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
     bar.finish_and_clear();
     let seconds = t0.elapsed().as_secs_f64();
     let mut rows = Vec::new();
-    let mut csv = String::from(
-        "name,arch,k,sparsity_coeff,d_sae,lr,fvu,l0,dead_fraction,mmcs,ce_loss_score,kl_div_score,absorption\n",
-    );
+    const COLUMNS: &str = "name,arch,k,sparsity_coeff,target_l0,d_sae,lr,fvu,l0,dead_fraction,mmcs,ce_loss_score,kl_div_score,absorption";
+    let mut csv = format!("{COLUMNS}\n");
     let mut diverged = Vec::new();
     for (((name, args), (cfg, _)), report) in runs.iter().zip(&configs).zip(reports) {
         let report = match report {
             Ok(r) => r,
             Err(e @ lantern_sae::SaeError::Diverged { .. }) => {
                 // Kept in the table as a row without numbers, and said at the end.
+                // Empty cells for every column after lr.
+                let empty = ",".repeat(COLUMNS.split(',').count() - 7);
                 csv.push_str(&format!(
-                    "{name},{},,,{},{},,,,,,\n",
+                    "{name},{},,,,{},{}{empty}\n",
                     args.arch, cfg.d_sae, cfg.lr
                 ));
                 rows.push(serde_json::json!({
@@ -557,9 +586,10 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
         };
         let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
         csv.push_str(&format!(
-            "{name},{arch},{},{},{},{},{fvu},{l0},{dead},{},{},{},{}\n",
+            "{name},{arch},{},{},{},{},{},{fvu},{l0},{dead},{},{},{},{}\n",
             k.map_or(String::new(), |k| k.to_string()),
             lambda.map_or(String::new(), |l| l.to_string()),
+            cfg.target_l0.map_or(String::new(), |t| t.to_string()),
             cfg.d_sae,
             cfg.lr,
             opt(outcome.mmcs),
@@ -568,7 +598,8 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
             opt(outcome.absorption.as_ref().map(|a| a.absorption)),
         ));
         rows.push(serde_json::json!({
-            "name": name, "arch": arch, "k": k, "sparsity_coeff": lambda, "d_sae": cfg.d_sae,
+            "name": name, "arch": arch, "k": k, "sparsity_coeff": lambda,
+            "target_l0": cfg.target_l0, "d_sae": cfg.d_sae,
             "lr": cfg.lr, "fvu": fvu, "l0": l0, "dead_fraction": dead, "mmcs": outcome.mmcs,
             "ce_loss_score": spliced.map(|s| s.0), "kl_div_score": spliced.map(|s| s.1),
             "absorption": outcome.absorption.as_ref().map(|a| a.absorption),

@@ -798,6 +798,39 @@ fn a_lockstep_sweep_gives_each_sae_that_training_alone_gives() {
         stdout.contains("diverged (no SAE written): topk-k3-m96-lr1e9"),
         "{stdout}"
     );
+    // The diverged run's row has every column (empty), like the header.
+    let csv = std::fs::read_to_string(Path::new(&out2).join("sweep.csv")).unwrap();
+    let widths: Vec<usize> = csv.lines().map(|l| l.split(',').count()).collect();
+    assert!(widths.iter().all(|w| *w == widths[0]), "{csv}");
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("topk-k3-m96-lr1e9,topk,")),
+        "{csv}"
+    );
+
+    // Target L0s sweep like λ values: one run each, named and tabled by the target.
+    let out3 = p("sweep-target");
+    let mut args = vec![
+        "sae",
+        "sweep",
+        "--acts",
+        &acts,
+        "--arch",
+        "relu",
+        "--target-l0",
+        "4,12",
+    ];
+    args.extend_from_slice(&common);
+    args.extend_from_slice(&["--out", &out3, "--quiet"]);
+    run_ok(&args);
+    let table: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&out3).join("sweep.json")).unwrap(),
+    )
+    .unwrap();
+    let runs = table["runs"].as_array().unwrap();
+    let names: Vec<&str> = runs.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["relu-t4-m96-lrauto", "relu-t12-m96-lrauto"]);
+    assert_eq!(runs[1]["target_l0"], 12.0);
     assert!(
         Path::new(&out2)
             .join("topk-k3-m96-lr2e-3/sae_weights.safetensors")
