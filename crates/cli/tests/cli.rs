@@ -777,23 +777,18 @@ fn a_lockstep_sweep_gives_each_sae_that_training_alone_gives() {
         .unwrap();
         assert_eq!(row["fvu"], metrics["eval"]["fvu"], "{name}");
     }
+    // A sweep of `flags` with the common settings into `out`.
+    let sweep_into = |out: &str, flags: &[&str]| -> Output {
+        let mut args = vec!["sae", "sweep", "--acts", &acts];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&common);
+        args.extend_from_slice(&["--out", out, "--quiet"]);
+        run_ok(&args)
+    };
     // A learning rate that diverges ends its own run; the others are trained and written.
     let out2 = p("sweep-diverging");
-    let mut args = vec![
-        "sae",
-        "sweep",
-        "--acts",
-        &acts,
-        "--arch",
-        "topk",
-        "--k",
-        "3",
-        "--lr",
-        "0.002,1e9",
-    ];
-    args.extend_from_slice(&common);
-    args.extend_from_slice(&["--out", &out2, "--quiet"]);
-    let stdout = String::from_utf8_lossy(&run_ok(&args).stdout).into_owned();
+    let diverging = ["--arch", "topk", "--k", "3", "--lr", "0.002,1e9"];
+    let stdout = String::from_utf8_lossy(&sweep_into(&out2, &diverging).stdout).into_owned();
     assert!(
         stdout.contains("diverged (no SAE written): topk-k3-m96-lr1e9"),
         "{stdout}"
@@ -810,19 +805,7 @@ fn a_lockstep_sweep_gives_each_sae_that_training_alone_gives() {
 
     // Target L0s sweep like λ values: one run each, named and tabled by the target.
     let out3 = p("sweep-target");
-    let mut args = vec![
-        "sae",
-        "sweep",
-        "--acts",
-        &acts,
-        "--arch",
-        "relu",
-        "--target-l0",
-        "4,12",
-    ];
-    args.extend_from_slice(&common);
-    args.extend_from_slice(&["--out", &out3, "--quiet"]);
-    run_ok(&args);
+    sweep_into(&out3, &["--arch", "relu", "--target-l0", "4,12"]);
     let table: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(Path::new(&out3).join("sweep.json")).unwrap(),
     )
