@@ -212,7 +212,7 @@ fn sparse_step(
     let mut grads = match (&coo, &dense_f) {
         (Some(coo), _) => sparse::backward(coo, &g, &xc, &p.w_dec, empty),
         (None, Some((f, Some(_)))) if !s.matryoshka.is_empty() => {
-            let (grads, s1) = matryoshka_backward(p, f, &x, &xc, &s.matryoshka, &tv);
+            let (grads, s1) = matryoshka_backward(p, f, &x, &xc, &e, &s.matryoshka, &tv);
             g_b_dec = s1;
             grads
         }
@@ -282,13 +282,15 @@ fn sparse_step(
 }
 
 /// The decoder-side gradients of the Matryoshka loss (module docs) for the selected
-/// activations `f [B, m]`: the encoder/decoder/`b_enc` parts, and `S_1 [B, d]` (whose row sum
-/// is `∂L/∂b_dec` before the encoder-input term). `widths` are the prefixes before `m`.
+/// activations `f [B, m]` and the whole dictionary's error `e [B, d]`: the
+/// encoder/decoder/`b_enc` parts, and `S_1 [B, d]` (whose row sum is `∂L/∂b_dec` before the
+/// encoder-input term). `widths` are the prefixes before `m`.
 fn matryoshka_backward(
     p: &Params,
     f: &Tensor<2>,
     x: &Tensor<2>,
     xc: &Tensor<2>,
+    e: &Tensor<2>,
     widths: &[usize],
     tv: &Tensor<1>,
 ) -> (SparseGrads, Tensor<2>) {
@@ -299,17 +301,19 @@ fn matryoshka_backward(
         .zip(widths.iter().copied().chain(std::iter::once(m)))
         .collect();
     let n = bounds.len() as f32;
-    // e_t = x̂_t − x, built up group by group.
-    let mut e = p.b_dec.clone().unsqueeze_dim::<2>(0).expand([batch, d]) - x.clone();
+    // e_t = x̂_t − x of the prefixes, built up group by group; the last is the forward's `e`
+    // (the whole dictionary is not decoded twice).
+    let mut e_t = p.b_dec.clone().unsqueeze_dim::<2>(0).expand([batch, d]) - x.clone();
     let mut errors = Vec::with_capacity(bounds.len());
-    for &(lo, hi) in &bounds {
+    for &(lo, hi) in &bounds[..bounds.len() - 1] {
         let part = f
             .clone()
             .slice([0..batch, lo..hi])
             .matmul(p.w_dec.clone().slice([lo..hi, 0..d]));
-        e = e + part;
-        errors.push(e.clone());
+        e_t = e_t + part;
+        errors.push(e_t.clone());
     }
+    errors.push(e.clone());
     let scale = tv.clone().recip().mul_scalar(2.0 / n).reshape([1, 1]);
     // S_t = Σ_{s ≥ t} g_s, from the last group back.
     let mut suffix = Tensor::<2>::zeros([batch, d], &x.device());
