@@ -539,6 +539,15 @@ fn make_chunk(cfg: &SynthConfig, features: &[f32], probs: &[f64], k: u64) -> Chu
     let log_miss: Vec<f64> = probs.iter().map(|&p| (-p).ln_1p()).collect();
     for x in acts.chunks_exact_mut(d) {
         let mut best = (0u32, f32::NEG_INFINITY);
+        // Feature j fires in this row: a·f_j with a ~ Uniform(0.5, 1.5), the strongest kept.
+        let mut fire = |j: usize, rng: &mut Rng| {
+            let a = 0.5 + rng.uniform_f32();
+            let f = &features[j * d..(j + 1) * d];
+            x.iter_mut().zip(f).for_each(|(xv, fv)| *xv += a * fv);
+            if a > best.1 {
+                best = (j as u32, a);
+            }
+        };
         // Thinning: from index i every later feature is a candidate with probability q = p_i
         // (the largest remaining p, as p is non-increasing); the first candidate j is a
         // geometric skip away and fires with probability p_j / q. Then restart after j.
@@ -556,23 +565,10 @@ fn make_chunk(cfg: &SynthConfig, features: &[f32], probs: &[f64], k: u64) -> Chu
                 i + skip as usize
             };
             if q >= 1.0 || rng.uniform_f64() * q < probs[j] {
-                let a = 0.5 + rng.uniform_f32();
-                let f = &features[j * d..(j + 1) * d];
-                x.iter_mut().zip(f).for_each(|(xv, fv)| *xv += a * fv);
-                if a > best.1 {
-                    best = (j as u32, a);
-                }
+                fire(j, &mut rng);
             }
             i = j + 1;
         }
-        let mut fire = |j: usize, rng: &mut Rng| {
-            let a = 0.5 + rng.uniform_f32();
-            let f = &features[j * d..(j + 1) * d];
-            x.iter_mut().zip(f).for_each(|(xv, fv)| *xv += a * fv);
-            if a > best.1 {
-                best = (j as u32, a);
-            }
-        };
         for (p, &q) in cfg.planted.iter().enumerate() {
             if rng.uniform_f64() < q {
                 fire(m + p, &mut rng);

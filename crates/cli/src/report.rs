@@ -22,12 +22,13 @@ pub struct TrainOutcome {
     pub seconds: f64,
     pub tokens_per_second: f64,
     pub eval: Option<EvalReport>,
-    pub mmcs: Option<f64>,
-    pub absorption: Option<Absorption>,
+    /// What the store's ground truth says of the SAE, when it has one.
+    pub truth: Option<TruthScores>,
     pub files: Vec<PathBuf>,
 }
 
 /// What a synthetic store's ground truth says of an SAE.
+#[derive(Serialize)]
 pub struct TruthScores {
     /// Mean max cosine of the true features to the decoder rows.
     pub mmcs: f64,
@@ -96,8 +97,6 @@ pub fn finish_training(
         eval.as_ref().map(|e| e.log10_density.as_slice()),
     )?;
     let truth = ground_truth_scores(None, &args.acts, &report.weights)?;
-    let mmcs = truth.as_ref().map(|t| t.mmcs);
-    let absorption = truth.as_ref().and_then(|t| t.absorption.clone());
     let tokens_per_second = report.tokens as f64 / seconds.max(1e-9);
     let metrics = MetricsFile {
         config: cfg,
@@ -109,8 +108,8 @@ pub fn finish_training(
         skipped_non_finite: report.skipped_non_finite,
         excluded_rows: report.excluded_rows,
         eval: eval.as_ref(),
-        mmcs,
-        absorption: absorption.as_ref(),
+        mmcs: truth.as_ref().map(|t| t.mmcs),
+        absorption: truth.as_ref().and_then(|t| t.absorption.as_ref()),
         history: &report.history,
     };
     let metrics_path = staged.join(METRICS_FILE);
@@ -153,8 +152,7 @@ pub fn finish_training(
         seconds,
         tokens_per_second,
         eval,
-        mmcs,
-        absorption,
+        truth,
         files,
     })
 }

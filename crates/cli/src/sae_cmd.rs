@@ -360,10 +360,7 @@ fn sweep_runs(a: &SweepArgs) -> Result<Vec<(String, TrainArgs)>> {
     };
     let mut runs = Vec::new();
     for arch in &a.arch {
-        let topk = matches!(
-            arch.as_str(),
-            "topk" | "batchtopk" | "matryoshka" | "matryoshka_batchtopk"
-        );
+        let topk = matches!(arch.as_str(), "topk" | "batchtopk") || is_matryoshka(arch);
         let sparsity: Vec<(String, Vec<String>)> = if topk {
             if a.k.is_empty() {
                 bail!("--arch {arch} needs --k (one or more values)");
@@ -585,6 +582,12 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
             None => None,
         };
         let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+        let mmcs = outcome.truth.as_ref().map(|t| t.mmcs);
+        let absorption = outcome
+            .truth
+            .as_ref()
+            .and_then(|t| t.absorption.as_ref())
+            .map(|a| a.absorption);
         csv.push_str(&format!(
             "{name},{arch},{},{},{},{},{},{fvu},{l0},{dead},{},{},{},{}\n",
             k.map_or(String::new(), |k| k.to_string()),
@@ -592,17 +595,17 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
             cfg.target_l0.map_or(String::new(), |t| t.to_string()),
             cfg.d_sae,
             cfg.lr,
-            opt(outcome.mmcs),
+            opt(mmcs),
             opt(spliced.map(|s| s.0)),
             opt(spliced.map(|s| s.1)),
-            opt(outcome.absorption.as_ref().map(|a| a.absorption)),
+            opt(absorption),
         ));
         rows.push(serde_json::json!({
             "name": name, "arch": arch, "k": k, "sparsity_coeff": lambda,
             "target_l0": cfg.target_l0, "d_sae": cfg.d_sae,
-            "lr": cfg.lr, "fvu": fvu, "l0": l0, "dead_fraction": dead, "mmcs": outcome.mmcs,
+            "lr": cfg.lr, "fvu": fvu, "l0": l0, "dead_fraction": dead, "mmcs": mmcs,
             "ce_loss_score": spliced.map(|s| s.0), "kl_div_score": spliced.map(|s| s.1),
-            "absorption": outcome.absorption.as_ref().map(|a| a.absorption),
+            "absorption": absorption,
             "dir": outcome.out,
         }));
     }
@@ -675,6 +678,11 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--arch matryoshka` (or SAELens's name, `matryoshka_batchtopk`).
+fn is_matryoshka(arch: &str) -> bool {
+    matches!(arch, "matryoshka" | "matryoshka_batchtopk")
+}
+
 pub fn parse_arch(arch: &str, k: Option<usize>) -> Result<Arch> {
     let need_k = || k.with_context(|| format!("--arch {arch} needs --k"));
     let no_k = |a: Arch| match k {
@@ -688,7 +696,7 @@ pub fn parse_arch(arch: &str, k: Option<usize>) -> Result<Arch> {
         "topk" => Arch::TopK { k: need_k()? },
         // Matryoshka BatchTopK is BatchTopK at inference; its prefixes are a training setting
         // (TrainConfig::matryoshka_widths).
-        "batchtopk" | "matryoshka" | "matryoshka_batchtopk" => Arch::BatchTopK { k: need_k()? },
+        a if a == "batchtopk" || is_matryoshka(a) => Arch::BatchTopK { k: need_k()? },
         "jumprelu" => no_k(Arch::JumpRelu)?,
         other => bail!("--arch '{other}': expected relu, topk, batchtopk, matryoshka or jumprelu"),
     })
@@ -793,7 +801,7 @@ impl TrainArgs {
         c.skip_non_finite = self.skip_non_finite;
         c.checkpoint_every = self.checkpoint_every;
         c.log_every = self.log_every.max(1);
-        let matryoshka = matches!(self.arch.as_str(), "matryoshka" | "matryoshka_batchtopk");
+        let matryoshka = is_matryoshka(&self.arch);
         if !matryoshka && !self.matryoshka_widths.is_empty() {
             bail!(
                 "--matryoshka-widths applies to --arch matryoshka, not to --arch {}",

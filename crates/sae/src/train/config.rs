@@ -75,7 +75,7 @@ pub struct TrainConfig {
     /// `sparsity_coeff` is then only the starting value); JumpReLU penalises
     /// `λ (L0/target − 1)²` instead of `λ L0` (dictionary_learning's target-L0 JumpReLU; an
     /// integral controller on λ winds up there, as L0 follows λ only slowly through the
-    /// thresholds).
+    /// thresholds; `sae train` then starts JumpReLU at λ 30 unless told otherwise).
     #[serde(default)]
     pub target_l0: Option<f32>,
     /// BatchTopK (and Matryoshka): start with `k₀ = max(k, min(d_in, d_sae))` active latents
