@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::canvas::{self, Chart, DrawResult, count_of};
-use crate::scale::{finite_extent, linear_range, log_range, log_ticks, tick_label};
+use crate::scale::{finite_extent, linear_range, log_range, log_ticks, tick_label_within};
 use crate::{PlotError, style};
 
 /// One named curve.
@@ -116,6 +116,7 @@ impl Chart for LineChart<'_> {
         if self.log_y {
             let y = log_range(y_extent, 0.05);
             let ticks = log_ticks(&y);
+            let y_span = y.end - y.start;
             plot(
                 &plot_area,
                 self,
@@ -125,9 +126,12 @@ impl Chart for LineChart<'_> {
                 y.log_scale()
                     .with_key_points(ticks.clone())
                     .with_light_points(ticks),
+                y_span,
             )?;
         } else {
-            plot(&plot_area, self, &data, x, linear_range(y_extent, 0.05))?;
+            let y = linear_range(y_extent, 0.05);
+            let y_span = y.end - y.start;
+            plot(&plot_area, self, &data, x, y, y_span)?;
         }
         if legend_w > 0 {
             legend(&legend_area, self.series)?;
@@ -142,12 +146,14 @@ fn plot<DB, Y>(
     data: &Drawable,
     x: Range<f64>,
     y: Y,
+    y_span: f64,
 ) -> DrawResult<(), DB>
 where
     DB: DrawingBackend,
     Y: AsRangedCoord<Value = f64>,
     Y::CoordDescType: ValueFormatter<f64>,
 {
+    let x_span = x.end - x.start;
     let mut ctx = ChartBuilder::on(area)
         .margin(12)
         .margin_right(24)
@@ -163,8 +169,8 @@ where
         .label_style(style::text(style::TICK_SIZE))
         .x_labels(8)
         .y_labels(8)
-        .x_label_formatter(&|v| tick_label(*v))
-        .y_label_formatter(&|v| tick_label(*v))
+        .x_label_formatter(&|v| tick_label_within(*v, x_span))
+        .y_label_formatter(&|v| tick_label_within(*v, y_span))
         .draw()?;
 
     for (i, runs) in data.runs.iter().enumerate() {

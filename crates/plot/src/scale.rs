@@ -48,8 +48,20 @@ pub(crate) fn log_range(extent: Option<(f64, f64)>, pad: f64) -> Range<f64> {
 
 /// Tick values for a log axis over `range`: 1, 2 and 5 times each power of ten inside it, and
 /// every integer multiple when the range spans less than a decade — plotters alone labels only
-/// powers of ten, so a loss falling from 4 to 0.9 had one labelled tick.
+/// powers of ten, so a loss falling from 4 to 0.9 had one labelled tick. A range too narrow to
+/// hold two such values (FVUs of 0.2017–0.2058 in a sweep had none) gets round linear steps.
 pub(crate) fn log_ticks(range: &Range<f64>) -> Vec<f64> {
+    let ticks = multiples_of_powers_of_ten(range);
+    if ticks.len() >= 2 || !(range.start > 0.0 && range.end > range.start) {
+        return ticks;
+    }
+    nice_ticks(range.start, range.end, 5)
+        .into_iter()
+        .filter(|v| *v > 0.0)
+        .collect()
+}
+
+fn multiples_of_powers_of_ten(range: &Range<f64>) -> Vec<f64> {
     let (lo, hi) = (range.start, range.end);
     if !(lo > 0.0 && hi > lo && hi.is_finite()) {
         return Vec::new();
@@ -122,6 +134,24 @@ pub(crate) fn tick_label(v: f64) -> String {
     trim_zeros(format!("{v:.decimals$}"))
 }
 
+/// [`tick_label`] for an axis `span` wide: with enough decimals to tell apart ticks about
+/// `span/8` apart (L0s of 7.9996–8.0000 were all labelled "8").
+pub(crate) fn tick_label_within(v: f64, span: f64) -> String {
+    let short = tick_label(v);
+    let step = span / 8.0;
+    let a = v.abs();
+    if !(v.is_finite() && step.is_finite() && step > 0.0) || !(1e-3..1e4).contains(&a) {
+        return short;
+    }
+    let have = (3 - a.log10().floor() as i32).clamp(0, 6);
+    let need = ((-step.log10()).ceil() as i32 + 1).clamp(0, 9);
+    if need <= have {
+        short
+    } else {
+        trim_zeros(format!("{v:.*}", need as usize))
+    }
+}
+
 fn trim_zeros(s: String) -> String {
     if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -182,6 +212,25 @@ mod tests {
         assert_eq!(nice_ticks(-1.0, 1.0, 6), vec![-1.0, -0.5, 0.0, 0.5, 1.0]);
         assert_eq!(nice_ticks(0.0, 7.75, 6), vec![0.0, 2.0, 4.0, 6.0]);
         assert_eq!(nice_ticks(3.0, 3.0, 6), vec![3.0]);
+    }
+
+    #[test]
+    fn narrow_ranges_get_ticks_and_labels_that_differ() {
+        // A log axis within 2 % of 0.2: no multiple of a power of ten but 0.2 is near.
+        let ticks = log_ticks(&(0.2017..0.2058));
+        assert!(ticks.len() >= 2, "{ticks:?}");
+        assert!(
+            ticks.iter().all(|t| (0.2017..=0.2058).contains(t)),
+            "{ticks:?}"
+        );
+        // Neighbouring ticks of a narrow axis keep distinct labels; wide axes keep short ones.
+        let labels: Vec<String> = [7.9996, 7.9997, 7.9998]
+            .iter()
+            .map(|v| tick_label_within(*v, 0.0004))
+            .collect();
+        assert_eq!(labels, ["7.9996", "7.9997", "7.9998"]);
+        assert_eq!(tick_label_within(0.30000000000000004, 1.0), "0.3");
+        assert_eq!(tick_label_within(20_000.0, 1e5), "20k");
     }
 
     #[test]
