@@ -140,7 +140,8 @@ pub(crate) fn tick_label_within(v: f64, span: f64) -> String {
     let short = tick_label(v);
     let step = span / 8.0;
     let a = v.abs();
-    if !(v.is_finite() && step.is_finite() && step > 0.0) || !(1e-3..1e4).contains(&a) {
+    let ordinary = v.is_finite() && step.is_finite() && step > 0.0 && (1e-3..1e4).contains(&a);
+    if !ordinary {
         return short;
     }
     let have = (3 - a.log10().floor() as i32).clamp(0, 6);
