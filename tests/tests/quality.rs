@@ -55,6 +55,7 @@ fn run(arch: Arch, tweak: impl FnOnce(&mut TrainConfig)) -> Outcome {
             batch: 4096,
             max_rows: Some(50_000),
             skip_non_finite: false,
+            filter: cfg.row_filter(),
         },
     )
     .unwrap();

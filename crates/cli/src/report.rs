@@ -8,7 +8,8 @@ use lantern_acts::{GroundTruth, Store};
 use lantern_plot::{Histogram, LineChart, Series};
 use lantern_sae::eval::Absorption;
 use lantern_sae::{
-    DeviceChoice, EvalOptions, EvalReport, MetricsRow, SaeWeights, TrainConfig, TrainReport,
+    DeviceChoice, Dropped, EvalOptions, EvalReport, MetricsRow, RowCut, SaeWeights, TrainConfig,
+    TrainReport,
 };
 use serde::Serialize;
 
@@ -49,7 +50,9 @@ struct MetricsFile<'a> {
     tokens_per_second: f64,
     input_scale: f32,
     skipped_non_finite: u64,
-    excluded_rows: u64,
+    /// Rows not trained on, by reason, and the cut (its median norm, whether position 0 goes).
+    dropped_rows: Dropped,
+    row_cut: &'a RowCut,
     eval: Option<&'a EvalReport>,
     mmcs: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,6 +84,7 @@ pub fn finish_training(
                 batch: cfg.batch,
                 max_rows: Some(args.eval_rows),
                 skip_non_finite: cfg.skip_non_finite,
+                filter: cfg.row_filter(),
             },
         )?)
     } else {
@@ -106,7 +110,8 @@ pub fn finish_training(
         tokens_per_second,
         input_scale: report.input_scale,
         skipped_non_finite: report.skipped_non_finite,
-        excluded_rows: report.excluded_rows,
+        dropped_rows: report.dropped,
+        row_cut: &report.row_cut,
         eval: eval.as_ref(),
         mmcs: truth.as_ref().map(|t| t.mmcs),
         absorption: truth.as_ref().and_then(|t| t.absorption.as_ref()),
@@ -135,8 +140,14 @@ pub fn finish_training(
     let files: Vec<PathBuf> = names.iter().map(|n| out.join(n)).collect();
     if !args.quiet {
         println!(
-            "trained {} tokens in {seconds:.1} s ({tokens_per_second:.0} tokens/s)",
-            report.tokens
+            "trained {} tokens in {seconds:.1} s ({tokens_per_second:.0} tokens/s); left out: {}{}",
+            report.tokens,
+            report.dropped.describe(&report.row_cut),
+            if report.dropped.first_position + report.dropped.outlier > 0 {
+                " (--keep-first, --keep-outliers keep them)"
+            } else {
+                ""
+            }
         );
         if let Some(e) = &eval {
             print_eval(e, truth.as_ref());
@@ -159,6 +170,7 @@ pub fn finish_training(
 
 pub fn print_eval(e: &EvalReport, truth: Option<&TruthScores>) {
     println!("rows           {}", e.rows);
+    println!("left out       {}", e.dropped.describe(&e.row_cut));
     println!("mse            {:.6}", e.mse);
     println!("fvu            {:.4}", e.fvu);
     println!("l0             {:.2}", e.l0);

@@ -7,7 +7,8 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use lantern_acts::Store;
 use lantern_sae::init::BDecInit;
-use lantern_sae::{Arch, DeviceChoice, EvalOptions, TrainConfig, TrainEvent};
+use lantern_sae::rows::DEFAULT_OUTLIER_FACTOR;
+use lantern_sae::{Arch, DeviceChoice, EvalOptions, RowFilter, TrainConfig, TrainEvent};
 
 use crate::report;
 
@@ -116,13 +117,8 @@ pub struct TrainArgs {
     /// median | mean | zero
     #[arg(long, default_value = "median")]
     pub b_dec_init: String,
-    /// Comma-separated token ids whose rows are not trained on (e.g. BOS).
-    #[arg(long, value_delimiter = ',')]
-    pub exclude_token_ids: Vec<u32>,
-    /// Drop rows with ‖x‖ above this multiple of the median norm.
-    #[arg(long)]
-    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
-    pub outlier_factor: Option<f32>,
+    #[command(flatten)]
+    pub rows: RowArgs,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Skip NaN/Inf rows instead of failing.
@@ -181,6 +177,9 @@ pub struct EvalArgs {
     /// Rows to evaluate (default: all).
     #[arg(long)]
     pub rows: Option<u64>,
+    /// With --acts: which rows to leave out.
+    #[command(flatten)]
+    pub row_filter: RowArgs,
     /// Rows per batch with --acts, sequences per batch with --model.
     #[arg(long)]
     pub batch: Option<usize>,
@@ -305,6 +304,8 @@ pub struct SweepArgs {
     pub batch: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    #[command(flatten)]
+    pub rows: RowArgs,
     /// Rows evaluated after training (0 = skip; then the table shows the last training batch).
     #[arg(long, default_value_t = 200_000)]
     pub eval_rows: u64,
@@ -328,6 +329,58 @@ pub struct SweepArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// Which rows `sae train`, `sae sweep` and `sae eval --acts` use ([`lantern_sae::rows`]).
+#[derive(Args, Clone, Debug, Default)]
+pub struct RowArgs {
+    /// Comma-separated token ids whose rows are left out (e.g. BOS).
+    #[arg(long, value_delimiter = ',')]
+    pub exclude_token_ids: Vec<u32>,
+    /// Keep the first position of each sequence (left out by default: in most models an
+    /// attention sink whose norm dwarfs the other rows').
+    #[arg(long)]
+    pub keep_first: bool,
+    /// Leave out rows with ‖x‖ above this multiple of the median norm (default 10).
+    #[arg(long, conflicts_with = "keep_outliers")]
+    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
+    pub outlier_factor: Option<f32>,
+    /// Keep rows of any norm.
+    #[arg(long)]
+    pub keep_outliers: bool,
+}
+
+impl RowArgs {
+    pub fn filter(&self) -> RowFilter {
+        RowFilter {
+            exclude_token_ids: self.exclude_token_ids.clone(),
+            drop_first: !self.keep_first,
+            outlier_factor: if self.keep_outliers {
+                None
+            } else {
+                Some(self.outlier_factor.unwrap_or(DEFAULT_OUTLIER_FACTOR))
+            },
+        }
+    }
+
+    /// The same choice as `sae train` flags.
+    fn argv(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if !self.exclude_token_ids.is_empty() {
+            let ids: Vec<String> = self.exclude_token_ids.iter().map(u32::to_string).collect();
+            v.extend(["--exclude-token-ids".into(), ids.join(",")]);
+        }
+        if self.keep_first {
+            v.push("--keep-first".into());
+        }
+        if let Some(f) = self.outlier_factor {
+            v.extend(["--outlier-factor".into(), f.to_string()]);
+        }
+        if self.keep_outliers {
+            v.push("--keep-outliers".into());
+        }
+        v
+    }
 }
 
 /// `sae train`'s own flags, parsed from an argument list (the sweep builds one per SAE, so
@@ -437,6 +490,7 @@ fn sweep_runs(a: &SweepArgs) -> Result<Vec<(String, TrainArgs)>> {
                         "--quiet".into(),
                     ];
                     argv.extend(flags.iter().cloned());
+                    argv.extend(a.rows.argv());
                     if let Some(m) = m {
                         argv.extend(["--d-sae".into(), m.to_string()]);
                     }
@@ -795,8 +849,10 @@ impl TrainArgs {
         }
         c.normalize_inputs = !self.no_normalize;
         c.b_dec_init = self.b_dec_init.parse::<BDecInit>()?;
-        c.exclude_token_ids = self.exclude_token_ids.clone();
-        c.outlier_factor = self.outlier_factor;
+        let rows = self.rows.filter();
+        c.exclude_token_ids = rows.exclude_token_ids;
+        c.outlier_factor = rows.outlier_factor;
+        c.drop_first_position = rows.drop_first;
         c.seed = self.seed;
         c.skip_non_finite = self.skip_non_finite;
         c.checkpoint_every = self.checkpoint_every;
@@ -868,6 +924,7 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
             let EvalArgs {
                 sae,
                 rows,
+                row_filter,
                 batch,
                 json,
                 ground_truth,
@@ -883,8 +940,10 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
                     batch: batch.unwrap_or(4096),
                     max_rows: rows,
                     skip_non_finite: false,
+                    filter: row_filter.filter(),
                 },
-            )?;
+            )
+            .map_err(train_flag_error)?;
             let truth = report::ground_truth_scores(ground_truth.as_deref(), &acts, &weights)?;
             if json {
                 let mut v = serde_json::to_value(&r)?;

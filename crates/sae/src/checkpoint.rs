@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::optim::Adam;
 use crate::params::{Params, download, upload1, upload2};
+use crate::rows::{Dropped, RowCut};
 use crate::train::{MetricsRow, TrainConfig};
 use crate::{Result, SaeError};
 
@@ -29,7 +30,8 @@ pub struct Checkpoint {
     pub cursor: Cursor,
     pub rng: Rng,
     pub scale: f32,
-    pub median_norm: f32,
+    /// Which rows the run trains on, fixed on its initial sample.
+    pub row_cut: RowCut,
     pub since_fired: Vec<u64>,
     /// Each latent's firing rate, an exponential moving average over statistics windows
     /// (for `revive_below`; zeros in checkpoints written before it existed).
@@ -39,7 +41,8 @@ pub struct Checkpoint {
     pub sparsity_scale: f32,
     pub history: Vec<MetricsRow>,
     pub skipped_non_finite: u64,
-    pub excluded: u64,
+    /// Rows dropped by `row_cut` so far.
+    pub dropped: Dropped,
     /// The content fingerprint of the store's manifest (`lantern_output::fingerprint`), which
     /// lists every shard with its checksum; empty in checkpoints written before it existed.
     pub store_id: String,
@@ -61,9 +64,15 @@ struct Meta {
     sparsity_scale: f32,
     history: Vec<MetricsRow>,
     skipped_non_finite: u64,
+    /// All dropped rows (what checkpoints before `dropped` kept: token ids and outliers).
     excluded: u64,
     #[serde(default)]
     store_id: String,
+    /// Whether position-0 rows are dropped (false in checkpoints before it existed).
+    #[serde(default)]
+    drop_first: bool,
+    #[serde(default)]
+    dropped: Option<Dropped>,
 }
 
 const FORMAT: u32 = 1;
@@ -128,13 +137,15 @@ pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
         cursor: ck.cursor,
         rng: ck.rng.clone(),
         scale: ck.scale,
-        median_norm: ck.median_norm,
+        median_norm: ck.row_cut.median_norm,
         batch_threshold: ck.batch_threshold,
         sparsity_scale: ck.sparsity_scale,
         history: ck.history.clone(),
         skipped_non_finite: ck.skipped_non_finite,
-        excluded: ck.excluded,
+        excluded: ck.dropped.total(),
         store_id: ck.store_id.clone(),
+        drop_first: ck.row_cut.drop_first,
+        dropped: Some(ck.dropped),
     };
     let json = serde_json::to_string(&meta).map_err(|e| err(path, e.to_string()))?;
     let views = tensors
@@ -252,7 +263,12 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
         cursor: meta.cursor,
         rng: meta.rng,
         scale: meta.scale,
-        median_norm: meta.median_norm,
+        row_cut: RowCut {
+            exclude_token_ids: meta.config.exclude_token_ids.clone(),
+            drop_first: meta.drop_first,
+            outlier_factor: meta.config.outlier_factor,
+            median_norm: meta.median_norm,
+        },
         since_fired,
         fire_rate: if st.tensor("fire_rate").is_ok() {
             f32s("fire_rate", d_sae)?
@@ -263,7 +279,10 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
         sparsity_scale: meta.sparsity_scale,
         history: meta.history,
         skipped_non_finite: meta.skipped_non_finite,
-        excluded: meta.excluded,
+        dropped: meta.dropped.unwrap_or(Dropped {
+            token_id: meta.excluded,
+            ..Default::default()
+        }),
         store_id: meta.store_id,
         config: meta.config,
     })

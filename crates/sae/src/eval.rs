@@ -5,6 +5,10 @@
 //! (latents that never fired in the evaluated rows), the *dense* fraction (latents firing on
 //! more than 10 % of rows) and each latent's `log10(density + 1e-10)` as SAELens stores it in
 //! `sparsity.safetensors`.
+//!
+//! Rows are first cut as in training ([`crate::rows`]; by default position 0 of each sequence
+//! and rows above 10 × the median norm, the median over the first rows of the store), and the
+//! report says how many went and why.
 
 use burn::tensor::{Tensor, TensorData};
 use lantern_acts::{BatchReader, GroundTruth, NonFinite, ReaderOptions, Store};
@@ -12,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceChoice;
 use crate::params::{download, scalar};
+use crate::rows::{Dropped, RowCut, RowFilter};
 use crate::sae::{Reconstruction, Sae};
 use crate::{Result, SaeError, SaeWeights};
 
@@ -24,13 +29,22 @@ pub struct EvalOptions {
     pub max_rows: Option<u64>,
     /// Skip non-finite rows instead of failing.
     pub skip_non_finite: bool,
+    /// Which rows to leave out ([`crate::rows`]).
+    pub filter: RowFilter,
 }
+
+/// Rows of the sample the row cut is fixed on.
+const CUT_SAMPLE_ROWS: usize = 1 << 16;
 
 /// Metrics of an SAE on a set of activations (module docs).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalReport {
     /// Rows evaluated.
     pub rows: u64,
+    /// Rows left out, by reason.
+    pub dropped: Dropped,
+    /// The cut that left them out.
+    pub row_cut: RowCut,
     /// Mean squared error per element.
     pub mse: f64,
     /// Fraction of variance unexplained.
@@ -46,7 +60,8 @@ pub struct EvalReport {
     pub log10_density: Vec<f32>,
 }
 
-/// Evaluates `sae` on `store` (sequential order, one pass, up to `max_rows`).
+/// Evaluates `sae` on `store` (sequential order, one pass, up to `max_rows` rows kept by
+/// `opts.filter`).
 pub fn evaluate(
     sae: &SaeWeights,
     store: &Store,
@@ -54,6 +69,7 @@ pub fn evaluate(
     opts: &EvalOptions,
 ) -> Result<EvalReport> {
     sae.validate()?;
+    opts.filter.check()?;
     let d = sae.cfg.d_in;
     if store.d_model() != d {
         return Err(SaeError::Config(format!(
@@ -64,23 +80,39 @@ pub fn evaluate(
     }
     let device = device.open()?;
     let model = Sae::from_weights(sae, &device)?;
-    let mut reader = BatchReader::new(
-        store.clone(),
-        ReaderOptions {
-            batch_rows: opts.batch.max(1),
-            shuffle_rows: 0,
-            seed: 0,
-            role: None,
-            label: None,
-            epochs: Some(1),
-            non_finite: if opts.skip_non_finite {
-                NonFinite::Skip
-            } else {
-                NonFinite::Error
+    let reader = |batch_rows: usize| {
+        BatchReader::new(
+            store.clone(),
+            ReaderOptions {
+                batch_rows,
+                shuffle_rows: 0,
+                seed: 0,
+                role: None,
+                label: None,
+                epochs: Some(1),
+                non_finite: if opts.skip_non_finite {
+                    NonFinite::Skip
+                } else {
+                    NonFinite::Error
+                },
             },
-        },
-    )
-    .map_err(SaeError::Acts)?;
+        )
+        .map_err(SaeError::Acts)
+    };
+    let cut = match reader(CUT_SAMPLE_ROWS)?
+        .next_batch()
+        .map_err(SaeError::Acts)?
+    {
+        Some(sample) => RowCut::from_sample(&opts.filter, &sample),
+        None => {
+            return Err(SaeError::Config(format!(
+                "{}: no rows to evaluate",
+                store.dir().display()
+            )));
+        }
+    };
+    let mut reader = reader(opts.batch.max(1))?;
+    let mut dropped = Dropped::default();
     let m = sae.cfg.d_sae;
     let mut fires = Tensor::<1>::zeros([m], &device);
     let (mut rows, mut sse, mut active) = (0u64, 0f64, 0f64);
@@ -88,18 +120,22 @@ pub fn evaluate(
     let mut sum_sq = 0f64;
     let limit = opts.max_rows.unwrap_or(u64::MAX);
     while rows < limit {
-        let Some(mut batch) = reader.next_batch().map_err(SaeError::Acts)? else {
+        let Some(batch) = reader.next_batch().map_err(SaeError::Acts)? else {
             break;
         };
-        let take = ((limit - rows) as usize).min(batch.rows);
-        batch.acts.truncate(take * d);
-        for row in batch.acts.chunks(d) {
+        let mut acts = cut.keep(&batch, &mut dropped, |v| v);
+        let take = ((limit - rows) as usize).min(acts.len() / d);
+        if take == 0 {
+            continue;
+        }
+        acts.truncate(take * d);
+        for row in acts.chunks(d) {
             for (s, v) in sum_x.iter_mut().zip(row) {
                 *s += *v as f64;
                 sum_sq += (*v as f64).powi(2);
             }
         }
-        let x = Tensor::<2>::from_data(TensorData::new(batch.acts, [take, d]), &device);
+        let x = Tensor::<2>::from_data(TensorData::new(acts, [take, d]), &device);
         let Reconstruction {
             x_hat,
             active: act,
@@ -112,8 +148,9 @@ pub fn evaluate(
     }
     if rows == 0 {
         return Err(SaeError::Config(format!(
-            "{}: no rows to evaluate",
-            store.dir().display()
+            "{}: no rows to evaluate (left out: {})",
+            store.dir().display(),
+            dropped.describe(&cut)
         )));
     }
     let n = rows as f64;
@@ -130,6 +167,8 @@ pub fn evaluate(
     let density: Vec<f64> = fires.iter().map(|f| *f as f64 / n).collect();
     Ok(EvalReport {
         rows,
+        dropped,
+        row_cut: cut,
         mse: sse / (n * d as f64),
         fvu: sse / tv,
         l0: active / n,

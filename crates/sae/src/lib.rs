@@ -25,7 +25,7 @@
 //! Modules: [`weights`] (host weights and config), [`sae`] (device inference), [`train`] (the
 //! loop) with [`step`] (losses and gradients) and [`cpu`] (the TopK step on the CPU without
 //! burn), [`optim`], [`init`], [`sparse`] and [`topk`];
-//! [`eval`], [`checkpoint`], [`formats`], [`device`] (choosing cpu / wgpu / vulkan).
+//! [`rows`] (which rows are trained and evaluated on), [`eval`], [`checkpoint`], [`formats`], [`device`] (choosing cpu / wgpu / vulkan).
 
 pub mod error;
 pub mod formats;
@@ -41,6 +41,7 @@ pub mod eval;
 pub mod init;
 pub mod optim;
 pub mod params;
+pub mod rows;
 pub mod sae;
 pub mod sparse;
 pub mod step;
@@ -49,5 +50,6 @@ pub mod train;
 
 pub use device::DeviceChoice;
 pub use eval::{EvalOptions, EvalReport, evaluate};
+pub use rows::{Dropped, RowCut, RowFilter};
 pub use sae::{Reconstruction, Sae};
 pub use train::{MetricsRow, TrainConfig, TrainEvent, TrainReport, train};

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::init::BDecInit;
+use crate::rows::RowFilter;
 use crate::{Arch, Result, SaeError};
 
 /// Everything that decides a training run. Saved in checkpoints; `--resume` requires the same.
@@ -51,8 +52,13 @@ pub struct TrainConfig {
     pub apply_b_dec_to_input: bool,
     /// Rows whose token id is one of these are not trained on (e.g. BOS).
     pub exclude_token_ids: Vec<u32>,
-    /// Rows with `‖x‖ > factor × median ‖x‖` (of the initial sample) are not trained on.
+    /// Rows with `‖x‖ > factor × median ‖x‖` (of the initial sample) are not trained on
+    /// (default 10; [`crate::rows`]).
     pub outlier_factor: Option<f32>,
+    /// The first position of each sequence is not trained on (default; [`crate::rows`]).
+    /// Absent from checkpoints written before it existed, which kept those rows.
+    #[serde(default)]
+    pub drop_first_position: bool,
     /// Seed for initialisation and the data order.
     pub seed: u64,
     /// Rows in one shuffle window of the reader (0 = sequential).
@@ -140,7 +146,8 @@ impl TrainConfig {
             b_dec_init: BDecInit::Median,
             apply_b_dec_to_input: true,
             exclude_token_ids: Vec::new(),
-            outlier_factor: None,
+            outlier_factor: Some(crate::rows::DEFAULT_OUTLIER_FACTOR),
+            drop_first_position: true,
             seed: 0,
             shuffle_rows: 1 << 16,
             skip_non_finite: false,
@@ -151,6 +158,15 @@ impl TrainConfig {
             target_l0: None,
             k_anneal_steps: 0,
             revive_below: matches!(arch, Arch::BatchTopK { .. }).then_some(1e-3),
+        }
+    }
+
+    /// The rows this run trains on ([`crate::rows`]).
+    pub fn row_filter(&self) -> RowFilter {
+        RowFilter {
+            exclude_token_ids: self.exclude_token_ids.clone(),
+            drop_first: self.drop_first_position,
+            outlier_factor: self.outlier_factor,
         }
     }
 
@@ -326,17 +342,7 @@ impl TrainConfig {
         {
             return bad("grad_clip", g.to_string(), "a positive number");
         }
-        // Rows above f × the median norm are dropped: at f ≤ 1 half the rows or more would go
-        // (0.1 trained 52 of 200 000 tokens; 0 never found a batch and spun forever).
-        if let Some(f) = self.outlier_factor
-            && !(f.is_finite() && f > 1.0)
-        {
-            return bad(
-                "outlier_factor",
-                f.to_string(),
-                "a number above 1 (rows above factor × median norm are dropped)",
-            );
-        }
+        self.row_filter().check()?;
         if d_in == 0 {
             return Err(SaeError::Config(
                 "the activation store has d_model = 0".into(),

@@ -8,11 +8,12 @@ use burn::tensor::{Device, Tensor, TensorData};
 use lantern_acts::{Batch, BatchReader, Cursor, NonFinite, ReaderOptions, Store};
 
 use super::TrainConfig;
+use crate::rows::{Dropped, RowCut};
 use crate::{Result, SaeError};
 
-/// The first `init_rows` rows in the training order's seed, for `b_dec`, the input scale and
-/// the outlier cut.
-pub(super) fn init_sample(store: &Store, cfg: &TrainConfig) -> Result<Vec<f32>> {
+/// The first `init_rows` rows in the training order's seed, for the row cut, `b_dec` and the
+/// input scale: the cut fixed on them and the rows it keeps.
+pub(super) fn init_sample(store: &Store, cfg: &TrainConfig) -> Result<(RowCut, Vec<f32>)> {
     let mut reader = BatchReader::new(
         store.clone(),
         ReaderOptions {
@@ -26,54 +27,37 @@ pub(super) fn init_sample(store: &Store, cfg: &TrainConfig) -> Result<Vec<f32>> 
         },
     )
     .map_err(SaeError::Acts)?;
-    let batch = reader.next_batch().map_err(SaeError::Acts)?;
-    let mut rows = Vec::new();
-    if let Some(b) = batch {
-        for (i, row) in b.acts.chunks(b.d).enumerate() {
-            if !cfg.exclude_token_ids.contains(&b.token_ids[i]) {
-                rows.extend_from_slice(row);
-            }
-        }
-    }
-    if rows.is_empty() {
-        return Err(SaeError::Config(format!(
+    let none_left = || {
+        SaeError::Config(format!(
             "{}: no usable rows to initialise from (empty store, or every row excluded)",
             store.dir().display()
-        )));
+        ))
+    };
+    let b = reader
+        .next_batch()
+        .map_err(SaeError::Acts)?
+        .ok_or_else(none_left)?;
+    let cut = RowCut::from_sample(&cfg.row_filter(), &b);
+    let rows = cut.keep(&b, &mut Dropped::default(), |v| v);
+    if rows.is_empty() {
+        return Err(none_left());
     }
-    Ok(rows)
+    Ok((cut, rows))
 }
 
-/// Drops excluded rows, scales, uploads: the batch tensor (None if nothing is left) and the
-/// number of rows dropped.
+/// Drops the rows `cut` drops (counted in `dropped`), scales, uploads: the batch tensor (None
+/// if nothing is left).
 pub(super) fn filter_rows(
     batch: Batch,
-    cfg: &TrainConfig,
+    cut: &RowCut,
     scale: f32,
-    norm_cut: Option<f32>,
+    dropped: &mut Dropped,
     device: &Device,
-) -> (Option<Tensor<2>>, u64) {
+) -> Option<Tensor<2>> {
     let d = batch.d;
-    let mut kept = Vec::with_capacity(batch.acts.len());
-    let mut dropped = 0u64;
-    for (i, row) in batch.acts.chunks(d).enumerate() {
-        let excluded_id = cfg.exclude_token_ids.contains(&batch.token_ids[i]);
-        let outlier =
-            norm_cut.is_some_and(|cut| row.iter().map(|v| v * v).sum::<f32>().sqrt() > cut);
-        if excluded_id || outlier {
-            dropped += 1;
-        } else {
-            kept.extend(row.iter().map(|v| v * scale));
-        }
-    }
+    let kept = cut.keep(&batch, dropped, |v| v * scale);
     let n = kept.len() / d.max(1);
-    if n == 0 {
-        return (None, dropped);
-    }
-    (
-        Some(Tensor::from_data(TensorData::new(kept, [n, d]), device)),
-        dropped,
-    )
+    (n > 0).then(|| Tensor::from_data(TensorData::new(kept, [n, d]), device))
 }
 
 /// Reads batches on a background thread, two ahead, with the cursor after each.

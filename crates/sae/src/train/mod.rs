@@ -24,6 +24,7 @@ use crate::cpu::{CpuStepOptions, CpuStepStats, CpuTopK};
 use crate::device::DeviceChoice;
 use crate::optim;
 use crate::params::{Params, download, scalar, upload1};
+use crate::rows::{Dropped, RowCut};
 use crate::step::{StepOutput, StepSettings, step};
 use crate::{Arch, Result, SaeError, SaeWeights};
 use feed::{Prefetch, filter_rows};
@@ -68,8 +69,10 @@ pub struct TrainReport {
     pub tokens: u64,
     /// Rows skipped as non-finite.
     pub skipped_non_finite: u64,
-    /// Rows excluded by token id or as outliers.
-    pub excluded_rows: u64,
+    /// Rows not trained on, by reason.
+    pub dropped: Dropped,
+    /// The cut that dropped them.
+    pub row_cut: RowCut,
     /// Input scale used (1 when not normalising).
     pub input_scale: f32,
     /// Where the checkpoint is.
@@ -223,7 +226,6 @@ pub struct Run {
     dead_list: Vec<u32>,
     k_aux: usize,
     normalize_decoder: bool,
-    median_norm_cut: Option<f32>,
     skipped_before: u64,
 }
 
@@ -286,7 +288,6 @@ impl Run {
             d,
             k_aux: cfg.k_aux.unwrap_or(d / 2).max(1),
             normalize_decoder: !matches!(cfg.arch, Arch::Relu),
-            median_norm_cut: cfg.outlier_factor.map(|f| f * state.saved.median_norm),
             window: Window::new(cfg.d_sae, &device),
             skipped_before: state.saved.skipped_non_finite,
             cfg: cfg.clone(),
@@ -325,9 +326,13 @@ impl Run {
         let (cfg, device, d) = (&self.cfg, &self.device, self.d);
         let state = &mut self.state;
         state.saved.skipped_non_finite = self.skipped_before + skipped;
-        let (rows, excluded) =
-            filter_rows(batch, cfg, state.saved.scale, self.median_norm_cut, device);
-        state.saved.excluded += excluded;
+        let rows = filter_rows(
+            batch,
+            &state.saved.row_cut,
+            state.saved.scale,
+            &mut state.saved.dropped,
+            device,
+        );
         state.saved.cursor = cursor_after;
         let Some(x) = rows else { return Ok(()) };
         let n = x.dims()[0] as u64;
@@ -459,7 +464,8 @@ impl Run {
             history: saved.history,
             tokens: saved.tokens,
             skipped_non_finite: saved.skipped_non_finite,
-            excluded_rows: saved.excluded,
+            dropped: saved.dropped,
+            row_cut: saved.row_cut,
             input_scale: saved.scale,
             checkpoint: self.ckpt_path,
         })

@@ -30,19 +30,14 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// A new run: `b_dec`, the input scale and the outlier cut from an initial sample,
+    /// A new run: the row cut, `b_dec` and the input scale from an initial sample,
     /// tied encoder/decoder weights.
     ///
     /// Without `moments`, the Adam state holds 1-element stand-ins (step 0): for the CPU
     /// engine, which creates its own zero moments.
     pub fn fresh(store: &Store, cfg: &TrainConfig, device: &Device, moments: bool) -> Result<Self> {
         let d = store.d_model();
-        let sample = init_sample(store, cfg)?;
-        let norms: Vec<f32> = sample
-            .chunks(d)
-            .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
-            .collect();
-        let median_norm = median(&norms);
+        let (row_cut, sample) = init_sample(store, cfg)?;
         let scale = if cfg.normalize_inputs {
             init::input_scale(&sample, d)
         } else {
@@ -79,14 +74,14 @@ impl State {
                 cursor: Default::default(),
                 rng,
                 scale,
-                median_norm,
+                row_cut,
                 since_fired: vec![0; m],
                 fire_rate: vec![0.0; m],
                 batch_threshold: 0.0,
                 sparsity_scale: 1.0,
                 history: Vec::new(),
                 skipped_non_finite: 0,
-                excluded: 0,
+                dropped: Default::default(),
                 store_id: String::new(),
             },
             device,
@@ -202,13 +197,4 @@ fn dead_latents(saved: &Checkpoint, device: &Device) -> Option<DeadLatents> {
         mask: upload1(&mask, device),
         count,
     })
-}
-
-fn median(v: &[f32]) -> f32 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    s[s.len() / 2]
 }

@@ -1,0 +1,304 @@
+//! Which activation rows an SAE is trained and evaluated on.
+//!
+//! Three kinds of rows are dropped, the last two by default (the peer libraries offer the same
+//! cuts as options; `../shared/research/sae-libraries.md`, "Token masking"):
+//! - rows whose token id is listed ([`RowFilter::exclude_token_ids`]; sparsify's
+//!   `exclude_tokens`, SAELens's `exclude_special_tokens`);
+//! - the first position of every sequence ([`RowFilter::drop_first`]; dictionary_learning's
+//!   `remove_bos`). In SmolLM2-135M it is an attention sink with ‖x‖ ≈ 25 000 against a median
+//!   of 172: 0.75 % of the rows then hold almost all the variance and FVU reads 0.001 for any
+//!   SAE. Only stores whose rows come in sequences are cut (some row of the sample sits at a
+//!   later position): imported rows each sit at position 0 of a sequence of their own;
+//! - rows with `‖x‖ > f · median ‖x‖` ([`RowFilter::outlier_factor`], default `f` = 10,
+//!   dictionary_learning's `remove_high_norm`, for the unpredictable high-norm sinks of models
+//!   like Qwen), the median taken over a sample of the rows the first two cuts keep.
+//!
+//! A filter is fixed on a sample ([`RowCut::from_sample`]) and then applied batch by batch,
+//! counting what it dropped and why ([`Dropped`]).
+
+use lantern_acts::Batch;
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, SaeError};
+
+/// The default outlier factor: rows above 10 × the median norm are dropped.
+pub const DEFAULT_OUTLIER_FACTOR: f32 = 10.0;
+
+/// What to drop (module docs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowFilter {
+    /// Rows whose token id is one of these.
+    pub exclude_token_ids: Vec<u32>,
+    /// Rows at position 0, in stores whose rows come in sequences.
+    pub drop_first: bool,
+    /// Rows with `‖x‖ > factor × median ‖x‖`.
+    pub outlier_factor: Option<f32>,
+}
+
+impl Default for RowFilter {
+    /// Position 0 and rows above 10 × the median norm.
+    fn default() -> Self {
+        Self {
+            exclude_token_ids: Vec::new(),
+            drop_first: true,
+            outlier_factor: Some(DEFAULT_OUTLIER_FACTOR),
+        }
+    }
+}
+
+impl RowFilter {
+    /// Refuses an outlier factor that is not above 1.
+    pub fn check(&self) -> Result<()> {
+        // Rows above f × the median norm are dropped: at f ≤ 1 half the rows or more would go
+        // (0.1 trained 52 of 200 000 tokens; 0 never found a batch and spun forever).
+        match self.outlier_factor {
+            Some(f) if !(f.is_finite() && f > 1.0) => Err(SaeError::Setting {
+                field: "outlier_factor",
+                value: f.to_string(),
+                expected: "a number above 1 (rows above factor × median norm are dropped)",
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Keeps every row.
+    pub fn none() -> Self {
+        Self {
+            exclude_token_ids: Vec::new(),
+            drop_first: false,
+            outlier_factor: None,
+        }
+    }
+}
+
+/// Rows dropped, by reason (a row that meets several counts under the first that applies, in
+/// this order).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    /// Listed token ids.
+    pub token_id: u64,
+    /// Position 0 of a sequence.
+    pub first_position: u64,
+    /// Above the norm cut.
+    pub outlier: u64,
+}
+
+impl Dropped {
+    /// All dropped rows.
+    pub fn total(&self) -> u64 {
+        self.token_id + self.first_position + self.outlier
+    }
+
+    /// Adds another count.
+    pub fn add(&mut self, o: &Dropped) {
+        self.token_id += o.token_id;
+        self.first_position += o.first_position;
+        self.outlier += o.outlier;
+    }
+
+    /// One line for a person: `"12 at position 0, 3 above 10× the median norm (cut 1720.0)"`,
+    /// or `"none"`; `cut` is the filter that dropped them.
+    pub fn describe(&self, cut: &RowCut) -> String {
+        let mut parts = Vec::new();
+        if self.token_id > 0 {
+            parts.push(format!("{} with an excluded token id", self.token_id));
+        }
+        if self.first_position > 0 {
+            parts.push(format!("{} at position 0", self.first_position));
+        }
+        if self.outlier > 0 {
+            parts.push(format!(
+                "{} above {}× the median norm (‖x‖ > {:.4e})",
+                self.outlier,
+                cut.outlier_factor.unwrap_or(0.0),
+                cut.norm_cut().unwrap_or(0.0)
+            ));
+        }
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// A [`RowFilter`] fixed on a sample: whether positions are meaningful and the norm cut.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RowCut {
+    pub exclude_token_ids: Vec<u32>,
+    /// Position-0 rows are dropped (asked for, and the store has sequences).
+    pub drop_first: bool,
+    pub outlier_factor: Option<f32>,
+    /// Median ‖x‖ of the sample's rows that the token-id and position cuts keep.
+    pub median_norm: f32,
+}
+
+impl RowCut {
+    /// Fixes `filter` on `sample`: the store has sequences when some sample row sits at a
+    /// position above 0; the median norm is taken over the rows the token-id and position
+    /// cuts keep (0 when none is left).
+    pub fn from_sample(filter: &RowFilter, sample: &Batch) -> Self {
+        let sequences = sample.positions.iter().any(|p| *p > 0);
+        let mut cut = Self {
+            exclude_token_ids: filter.exclude_token_ids.clone(),
+            drop_first: filter.drop_first && sequences,
+            outlier_factor: filter.outlier_factor,
+            median_norm: 0.0,
+        };
+        let norms: Vec<f32> = rows(sample)
+            .filter(|(t, p, _)| cut.reason(*t, *p, None).is_none())
+            .map(|(_, _, r)| norm(r))
+            .collect();
+        cut.median_norm = median(&norms);
+        cut
+    }
+
+    /// `‖x‖` above which a row is an outlier.
+    pub fn norm_cut(&self) -> Option<f32> {
+        self.outlier_factor.map(|f| f * self.median_norm)
+    }
+
+    /// Why a row is dropped (`None`: kept). Without `row`, only the token-id and position cuts.
+    fn reason(&self, token_id: u32, position: u32, row: Option<&[f32]>) -> Option<Reason> {
+        if self.exclude_token_ids.contains(&token_id) {
+            Some(Reason::TokenId)
+        } else if self.drop_first && position == 0 {
+            Some(Reason::FirstPosition)
+        } else if let (Some(cut), Some(r)) = (self.norm_cut(), row)
+            && norm(r) > cut
+        {
+            Some(Reason::Outlier)
+        } else {
+            None
+        }
+    }
+
+    /// The kept rows of `batch`, concatenated, each passed through `f` (e.g. scaled); adds the
+    /// dropped ones to `dropped`.
+    pub fn keep(
+        &self,
+        batch: &Batch,
+        dropped: &mut Dropped,
+        mut f: impl FnMut(f32) -> f32,
+    ) -> Vec<f32> {
+        let mut kept = Vec::with_capacity(batch.acts.len());
+        for (t, p, r) in rows(batch) {
+            match self.reason(t, p, Some(r)) {
+                None => kept.extend(r.iter().map(|v| f(*v))),
+                Some(Reason::TokenId) => dropped.token_id += 1,
+                Some(Reason::FirstPosition) => dropped.first_position += 1,
+                Some(Reason::Outlier) => dropped.outlier += 1,
+            }
+        }
+        kept
+    }
+}
+
+enum Reason {
+    TokenId,
+    FirstPosition,
+    Outlier,
+}
+
+/// `(token id, position, row)` of each row of `b`.
+fn rows(b: &Batch) -> impl Iterator<Item = (u32, u32, &[f32])> {
+    b.acts
+        .chunks(b.d.max(1))
+        .take(b.rows)
+        .enumerate()
+        .map(|(i, r)| (b.token_ids[i], b.positions[i], r))
+}
+
+fn norm(r: &[f32]) -> f32 {
+    r.iter().map(|v| v * v).sum::<f32>().sqrt()
+}
+
+/// The upper median (0 for no values).
+pub(crate) fn median(v: &[f32]) -> f32 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[s.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two sequences of three rows, one norm per row.
+    fn batch(norms: &[f32], token_ids: &[u32], positions: &[u32]) -> Batch {
+        Batch {
+            rows: norms.len(),
+            d: 2,
+            acts: norms.iter().flat_map(|n| [0.6 * n, 0.8 * n]).collect(),
+            token_ids: token_ids.to_vec(),
+            seq_ids: positions.iter().map(|_| 0).collect(),
+            positions: positions.to_vec(),
+        }
+    }
+
+    #[test]
+    fn drops_the_first_position_token_ids_and_outliers_and_counts_each() {
+        // Position 0 holds a sink (norm 400–500); one later row is an outlier (norm 60, above
+        // 10 × the median 4).
+        let b = batch(
+            &[500.0, 1.0, 2.0, 400.0, 3.0, 60.0, 4.0],
+            &[1, 5, 5, 1, 7, 5, 5],
+            &[0, 1, 2, 0, 1, 2, 3],
+        );
+        let cut = RowCut::from_sample(
+            &RowFilter {
+                exclude_token_ids: vec![7],
+                ..RowFilter::default()
+            },
+            &b,
+        );
+        assert!(cut.drop_first);
+        // The upper median of 1, 2, 60, 4 (position 0 and token 7 left out).
+        assert!((cut.median_norm - 4.0).abs() < 1e-5, "{}", cut.median_norm);
+        let mut dropped = Dropped::default();
+        let kept = cut.keep(&b, &mut dropped, |v| 2.0 * v);
+        // Kept: norms 1, 2, 4 (60 > 10 × 4), each scaled by 2.
+        let kept_norms: Vec<f32> = kept.chunks(2).map(norm).collect();
+        for (k, want) in kept_norms.iter().zip([2.0, 4.0, 8.0]) {
+            assert!((k - want).abs() < 1e-5, "{kept_norms:?}");
+        }
+        assert_eq!(kept_norms.len(), 3);
+        assert_eq!(
+            dropped,
+            Dropped {
+                token_id: 1,
+                first_position: 2,
+                outlier: 1
+            }
+        );
+        let line = dropped.describe(&cut);
+        assert!(
+            line.contains("2 at position 0") && line.contains("1 above 10× the median"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn rows_without_sequences_keep_position_zero() {
+        // Imported rows: every row at position 0 of its own sequence.
+        let b = batch(&[1.0, 2.0, 3.0], &[0, 0, 0], &[0, 0, 0]);
+        let cut = RowCut::from_sample(&RowFilter::default(), &b);
+        assert!(!cut.drop_first);
+        let mut dropped = Dropped::default();
+        assert_eq!(cut.keep(&b, &mut dropped, |v| v).len(), 6);
+        assert_eq!(dropped.total(), 0);
+        assert_eq!(dropped.describe(&cut), "none");
+    }
+
+    #[test]
+    fn no_filter_keeps_everything() {
+        let b = batch(&[500.0, 1.0, 2.0], &[1, 5, 5], &[0, 1, 2]);
+        let cut = RowCut::from_sample(&RowFilter::none(), &b);
+        let mut dropped = Dropped::default();
+        assert_eq!(cut.keep(&b, &mut dropped, |v| v), b.acts);
+        assert_eq!(dropped.total(), 0);
+    }
+}
