@@ -51,6 +51,11 @@ pub struct TrainArgs {
     /// batchtopk, matryoshka: start at k = d_in and lower it linearly to --k over N steps.
     #[arg(long, default_value_t = 0)]
     pub k_anneal_steps: u64,
+    /// batchtopk, matryoshka: keep the decoder rows at unit norm and rank activations by
+    /// relu(pre) (the default before 2026-12-04) instead of leaving the norms free and ranking
+    /// by relu(pre)·‖W_dec‖ (SAELens's rescale_acts_by_decoder_norm).
+    #[arg(long)]
+    pub unit_decoder_norms: bool,
     /// topk, batchtopk, matryoshka: AuxK also trains latents firing on fewer than this
     /// fraction of tokens (averaged over ≈ 50 steps), not only dead ones (default 0.001 for
     /// batchtopk and matryoshka, off for topk; 0 = off).
@@ -821,6 +826,14 @@ impl TrainArgs {
         }
         c.target_l0 = self.target_l0;
         c.k_anneal_steps = self.k_anneal_steps;
+        if self.unit_decoder_norms {
+            if !matches!(arch, Arch::BatchTopK { .. }) {
+                bail!(
+                    "--unit-decoder-norms applies to --arch batchtopk and matryoshka (the other architectures' decoder norms are fixed by their loss)"
+                );
+            }
+            c.free_decoder_norms = false;
+        }
         if let Some(r) = self.revive_below {
             c.revive_below = (r != 0.0).then_some(r);
         }

@@ -328,6 +328,11 @@ fn bad_input_gives_one_line_errors_naming_the_problem() {
         1,
         "--k-anneal-steps: k_anneal_steps = 10: expected 0: k annealing applies to batchtopk",
     );
+    bad(
+        &["--unit-decoder-norms"],
+        1,
+        "--unit-decoder-norms applies to --arch batchtopk and matryoshka",
+    );
     bad(&["--grad-clip", "inf"], 2, "not a finite number");
     bad(&["--grad-clip", "-2"], 1, "--grad-clip -2");
     bad(&["--aux-coeff", "-1"], 1, "--aux-coeff: aux_coeff = -1");

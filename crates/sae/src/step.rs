@@ -23,6 +23,15 @@
 //! cases (absorption). With `S_t = Σ_{s ≥ t} 2 e_s / (n·TV)`, a latent of group `t` gets
 //! `∂L/∂f = S_t W_decᵀ` and its decoder row `f[:, group t]ᵀ S_t`; `∂L/∂b_dec = Σ_b S_1`.
 //!
+//! Free decoder norms (BatchTopK and Matryoshka, `rescale_by_decoder_norm`; SAELens's
+//! `rescale_acts_by_decoder_norm`): the decoder rows keep whatever norm training gives them,
+//! and the batch-wide selection ranks `relu(pre_i)·‖W_dec,i‖` (each latent's contribution to
+//! `x̂`) instead of `relu(pre_i)`. SAELens decodes `Σ (z_i/‖W_dec,i‖) W_dec,i` with
+//! `z = relu(pre)·‖W_dec‖`, which is `Σ f_i W_dec,i` with the same `f`: the norms cancel, the
+//! selection mask is piecewise constant, and the gradients are those above. Exported SAEs fold
+//! the norms into the encoder (`W_dec,i/‖W_dec,i‖`, `W_enc[:, i]·‖W_dec,i‖`,
+//! `b_enc,i·‖W_dec,i‖`), where the threshold on the ranked values is a JumpReLU threshold.
+//!
 //! AuxK (Gao et al. 2024, "Scaling and evaluating sparse autoencoders"): the `k_aux`
 //! largest activations among dead latents reconstruct the residual `r = x − x̂` (detached):
 //! `AuxK = s · Σ‖ê − r‖² / TV`, `ê = Σ f_aux W_dec` (no bias), `s = min(n_dead / k_aux, 1)`,
@@ -62,6 +71,9 @@ pub struct StepSettings {
     /// JumpReLU with a target L0 `T`: the sparsity term is `λ (L0/T − 1)²` instead of
     /// `λ L0` (module docs).
     pub target_l0: Option<f32>,
+    /// BatchTopK: rank activations by `relu(pre_i)·‖W_dec,i‖` (free decoder norms, module
+    /// docs).
+    pub rescale_by_decoder_norm: bool,
 }
 
 /// Dead latents for AuxK: a `[m]` mask (1 = dead) and how many there are.
@@ -185,10 +197,15 @@ fn sparse_step(
             (Some(coo), None, recon)
         }
         Selection::PerBatch(k) => {
-            let tau = batch_threshold(&acts, k * batch);
+            let ranked = if s.rescale_by_decoder_norm {
+                let norms = p.w_dec.clone().square().sum_dim(1).sqrt().reshape([1, m]);
+                acts.clone() * norms.expand([batch, m])
+            } else {
+                acts.clone()
+            };
+            let tau = batch_threshold(&ranked, k * batch);
             let f = acts.clone()
-                * acts
-                    .clone()
+                * ranked
                     .greater_equal(tau.clone().reshape([1, 1]).expand([batch, m]))
                     .float();
             let recon = f.clone().matmul(p.w_dec.clone());
@@ -545,6 +562,7 @@ pub fn random_topk_setup(
         bandwidth: 0.001,
         matryoshka: Vec::new(),
         target_l0: None,
+        rescale_by_decoder_norm: false,
     };
     (params, x, settings)
 }

@@ -180,6 +180,39 @@ fn batch_top_k(p: &P, x: &[f64], k: usize) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// BatchTopK with free decoder norms (SAELens's `rescale_acts_by_decoder_norm`): the batch's
+/// `k·B` largest of `z = relu(pre)·‖W_dec,j‖` are kept, and the decoder gets `z/‖W_dec,j‖`.
+fn batch_top_k_rescaled(p: &P, x: &[f64], k: usize) -> Vec<Vec<f64>> {
+    let norms: Vec<f64> = (0..M)
+        .map(|j| {
+            (0..D)
+                .map(|i| p.w_dec[j * D + i].powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
+    let z: Vec<Vec<f64>> = (0..B)
+        .map(|b| {
+            pre(p, x, b, true)
+                .iter()
+                .zip(&norms)
+                .map(|(v, n)| v.max(0.0) * n)
+                .collect()
+        })
+        .collect();
+    let mut all: Vec<f64> = z.iter().flatten().copied().collect();
+    all.sort_by(|a, b| b.total_cmp(a));
+    let tau = all[k * B - 1];
+    z.iter()
+        .map(|r| {
+            r.iter()
+                .zip(&norms)
+                .map(|(v, n)| if *v >= tau { v / n } else { 0.0 })
+                .collect()
+        })
+        .collect()
+}
+
 /// The Matryoshka BatchTopK loss, written from `lantern_sae::step`'s documentation: the
 /// batch-level selection of BatchTopK, then every nested prefix `[0, w)` of the latents
 /// (each width in `widths`, then all `M`) reconstructs the batch on its own, and the loss is
@@ -262,6 +295,7 @@ fn settings(arch: Arch, lambda: f32) -> StepSettings {
         bandwidth: 0.01,
         matryoshka: Vec::new(),
         target_l0: None,
+        rescale_by_decoder_norm: false,
     }
 }
 
@@ -369,6 +403,52 @@ fn matryoshka_batchtopk_gradients_match_finite_differences() {
             "seed {seed}: the prefixes did not change the gradient"
         );
     }
+}
+
+#[test]
+fn batchtopk_with_free_decoder_norms_ranks_by_contribution_and_gradients_match() {
+    let device = Device::flex();
+    let k = 2;
+    let mut reranked = false;
+    for seed in [21, 22, 23] {
+        let (mut p, x) = params(seed);
+        // Decoder rows of unequal norms, so that ranking by contribution differs.
+        for j in 0..M {
+            let s = [0.3, 3.0, 1.0, 0.5, 2.0][j % 5];
+            p.w_dec[j * D..(j + 1) * D].iter_mut().for_each(|v| *v *= s);
+        }
+        let recon = |q: &P| {
+            let mut sse = 0.0;
+            for (b, f) in batch_top_k_rescaled(q, &x, k).iter().enumerate() {
+                let xh = decode(q, f, true);
+                sse += (0..D).map(|i| (xh[i] - x[b * D + i]).powi(2)).sum::<f64>();
+            }
+            sse / total_variance(&x)
+        };
+        let want = numeric_grads(&p, &recon);
+        let mut s = settings(Arch::BatchTopK { k }, 0.0);
+        s.rescale_by_decoder_norm = true;
+        let xt = Tensor::<2>::from_data(
+            TensorData::new(x.iter().map(|v| *v as f32).collect::<Vec<_>>(), [B, D]),
+            &device,
+        );
+        let out = step(&to_device(&p, &device, false), xt, &s, None);
+        let want_sse = (recon(&p) * total_variance(&x)) as f32;
+        let sse = download(out.sse).unwrap()[0];
+        assert!(
+            (sse - want_sse).abs() <= 1e-4 * want_sse,
+            "seed {seed}: sse {sse} vs {want_sse}"
+        );
+        let g = out.grads;
+        assert_close("w_enc", &download(g.w_enc).unwrap(), &want[0], 2e-3);
+        assert_close("b_enc", &download(g.b_enc).unwrap(), &want[1], 2e-3);
+        assert_close("w_dec", &download(g.w_dec).unwrap(), &want[2], 2e-3);
+        assert_close("b_dec", &download(g.b_dec).unwrap(), &want[3], 2e-3);
+        let chosen =
+            |sel: Vec<Vec<f64>>| -> Vec<bool> { sel.iter().flatten().map(|v| *v > 0.0).collect() };
+        reranked |= chosen(batch_top_k_rescaled(&p, &x, k)) != chosen(batch_top_k(&p, &x, k));
+    }
+    assert!(reranked, "the decoder norms never changed the selection");
 }
 
 #[test]

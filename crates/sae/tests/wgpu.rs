@@ -107,6 +107,8 @@ fn compare_matryoshka(arch: Arch, with_dead: bool, widths: &[usize]) {
             bandwidth: 0.05,
             matryoshka: widths.to_vec(),
             target_l0: None,
+            // BatchTopK's default: ranked by relu(pre)·‖W_dec‖ (the rows' norms vary here).
+            rescale_by_decoder_norm: matches!(arch, Arch::BatchTopK { .. }),
         };
         let out = step(&p, upload(x.clone(), [b, d], dev), &s, dead.as_ref());
         // Gradients clipped on the device (a clip small enough to be active), and one

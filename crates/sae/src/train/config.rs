@@ -96,6 +96,11 @@ pub struct TrainConfig {
     /// yet too often to count as dead.
     #[serde(default)]
     pub revive_below: Option<f32>,
+    /// BatchTopK (and Matryoshka): leave the decoder norms free and rank activations by
+    /// `relu(pre)·‖W_dec‖` (SAELens's `rescale_acts_by_decoder_norm`; [`crate::step`]); the
+    /// saved SAE has the norms folded into the encoder.
+    #[serde(default)]
+    pub free_decoder_norms: bool,
 }
 
 impl TrainConfig {
@@ -113,7 +118,8 @@ impl TrainConfig {
     /// fewer than 0.1 % of tokens (`revive_below`), with α = 1 instead of TopK's 1/32. On
     /// synthetic data that lifted BatchTopK's MMCS from 0.91 to 0.99 at the small size and
     /// from 0.61 to 0.72 at full size (BENCHMARKS.md, "BatchTopK revival"); with the dead
-    /// window alone AuxK never acted there.
+    /// window alone AuxK never acted there. Their decoder norms are free
+    /// ([`TrainConfig::free_decoder_norms`]): MMCS 0.72–0.74 → 0.77 at full size.
     pub fn new(arch: Arch, d_sae: usize, steps: u64, batch: usize) -> Self {
         let (lr, sparsity_coeff, grad_clip) = match arch {
             Arch::TopK { .. } | Arch::BatchTopK { .. } => {
@@ -158,6 +164,7 @@ impl TrainConfig {
             target_l0: None,
             k_anneal_steps: 0,
             revive_below: matches!(arch, Arch::BatchTopK { .. }).then_some(1e-3),
+            free_decoder_norms: matches!(arch, Arch::BatchTopK { .. }),
         }
     }
 
@@ -277,6 +284,13 @@ impl TrainConfig {
                     "strictly increasing widths between 1 and d_sae − 1",
                 );
             }
+        }
+        if self.free_decoder_norms && !matches!(self.arch, Arch::BatchTopK { .. }) {
+            return bad(
+                "free_decoder_norms",
+                "true".into(),
+                "false: free decoder norms apply to batchtopk and matryoshka",
+            );
         }
         if self.k_anneal_steps > 0 && !matches!(self.arch, Arch::BatchTopK { .. }) {
             return bad(

@@ -287,7 +287,7 @@ impl Run {
         Ok(Self {
             d,
             k_aux: cfg.k_aux.unwrap_or(d / 2).max(1),
-            normalize_decoder: !matches!(cfg.arch, Arch::Relu),
+            normalize_decoder: !matches!(cfg.arch, Arch::Relu) && !cfg.free_decoder_norms,
             window: Window::new(cfg.d_sae, &device),
             skipped_before: state.saved.skipped_non_finite,
             cfg: cfg.clone(),
@@ -346,6 +346,7 @@ impl Run {
             bandwidth: cfg.bandwidth,
             matryoshka: cfg.matryoshka_widths.clone(),
             target_l0: cfg.target_l0.filter(|_| matches!(cfg.arch, Arch::JumpRelu)),
+            rescale_by_decoder_norm: cfg.free_decoder_norms,
         };
         let lr = cfg.lr_at(state.saved.step);
         let outcome = match self.cpu.as_mut() {

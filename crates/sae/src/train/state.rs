@@ -168,11 +168,34 @@ impl State {
             _ => None,
         };
         let mut w = self.saved.params.to_weights(sae_cfg, threshold)?;
+        if cfg.free_decoder_norms {
+            fold_decoder_norms(&mut w);
+        }
         let s = self.saved.scale;
         w.w_enc.iter_mut().for_each(|v| *v *= s);
         w.w_dec.iter_mut().for_each(|v| *v /= s);
         w.b_dec.iter_mut().for_each(|v| *v /= s);
         Ok(w)
+    }
+}
+
+/// Unit decoder rows with the same forward ([`crate::step`], free decoder norms): latent `i`
+/// with decoder norm `n_i` gets `W_dec,i/n_i`, `W_enc[:, i]·n_i`, `b_enc,i·n_i`, so that its
+/// activation is `relu(pre_i)·n_i` (what BatchTopK ranked and thresholded) and its
+/// contribution to `x̂` is unchanged. Rows of norm 0 stay as they are.
+pub(crate) fn fold_decoder_norms(w: &mut SaeWeights) {
+    let (d, m) = (w.cfg.d_in, w.cfg.d_sae);
+    for i in 0..m {
+        let row = &mut w.w_dec[i * d..(i + 1) * d];
+        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if n <= 0.0 || !n.is_finite() {
+            continue;
+        }
+        row.iter_mut().for_each(|v| *v /= n);
+        for r in 0..d {
+            w.w_enc[r * m + i] *= n;
+        }
+        w.b_enc[i] *= n;
     }
 }
 
@@ -197,4 +220,102 @@ fn dead_latents(saved: &Checkpoint, device: &Device) -> Option<DeadLatents> {
         mask: upload1(&mask, device),
         count,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The folded SAE, as a JumpReLU with the batch threshold τ, reproduces the training
+    /// forward of free decoder norms: keep `relu(pre_i)` where `relu(pre_i)·‖W_dec,i‖ > τ`,
+    /// decode with the unnormalised rows.
+    #[test]
+    fn folding_decoder_norms_keeps_the_training_forward() {
+        let (d, m, n) = (4usize, 6usize, 5usize);
+        let mut r = Rng::new(3);
+        let mut u = |scale: f32| (r.uniform_f32() * 2.0 - 1.0) * scale;
+        let mut w = SaeWeights {
+            cfg: SaeConfig {
+                d_in: d,
+                d_sae: m,
+                arch: Arch::JumpRelu,
+                apply_b_dec_to_input: true,
+                hook_name: String::new(),
+                model_name: String::new(),
+            },
+            w_enc: (0..d * m).map(|_| u(1.0)).collect(),
+            b_enc: (0..m).map(|_| u(0.3)).collect(),
+            w_dec: (0..m * d).map(|_| u(1.0)).collect(),
+            b_dec: (0..d).map(|_| u(0.2)).collect(),
+            threshold: None,
+        };
+        for j in 0..m {
+            let s = [0.2, 4.0, 1.0, 0.5, 2.5, 1.5][j];
+            w.w_dec[j * d..(j + 1) * d].iter_mut().for_each(|v| *v *= s);
+        }
+        let x: Vec<f32> = (0..n * d).map(|_| u(2.0)).collect();
+        let norms: Vec<f64> = (0..m)
+            .map(|j| {
+                w.w_dec[j * d..(j + 1) * d]
+                    .iter()
+                    .map(|v| f64::from(*v).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            })
+            .collect();
+        let pre = w.pre_acts(&x);
+        let mut ranked: Vec<f64> = pre
+            .iter()
+            .enumerate()
+            .map(|(i, p)| f64::from(p.max(0.0)) * norms[i % m])
+            .collect();
+        let tau = {
+            let mut s: Vec<f64> = ranked.iter().copied().filter(|v| *v > 0.0).collect();
+            s.sort_by(|a, b| a.total_cmp(b));
+            (s[s.len() / 2] + s[s.len() / 2 + 1]) / 2.0
+        };
+        // The training forward, by hand.
+        let mut want = Vec::new();
+        for b in 0..n {
+            for i in 0..d {
+                let mut v = f64::from(w.b_dec[i]);
+                for j in 0..m {
+                    if ranked[b * m + j] > tau {
+                        v += f64::from(pre[b * m + j]) * f64::from(w.w_dec[j * d + i]);
+                    }
+                }
+                want.push(v);
+            }
+        }
+        ranked.clear();
+        let mut folded = w.clone();
+        fold_decoder_norms(&mut folded);
+        for j in 0..m {
+            let n: f32 = folded.w_dec[j * d..(j + 1) * d]
+                .iter()
+                .map(|v| v * v)
+                .sum::<f32>()
+                .sqrt();
+            assert!((n - 1.0).abs() < 1e-5, "row {j} has norm {n}");
+        }
+        let jump = |mut s: SaeWeights| {
+            s.threshold = Some(vec![tau as f32; m]);
+            s.decode(&s.encode(&x))
+        };
+        let got = jump(folded);
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (f64::from(*g) - w).abs() < 1e-4,
+                "folded {g}, training forward {w}"
+            );
+        }
+        // Without the fold, the threshold applies to relu(pre) and selects otherwise.
+        let unfolded = jump(w);
+        assert!(
+            unfolded
+                .iter()
+                .zip(&want)
+                .any(|(g, w)| (f64::from(*g) - w).abs() > 1e-3)
+        );
+    }
 }
