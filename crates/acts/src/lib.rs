@@ -46,8 +46,8 @@ pub use manifest::{
     Dtype, FORMAT_VERSION, MANIFEST_FILE, MAX_LABELS, Manifest, Role, ShardEntry, StoreMeta,
     shard_file_name,
 };
-pub use reader::{Batch, BatchReader, Cursor, NonFinite, ReaderOptions};
-pub use rng::Rng;
+pub use reader::{Batch, BatchReader, Cursor, NonFinite, ReaderOptions, ShuffleScope};
+pub use rng::{Permutation, Rng};
 pub use shard::Shard;
 pub use store::Store;
 pub use synth::{GROUND_TRUTH_FILE, GroundTruth, Hierarchy, LabelledRows, SynthConfig, synthesize};

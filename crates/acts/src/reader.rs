@@ -5,12 +5,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ActsError, Result, usage};
 use crate::manifest::Role;
-use crate::rng::{Rng, derive_seed};
+use crate::rng::{Permutation, Rng, derive_seed};
 use crate::shard::Shard;
 use crate::store::Store;
 
 /// Window length used to bound the mapped shards when reading sequentially.
 const SEQUENTIAL_WINDOW: u64 = 1 << 16;
+/// Mixed into the seed of a [`ShuffleScope::Store`] permutation.
+const STORE_SCOPE_TAG: u64 = 0x0053_544f_5245; // "STORE"
 
 /// What to do with rows holding NaN or infinities.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -22,6 +24,22 @@ pub enum NonFinite {
     Skip,
 }
 
+/// Which rows a shuffled reader mixes (with `shuffle_rows > 0`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShuffleScope {
+    /// The epoch's shard order is permuted and rows are permuted within windows of
+    /// `shuffle_rows` consecutive rows of it: a row moves at most one window, so a store
+    /// written document by document stays grouped by document over stretches of the epoch
+    /// (reads are nearly sequential, which suits stores larger than memory on slow disks).
+    #[default]
+    Window,
+    /// The epoch is one uniform permutation of all the store's rows (a keyed [`Permutation`]
+    /// of row numbers, no index held): every stretch of the epoch samples the whole store.
+    /// Reads are random; `shuffle_rows` only sets how many rows are located at a time.
+    Store,
+}
+
 /// How a [`BatchReader`] walks the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReaderOptions {
@@ -29,6 +47,8 @@ pub struct ReaderOptions {
     pub batch_rows: usize,
     /// Shuffle window in rows; 0 reads sequentially in manifest order.
     pub shuffle_rows: usize,
+    /// What a shuffle mixes: rows within a window, or the whole store.
+    pub scope: ShuffleScope,
     pub seed: u64,
     /// Keep only rows with this role (the store must have roles).
     pub role: Option<Role>,
@@ -45,6 +65,7 @@ impl Default for ReaderOptions {
         ReaderOptions {
             batch_rows: 4096,
             shuffle_rows: 0,
+            scope: ShuffleScope::Window,
             seed: 0,
             role: None,
             label: None,
@@ -84,12 +105,15 @@ struct Window {
 /// Streams fixed-size batches from a [`Store`], with bounded memory, deterministic order and
 /// exact resume from a [`Cursor`].
 ///
-/// Shuffle (`shuffle_rows > 0`): for epoch `e`, the shard order is permuted by an RNG seeded
-/// from `(seed, e)`; the concatenated row stream is cut into windows of `shuffle_rows` rows;
-/// window `w`'s rows are permuted by an RNG seeded from `(seed, e, w)`. Rows are gathered from
+/// Shuffle (`shuffle_rows > 0`) with [`ShuffleScope::Window`]: for epoch `e`, the shard order is
+/// permuted by an RNG seeded from `(seed, e)`; the concatenated row stream is cut into windows of
+/// `shuffle_rows` rows; window `w`'s rows are permuted by an RNG seeded from `(seed, e, w)`.
+/// With [`ShuffleScope::Store`], stream row `p` of epoch `e` is store row `π_e(p)` (manifest
+/// order), `π_e` the [`Permutation`] keyed by `(seed, e)`. Rows are gathered from
 /// the memory-mapped shards straight into the batch. Only the shards the current window touches
-/// stay mapped and only the index vector of one window is held, so memory does not grow with
-/// the store. With `shuffle_rows = 0` rows come in manifest order.
+/// stay mapped (under the store scope, nearly all of them: mappings cost address space, and the
+/// pages read are the kernel's cache to evict) and only the index vector of one window is held,
+/// so memory does not grow with the store. With `shuffle_rows = 0` rows come in manifest order.
 ///
 /// Filters (role, non-finite rows) apply after the order is fixed, so a [`Cursor`] counts
 /// stream rows before filtering and resuming is exact with or without them.
@@ -103,6 +127,8 @@ pub struct BatchReader {
     order_epoch: Option<u64>,
     order: Vec<usize>,
     order_starts: Vec<u64>,
+    /// The epoch's permutation of store rows ([`ShuffleScope::Store`]).
+    permutation: Option<Permutation>,
     window: Option<Window>,
     /// Mapped shards by shard index; only those the current window touches are `Some`.
     mapped: Vec<Option<Shard>>,
@@ -144,6 +170,7 @@ impl BatchReader {
             order_epoch: None,
             order: Vec::new(),
             order_starts: Vec::new(),
+            permutation: None,
             window: None,
             mapped,
         })
@@ -293,9 +320,13 @@ impl BatchReader {
     }
 
     fn load_window(&mut self, epoch: u64, w: u64) -> Result<()> {
+        let whole_store = self.opts.shuffle_rows > 0 && self.opts.scope == ShuffleScope::Store;
         if self.order_epoch != Some(epoch) {
             let mut order: Vec<usize> = (0..self.store.num_shards()).collect();
-            if self.opts.shuffle_rows > 0 {
+            if whole_store {
+                let seed = derive_seed(&[self.opts.seed, epoch, STORE_SCOPE_TAG]);
+                self.permutation = Some(Permutation::new(self.store.rows(), seed));
+            } else if self.opts.shuffle_rows > 0 {
                 Rng::new(derive_seed(&[self.opts.seed, epoch])).shuffle(&mut order);
             }
             let mut starts = Vec::with_capacity(order.len() + 1);
@@ -316,22 +347,35 @@ impl BatchReader {
         let mut rows = self.window.take().map(|w| w.rows).unwrap_or_default();
         rows.clear();
         let mut touched = vec![false; self.mapped.len()];
-        // First order entry whose range contains `start`.
-        let mut k = self.order_starts.partition_point(|&s| s <= start) - 1;
-        let mut p = start;
-        while p < end {
-            let shard = self.order[k];
-            let seg_end = self.order_starts[k + 1].min(end);
-            if seg_end > p {
-                touched[shard] = true;
-                let base = self.order_starts[k];
-                rows.extend((p - base..seg_end - base).map(|r| (shard as u32, r as u32)));
-                p = seg_end;
+        match self.permutation.as_ref().filter(|_| whole_store) {
+            Some(perm) => {
+                // Store rows in manifest order: order[k] = k.
+                rows.extend((start..end).map(|p| {
+                    let g = perm.apply(p);
+                    let k = self.order_starts.partition_point(|&s| s <= g) - 1;
+                    touched[k] = true;
+                    (k as u32, (g - self.order_starts[k]) as u32)
+                }));
             }
-            k += 1;
-        }
-        if self.opts.shuffle_rows > 0 {
-            Rng::new(derive_seed(&[self.opts.seed, epoch, w])).shuffle(&mut rows);
+            None => {
+                // First order entry whose range contains `start`.
+                let mut k = self.order_starts.partition_point(|&s| s <= start) - 1;
+                let mut p = start;
+                while p < end {
+                    let shard = self.order[k];
+                    let seg_end = self.order_starts[k + 1].min(end);
+                    if seg_end > p {
+                        touched[shard] = true;
+                        let base = self.order_starts[k];
+                        rows.extend((p - base..seg_end - base).map(|r| (shard as u32, r as u32)));
+                        p = seg_end;
+                    }
+                    k += 1;
+                }
+                if self.opts.shuffle_rows > 0 {
+                    Rng::new(derive_seed(&[self.opts.seed, epoch, w])).shuffle(&mut rows);
+                }
+            }
         }
         for (i, slot) in self.mapped.iter_mut().enumerate() {
             if !touched[i] {

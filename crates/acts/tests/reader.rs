@@ -6,8 +6,8 @@ use std::path::Path;
 
 use common::{formula_store, ids, meta, poke_value, value};
 use lantern_acts::{
-    Batch, BatchReader, Cursor, Dtype, NonFinite, ReaderOptions, Role, Store, StoreWriter,
-    WriterOptions,
+    Batch, BatchReader, Cursor, Dtype, NonFinite, ReaderOptions, Role, ShuffleScope, Store,
+    StoreWriter, WriterOptions,
 };
 
 fn reader(dir: &Path, opts: ReaderOptions) -> BatchReader {
@@ -33,9 +33,14 @@ fn row_numbers(b: &Batch) -> Vec<u64> {
 }
 
 fn shuffled(seed: u64, epochs: u64) -> ReaderOptions {
+    scoped(seed, epochs, ShuffleScope::Window)
+}
+
+fn scoped(seed: u64, epochs: u64, scope: ShuffleScope) -> ReaderOptions {
     ReaderOptions {
         batch_rows: 9,
         shuffle_rows: 16,
+        scope,
         seed,
         epochs: Some(epochs),
         ..Default::default()
@@ -96,24 +101,55 @@ fn endless_epochs_keep_going() {
 fn shuffled_epochs_are_permutations_and_follow_the_seed() {
     let dir = tempfile::tempdir().unwrap();
     formula_store(dir.path(), 3, 100, 7, false);
-    let read = |seed| -> Vec<u64> {
-        all_batches(&mut reader(dir.path(), shuffled(seed, 3)))
-            .iter()
-            .flat_map(row_numbers)
-            .collect()
-    };
-    let a = read(5);
-    assert_eq!(a.len(), 300);
-    let identity: Vec<u64> = (0..100).collect();
-    for epoch in a.chunks(100) {
-        assert_ne!(epoch, &identity[..], "epoch not shuffled");
-        let mut sorted = epoch.to_vec();
-        sorted.sort_unstable();
-        assert_eq!(sorted, identity, "epoch is not a permutation");
+    for scope in [ShuffleScope::Window, ShuffleScope::Store] {
+        let read = |seed| -> Vec<u64> {
+            all_batches(&mut reader(dir.path(), scoped(seed, 3, scope)))
+                .iter()
+                .flat_map(row_numbers)
+                .collect()
+        };
+        let a = read(5);
+        assert_eq!(a.len(), 300);
+        let identity: Vec<u64> = (0..100).collect();
+        for epoch in a.chunks(100) {
+            assert_ne!(epoch, &identity[..], "epoch not shuffled");
+            let mut sorted = epoch.to_vec();
+            sorted.sort_unstable();
+            assert_eq!(sorted, identity, "epoch is not a permutation");
+        }
+        assert_ne!(a[..100], a[100..200], "epochs should differ");
+        assert_eq!(a, read(5), "same seed, same order");
+        assert_ne!(a, read(6), "other seed, other order");
     }
-    assert_ne!(a[..100], a[100..200], "epochs should differ");
-    assert_eq!(a, read(5), "same seed, same order");
-    assert_ne!(a, read(6), "other seed, other order");
+}
+
+#[test]
+fn store_scope_mixes_the_whole_store_into_every_window() {
+    // Window scope keeps each 16-row stretch within ≤ 4 of the 15 shards (test above); the
+    // store scope draws every stretch from all of them: 16 uniform draws from 15 shards of ≤ 7
+    // rows hit ≈ 10.5 distinct shards on average, and the first fifth of the epoch covers rows
+    // from every part of the store.
+    let dir = tempfile::tempdir().unwrap();
+    formula_store(dir.path(), 3, 100, 7, false);
+    let rows: Vec<u64> = all_batches(&mut reader(dir.path(), scoped(1, 1, ShuffleScope::Store)))
+        .iter()
+        .flat_map(row_numbers)
+        .collect();
+    let spans: Vec<usize> = rows
+        .chunks(16)
+        .map(|w| {
+            let mut shards: Vec<u64> = w.iter().map(|r| r / 7).collect();
+            shards.sort_unstable();
+            shards.dedup();
+            shards.len()
+        })
+        .collect();
+    let mean = spans[..6].iter().sum::<usize>() as f64 / 6.0;
+    assert!(mean > 8.0, "16-row stretches span {spans:?} shards");
+    let mut quarters: Vec<u64> = rows[..20].iter().map(|r| r / 25).collect();
+    quarters.sort_unstable();
+    quarters.dedup();
+    assert_eq!(quarters, [0, 1, 2, 3], "first 20 rows {:?}", &rows[..20]);
 }
 
 #[test]
@@ -138,23 +174,29 @@ fn shuffle_window_bounds_how_far_rows_move() {
 fn seek_to_a_saved_cursor_reproduces_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     formula_store(dir.path(), 4, 61, 6, true);
-    let mut opts = shuffled(9, 3);
-    opts.role = Some(Role::Answer); // filtering must not disturb resume either
-    let mut full = reader(dir.path(), opts.clone());
-    let mut batches = Vec::new();
-    let mut cursors = vec![full.cursor()];
-    while let Some(b) = full.next_batch().unwrap() {
-        batches.push(b);
-        cursors.push(full.cursor());
-    }
-    assert!(batches.len() > 8);
-    for j in [0, 1, 3, 4, 7, batches.len() - 1] {
-        let saved: Cursor =
-            serde_json::from_str(&serde_json::to_string(&cursors[j]).unwrap()).unwrap();
-        let mut resumed = reader(dir.path(), opts.clone());
-        resumed.seek(saved).unwrap();
-        let rest = all_batches(&mut resumed);
-        assert_eq!(rest, batches[j..], "resume from batch {j} at {saved:?}");
+    for scope in [ShuffleScope::Window, ShuffleScope::Store] {
+        let mut opts = scoped(9, 3, scope);
+        opts.role = Some(Role::Answer); // filtering must not disturb resume either
+        let mut full = reader(dir.path(), opts.clone());
+        let mut batches = Vec::new();
+        let mut cursors = vec![full.cursor()];
+        while let Some(b) = full.next_batch().unwrap() {
+            batches.push(b);
+            cursors.push(full.cursor());
+        }
+        assert!(batches.len() > 8);
+        for j in [0, 1, 3, 4, 7, batches.len() - 1] {
+            let saved: Cursor =
+                serde_json::from_str(&serde_json::to_string(&cursors[j]).unwrap()).unwrap();
+            let mut resumed = reader(dir.path(), opts.clone());
+            resumed.seek(saved).unwrap();
+            let rest = all_batches(&mut resumed);
+            assert_eq!(
+                rest,
+                batches[j..],
+                "{scope:?}: resume from batch {j} at {saved:?}"
+            );
+        }
     }
 }
 

@@ -43,6 +43,10 @@ pub enum BenchCommand {
         batch: usize,
         #[arg(long, default_value_t = 1 << 16)]
         shuffle_rows: usize,
+        /// What the shuffle mixes: `store` (every batch from the whole store, random reads;
+        /// what `sae train` does) or `window` (rows within windows of --shuffle-rows).
+        #[arg(long, default_value = "store", value_parser = crate::flags::shuffle_scope)]
+        shuffle: lantern_acts::ShuffleScope,
     },
     /// Rows/s and peak memory of feature search over a store: `diff` (the SAE over the store
     /// as base and as finetune, with the sequence bootstrap) and `direction` (per-sequence
@@ -146,6 +150,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             store,
             batch,
             shuffle_rows,
+            shuffle,
         } => {
             let s = Store::open(&store)?;
             let bytes: u64 = s.manifest().shards.iter().map(|sh| sh.bytes).sum();
@@ -154,6 +159,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 ReaderOptions {
                     batch_rows: batch,
                     shuffle_rows,
+                    scope: shuffle,
                     seed: 0,
                     role: None,
                     label: None,

@@ -124,6 +124,12 @@ pub struct TrainArgs {
     pub b_dec_init: String,
     #[command(flatten)]
     pub rows: RowArgs,
+    /// What the shuffle mixes: `store` (each batch drawn from the whole store) or `window`
+    /// (rows within windows of 65 536 consecutive rows: nearly sequential reads, the order
+    /// before 2026-12-04; a store captured document by document then ends the run on a few
+    /// documents).
+    #[arg(long, default_value = "store", value_parser = crate::flags::shuffle_scope)]
+    pub shuffle: lantern_acts::ShuffleScope,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Skip NaN/Inf rows instead of failing.
@@ -309,6 +315,9 @@ pub struct SweepArgs {
     pub batch: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// store | window (`sae train --shuffle`).
+    #[arg(long, default_value = "store", value_parser = crate::flags::shuffle_scope)]
+    pub shuffle: lantern_acts::ShuffleScope,
     #[command(flatten)]
     pub rows: RowArgs,
     /// Rows evaluated after training (0 = skip; then the table shows the last training batch).
@@ -486,6 +495,8 @@ fn sweep_runs(a: &SweepArgs) -> Result<Vec<(String, TrainArgs)>> {
                         a.batch.to_string(),
                         "--seed".into(),
                         a.seed.to_string(),
+                        "--shuffle".into(),
+                        crate::flags::shuffle_name(a.shuffle).into(),
                         "--eval-rows".into(),
                         a.eval_rows.to_string(),
                         "--device".into(),
@@ -867,6 +878,7 @@ impl TrainArgs {
         c.outlier_factor = rows.outlier_factor;
         c.drop_first_position = rows.drop_first;
         c.seed = self.seed;
+        c.shuffle_scope = self.shuffle;
         c.skip_non_finite = self.skip_non_finite;
         c.checkpoint_every = self.checkpoint_every;
         c.log_every = self.log_every.max(1);

@@ -86,6 +86,7 @@ pub fn evaluate(
             ReaderOptions {
                 batch_rows,
                 shuffle_rows: 0,
+                scope: Default::default(),
                 seed: 0,
                 role: None,
                 label: None,

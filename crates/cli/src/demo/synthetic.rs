@@ -70,6 +70,7 @@ pub fn run(out: &Path, device: &str, a: &Synthetic) -> Result<()> {
         no_normalize: false,
         b_dec_init: "median".into(),
         rows: Default::default(),
+        shuffle: lantern_acts::ShuffleScope::Store,
         seed: 0,
         skip_non_finite: false,
         checkpoint_every: 0,

@@ -19,6 +19,7 @@ pub(super) fn init_sample(store: &Store, cfg: &TrainConfig) -> Result<(RowCut, V
         ReaderOptions {
             batch_rows: cfg.init_rows.clamp(1, 1 << 16),
             shuffle_rows: cfg.shuffle_rows,
+            scope: cfg.shuffle_scope,
             seed: cfg.seed ^ 0x5eed_1417,
             role: None,
             label: None,

@@ -126,6 +126,7 @@ pub fn reader_options(cfg: &TrainConfig) -> ReaderOptions {
     ReaderOptions {
         batch_rows: cfg.batch,
         shuffle_rows: cfg.shuffle_rows,
+        scope: cfg.shuffle_scope,
         seed: cfg.seed,
         role: None,
         label: None,
