@@ -33,7 +33,7 @@ fn run(arch: Arch, tweak: impl FnOnce(&mut TrainConfig)) -> Outcome {
     )
     .unwrap();
     let store = Store::open(&store_dir).unwrap();
-    let mut cfg = TrainConfig::new(arch, 512, 800_000 / 1024, 1024);
+    let mut cfg = TrainConfig::new(arch, 64, 512, 800_000 / 1024, 1024);
     cfg.lr = 4e-3;
     cfg.dead_tokens = 50_000;
     cfg.log_every = 100;
@@ -162,7 +162,7 @@ fn matryoshka_absorbs_parents_into_children_less_than_batchtopk() {
     .unwrap();
     let store = Store::open(&store_dir).unwrap();
     let absorption = |widths: Vec<usize>| {
-        let mut cfg = TrainConfig::new(Arch::BatchTopK { k: 6 }, 512, 800_000 / 1024, 1024);
+        let mut cfg = TrainConfig::new(Arch::BatchTopK { k: 6 }, 64, 512, 800_000 / 1024, 1024);
         cfg.lr = 4e-3;
         cfg.dead_tokens = 50_000;
         cfg.log_every = 100;

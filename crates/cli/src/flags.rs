@@ -37,3 +37,22 @@ pub fn shuffle_name(s: lantern_acts::ShuffleScope) -> &'static str {
         lantern_acts::ShuffleScope::Window => "window",
     }
 }
+
+/// A `--lr` value: a rate, or `sparsify` for sparsify's rule `2e-4/√(M/2¹⁴)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Lr {
+    /// This learning rate (checked positive when the run is configured).
+    Rate(f32),
+    /// [`lantern_sae::train::sparsify_lr`] of the dictionary size.
+    Sparsify,
+}
+
+/// `--lr`: a finite number or `sparsify`.
+pub fn lr(s: &str) -> Result<Lr, String> {
+    match s {
+        "sparsify" => Ok(Lr::Sparsify),
+        v => finite_f32(v)
+            .map(Lr::Rate)
+            .map_err(|e| format!("{e} (expected a learning rate or sparsify)")),
+    }
+}

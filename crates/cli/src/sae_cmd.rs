@@ -76,10 +76,12 @@ pub struct TrainArgs {
     pub steps: Option<u64>,
     #[arg(long, default_value_t = 4096)]
     pub batch: usize,
-    /// Peak learning rate (default depends on the architecture).
+    /// Peak learning rate, or `sparsify` for sparsify's rule 2e-4/√(d_sae/2¹⁴) (default: topk
+    /// max(2e-4/√(d_sae/2¹⁴), 1.8/√(d_in·steps)), which raises the rate for short runs;
+    /// batchtopk, matryoshka and jumprelu sparsify's rule; relu 5e-5).
     #[arg(long)]
-    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
-    pub lr: Option<f32>,
+    #[arg(value_parser = crate::flags::lr, allow_negative_numbers = true)]
+    pub lr: Option<crate::flags::Lr>,
     #[arg(long)]
     pub lr_warmup_steps: Option<u64>,
     /// Linear decay to 0 over the last N steps (default: 20 % of the steps).
@@ -300,7 +302,8 @@ pub struct SweepArgs {
     #[arg(long, value_delimiter = ',')]
     #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     pub target_l0: Vec<f32>,
-    /// Learning rates, comma-separated; `auto` is `sae train`'s default for the architecture.
+    /// Learning rates, comma-separated; `auto` is `sae train`'s default for the architecture,
+    /// `sparsify` sparsify's rule 2e-4/√(d_sae/2¹⁴).
     #[arg(long, value_delimiter = ',', default_value = "auto")]
     pub lr: Vec<String>,
     /// Dictionary sizes, comma-separated (default: 8 × d_in).
@@ -408,18 +411,21 @@ struct TrainArgv {
 /// One SAE of a sweep: its directory name and `sae train` arguments.
 fn sweep_runs(a: &SweepArgs) -> Result<Vec<(String, TrainArgs)>> {
     use clap::Parser;
-    let lrs: Vec<Option<f32>> =
-        a.lr.iter()
-            .map(|v| match v.as_str() {
-                "auto" => Ok(None),
-                v => match v.parse::<f32>() {
-                    Ok(x) if x.is_finite() && x > 0.0 => Ok(Some(x)),
-                    _ => Err(anyhow::anyhow!(
-                        "--lr '{v}': expected auto or a positive number"
-                    )),
-                },
-            })
-            .collect::<Result<_>>()?;
+    // (name part, `sae train --lr` value)
+    let lrs: Vec<(String, Option<String>)> = a
+        .lr
+        .iter()
+        .map(|v| match v.as_str() {
+            "auto" => Ok(("auto".to_string(), None)),
+            "sparsify" => Ok(("sparsify".to_string(), Some("sparsify".to_string()))),
+            v => match v.parse::<f32>() {
+                Ok(x) if x.is_finite() && x > 0.0 => Ok((format!("{x:e}"), Some(x.to_string()))),
+                _ => Err(anyhow::anyhow!(
+                    "--lr '{v}': expected auto, sparsify or a positive number"
+                )),
+            },
+        })
+        .collect::<Result<_>>()?;
     let sizes: Vec<Option<usize>> = if a.d_sae.is_empty() {
         vec![None]
     } else {
@@ -478,7 +484,7 @@ fn sweep_runs(a: &SweepArgs) -> Result<Vec<(String, TrainArgs)>> {
                     for part in [
                         tag.clone(),
                         m.map(|m| format!("m{m}")).unwrap_or_default(),
-                        format!("lr{}", lr.map_or("auto".into(), |v| format!("{v:e}"))),
+                        format!("lr{}", lr.0),
                     ] {
                         if !part.is_empty() {
                             name.push('-');
@@ -510,8 +516,8 @@ fn sweep_runs(a: &SweepArgs) -> Result<Vec<(String, TrainArgs)>> {
                     if let Some(m) = m {
                         argv.extend(["--d-sae".into(), m.to_string()]);
                     }
-                    if let Some(lr) = lr {
-                        argv.extend(["--lr".into(), lr.to_string()]);
+                    if let Some(lr) = &lr.1 {
+                        argv.extend(["--lr".into(), lr.clone()]);
                     }
                     match (a.tokens, a.steps) {
                         (Some(t), _) => argv.extend(["--tokens".into(), t.to_string()]),
@@ -819,9 +825,11 @@ impl TrainArgs {
             (None, Some(s)) => s,
             (None, None) => bail!("give --tokens N or --steps N"),
         };
-        let mut c = TrainConfig::new(arch, d_sae, steps, self.batch);
-        if let Some(v) = self.lr {
-            c.lr = v;
+        let mut c = TrainConfig::new(arch, d_in, d_sae, steps, self.batch);
+        match self.lr {
+            Some(crate::flags::Lr::Rate(v)) => c.lr = v,
+            Some(crate::flags::Lr::Sparsify) => c.lr = lantern_sae::train::sparsify_lr(d_sae),
+            None => {}
         }
         if let Some(v) = self.lr_warmup_steps {
             c.lr_warmup_steps = v;

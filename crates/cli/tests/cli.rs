@@ -730,7 +730,7 @@ fn a_lockstep_sweep_gives_each_sae_that_training_alone_gives() {
         "--k",
         "3,6",
         "--lr",
-        "auto,0.002",
+        "auto,0.002,sparsify",
     ];
     sweep.extend_from_slice(&common);
     let out = p("sweep");
@@ -741,9 +741,24 @@ fn a_lockstep_sweep_gives_each_sae_that_training_alone_gives() {
     )
     .unwrap();
     let runs = table["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 6, "2 k × 2 lr for topk, 2 lr for relu");
+    assert_eq!(runs.len(), 9, "2 k × 3 lr for topk, 3 lr for relu");
     let csv = std::fs::read_to_string(dir.path().join("sweep/sweep.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 7);
+    assert_eq!(csv.lines().count(), 10);
+    // `auto` is TopK's rule max(2e-4/√(M/2¹⁴), 1.8/√(d·steps)) = 1.8/√(24·40) = 0.058095 here;
+    // `sparsify` is 2e-4/√(96/16384) = 2.6127e-3 (by hand).
+    for (name, want) in [
+        ("topk-k3-m96-lrauto", 0.058095),
+        ("topk-k3-m96-lrsparsify", 2.6127e-3),
+        ("relu-m96-lrsparsify", 2.6127e-3),
+        ("relu-m96-lrauto", 5e-5),
+    ] {
+        let row = runs.iter().find(|r| r["name"] == name).unwrap();
+        let lr = row["lr"].as_f64().unwrap();
+        assert!(
+            (lr / want - 1.0).abs() < 1e-4,
+            "{name}: lr {lr}, expected {want}"
+        );
+    }
     assert!(dir.path().join("sweep/sweep.png").exists());
     for (name, flags) in [
         (

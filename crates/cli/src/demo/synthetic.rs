@@ -57,7 +57,7 @@ pub fn run(out: &Path, device: &str, a: &Synthetic) -> Result<()> {
         tokens: Some(a.rows),
         steps: None,
         batch: 1024,
-        lr: Some(4e-3),
+        lr: Some(crate::flags::Lr::Rate(4e-3)),
         lr_warmup_steps: None,
         lr_decay_steps: None,
         sparsity_coeff: None,
