@@ -1,6 +1,9 @@
 //! `BatchReader`: streams fixed-size batches from a store, sequentially or shuffled, with
 //! bounded memory, deterministic order and exact resume from a [`Cursor`].
 
+use std::fmt;
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ActsError, Result, usage};
@@ -41,6 +44,28 @@ pub enum ShuffleScope {
     /// for a 2.5 GB store against 0.5 GB in windows (BENCHMARKS.md). `shuffle_rows` only sets
     /// how many rows are located at a time.
     Store,
+}
+
+impl fmt::Display for ShuffleScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ShuffleScope::Window => "window",
+            ShuffleScope::Store => "store",
+        })
+    }
+}
+
+impl FromStr for ShuffleScope {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "window" => Ok(ShuffleScope::Window),
+            "store" => Ok(ShuffleScope::Store),
+            _ => Err(format!(
+                "unknown shuffle scope {s:?}: expected store or window"
+            )),
+        }
+    }
 }
 
 /// How a [`BatchReader`] walks the store.
@@ -130,7 +155,8 @@ pub struct BatchReader {
     order_epoch: Option<u64>,
     order: Vec<usize>,
     order_starts: Vec<u64>,
-    /// The epoch's permutation of store rows ([`ShuffleScope::Store`]).
+    /// The epoch's permutation of store rows: `Some` exactly when shuffling under
+    /// [`ShuffleScope::Store`].
     permutation: Option<Permutation>,
     window: Option<Window>,
     /// Mapped shards by shard index; only those the current window touches are `Some`.
@@ -350,7 +376,7 @@ impl BatchReader {
         let mut rows = self.window.take().map(|w| w.rows).unwrap_or_default();
         rows.clear();
         let mut touched = vec![false; self.mapped.len()];
-        match self.permutation.as_ref().filter(|_| whole_store) {
+        match self.permutation.as_ref() {
             Some(perm) => {
                 // Store rows in manifest order: order[k] = k.
                 rows.extend((start..end).map(|p| {

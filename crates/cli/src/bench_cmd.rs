@@ -45,7 +45,7 @@ pub enum BenchCommand {
         shuffle_rows: usize,
         /// What the shuffle mixes: `store` (every batch from the whole store, random reads;
         /// what `sae train` does) or `window` (rows within windows of --shuffle-rows).
-        #[arg(long, default_value = "store", value_parser = crate::flags::shuffle_scope)]
+        #[arg(long, default_value = "store")]
         shuffle: lantern_acts::ShuffleScope,
     },
     /// Rows/s and peak memory of feature search over a store: `diff` (the SAE over the store

@@ -21,23 +21,6 @@ pub fn finite_f64(s: &str) -> Result<f64, String> {
     }
 }
 
-/// `--shuffle`: `store` or `window` ([`lantern_acts::ShuffleScope`]).
-pub fn shuffle_scope(s: &str) -> Result<lantern_acts::ShuffleScope, String> {
-    match s {
-        "store" => Ok(lantern_acts::ShuffleScope::Store),
-        "window" => Ok(lantern_acts::ShuffleScope::Window),
-        other => Err(format!("'{other}': expected store or window")),
-    }
-}
-
-/// The `--shuffle` spelling of a scope.
-pub fn shuffle_name(s: lantern_acts::ShuffleScope) -> &'static str {
-    match s {
-        lantern_acts::ShuffleScope::Store => "store",
-        lantern_acts::ShuffleScope::Window => "window",
-    }
-}
-
 /// A `--lr` value: a rate, or `sparsify` for sparsify's rule `2e-4/√(M/2¹⁴)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Lr {

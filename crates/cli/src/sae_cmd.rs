@@ -130,7 +130,7 @@ pub struct TrainArgs {
     /// (rows within windows of 65 536 consecutive rows: nearly sequential reads, the order
     /// before 2026-12-04; a store captured document by document then ends the run on a few
     /// documents).
-    #[arg(long, default_value = "store", value_parser = crate::flags::shuffle_scope)]
+    #[arg(long, default_value = "store")]
     pub shuffle: lantern_acts::ShuffleScope,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -319,7 +319,7 @@ pub struct SweepArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// store | window (`sae train --shuffle`).
-    #[arg(long, default_value = "store", value_parser = crate::flags::shuffle_scope)]
+    #[arg(long, default_value = "store")]
     pub shuffle: lantern_acts::ShuffleScope,
     #[command(flatten)]
     pub rows: RowArgs,
@@ -502,7 +502,7 @@ fn sweep_runs(a: &SweepArgs) -> Result<Vec<(String, TrainArgs)>> {
                         "--seed".into(),
                         a.seed.to_string(),
                         "--shuffle".into(),
-                        crate::flags::shuffle_name(a.shuffle).into(),
+                        a.shuffle.to_string(),
                         "--eval-rows".into(),
                         a.eval_rows.to_string(),
                         "--device".into(),
