@@ -7,7 +7,7 @@
 # `cargo build --release -p lantern-cli --features lantern-cli/vulkan`, stripped and xz'd; the
 # Vulkan loader unpacked as /work/.library/device/README.md explains):
 #   VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json \
-#     bash scripts/gpu-bench.sh path/to/lantern [workdir] [outdir]
+#     bash scripts/gpu-bench.sh path/to/lantern [workdir] [outdir] [kernel-test-binary]
 # Everything printed is also written to OUTDIR/gpu-bench.txt (and the trainers' metrics.json
 # as OUTDIR/train-*.json), so a run through the device tool brings it back in $OUT.
 set -euo pipefail
@@ -19,27 +19,38 @@ log="$out/gpu-bench.txt"
 exec > >(tee -a "$log") 2>&1
 echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi')"
 
-# 1. The isolated step at the issue's shapes (batch 4096), both shader paths.
-for dev in vulkan wgpu; do
-  for spec in "128,2048,32 50" "768,24576,32 50" "4096,65536,64 10"; do
-    set -- $spec
-    echo "== bench sae --device $dev --shape $1"
-    timeout 120 "$bin" bench sae --device "$dev" --shape "$1" --batch 4096 --steps "$2" || echo "   (failed or timed out)"
+# 1. The isolated step at the issue's shapes (batch 4096): on vulkan (SPIR-V) the default
+#    dense TopK path and the sparse path on lantern-kernels' CubeCL kernels
+#    (`LANTERN_SPARSE_TOPK=1`: radix top-k, gather decode, segment-sum backward); WGSL for
+#    the smallest shape (the WGSL path is what CI tests on lavapipe).
+for spec in "128,2048,32 50" "768,24576,32 50" "4096,65536,64 10"; do
+  set -- $spec
+  for path in dense kernels; do
+    echo "== bench sae --device vulkan --shape $1 ($path)"
+    sparse=0; [[ $path == kernels ]] && sparse=1
+    LANTERN_SPARSE_TOPK=$sparse timeout 120 "$bin" bench sae --device vulkan --shape "$1" --batch 4096 --steps "$2" ||
+      echo "   (failed or timed out)"
   done
+done
+for shape in 128,2048,32; do
+  echo "== bench sae --device wgpu --shape $shape (dense)"
+  timeout 120 "$bin" bench sae --device wgpu --shape "$shape" --batch 4096 --steps 50 || echo "   (failed or timed out)"
 done
 
 # 2. The whole trainer (prefetch, statistics, checkpoints off): tokens/s against the
 #    isolated step above, on a synthetic store of d 768 with planted features.
 [[ -f "$work/acts768/manifest.json" ]] ||
   "$bin" acts synth --d 768 --features 6144 --mean-active 32 --rows 1000000 --seed 2 --out "$work/acts768"
-for dev in vulkan cpu; do
-  steps=200; [[ $dev == cpu ]] && steps=20
-  rm -rf "$work/train-$dev"
-  echo "== sae train --device $dev (768, 24576, k 32, batch 4096, $steps steps)"
-  timeout 240 "$bin" sae train --acts "$work/acts768" --arch topk --k 32 --d-sae 24576 --batch 4096 \
-    --steps "$steps" --eval-rows 100000 --device "$dev" --quiet --out "$work/train-$dev" || echo "   (failed or timed out)"
-  [[ -f "$work/train-$dev/metrics.json" ]] && cp "$work/train-$dev/metrics.json" "$out/train-$dev.json" &&
-    python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print('   tokens/s', round(m['tokens_per_second']), 'fvu', m.get('eval',{}).get('fvu'), 'mmcs', m.get('mmcs'))" "$out/train-$dev.json" || true
+for run in vulkan vulkan-kernels cpu; do
+  dev=${run%%-*}; steps=200; [[ $dev == cpu ]] && steps=20
+  sparse=0; [[ $run == *kernels ]] && sparse=1
+  rm -rf "$work/train-$run"
+  echo "== sae train --device $dev (768, 24576, k 32, batch 4096, $steps steps; LANTERN_SPARSE_TOPK=$sparse)"
+  LANTERN_SPARSE_TOPK=$sparse timeout 240 "$bin" sae train --acts "$work/acts768" --arch topk --k 32 --d-sae 24576 \
+    --batch 4096 --steps "$steps" --eval-rows 100000 --device "$dev" --quiet --out "$work/train-$run" ||
+    echo "   (failed or timed out)"
+  [[ -f "$work/train-$run/metrics.json" ]] && cp "$work/train-$run/metrics.json" "$out/train-$run.json" &&
+    python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print('   tokens/s', round(m['tokens_per_second']), 'fvu', m.get('eval',{}).get('fvu'), 'mmcs', m.get('mmcs'))" "$out/train-$run.json" || true
 done
 
 # 3. Correctness: the same small run on the GPU and on the CPU engine ends at the same FVU and
@@ -47,17 +58,28 @@ done
 #    in crates/sae/tests/wgpu.rs; this checks the real driver).
 [[ -f "$work/acts128/manifest.json" ]] ||
   "$bin" acts synth --d 128 --features 1024 --rows 400000 --seed 1 --out "$work/acts128"
-for dev in vulkan cpu; do
-  rm -rf "$work/small-$dev"
-  "$bin" sae train --acts "$work/acts128" --arch topk --k 32 --d-sae 2048 --batch 4096 --tokens 400000 \
-    --eval-rows 100000 --device "$dev" --quiet --out "$work/small-$dev" > /dev/null
+for run in vulkan vulkan-kernels cpu; do
+  dev=${run%%-*}; sparse=0; [[ $run == *kernels ]] && sparse=1
+  rm -rf "$work/small-$run"
+  LANTERN_SPARSE_TOPK=$sparse "$bin" sae train --acts "$work/acts128" --arch topk --k 32 --d-sae 2048 --batch 4096 \
+    --tokens 400000 --eval-rows 100000 --device "$dev" --quiet --out "$work/small-$run" > /dev/null
 done
-python3 - "$work/small-vulkan/metrics.json" "$work/small-cpu/metrics.json" <<'EOF'
+for run in vulkan vulkan-kernels; do
+python3 - "$work/small-$run/metrics.json" "$work/small-cpu/metrics.json" "$run" <<'EOF'
 import json, sys
 g, c = (json.load(open(p)) for p in sys.argv[1:3])
 fg, fc = g["eval"]["fvu"], c["eval"]["fvu"]
 mg, mc = g["mmcs"], c["mmcs"]
 ok = abs(fg - fc) <= 0.02 * fc and abs(mg - mc) <= 0.02
-print(f"== correctness: fvu gpu {fg:.4f} cpu {fc:.4f}; mmcs gpu {mg:.4f} cpu {mc:.4f} -> {'OK' if ok else 'MISMATCH'}")
+print(f"== correctness ({sys.argv[3]}): fvu gpu {fg:.4f} cpu {fc:.4f}; mmcs gpu {mg:.4f} cpu {mc:.4f} -> {'OK' if ok else 'MISMATCH'}")
 EOF
+done
+
+# 4. The kernels against their stock twins on the real driver: the test binary of
+#    kernels/tests/wgpu.rs built with SPIR-V (`cargo test --release -p lantern-kernels
+#    --features burn/vulkan --no-run`), if given as the fourth argument.
+if [[ -n "${4:-}" ]]; then
+  echo "== kernels vs stock twins on the GPU"
+  LANTERN_REQUIRE_WGPU=1 timeout 120 "$4" --test-threads 1 || echo "   (kernel tests failed)"
+fi
 echo "== done $(date -u +%FT%TZ)"

@@ -1,6 +1,7 @@
 //! Adam, gradient clipping and the unit-norm decoder constraint, on [`Params`].
 
 use burn::tensor::Tensor;
+use lantern_kernels::{self as kernels, AdamStep};
 
 use crate::params::{ParamTensor, Params};
 
@@ -36,31 +37,73 @@ impl Adam {
         }
     }
 
-    /// One update of `p` with gradients `g` at learning rate `lr`.
-    pub fn step(&mut self, p: Params, g: &Params, lr: f32) -> Params {
+    /// One update of `p` with gradients `g · factor` (`factor` `[1]`, e.g. the clip factor
+    /// of [`clip_factor`], left on the device) at learning rate `lr`; with `renorm_decoder`
+    /// the decoder rows are rescaled to unit norm in the same pass. Each parameter is one
+    /// `lantern_kernels` call: a fused kernel on wgpu/vulkan, burn's stock ops on the CPU.
+    pub fn step(
+        &mut self,
+        p: Params,
+        g: &Params,
+        factor: &Tensor<1>,
+        lr: f32,
+        renorm_decoder: bool,
+    ) -> Params {
         self.t += 1;
-        let c1 = 1.0 - self.beta1.powi(self.t.min(i32::MAX as u64) as i32);
-        let c2 = 1.0 - self.beta2.powi(self.t.min(i32::MAX as u64) as i32);
-        let h = Hyper {
+        let s = AdamStep {
             lr,
-            c1,
-            c2,
             beta1: self.beta1,
             beta2: self.beta2,
             eps: self.eps,
+            t: self.t,
         };
-        let (w_enc, m_w_enc, v_w_enc) = h.update(p.w_enc, &g.w_enc, &self.m.w_enc, &self.v.w_enc);
-        let (b_enc, m_b_enc, v_b_enc) = h.update(p.b_enc, &g.b_enc, &self.m.b_enc, &self.v.b_enc);
-        let (w_dec, m_w_dec, v_w_dec) = h.update(p.w_dec, &g.w_dec, &self.m.w_dec, &self.v.w_dec);
-        let (b_dec, m_b_dec, v_b_dec) = h.update(p.b_dec, &g.b_dec, &self.m.b_dec, &self.v.b_dec);
+        let (m, v) = (&self.m, &self.v);
+        let (w_enc, m_w_enc, v_w_enc) = kernels::adam(
+            p.w_enc,
+            g.w_enc.clone(),
+            m.w_enc.clone(),
+            v.w_enc.clone(),
+            factor.clone(),
+            s,
+        );
+        let (b_enc, m_b_enc, v_b_enc) = kernels::adam(
+            p.b_enc,
+            g.b_enc.clone(),
+            m.b_enc.clone(),
+            v.b_enc.clone(),
+            factor.clone(),
+            s,
+        );
+        let dec = if renorm_decoder {
+            kernels::adam_rows_renorm
+        } else {
+            kernels::adam::<2>
+        };
+        let (w_dec, m_w_dec, v_w_dec) = dec(
+            p.w_dec,
+            g.w_dec.clone(),
+            m.w_dec.clone(),
+            v.w_dec.clone(),
+            factor.clone(),
+            s,
+        );
+        let (b_dec, m_b_dec, v_b_dec) = kernels::adam(
+            p.b_dec,
+            g.b_dec.clone(),
+            m.b_dec.clone(),
+            v.b_dec.clone(),
+            factor.clone(),
+            s,
+        );
         let (log_threshold, m_t, v_t) = match (
             p.log_threshold,
             &g.log_threshold,
-            &self.m.log_threshold,
-            &self.v.log_threshold,
+            &m.log_threshold,
+            &v.log_threshold,
         ) {
             (Some(t), Some(gt), Some(mt), Some(vt)) => {
-                let (t, mt, vt) = h.update(t, gt, mt, vt);
+                let (t, mt, vt) =
+                    kernels::adam(t, gt.clone(), mt.clone(), vt.clone(), factor.clone(), s);
                 (Some(t), Some(mt), Some(vt))
             }
             (t, _, mt, vt) => (t, mt.clone(), vt.clone()),
@@ -89,31 +132,6 @@ impl Adam {
     }
 }
 
-struct Hyper {
-    lr: f32,
-    c1: f32,
-    c2: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-}
-
-impl Hyper {
-    fn update<const D: usize>(
-        &self,
-        p: Tensor<D>,
-        g: &Tensor<D>,
-        m: &Tensor<D>,
-        v: &Tensor<D>,
-    ) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
-        let m = m.clone().mul_scalar(self.beta1) + g.clone().mul_scalar(1.0 - self.beta1);
-        let v = v.clone().mul_scalar(self.beta2) + g.clone().square().mul_scalar(1.0 - self.beta2);
-        let denom = (v.clone() / self.c2).sqrt().add_scalar(self.eps);
-        let p = p - (m.clone() / denom).mul_scalar(self.lr / self.c1);
-        (p, m, v)
-    }
-}
-
 /// `‖g‖² = Σ over every parameter of Σ g²`, `[1]`, left on the device.
 fn squared_norm(g: &Params) -> Tensor<1> {
     let mut total = g.w_enc.clone().square().sum()
@@ -126,15 +144,20 @@ fn squared_norm(g: &Params) -> Tensor<1> {
     total
 }
 
-/// Clips the global gradient norm to `clip` on the device: every gradient is scaled by
-/// `clip / max(‖g‖, clip)`, i.e. by 1 when `‖g‖ ≤ clip`. No read-back, so a GPU never waits
-/// for the step before the next one is queued.
-pub fn clip_grads(g: &Params, clip: f32) -> Params {
-    let factor = squared_norm(g)
+/// The factor `clip / max(‖g‖, clip)` that clips the global gradient norm to `clip` (1 when
+/// `‖g‖ ≤ clip`), `[1]`, computed on the device: no read-back, so a GPU never waits for the
+/// step before the next one is queued.
+pub fn clip_factor(g: &Params, clip: f32) -> Tensor<1> {
+    squared_norm(g)
         .sqrt()
         .clamp_min(clip)
         .recip()
-        .mul_scalar(clip);
+        .mul_scalar(clip)
+}
+
+/// Every gradient scaled by [`clip_factor`].
+pub fn clip_grads(g: &Params, clip: f32) -> Params {
+    let factor = clip_factor(g, clip);
     g.map(|t| match t {
         ParamTensor::One(t) => ParamTensor::One(t * factor.clone()),
         ParamTensor::Two(t) => ParamTensor::Two(t * factor.clone().unsqueeze_dim::<2>(0)),
@@ -144,8 +167,7 @@ pub fn clip_grads(g: &Params, clip: f32) -> Params {
 /// Removes from each decoder-row gradient its component along the (unit) row:
 /// `g_i ← g_i − (g_i · w_i) w_i`, so that a step keeps ‖w_i‖ = 1 to first order.
 pub fn remove_parallel_component(w_dec: &Tensor<2>, grad_w_dec: Tensor<2>) -> Tensor<2> {
-    let dots = (grad_w_dec.clone() * w_dec.clone()).sum_dim(1); // [m, 1]
-    grad_w_dec - w_dec.clone() * dots
+    kernels::remove_parallel(w_dec.clone(), grad_w_dec)
 }
 
 /// Rescales every decoder row to unit norm: `w_i ← w_i / ‖w_i‖`.
@@ -156,7 +178,9 @@ pub fn normalize_rows(w_dec: Tensor<2>) -> Tensor<2> {
 
 /// One optimiser update from a step's gradients, as the trainer does it: for unit-norm
 /// decoders, remove the gradient component along each decoder row; clip the global gradient
-/// norm; Adam at `lr`; renormalise the decoder rows.
+/// norm; Adam at `lr`; renormalise the decoder rows. On wgpu/vulkan that is four kernels of
+/// `lantern_kernels` per step (the parallel removal, Adam, Adam fused with the
+/// renormalisation) plus the norm's reduction; on the CPU, their stock-op twins.
 pub fn update(
     params: Params,
     mut grads: Params,
@@ -168,14 +192,11 @@ pub fn update(
     if normalize_decoder {
         grads.w_dec = remove_parallel_component(&params.w_dec, grads.w_dec);
     }
-    if let Some(clip) = clip {
-        grads = clip_grads(&grads, clip);
-    }
-    let mut params = adam.step(params, &grads, lr);
-    if normalize_decoder {
-        params.w_dec = normalize_rows(params.w_dec);
-    }
-    params
+    let factor = match clip {
+        Some(clip) => clip_factor(&grads, clip),
+        None => Tensor::ones([1], &params.b_dec.device()),
+    };
+    adam.step(params, &grads, &factor, lr, normalize_decoder)
 }
 
 #[cfg(test)]

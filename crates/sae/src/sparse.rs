@@ -5,8 +5,9 @@
 //! latent `lat[n]` of batch row `row[n]` fired with value `val[n] = relu(pre)[row[n], lat[n]]`.
 //! TopK gives `k` entries per row, AuxK the `k_aux` best dead latents per row. (BatchTopK's
 //! selection has no fixed count per row; `step` handles it densely.) Decoding gathers only the selected decoder rows, and the
-//! gradients touch only the selected latents, as in sparsify. Each piece is a separate function
-//! so a later CubeCL kernel can replace it and be tested against it.
+//! gradients touch only the selected latents, as in sparsify. Each piece is a function of
+//! `lantern_kernels`: a CubeCL kernel on wgpu/vulkan, tested there against its stock-op twin,
+//! which is what runs on the CPU.
 
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
@@ -49,16 +50,14 @@ impl Coo {
 }
 
 /// Sparse decode for exactly `k` entries per row in row order ([`Coo::top_k_per_row`]): a
-/// gather and a sum over `k`, with no scatter.
+/// gather and a sum over `k`, with no scatter (`lantern_kernels::decode_rows`: a kernel on
+/// wgpu/vulkan, `select` + sum on the CPU).
 pub fn decode_per_row(coo: &Coo, w_dec: &Tensor<2>, batch: usize, k: usize) -> Tensor<2> {
-    let [_, d] = w_dec.dims();
-    let rows = w_dec
-        .clone()
-        .select(0, coo.lat.clone())
-        .reshape([batch, k, d]);
-    (rows * coo.val.clone().reshape([batch, k, 1]))
-        .sum_dim(1)
-        .reshape([batch, d])
+    lantern_kernels::decode_rows(
+        coo.val.clone().reshape([batch, k]),
+        coo.lat.clone().reshape([batch, k]),
+        w_dec.clone(),
+    )
 }
 
 /// Gradients of a loss `L` with respect to the encoder and decoder weights that a sparse
@@ -70,8 +69,10 @@ pub fn decode_per_row(coo: &Coo, w_dec: &Tensor<2>, batch: usize, k: usize) -> T
 /// - `∂L/∂b_enc[j] += Σ_{n: lat_n = j} ∂L/∂pre_n`
 ///
 /// The results are added into `grad_w_dec` `[m, d]`, `grad_w_enc_t` `[m, d]` (the encoder
-/// gradient transposed, so that both scatters run along rows) and `grad_b_enc` `[m]`. The `b_dec` gradient through the encoder input follows from `grad_b_enc` (see
-/// `step`).
+/// gradient transposed, so that both scatters run along rows) and `grad_b_enc` `[m]`. The
+/// `b_dec` gradient through the encoder input follows from `grad_b_enc` (see `step`). On
+/// wgpu/vulkan this is `lantern_kernels::sparse_backward` (segment sums by latent, no
+/// scatter); on the CPU its twin of `select`s and `select_assign` adds.
 pub fn backward(
     coo: &Coo,
     g: &Tensor<2>,
@@ -79,44 +80,17 @@ pub fn backward(
     w_dec: &Tensor<2>,
     grads: SparseGrads,
 ) -> SparseGrads {
-    let g_rows = g.clone().select(0, coo.row.clone());
-    let dec_rows = w_dec.clone().select(0, coo.lat.clone());
-    let grad_val = (dec_rows * g_rows.clone()).sum_dim(1).reshape([coo.len()]);
-    let grad_pre = grad_val * coo.val.clone().greater_elem(0.0).float();
-
-    let grad_w_dec = grads.w_dec.select_assign(
-        0,
-        coo.lat.clone(),
-        g_rows * coo.val.clone().unsqueeze_dim(1),
-        IndexingUpdateOp::Add,
-    );
-    let x_rows = xc.clone().select(0, coo.row.clone());
-    let grad_w_enc_t = grads.w_enc_t.select_assign(
-        0,
-        coo.lat.clone(),
-        x_rows * grad_pre.clone().unsqueeze_dim(1),
-        IndexingUpdateOp::Add,
-    );
-    let grad_b_enc = grads
-        .b_enc
-        .select_assign(0, coo.lat.clone(), grad_pre, IndexingUpdateOp::Add);
-    SparseGrads {
-        w_dec: grad_w_dec,
-        w_enc_t: grad_w_enc_t,
-        b_enc: grad_b_enc,
-    }
+    let entries = lantern_kernels::Entries {
+        row: coo.row.clone(),
+        lat: coo.lat.clone(),
+        val: coo.val.clone(),
+    };
+    lantern_kernels::sparse_backward(&entries, g, xc, w_dec, grads)
 }
 
-/// Accumulators for [`backward`].
-#[derive(Clone, Debug)]
-pub struct SparseGrads {
-    /// `∂L/∂W_dec`, `[m, d]`.
-    pub w_dec: Tensor<2>,
-    /// `(∂L/∂W_enc)ᵀ`, `[m, d]`.
-    pub w_enc_t: Tensor<2>,
-    /// `∂L/∂b_enc`, `[m]`.
-    pub b_enc: Tensor<1>,
-}
+/// Accumulators for [`backward`]: `∂L/∂W_dec` `[m, d]`, `(∂L/∂W_enc)ᵀ` `[m, d]`, `∂L/∂b_enc`
+/// `[m]`.
+pub type SparseGrads = lantern_kernels::Grads;
 
 /// Times each latent fired (`val > 0`) among the entries, `[m]`.
 pub fn fire_counts(coo: &Coo, d_sae: usize) -> Tensor<1> {

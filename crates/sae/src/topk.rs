@@ -2,20 +2,21 @@
 //!
 //! burn's `topk_with_indices` on `flex` sorts every row (≈ 270 ms for a 4096 × 2048 batch
 //! on 2 cores); a partial selection per row with rayon does it in a fraction of that. On cubecl
-//! devices (wgpu, vulkan) the stock op is a reduction that returns wrong results for k > 32
-//! (seen on lavapipe with burn 0.22.1: k = 64 of 2048 fails, k = 33 works), so larger k is
-//! taken in rounds of at most 32, masking each round's winners to −∞. The paths are compared
-//! in the tests below and in `tests/wgpu.rs`.
+//! devices (wgpu, vulkan) burn's stock op is a reduction that returns wrong results for k > 32
+//! (seen on lavapipe with burn 0.22.1: k = 64 of 2048 fails, k = 33 works); there
+//! `lantern_kernels::top_k_rows` (a radix select, one cube per row, exact for every k) runs
+//! instead. The paths are compared in the tests below, in `kernels/tests/wgpu.rs` and in
+//! `tests/wgpu.rs`.
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
 
 /// The `k` largest values of each row of `acts` `[B, m]` and their column indices, both
 /// `[B, k]`; the order inside a row is unspecified, ties go to the lower index.
 pub fn top_k_rows(acts: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2, Int>) {
     let device = acts.device();
-    if device != Device::flex() {
-        return top_k_rows_in_rounds(acts, k);
+    if lantern_kernels::on_cube(&device) {
+        return lantern_kernels::top_k_rows(acts, k);
     }
     let [batch, m] = acts.dims();
     let Ok(host) = acts.clone().try_into_vec_as::<f32>() else {
@@ -26,31 +27,6 @@ pub fn top_k_rows(acts: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2, Int>) {
         Tensor::from_data(TensorData::new(vals, [batch, k]), &device),
         Tensor::from_data(TensorData::new(idx, [batch, k]), &device),
     )
-}
-
-/// Largest k the stock cubecl top-k reduction gets right.
-const STOCK_MAX_K: usize = 32;
-
-/// Top-k in rounds of at most [`STOCK_MAX_K`]: take the round's winners, overwrite them with
-/// −∞, repeat.
-fn top_k_rows_in_rounds(mut acts: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2, Int>) {
-    if k <= STOCK_MAX_K {
-        return acts.topk_with_indices(k, 1);
-    }
-    let (mut vals, mut idx) = (Vec::new(), Vec::new());
-    let mut left = k;
-    while left > 0 {
-        let r = left.min(STOCK_MAX_K);
-        let (v, i) = acts.clone().topk_with_indices(r, 1);
-        left -= r;
-        if left > 0 {
-            let neg = v.full_like(f32::NEG_INFINITY);
-            acts = acts.scatter(1, i.clone(), neg, burn::tensor::IndexingUpdateOp::Assign);
-        }
-        vals.push(v);
-        idx.push(i);
-    }
-    (Tensor::cat(vals, 1), Tensor::cat(idx, 1))
 }
 
 /// Host twin of [`top_k_rows`] on a row-major `[B, m]` slice: values and `i64` indices.
@@ -88,7 +64,7 @@ pub fn top_k_rows_host(acts: &[f32], m: usize, k: usize) -> (Vec<f32>, Vec<i64>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Distribution;
+    use burn::tensor::{Device, Distribution};
 
     fn sorted_pairs(vals: Vec<f32>, idx: Vec<i64>, k: usize) -> Vec<Vec<(i64, u32)>> {
         vals.chunks(k)
@@ -119,23 +95,6 @@ mod tests {
             k,
         );
         assert_eq!(sorted_pairs(v, i, k), want);
-    }
-
-    #[test]
-    fn rounds_of_32_select_the_same_entries_as_one_stock_topk() {
-        let device = Device::flex();
-        let (b, m, k) = (8, 500, 75);
-        let acts = Tensor::<2>::random([b, m], Distribution::Normal(0.0, 1.0), &device);
-        let (v, i) = top_k_rows_in_rounds(acts.clone(), k);
-        let (sv, si) = acts.topk_with_indices(k, 1);
-        let pairs = |v: Tensor<2>, i: Tensor<2, Int>| {
-            sorted_pairs(
-                v.try_into_vec_as::<f32>().unwrap(),
-                i.try_into_vec_as::<i64>().unwrap(),
-                k,
-            )
-        };
-        assert_eq!(pairs(v, i), pairs(sv, si));
     }
 
     #[test]

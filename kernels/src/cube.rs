@@ -1,0 +1,519 @@
+//! The kernels themselves, in CubeCL's Rust dialect (`#[cube]`), compiled at run time to WGSL
+//! (wgpu, lavapipe in CI) or SPIR-V (`--features vulkan`). Launchers live in `ops.rs`.
+//!
+//! Conventions: tensors are contiguous and row-major, read with linear indices; `f32` values,
+//! `i32` indices. A grid larger than 65 535 cubes along x (wgpu's limit per dimension) is
+//! folded into y, so a kernel's cube number is `CUBE_POS_Y · CUBE_COUNT_X + CUBE_POS_X`
+//! ([`cube_id`]) and cubes past the end return at once.
+
+use cubecl::prelude::*;
+
+/// Units per cube of the row kernels (top-k, reductions). A power of two: the tree
+/// reductions halve it.
+pub const ROW_UNITS: u32 = 256;
+/// Entries per cube of the value-gradient kernel, and lanes per entry (`8 × 32 = 256`).
+pub const VG_ENTRIES: u32 = 8;
+/// See [`VG_ENTRIES`].
+pub const VG_LANES: u32 = 32;
+/// Longest segment (entries of one latent) the backward sorts into entry order before
+/// summing; longer ones are summed in the order the scatter left them. Two `u32` arrays of
+/// this length (8 KiB) fit WebGPU's default 16 KiB of workgroup memory.
+pub const SORT_CAP: usize = 1024;
+
+#[cube]
+fn cube_id() -> usize {
+    (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize
+}
+
+/// A `u32` whose unsigned order is the order of the `f32` `x` (IEEE 754: flip every bit of a
+/// negative number, only the sign bit of a positive one).
+#[cube]
+fn order_key(x: f32) -> u32 {
+    let bits = u32::reinterpret(x);
+    let mut key = bits | 0x8000_0000u32;
+    if bits >= 0x8000_0000u32 {
+        key = !bits;
+    }
+    key
+}
+
+/// Sum of `value` over the cube's `ROW_UNITS` units (a tree in shared memory); every unit
+/// gets the total. Every unit of the cube must call it.
+#[cube]
+fn cube_sum(value: f32) -> f32 {
+    let mut shared = Shared::<[f32]>::new_slice(ROW_UNITS as usize);
+    let tid = UNIT_POS as usize;
+    shared[tid] = value;
+    sync_cube();
+    #[unroll]
+    for level in 0..8u32 {
+        let half = comptime!((ROW_UNITS >> (level + 1)) as usize);
+        if tid < half {
+            shared[tid] += shared[tid + half];
+        }
+        sync_cube();
+    }
+    let total = shared[0];
+    sync_cube();
+    total
+}
+
+/// Row top-k by radix selection: one cube per row of `acts` `[rows, m]`. Four passes find
+/// the k-th largest value's key byte by byte (a 256-bin histogram of the keys that share the
+/// bytes found so far); a last pass writes every value above it and the first `rem` values
+/// equal to it (ties go to the lower column), in column order within each class. Needs
+/// `k ≤ m` and a cube of `ROW_UNITS` units.
+#[cube(launch)]
+pub fn top_k_rows_kernel(
+    acts: &Tensor<f32>,
+    vals: &mut Tensor<f32>,
+    idx: &mut Tensor<i32>,
+    rows: usize,
+    m: usize,
+    k: usize,
+) {
+    let row = cube_id();
+    if row >= rows {
+        terminate!();
+    }
+    let tid = UNIT_POS as usize;
+    let units = ROW_UNITS as usize;
+    let base = row * m;
+    let hist = Shared::<[Atomic<u32>]>::new_slice(ROW_UNITS as usize);
+    let mut state = Shared::<[u32]>::new_slice(2usize);
+    let mut gt = Shared::<[u32]>::new_slice(ROW_UNITS as usize);
+    let mut eq = Shared::<[u32]>::new_slice(ROW_UNITS as usize);
+    if tid == 0 {
+        state[0] = 0u32; // key bytes found so far
+        state[1] = k as u32; // how many of the largest are still to be placed below them
+    }
+    #[unroll]
+    for pass in 0..4u32 {
+        let shift = comptime!(24 - 8 * pass);
+        hist[tid].store(0u32);
+        sync_cube();
+        let prefix = state[0];
+        let mut i = tid;
+        while i < m {
+            let key = order_key(acts[base + i]);
+            let mut same = true;
+            if comptime!(pass > 0) {
+                let high = comptime!(0xFFFF_FFFFu32 << (shift + 8));
+                same = (key & high) == (prefix & high);
+            }
+            if same {
+                hist[((key >> shift) & 255u32) as usize].fetch_add(1u32);
+            }
+            i += units;
+        }
+        sync_cube();
+        if tid == 0 {
+            let mut rem = state[1];
+            let mut found = false;
+            for j in 0..256u32 {
+                let bin = 255u32 - j;
+                if !found {
+                    let c = hist[bin as usize].load();
+                    if c >= rem {
+                        state[0] = prefix | (bin << shift);
+                        state[1] = rem;
+                        found = true;
+                    } else {
+                        rem -= c;
+                    }
+                }
+            }
+        }
+        sync_cube();
+    }
+    let threshold = state[0];
+    let need_eq = state[1];
+    // Each unit owns a contiguous stretch of the row, so that an exclusive scan of the
+    // per-unit counts gives every written value its place.
+    let chunk = m.div_ceil(units);
+    let start = min(tid * chunk, m);
+    let end = min(start + chunk, m);
+    let mut n_gt = 0u32;
+    let mut n_eq = 0u32;
+    for i in start..end {
+        let key = order_key(acts[base + i]);
+        if key > threshold {
+            n_gt += 1u32;
+        } else if key == threshold {
+            n_eq += 1u32;
+        }
+    }
+    gt[tid] = n_gt;
+    eq[tid] = n_eq;
+    sync_cube();
+    if tid == 0 {
+        let mut run_gt = 0u32;
+        let mut run_eq = 0u32;
+        for u in 0..units {
+            let a = gt[u];
+            let b = eq[u];
+            gt[u] = run_gt;
+            eq[u] = run_eq;
+            run_gt += a;
+            run_eq += b;
+        }
+    }
+    sync_cube();
+    let total_gt = k as u32 - need_eq;
+    let mut at_gt = gt[tid];
+    let mut at_eq = eq[tid];
+    let out = row * k;
+    for i in start..end {
+        let x = acts[base + i];
+        let key = order_key(x);
+        if key > threshold {
+            vals[out + at_gt as usize] = x;
+            idx[out + at_gt as usize] = i as i32;
+            at_gt += 1u32;
+        } else if key == threshold {
+            if at_eq < need_eq {
+                let at = (total_gt + at_eq) as usize;
+                vals[out + at] = x;
+                idx[out + at] = i as i32;
+            }
+            at_eq += 1u32;
+        }
+    }
+}
+
+/// Sparse decode, `k` entries per row: `out[b, j] = Σ_t val[b, t] · w[lat[b, t], j]`. Cube
+/// `c` covers row `c / blocks` and columns `(c % blocks)·U …` of it (`U` its units).
+#[cube(launch)]
+pub fn decode_kernel(
+    val: &Tensor<f32>,
+    lat: &Tensor<i32>,
+    w: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    rows: usize,
+    k: usize,
+    d: usize,
+    blocks: usize,
+) {
+    let c = cube_id();
+    let b = c / blocks;
+    let j = (c % blocks) * CUBE_DIM as usize + UNIT_POS as usize;
+    if b >= rows || j >= d {
+        terminate!();
+    }
+    let mut acc = 0f32;
+    for t in 0..k {
+        let e = b * k + t;
+        let l = usize::cast_from(lat[e]);
+        acc += val[e] * w[l * d + j];
+    }
+    out[b * d + j] = acc;
+}
+
+/// `∂L/∂pre` of each entry: `gp[n] = 1[val_n > 0] · (w[lat_n] · g[row_n])`. A cube holds
+/// `VG_ENTRIES` entries (y) of `VG_LANES` lanes (x) that split the dot product.
+#[cube(launch)]
+pub fn value_grad_kernel(
+    val: &Tensor<f32>,
+    row: &Tensor<i32>,
+    lat: &Tensor<i32>,
+    g: &Tensor<f32>,
+    w: &Tensor<f32>,
+    gp: &mut Tensor<f32>,
+    n: usize,
+    d: usize,
+) {
+    let mut partial = Shared::<[f32]>::new_slice((VG_ENTRIES * VG_LANES) as usize);
+    let e = cube_id() * VG_ENTRIES as usize + UNIT_POS_Y as usize;
+    let lane = UNIT_POS_X as usize;
+    let slot = UNIT_POS_Y as usize * VG_LANES as usize + lane;
+    let mut acc = 0f32;
+    if e < n {
+        let r = usize::cast_from(row[e]) * d;
+        let l = usize::cast_from(lat[e]) * d;
+        let mut j = lane;
+        while j < d {
+            acc += w[l + j] * g[r + j];
+            j += VG_LANES as usize;
+        }
+    }
+    partial[slot] = acc;
+    sync_cube();
+    if lane == 0 && e < n {
+        let mut total = 0f32;
+        for t in 0..VG_LANES as usize {
+            total += partial[slot + t];
+        }
+        let mut out = 0f32;
+        if val[e] > 0f32 {
+            out = total;
+        }
+        gp[e] = out;
+    }
+}
+
+/// Entries per latent: `counts[lat_n] += 1` (one unit per entry).
+#[cube(launch)]
+pub fn count_kernel(lat: &Tensor<i32>, counts: &mut Tensor<Atomic<u32>>, n: usize) {
+    let e = ABSOLUTE_POS;
+    if e >= n {
+        terminate!();
+    }
+    counts[usize::cast_from(lat[e])].fetch_add(1u32);
+}
+
+/// Exclusive scan of `counts` `[m]` into `offsets` `[m + 1]`, by one cube: each unit sums a
+/// contiguous stretch, unit 0 scans the `ROW_UNITS` partial sums, each unit writes its
+/// stretch.
+#[cube(launch)]
+pub fn scan_kernel(counts: &Tensor<u32>, offsets: &mut Tensor<u32>, m: usize) {
+    let mut part = Shared::<[u32]>::new_slice(ROW_UNITS as usize);
+    let tid = UNIT_POS as usize;
+    let chunk = m.div_ceil(ROW_UNITS as usize);
+    let start = min(tid * chunk, m);
+    let end = min(start + chunk, m);
+    let mut s = 0u32;
+    for i in start..end {
+        s += counts[i];
+    }
+    part[tid] = s;
+    sync_cube();
+    if tid == 0 {
+        let mut run = 0u32;
+        for u in 0..ROW_UNITS as usize {
+            let a = part[u];
+            part[u] = run;
+            run += a;
+        }
+        offsets[m] = run;
+    }
+    sync_cube();
+    let mut run = part[tid];
+    for i in start..end {
+        offsets[i] = run;
+        run += counts[i];
+    }
+}
+
+/// Places each entry in its latent's segment: `perm[offsets[lat_n] + cursor++] = n`. The
+/// order inside a segment is the atomics' (the segment kernel sorts it back).
+#[cube(launch)]
+pub fn scatter_kernel(
+    lat: &Tensor<i32>,
+    offsets: &Tensor<u32>,
+    cursor: &mut Tensor<Atomic<u32>>,
+    perm: &mut Tensor<u32>,
+    n: usize,
+) {
+    let e = ABSOLUTE_POS;
+    if e >= n {
+        terminate!();
+    }
+    let l = usize::cast_from(lat[e]);
+    let at = offsets[l] + cursor[l].fetch_add(1u32);
+    perm[at as usize] = e as u32;
+}
+
+/// The weight gradients as segment sums by latent, one cube per latent `l`, no atomics:
+///
+/// - `dec_out[l] = dec_in[l] + Σ_{n: lat_n = l} val_n · g[row_n]`
+/// - `enc_out[l] = enc_in[l] + Σ_{n: lat_n = l} gp_n · xc[row_n]`
+/// - `b_out[l] = b_in[l] + Σ_{n: lat_n = l} gp_n`
+///
+/// A segment of at most [`SORT_CAP`] entries is first put in entry order (a rank sort in
+/// shared memory), so the sums do not depend on the scatter's scheduling.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn segment_kernel(
+    perm: &Tensor<u32>,
+    offsets: &Tensor<u32>,
+    val: &Tensor<f32>,
+    gp: &Tensor<f32>,
+    row: &Tensor<i32>,
+    g: &Tensor<f32>,
+    xc: &Tensor<f32>,
+    dec_in: &Tensor<f32>,
+    enc_in: &Tensor<f32>,
+    b_in: &Tensor<f32>,
+    dec_out: &mut Tensor<f32>,
+    enc_out: &mut Tensor<f32>,
+    b_out: &mut Tensor<f32>,
+    m: usize,
+    d: usize,
+) {
+    let l = cube_id();
+    if l >= m {
+        terminate!();
+    }
+    let tid = UNIT_POS as usize;
+    let units = CUBE_DIM as usize;
+    let start = offsets[l] as usize;
+    let len = offsets[l + 1] as usize - start;
+    let mut ids = Shared::<[u32]>::new_slice(SORT_CAP);
+    let mut sorted = Shared::<[u32]>::new_slice(SORT_CAP);
+    let small = len <= SORT_CAP;
+    if small {
+        let mut i = tid;
+        while i < len {
+            ids[i] = perm[start + i];
+            i += units;
+        }
+        sync_cube();
+        let mut i = tid;
+        while i < len {
+            let me = ids[i];
+            let mut rank = 0usize;
+            for j in 0..len {
+                if ids[j] < me {
+                    rank += 1;
+                }
+            }
+            sorted[rank] = me;
+            i += units;
+        }
+        sync_cube();
+    }
+    let mut j = tid;
+    while j < d {
+        let mut dec = 0f32;
+        let mut enc = 0f32;
+        for t in 0..len {
+            let e = if small {
+                sorted[t] as usize
+            } else {
+                perm[start + t] as usize
+            };
+            let r = usize::cast_from(row[e]) * d;
+            dec += val[e] * g[r + j];
+            enc += gp[e] * xc[r + j];
+        }
+        dec_out[l * d + j] = dec_in[l * d + j] + dec;
+        enc_out[l * d + j] = enc_in[l * d + j] + enc;
+        j += units;
+    }
+    if tid == 0 {
+        let mut b = 0f32;
+        for t in 0..len {
+            let e = if small {
+                sorted[t] as usize
+            } else {
+                perm[start + t] as usize
+            };
+            b += gp[e];
+        }
+        b_out[l] = b_in[l] + b;
+    }
+}
+
+/// One Adam step (bias-corrected) of every element, the gradient first scaled by `factor[0]`
+/// (the clip factor, left on the device); `lr_c1 = lr / (1 − β₁ᵗ)`, `c2 = 1 − β₂ᵗ`:
+/// `m' = β₁m + (1−β₁)g`, `v' = β₂v + (1−β₂)g²`, `p' = p − lr_c1 · m' / (√(v'/c2) + ε)`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn adam_kernel(
+    p: &Tensor<f32>,
+    g: &Tensor<f32>,
+    m: &Tensor<f32>,
+    v: &Tensor<f32>,
+    factor: &Tensor<f32>,
+    p_out: &mut Tensor<f32>,
+    m_out: &mut Tensor<f32>,
+    v_out: &mut Tensor<f32>,
+    n: usize,
+    lr_c1: f32,
+    c2: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+) {
+    let i = ABSOLUTE_POS;
+    if i >= n {
+        terminate!();
+    }
+    let gi = g[i] * factor[0];
+    let mi = beta1 * m[i] + (1f32 - beta1) * gi;
+    let vi = beta2 * v[i] + (1f32 - beta2) * gi * gi;
+    p_out[i] = p[i] - lr_c1 * mi / (f32::sqrt(vi / c2) + eps);
+    m_out[i] = mi;
+    v_out[i] = vi;
+}
+
+/// Removes from each decoder-row gradient its component along the row, one cube per row:
+/// `out_i = g_i − (g_i · w_i) w_i`.
+#[cube(launch)]
+pub fn remove_parallel_kernel(
+    w: &Tensor<f32>,
+    g: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    rows: usize,
+    d: usize,
+) {
+    let r = cube_id();
+    if r >= rows {
+        terminate!();
+    }
+    let tid = UNIT_POS as usize;
+    let base = r * d;
+    let mut dot = 0f32;
+    let mut j = tid;
+    while j < d {
+        dot += w[base + j] * g[base + j];
+        j += ROW_UNITS as usize;
+    }
+    let dot = cube_sum(dot);
+    let mut j = tid;
+    while j < d {
+        out[base + j] = g[base + j] - dot * w[base + j];
+        j += ROW_UNITS as usize;
+    }
+}
+
+/// Adam on the decoder rows fused with their renormalisation, one cube per row: the Adam
+/// step of [`adam_kernel`], then `p'_i ← p'_i / max(‖p'_i‖, 1e-12)`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn adam_rows_renorm_kernel(
+    p: &Tensor<f32>,
+    g: &Tensor<f32>,
+    m: &Tensor<f32>,
+    v: &Tensor<f32>,
+    factor: &Tensor<f32>,
+    p_out: &mut Tensor<f32>,
+    m_out: &mut Tensor<f32>,
+    v_out: &mut Tensor<f32>,
+    rows: usize,
+    d: usize,
+    lr_c1: f32,
+    c2: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+) {
+    let r = cube_id();
+    if r >= rows {
+        terminate!();
+    }
+    let tid = UNIT_POS as usize;
+    let base = r * d;
+    let f = factor[0];
+    let mut sq = 0f32;
+    let mut j = tid;
+    while j < d {
+        let i = base + j;
+        let gi = g[i] * f;
+        let mi = beta1 * m[i] + (1f32 - beta1) * gi;
+        let vi = beta2 * v[i] + (1f32 - beta2) * gi * gi;
+        let pi = p[i] - lr_c1 * mi / (f32::sqrt(vi / c2) + eps);
+        p_out[i] = pi;
+        m_out[i] = mi;
+        v_out[i] = vi;
+        sq += pi * pi;
+        j += ROW_UNITS as usize;
+    }
+    let norm = f32::max(f32::sqrt(cube_sum(sq)), 1e-12f32);
+    let mut j = tid;
+    while j < d {
+        // Each unit rescales only what it wrote itself.
+        p_out[base + j] /= norm;
+        j += ROW_UNITS as usize;
+    }
+}

@@ -1,0 +1,320 @@
+//! GPU kernels (CubeCL) for the sparse half of a TopK SAE training step, each beside its
+//! stock-burn-op twin ([`stock`]), so that a cubecl device (wgpu with WGSL, or SPIR-V with
+//! `--features vulkan`) need not go through burn's generic scatter and top-k.
+//!
+//! | function | what it computes | kernel |
+//! |---|---|---|
+//! | [`top_k_rows`] | the `k` largest of each row of `[B, m]`, values and columns (ties to the lower column) | radix select, one cube per row: four byte passes over a 256-bin histogram in shared memory, then an ordered write |
+//! | [`decode_rows`] | `x̂_b = Σ_t val_bt W_dec[lat_bt]` | gather of `k` decoder rows per batch row |
+//! | [`sparse_backward`] | `∂W_dec[j] += Σ_{n: lat_n = j} val_n g_{row_n}`; `∂pre_n = 1[val_n > 0] W_dec[lat_n]·g_{row_n}`; `∂W_encᵀ[j] += Σ_{n: lat_n = j} ∂pre_n xc_{row_n}`; `∂b_enc[j] += Σ_{n: lat_n = j} ∂pre_n` | value gradient at the selected entries only; a counting sort of the entries by latent (histogram, scan, scatter); segment sums by latent, one cube per latent, no float atomics |
+//! | [`adam`] | Adam (Kingma & Ba 2015), gradient scaled by a clip factor on the device | one pass over `p, g, m, v` |
+//! | [`adam_rows_renorm`] | Adam on the decoder rows, then `w_i ← w_i / ‖w_i‖` | one cube per row, norm by a tree in shared memory |
+//! | [`remove_parallel`] | `g_i ← g_i − (g_i·w_i) w_i` | one cube per row |
+//!
+//! Adam with bias correction: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
+//! `θ ← θ − lr · (m / (1−β₁ᵗ)) / (√(v / (1−β₂ᵗ)) + ε)`, with `g` first multiplied by the clip
+//! factor `clip / max(‖g‖, clip)` (a `[1]` tensor, so the GPU never waits for the host).
+//!
+//! Each public function takes burn tensors on any device: on a cubecl device it launches the
+//! kernel, elsewhere (burn's `flex` CPU backend) it runs the twin. The twins are what
+//! `lantern-sae` computes with stock ops, and `tests/wgpu.rs` compares every kernel with its
+//! twin on wgpu (Mesa's lavapipe in CI, WGSL). Sums over a latent's entries follow the entry
+//! order for segments of up to [`cube::SORT_CAP`] entries, so results do not depend on the
+//! GPU's scheduling below that size.
+//!
+//! ```no_run
+//! use burn::tensor::{Device, DeviceType, Tensor};
+//! let device = Device::enumerate(DeviceType::Wgpu).into_vec().remove(0);
+//! let acts = Tensor::<2>::from_floats([[0.1, 0.7, 0.3, 0.9], [0.5, 0.2, 0.8, 0.0]], &device);
+//! let (vals, cols) = lantern_kernels::top_k_rows(acts, 2);
+//! assert_eq!(vals.dims(), [2, 2]);
+//! assert_eq!(cols.dims(), [2, 2]);
+//! ```
+
+pub mod cube;
+mod ops;
+
+use burn::backend::{Dispatch, DispatchDevice};
+use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor};
+
+pub use ops::KernelOps;
+
+/// Whether `device` runs cubecl kernels (wgpu or vulkan), i.e. whether the functions of this
+/// crate launch a kernel there rather than run the stock twin.
+pub fn on_cube(device: &Device) -> bool {
+    matches!(device.as_dispatch(), DispatchDevice::Cube(_))
+}
+
+/// The `k` largest values of each row of `acts` `[B, m]` and their columns, `[B, k]`, ties
+/// to the lower column; the order within a row is unspecified. Needs `k ≤ m`.
+pub fn top_k_rows(acts: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2, Int>) {
+    let [_, m] = acts.dims();
+    assert!(k <= m, "top_k_rows: k = {k} exceeds the row length {m}");
+    if !on_cube(&acts.device()) {
+        return stock::top_k_rows(acts, k);
+    }
+    let (v, i) = <Dispatch as KernelOps>::top_k_rows(acts.into_dispatch(), k);
+    (Tensor::from_dispatch(v), Tensor::from_dispatch(i))
+}
+
+/// Sparse decode of `k` entries per row: `out[b] = Σ_t val[b, t] · w[lat[b, t]]` for
+/// `val`, `lat` `[B, k]` and `w` `[m, d]`; `[B, d]`.
+pub fn decode_rows(val: Tensor<2>, lat: Tensor<2, Int>, w: Tensor<2>) -> Tensor<2> {
+    assert_eq!(val.dims(), lat.dims(), "decode_rows: val and lat shapes");
+    if !on_cube(&w.device()) {
+        return stock::decode_rows(val, lat, w);
+    }
+    Tensor::from_dispatch(<Dispatch as KernelOps>::decode_rows(
+        val.into_dispatch(),
+        lat.into_dispatch(),
+        w.into_dispatch(),
+    ))
+}
+
+/// Gradient accumulators of [`sparse_backward`].
+#[derive(Clone, Debug)]
+pub struct Grads {
+    /// `∂L/∂W_dec`, `[m, d]`.
+    pub w_dec: Tensor<2>,
+    /// `(∂L/∂W_enc)ᵀ`, `[m, d]`.
+    pub w_enc_t: Tensor<2>,
+    /// `∂L/∂b_enc`, `[m]`.
+    pub b_enc: Tensor<1>,
+}
+
+/// Entries of a sparse code: entry `n` says that latent `lat[n]` of batch row `row[n]` took
+/// the value `val[n]`.
+#[derive(Clone, Debug)]
+pub struct Entries {
+    /// `[n]`.
+    pub row: Tensor<1, Int>,
+    /// `[n]`.
+    pub lat: Tensor<1, Int>,
+    /// `[n]`.
+    pub val: Tensor<1>,
+}
+
+/// Adds the gradients of a sparse decode (table in the crate docs) to `acc`, given
+/// `g = ∂L/∂x̂` `[B, d]`, the encoder input `xc` `[B, d]` and the decoder `w` `[m, d]`.
+pub fn sparse_backward(
+    e: &Entries,
+    g: &Tensor<2>,
+    xc: &Tensor<2>,
+    w: &Tensor<2>,
+    acc: Grads,
+) -> Grads {
+    if !on_cube(&w.device()) {
+        return stock::sparse_backward(e, g, xc, w, acc);
+    }
+    let (w_dec, w_enc_t, b_enc) = <Dispatch as KernelOps>::sparse_backward(
+        e.val.clone().into_dispatch(),
+        e.row.clone().into_dispatch(),
+        e.lat.clone().into_dispatch(),
+        g.clone().into_dispatch(),
+        xc.clone().into_dispatch(),
+        w.clone().into_dispatch(),
+        acc.w_dec.into_dispatch(),
+        acc.w_enc_t.into_dispatch(),
+        acc.b_enc.into_dispatch(),
+    );
+    Grads {
+        w_dec: Tensor::from_dispatch(w_dec),
+        w_enc_t: Tensor::from_dispatch(w_enc_t),
+        b_enc: Tensor::from_dispatch(b_enc),
+    }
+}
+
+/// Adam's state-independent numbers for one step `t` (crate docs).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamStep {
+    /// Learning rate.
+    pub lr: f32,
+    /// β₁.
+    pub beta1: f32,
+    /// β₂.
+    pub beta2: f32,
+    /// ε.
+    pub eps: f32,
+    /// The step number, from 1.
+    pub t: u64,
+}
+
+impl AdamStep {
+    fn bias(self) -> (f32, f32) {
+        let t = self.t.min(i32::MAX as u64) as i32;
+        (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t))
+    }
+}
+
+/// One Adam step of `p` with gradient `g · factor` (`factor` `[1]`, the clip factor);
+/// returns `(p, m, v)`.
+pub fn adam<const D: usize>(
+    p: Tensor<D>,
+    g: Tensor<D>,
+    m: Tensor<D>,
+    v: Tensor<D>,
+    factor: Tensor<1>,
+    s: AdamStep,
+) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+    if !on_cube(&p.device()) {
+        return stock::adam(p, g, m, v, factor, s);
+    }
+    let (c1, c2) = s.bias();
+    let (p, m, v) = <Dispatch as KernelOps>::adam(
+        p.into_dispatch(),
+        g.into_dispatch(),
+        m.into_dispatch(),
+        v.into_dispatch(),
+        factor.into_dispatch(),
+        s.lr / c1,
+        c2,
+        s.beta1,
+        s.beta2,
+        s.eps,
+    );
+    (
+        Tensor::from_dispatch(p),
+        Tensor::from_dispatch(m),
+        Tensor::from_dispatch(v),
+    )
+}
+
+/// [`adam`] on the rows of `p` `[m, d]`, then every row rescaled to unit norm.
+pub fn adam_rows_renorm(
+    p: Tensor<2>,
+    g: Tensor<2>,
+    m: Tensor<2>,
+    v: Tensor<2>,
+    factor: Tensor<1>,
+    s: AdamStep,
+) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
+    if !on_cube(&p.device()) {
+        return stock::adam_rows_renorm(p, g, m, v, factor, s);
+    }
+    let (c1, c2) = s.bias();
+    let (p, m, v) = <Dispatch as KernelOps>::adam_rows_renorm(
+        p.into_dispatch(),
+        g.into_dispatch(),
+        m.into_dispatch(),
+        v.into_dispatch(),
+        factor.into_dispatch(),
+        s.lr / c1,
+        c2,
+        s.beta1,
+        s.beta2,
+        s.eps,
+    );
+    (
+        Tensor::from_dispatch(p),
+        Tensor::from_dispatch(m),
+        Tensor::from_dispatch(v),
+    )
+}
+
+/// `g_i − (g_i · w_i) w_i` for each row `i` of the (unit-norm) decoder `w` and its gradient
+/// `g`, `[m, d]`.
+pub fn remove_parallel(w: Tensor<2>, g: Tensor<2>) -> Tensor<2> {
+    if !on_cube(&w.device()) {
+        return stock::remove_parallel(w, g);
+    }
+    Tensor::from_dispatch(<Dispatch as KernelOps>::remove_parallel(
+        w.into_dispatch(),
+        g.into_dispatch(),
+    ))
+}
+
+/// The stock-burn-op twins of the kernels: the same results from burn's generic ops, on any
+/// device. `lantern-sae` runs these on the CPU; the tests compare each kernel against them.
+pub mod stock {
+    use super::*;
+
+    /// Twin of [`super::top_k_rows`] (burn's `topk_with_indices`, exact for every `k` on
+    /// `flex`; burn's cubecl reduction is wrong above k = 32, hence the kernel).
+    pub fn top_k_rows(acts: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2, Int>) {
+        acts.topk_with_indices(k, 1)
+    }
+
+    /// Twin of [`super::decode_rows`]: a `select` of the decoder rows and a sum over `k`.
+    pub fn decode_rows(val: Tensor<2>, lat: Tensor<2, Int>, w: Tensor<2>) -> Tensor<2> {
+        let [b, k] = val.dims();
+        let [_, d] = w.dims();
+        let rows = w.select(0, lat.reshape([b * k])).reshape([b, k, d]);
+        (rows * val.reshape([b, k, 1])).sum_dim(1).reshape([b, d])
+    }
+
+    /// Twin of [`super::sparse_backward`]: `select`s and `select_assign` adds.
+    pub fn sparse_backward(
+        e: &Entries,
+        g: &Tensor<2>,
+        xc: &Tensor<2>,
+        w: &Tensor<2>,
+        acc: Grads,
+    ) -> Grads {
+        let n = e.val.dims()[0];
+        let g_rows = g.clone().select(0, e.row.clone());
+        let dec_rows = w.clone().select(0, e.lat.clone());
+        let grad_val = (dec_rows * g_rows.clone()).sum_dim(1).reshape([n]);
+        let grad_pre = grad_val * e.val.clone().greater_elem(0.0).float();
+        let w_dec = acc.w_dec.select_assign(
+            0,
+            e.lat.clone(),
+            g_rows * e.val.clone().unsqueeze_dim(1),
+            IndexingUpdateOp::Add,
+        );
+        let x_rows = xc.clone().select(0, e.row.clone());
+        let w_enc_t = acc.w_enc_t.select_assign(
+            0,
+            e.lat.clone(),
+            x_rows * grad_pre.clone().unsqueeze_dim(1),
+            IndexingUpdateOp::Add,
+        );
+        let b_enc = acc
+            .b_enc
+            .select_assign(0, e.lat.clone(), grad_pre, IndexingUpdateOp::Add);
+        Grads {
+            w_dec,
+            w_enc_t,
+            b_enc,
+        }
+    }
+
+    /// Twin of [`super::adam`].
+    pub fn adam<const D: usize>(
+        p: Tensor<D>,
+        g: Tensor<D>,
+        m: Tensor<D>,
+        v: Tensor<D>,
+        factor: Tensor<1>,
+        s: AdamStep,
+    ) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+        let (c1, c2) = s.bias();
+        let shape = g.shape();
+        let f: Tensor<D> = factor.reshape([1; D]).expand(shape);
+        let g = g * f;
+        let m = m.mul_scalar(s.beta1) + g.clone().mul_scalar(1.0 - s.beta1);
+        let v = v.mul_scalar(s.beta2) + g.square().mul_scalar(1.0 - s.beta2);
+        let denom = (v.clone() / c2).sqrt().add_scalar(s.eps);
+        let p = p - (m.clone() / denom).mul_scalar(s.lr / c1);
+        (p, m, v)
+    }
+
+    /// Twin of [`super::adam_rows_renorm`].
+    pub fn adam_rows_renorm(
+        p: Tensor<2>,
+        g: Tensor<2>,
+        m: Tensor<2>,
+        v: Tensor<2>,
+        factor: Tensor<1>,
+        s: AdamStep,
+    ) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
+        let (p, m, v) = adam(p, g, m, v, factor, s);
+        let norms = p.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
+        (p / norms, m, v)
+    }
+
+    /// Twin of [`super::remove_parallel`].
+    pub fn remove_parallel(w: Tensor<2>, g: Tensor<2>) -> Tensor<2> {
+        let dots = (g.clone() * w.clone()).sum_dim(1);
+        g - w * dots
+    }
+}

@@ -1,0 +1,469 @@
+//! Every kernel against its stock-burn-op twin on wgpu (WGSL; Mesa's lavapipe in CI) and
+//! against a plain host loop written here.
+//!
+//! Without a wgpu adapter these tests print why and pass, unless `LANTERN_REQUIRE_WGPU=1`
+//! (set by `.ci/run`), where a missing adapter fails them.
+
+use burn::tensor::{Device, DeviceType, Int, Tensor, TensorData};
+use lantern_kernels::{AdamStep, Entries, Grads, cube::SORT_CAP, stock};
+
+fn wgpu() -> Option<Device> {
+    let found = Device::enumerate(DeviceType::Wgpu).into_vec();
+    match found.into_iter().next() {
+        Some(d) => Some(d),
+        None if std::env::var("LANTERN_REQUIRE_WGPU").as_deref() == Ok("1") => {
+            panic!("LANTERN_REQUIRE_WGPU=1 but no wgpu adapter was found")
+        }
+        None => {
+            eprintln!("skipping wgpu test: no wgpu adapter");
+            None
+        }
+    }
+}
+
+/// A reproducible stream of numbers in [0, 1) (SplitMix64), so that the data do not come
+/// from the code under test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
+    }
+    fn normal(&mut self) -> f32 {
+        // Irwin–Hall: close enough to a normal for test data.
+        (0..12).map(|_| self.next()).sum::<f32>() - 6.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        ((self.next() * n as f32) as usize).min(n - 1)
+    }
+}
+
+fn t2(v: Vec<f32>, shape: [usize; 2], dev: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(v, shape), dev)
+}
+
+fn t1(v: Vec<f32>, dev: &Device) -> Tensor<1> {
+    let n = v.len();
+    Tensor::from_data(TensorData::new(v, [n]), dev)
+}
+
+fn ints<const D: usize>(v: Vec<i64>, shape: [usize; D], dev: &Device) -> Tensor<D, Int> {
+    Tensor::from_data(TensorData::new(v, shape), dev)
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
+}
+
+fn host_int<const D: usize>(t: Tensor<D, Int>) -> Vec<i64> {
+    t.into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .unwrap()
+}
+
+fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{name}: lengths");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= tol * scale,
+            "{name}[{i}]: kernel {a}, reference {b} (scale {scale})"
+        );
+    }
+}
+
+/// Host top-k: sort each row by (value descending, column ascending), keep `k`; each row's
+/// result sorted by column, as (column, value) pairs.
+fn naive_top_k(x: &[f32], m: usize, k: usize) -> Vec<Vec<(i64, f32)>> {
+    x.chunks(m)
+        .map(|row| {
+            let mut order: Vec<usize> = (0..m).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+            let mut kept: Vec<(i64, f32)> =
+                order[..k].iter().map(|&c| (c as i64, row[c])).collect();
+            kept.sort_by_key(|p| p.0);
+            kept
+        })
+        .collect()
+}
+
+fn by_column(vals: &[f32], cols: &[i64], k: usize) -> Vec<Vec<(i64, f32)>> {
+    vals.chunks(k)
+        .zip(cols.chunks(k))
+        .map(|(v, c)| {
+            let mut p: Vec<(i64, f32)> = c.iter().copied().zip(v.iter().copied()).collect();
+            p.sort_by_key(|p| p.0);
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn top_k_matches_a_host_sort_for_every_k_with_ties_and_negatives() {
+    let Some(dev) = wgpu() else { return };
+    let mut rng = Rng(1);
+    let (b, m) = (37, 3000);
+    // Continuous values of both signs, and a coarse copy with many exact ties.
+    let smooth: Vec<f32> = (0..b * m).map(|_| rng.normal()).collect();
+    let coarse: Vec<f32> = smooth.iter().map(|v| (v * 2.0).round() / 2.0).collect();
+    for (name, x) in [("smooth", &smooth), ("ties", &coarse)] {
+        for k in [1, 7, 32, 33, 64, 200, 256] {
+            let (v, c) = lantern_kernels::top_k_rows(t2(x.clone(), [b, m], &dev), k);
+            let got = by_column(&host(v), &host_int(c), k);
+            assert_eq!(got, naive_top_k(x, m, k), "{name}, k {k}");
+        }
+    }
+}
+
+#[test]
+fn top_k_agrees_with_the_stock_op_where_that_is_exact() {
+    let Some(dev) = wgpu() else { return };
+    let mut rng = Rng(2);
+    let (b, m, k) = (16, 2048, 32);
+    let x: Vec<f32> = (0..b * m).map(|_| rng.normal().max(0.0)).collect();
+    let (v, c) = lantern_kernels::top_k_rows(t2(x.clone(), [b, m], &dev), k);
+    let (sv, sc) = stock::top_k_rows(t2(x, [b, m], &dev), k);
+    assert_eq!(
+        by_column(&host(v), &host_int(c), k),
+        by_column(&host(sv), &host_int(sc), k)
+    );
+}
+
+#[test]
+fn top_k_of_a_whole_row_and_of_constant_rows() {
+    let Some(dev) = wgpu() else { return };
+    let (b, m) = (3, 40);
+    let x: Vec<f32> = (0..b * m)
+        .map(|i| if i < m { 0.0 } else { (i % 7) as f32 })
+        .collect();
+    for k in [m, 5] {
+        let (v, c) = lantern_kernels::top_k_rows(t2(x.clone(), [b, m], &dev), k);
+        assert_eq!(
+            by_column(&host(v), &host_int(c), k),
+            naive_top_k(&x, m, k),
+            "k {k}"
+        );
+    }
+}
+
+fn random_code(rng: &mut Rng, b: usize, m: usize, k: usize) -> (Vec<f32>, Vec<i64>) {
+    let mut val = Vec::with_capacity(b * k);
+    let mut lat = Vec::with_capacity(b * k);
+    for _ in 0..b {
+        let mut chosen: Vec<i64> = Vec::new();
+        while chosen.len() < k {
+            let l = rng.below(m) as i64;
+            if !chosen.contains(&l) {
+                chosen.push(l);
+            }
+        }
+        for l in chosen {
+            lat.push(l);
+            // A fifth of the entries are zero, as TopK keeps when a row has few positives.
+            let v = rng.next();
+            val.push(if v < 0.2 { 0.0 } else { v * 3.0 });
+        }
+    }
+    (val, lat)
+}
+
+#[test]
+fn decode_matches_the_stock_op_and_a_host_loop() {
+    let Some(dev) = wgpu() else { return };
+    let mut rng = Rng(3);
+    for (b, m, d, k) in [(50, 300, 24, 16), (9, 64, 200, 3), (4, 10, 1, 10)] {
+        let w: Vec<f32> = (0..m * d).map(|_| rng.normal()).collect();
+        let (val, lat) = random_code(&mut rng, b, m, k);
+        let mut want = vec![0f32; b * d];
+        for r in 0..b {
+            for t in 0..k {
+                let (v, l) = (val[r * k + t], lat[r * k + t] as usize);
+                for j in 0..d {
+                    want[r * d + j] += v * w[l * d + j];
+                }
+            }
+        }
+        let args = || {
+            (
+                t2(val.clone(), [b, k], &dev),
+                ints(lat.clone(), [b, k], &dev),
+                t2(w.clone(), [m, d], &dev),
+            )
+        };
+        let (v, l, wt) = args();
+        let got = host(lantern_kernels::decode_rows(v, l, wt));
+        let (v, l, wt) = args();
+        let twin = host(stock::decode_rows(v, l, wt));
+        assert_close("decode vs host", &got, &want, 1e-5);
+        assert_close("decode vs stock", &got, &twin, 1e-5);
+    }
+}
+
+#[test]
+fn decode_folds_a_grid_wider_than_wgpu_allows() {
+    let Some(dev) = wgpu() else { return };
+    // 70 000 rows of one column: 70 000 cubes, past the 65 535 limit of one grid dimension.
+    let (b, m, d, k) = (70_000, 5, 1, 2);
+    let w = vec![1.0, 2.0, 3.0, 4.0, 5.0];
+    let lat: Vec<i64> = (0..b * k).map(|i| (i % m) as i64).collect();
+    let val: Vec<f32> = (0..b * k).map(|i| (i % 3) as f32).collect();
+    let want: Vec<f32> = (0..b)
+        .map(|r| {
+            (0..k)
+                .map(|t| val[r * k + t] * w[lat[r * k + t] as usize])
+                .sum()
+        })
+        .collect();
+    let got = host(lantern_kernels::decode_rows(
+        t2(val, [b, k], &dev),
+        ints(lat, [b, k], &dev),
+        t2(w, [m, d], &dev),
+    ));
+    assert_close("folded decode", &got, &want, 0.0);
+}
+
+struct Case {
+    b: usize,
+    m: usize,
+    d: usize,
+    row: Vec<i64>,
+    lat: Vec<i64>,
+    val: Vec<f32>,
+    g: Vec<f32>,
+    xc: Vec<f32>,
+    w: Vec<f32>,
+    acc: [Vec<f32>; 3],
+}
+
+impl Case {
+    /// TopK-shaped entries (k distinct latents per row), plus, with `crowd`, that many more
+    /// entries on latent 0 from random rows: a segment longer than the kernel sorts.
+    fn new(seed: u64, b: usize, m: usize, d: usize, k: usize, crowd: usize) -> Self {
+        let mut rng = Rng(seed);
+        let (mut val, mut lat) = random_code(&mut rng, b, m, k);
+        let mut row: Vec<i64> = (0..b * k).map(|i| (i / k) as i64).collect();
+        for _ in 0..crowd {
+            row.push(rng.below(b) as i64);
+            lat.push(0);
+            val.push(rng.next());
+        }
+        let mut draw = |n: usize| (0..n).map(|_| rng.normal()).collect::<Vec<f32>>();
+        Case {
+            b,
+            m,
+            d,
+            g: draw(b * d),
+            xc: draw(b * d),
+            w: draw(m * d),
+            acc: [draw(m * d), draw(m * d), draw(m)],
+            row,
+            lat,
+            val,
+        }
+    }
+
+    fn run(&self, dev: &Device, kernel: bool) -> [Vec<f32>; 3] {
+        let n = self.val.len();
+        let e = Entries {
+            row: ints(self.row.clone(), [n], dev),
+            lat: ints(self.lat.clone(), [n], dev),
+            val: t1(self.val.clone(), dev),
+        };
+        let g = t2(self.g.clone(), [self.b, self.d], dev);
+        let xc = t2(self.xc.clone(), [self.b, self.d], dev);
+        let w = t2(self.w.clone(), [self.m, self.d], dev);
+        let acc = Grads {
+            w_dec: t2(self.acc[0].clone(), [self.m, self.d], dev),
+            w_enc_t: t2(self.acc[1].clone(), [self.m, self.d], dev),
+            b_enc: t1(self.acc[2].clone(), dev),
+        };
+        let out = if kernel {
+            lantern_kernels::sparse_backward(&e, &g, &xc, &w, acc)
+        } else {
+            stock::sparse_backward(&e, &g, &xc, &w, acc)
+        };
+        [host(out.w_dec), host(out.w_enc_t), host(out.b_enc)]
+    }
+
+    /// The gradients by plain loops in f64.
+    fn naive(&self) -> [Vec<f32>; 3] {
+        let d = self.d;
+        let mut dec: Vec<f64> = self.acc[0].iter().map(|&v| v as f64).collect();
+        let mut enc: Vec<f64> = self.acc[1].iter().map(|&v| v as f64).collect();
+        let mut bias: Vec<f64> = self.acc[2].iter().map(|&v| v as f64).collect();
+        for n in 0..self.val.len() {
+            let (r, l, v) = (
+                self.row[n] as usize,
+                self.lat[n] as usize,
+                self.val[n] as f64,
+            );
+            let dot: f64 = (0..d)
+                .map(|j| self.w[l * d + j] as f64 * self.g[r * d + j] as f64)
+                .sum();
+            let gp = if v > 0.0 { dot } else { 0.0 };
+            for j in 0..d {
+                dec[l * d + j] += v * self.g[r * d + j] as f64;
+                enc[l * d + j] += gp * self.xc[r * d + j] as f64;
+            }
+            bias[l] += gp;
+        }
+        let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
+        [f(dec), f(enc), f(bias)]
+    }
+}
+
+#[test]
+fn sparse_backward_matches_the_stock_ops_and_f64_loops() {
+    let Some(dev) = wgpu() else { return };
+    for (seed, b, m, d, k, crowd) in [
+        (4, 64, 300, 24, 16, 0),
+        (5, 40, 50, 130, 8, 0),
+        (6, 2000, 40, 3, 2, SORT_CAP + 500),
+    ] {
+        let case = Case::new(seed, b, m, d, k, crowd);
+        let got = case.run(&dev, true);
+        let twin = case.run(&dev, false);
+        let want = case.naive();
+        for (i, name) in ["w_dec", "w_enc_t", "b_enc"].iter().enumerate() {
+            assert_close(
+                &format!("{name} vs f64 (seed {seed})"),
+                &got[i],
+                &want[i],
+                2e-5,
+            );
+            assert_close(
+                &format!("{name} vs stock (seed {seed})"),
+                &got[i],
+                &twin[i],
+                2e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn sparse_backward_is_bitwise_repeatable_below_the_sort_cap() {
+    let Some(dev) = wgpu() else { return };
+    // 4096 rows × 32 entries on 256 latents: segments of ≈ 512 entries, so the scatter's
+    // atomics interleave and only the sort makes the sums repeatable.
+    let case = Case::new(7, 4096, 256, 8, 32, 0);
+    let first = case.run(&dev, true);
+    for _ in 0..2 {
+        assert_eq!(case.run(&dev, true), first);
+    }
+}
+
+fn adam_case(rng: &mut Rng, m: usize, d: usize) -> [Vec<f32>; 4] {
+    let mut draw = |n: usize, s: f32| (0..n).map(|_| rng.normal() * s).collect::<Vec<f32>>();
+    let p = draw(m * d, 1.0);
+    let g = draw(m * d, 0.1);
+    let mo = draw(m * d, 0.05);
+    let v: Vec<f32> = draw(m * d, 0.01).into_iter().map(|x| x * x).collect();
+    [p, g, mo, v]
+}
+
+/// Adam by hand in f64 (the formula of the crate docs), and the row renormalisation.
+#[allow(clippy::needless_range_loop)] // four arrays read at the same index
+fn naive_adam(c: &[Vec<f32>; 4], factor: f32, s: AdamStep, rows: Option<usize>) -> [Vec<f32>; 3] {
+    let (b1, b2) = (s.beta1 as f64, s.beta2 as f64);
+    let (c1, c2) = (1.0 - b1.powi(s.t as i32), 1.0 - b2.powi(s.t as i32));
+    let mut p = Vec::new();
+    let mut m = Vec::new();
+    let mut v = Vec::new();
+    for i in 0..c[0].len() {
+        let g = c[1][i] as f64 * factor as f64;
+        let mi = b1 * c[2][i] as f64 + (1.0 - b1) * g;
+        let vi = b2 * c[3][i] as f64 + (1.0 - b2) * g * g;
+        p.push(c[0][i] as f64 - s.lr as f64 * (mi / c1) / ((vi / c2).sqrt() + s.eps as f64));
+        m.push(mi);
+        v.push(vi);
+    }
+    if let Some(rows) = rows {
+        let d = p.len() / rows;
+        for row in p.chunks_mut(d) {
+            let norm = row.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+            row.iter_mut().for_each(|x| *x /= norm);
+        }
+    }
+    let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
+    [f(p), f(m), f(v)]
+}
+
+#[test]
+fn adam_and_the_fused_decoder_update_match_the_stock_ops_and_f64() {
+    let Some(dev) = wgpu() else { return };
+    let mut rng = Rng(8);
+    let s = AdamStep {
+        lr: 3e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        t: 3,
+    };
+    let factor = 0.37f32;
+    for (m, d) in [(70, 24), (5, 700)] {
+        let c = adam_case(&mut rng, m, d);
+        let args = || {
+            (
+                t2(c[0].clone(), [m, d], &dev),
+                t2(c[1].clone(), [m, d], &dev),
+                t2(c[2].clone(), [m, d], &dev),
+                t2(c[3].clone(), [m, d], &dev),
+                t1(vec![factor], &dev),
+            )
+        };
+        for rows in [None, Some(m)] {
+            let run = |kernel: bool| {
+                let (p, g, mo, v, f) = args();
+                let (p, mo, v) = match (rows, kernel) {
+                    (None, true) => lantern_kernels::adam(p, g, mo, v, f, s),
+                    (None, false) => stock::adam(p, g, mo, v, f, s),
+                    (Some(_), true) => lantern_kernels::adam_rows_renorm(p, g, mo, v, f, s),
+                    (Some(_), false) => stock::adam_rows_renorm(p, g, mo, v, f, s),
+                };
+                [host(p), host(mo), host(v)]
+            };
+            let (got, twin, want) = (run(true), run(false), naive_adam(&c, factor, s, rows));
+            for (i, name) in ["p", "m", "v"].iter().enumerate() {
+                let what = format!("{name} ({m}×{d}, renorm {})", rows.is_some());
+                assert_close(&format!("{what} vs f64"), &got[i], &want[i], 1e-5);
+                assert_close(&format!("{what} vs stock"), &got[i], &twin[i], 1e-5);
+            }
+        }
+    }
+}
+
+#[test]
+fn parallel_removal_matches_the_stock_ops_and_leaves_gradients_orthogonal() {
+    let Some(dev) = wgpu() else { return };
+    let mut rng = Rng(9);
+    for (m, d) in [(33, 24), (4, 1000)] {
+        let mut w: Vec<f32> = (0..m * d).map(|_| rng.normal()).collect();
+        for row in w.chunks_mut(d) {
+            let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            row.iter_mut().for_each(|x| *x /= n);
+        }
+        let g: Vec<f32> = (0..m * d).map(|_| rng.normal()).collect();
+        let got = host(lantern_kernels::remove_parallel(
+            t2(w.clone(), [m, d], &dev),
+            t2(g.clone(), [m, d], &dev),
+        ));
+        let twin = host(stock::remove_parallel(
+            t2(w.clone(), [m, d], &dev),
+            t2(g, [m, d], &dev),
+        ));
+        assert_close("remove_parallel vs stock", &got, &twin, 1e-5);
+        for (gr, wr) in got.chunks(d).zip(w.chunks(d)) {
+            let dot: f32 = gr.iter().zip(wr).map(|(a, b)| a * b).sum();
+            assert!(dot.abs() < 1e-4, "row still has a parallel part {dot}");
+        }
+    }
+}
