@@ -51,6 +51,10 @@ pub struct TrainArgs {
     /// batchtopk, matryoshka: start at k = d_in and lower it linearly to --k over N steps.
     #[arg(long, default_value_t = 0)]
     pub k_anneal_steps: u64,
+    /// batchtopk, matryoshka: select the top k per row (plain TopK) for the first N steps,
+    /// then batch-wide.
+    #[arg(long, default_value_t = 0)]
+    pub topk_warmup_steps: u64,
     /// batchtopk, matryoshka: keep the decoder rows at unit norm and rank activations by
     /// relu(pre) (the default before 2026-12-04) instead of leaving the norms free and ranking
     /// by relu(pre)·‖W_dec‖ (SAELens's rescale_acts_by_decoder_norm).
@@ -845,6 +849,7 @@ impl TrainArgs {
         }
         c.target_l0 = self.target_l0;
         c.k_anneal_steps = self.k_anneal_steps;
+        c.topk_warmup_steps = self.topk_warmup_steps;
         if self.unit_decoder_norms {
             if !matches!(arch, Arch::BatchTopK { .. }) {
                 bail!(

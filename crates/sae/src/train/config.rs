@@ -100,6 +100,11 @@ pub struct TrainConfig {
     /// still being decided (dictionary_learning anneals TopK's k from d_in).
     #[serde(default)]
     pub k_anneal_steps: u64,
+    /// BatchTopK (and Matryoshka): select per row (plain TopK, same `k`) for the first this
+    /// many steps, then batch-wide ([`TrainConfig::k_at`]; 0 = BatchTopK from the start).
+    /// Every latent then competes only inside its own row while the dictionary forms.
+    #[serde(default)]
+    pub topk_warmup_steps: u64,
     /// TopK and BatchTopK: AuxK also takes latents whose firing rate (a moving average over
     /// the last ≈ 50 steps) is below this, not only those silent for `dead_tokens`: under
     /// BatchTopK, latents that lose the batch-wide competition early fire too rarely to learn
@@ -200,6 +205,7 @@ impl TrainConfig {
             matryoshka_widths: Vec::new(),
             target_l0: None,
             k_anneal_steps: 0,
+            topk_warmup_steps: 0,
             revive_below: matches!(arch, Arch::BatchTopK { .. }).then_some(1e-3),
             free_decoder_norms: matches!(arch, Arch::BatchTopK { .. }),
         }
@@ -240,8 +246,10 @@ impl TrainConfig {
     /// The architecture of step `t` (0-based) for inputs of width `d_in`: `cfg.arch`, except
     /// that under `k_anneal_steps = A` BatchTopK's `k` is
     /// `round(k + (k₀ − k)·max(0, 1 − t/A))`, `k₀ = max(k, min(d_in, d_sae))`.
+    ///
+    /// Under `topk_warmup_steps = W`, steps `t < W` select per row: `Arch::TopK` with that `k`.
     pub fn k_at(&self, t: u64, d_in: usize) -> Arch {
-        match self.arch {
+        let arch = match self.arch {
             Arch::BatchTopK { k } if self.k_anneal_steps > 0 => {
                 let k0 = k.max(d_in.min(self.d_sae));
                 let left = 1.0 - (t as f64 / self.k_anneal_steps as f64).min(1.0);
@@ -249,6 +257,10 @@ impl TrainConfig {
                     k: (k as f64 + (k0 - k) as f64 * left).round() as usize,
                 }
             }
+            a => a,
+        };
+        match arch {
+            Arch::BatchTopK { k } if t < self.topk_warmup_steps => Arch::TopK { k },
             a => a,
         }
     }
@@ -327,6 +339,13 @@ impl TrainConfig {
                 "free_decoder_norms",
                 "true".into(),
                 "false: free decoder norms apply to batchtopk and matryoshka",
+            );
+        }
+        if self.topk_warmup_steps > 0 && !matches!(self.arch, Arch::BatchTopK { .. }) {
+            return bad(
+                "topk_warmup_steps",
+                self.topk_warmup_steps.to_string(),
+                "0: a TopK warm-up applies to batchtopk and matryoshka",
             );
         }
         if self.k_anneal_steps > 0 && !matches!(self.arch, Arch::BatchTopK { .. }) {
@@ -509,5 +528,24 @@ mod tests {
         assert_eq!(cfg.k_at(0, 16), Arch::BatchTopK { k: 32 });
         cfg.arch = Arch::TopK { k: 32 };
         assert!(cfg.check(128).is_err(), "TopK does not anneal");
+    }
+
+    #[test]
+    fn batchtopk_selects_per_row_during_the_topk_warmup() {
+        let mut cfg = TrainConfig::new(Arch::BatchTopK { k: 32 }, 128, 2048, 1000, 1024);
+        cfg.topk_warmup_steps = 10;
+        assert_eq!(cfg.k_at(0, 128), Arch::TopK { k: 32 });
+        assert_eq!(cfg.k_at(9, 128), Arch::TopK { k: 32 });
+        assert_eq!(cfg.k_at(10, 128), Arch::BatchTopK { k: 32 });
+        cfg.k_anneal_steps = 100;
+        assert_eq!(
+            cfg.k_at(0, 128),
+            Arch::TopK { k: 128 },
+            "annealed k, per row"
+        );
+        assert!(cfg.check(128).is_ok());
+        cfg.arch = Arch::TopK { k: 32 };
+        cfg.k_anneal_steps = 0;
+        assert!(cfg.check(128).is_err(), "TopK has no TopK warm-up");
     }
 }
