@@ -404,9 +404,39 @@ pub fn segment_kernel(
     }
 }
 
-/// One Adam step (bias-corrected) of every element, the gradient first scaled by `factor[0]`
-/// (the clip factor, left on the device); `lr_c1 = lr / (1 − β₁ᵗ)`, `c2 = 1 − β₂ᵗ`:
+/// One Adam step (bias-corrected) of element `i`, the gradient first scaled by `f` (the clip
+/// factor); `lr_c1 = lr / (1 − β₁ᵗ)`, `c2 = 1 − β₂ᵗ`:
 /// `m' = β₁m + (1−β₁)g`, `v' = β₂v + (1−β₂)g²`, `p' = p − lr_c1 · m' / (√(v'/c2) + ε)`.
+/// Writes `m'`, `v'` and `p'` at `i` and returns `p'`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn adam_at(
+    i: usize,
+    p: &Tensor<f32>,
+    g: &Tensor<f32>,
+    m: &Tensor<f32>,
+    v: &Tensor<f32>,
+    f: f32,
+    p_out: &mut Tensor<f32>,
+    m_out: &mut Tensor<f32>,
+    v_out: &mut Tensor<f32>,
+    lr_c1: f32,
+    c2: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+) -> f32 {
+    let gi = g[i] * f;
+    let mi = beta1 * m[i] + (1f32 - beta1) * gi;
+    let vi = beta2 * v[i] + (1f32 - beta2) * gi * gi;
+    let pi = p[i] - lr_c1 * mi / (f32::sqrt(vi / c2) + eps);
+    p_out[i] = pi;
+    m_out[i] = mi;
+    v_out[i] = vi;
+    pi
+}
+
+/// [`adam_at`] on every element, one unit each.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn adam_kernel(
@@ -429,12 +459,9 @@ pub fn adam_kernel(
     if i >= n {
         terminate!();
     }
-    let gi = g[i] * factor[0];
-    let mi = beta1 * m[i] + (1f32 - beta1) * gi;
-    let vi = beta2 * v[i] + (1f32 - beta2) * gi * gi;
-    p_out[i] = p[i] - lr_c1 * mi / (f32::sqrt(vi / c2) + eps);
-    m_out[i] = mi;
-    v_out[i] = vi;
+    adam_at(
+        i, p, g, m, v, factor[0], p_out, m_out, v_out, lr_c1, c2, beta1, beta2, eps,
+    );
 }
 
 /// Removes from each decoder-row gradient its component along the row, one cube per row:
@@ -468,7 +495,7 @@ pub fn remove_parallel_kernel(
 }
 
 /// Adam on the decoder rows fused with their renormalisation, one cube per row: the Adam
-/// step of [`adam_kernel`], then `p'_i ← p'_i / max(‖p'_i‖, 1e-12)`.
+/// step of [`adam_at`], then `p'_i ← p'_i / max(‖p'_i‖, 1e-12)`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn adam_rows_renorm_kernel(
@@ -498,14 +525,22 @@ pub fn adam_rows_renorm_kernel(
     let mut sq = 0f32;
     let mut j = tid;
     while j < d {
-        let i = base + j;
-        let gi = g[i] * f;
-        let mi = beta1 * m[i] + (1f32 - beta1) * gi;
-        let vi = beta2 * v[i] + (1f32 - beta2) * gi * gi;
-        let pi = p[i] - lr_c1 * mi / (f32::sqrt(vi / c2) + eps);
-        p_out[i] = pi;
-        m_out[i] = mi;
-        v_out[i] = vi;
+        let pi = adam_at(
+            base + j,
+            p,
+            g,
+            m,
+            v,
+            f,
+            p_out,
+            m_out,
+            v_out,
+            lr_c1,
+            c2,
+            beta1,
+            beta2,
+            eps,
+        );
         sq += pi * pi;
         j += ROW_UNITS as usize;
     }

@@ -159,24 +159,7 @@ pub fn adam<const D: usize>(
     if !on_cube(&p.device()) {
         return stock::adam(p, g, m, v, factor, s);
     }
-    let (c1, c2) = s.bias();
-    let (p, m, v) = <Dispatch as KernelOps>::adam(
-        p.into_dispatch(),
-        g.into_dispatch(),
-        m.into_dispatch(),
-        v.into_dispatch(),
-        factor.into_dispatch(),
-        s.lr / c1,
-        c2,
-        s.beta1,
-        s.beta2,
-        s.eps,
-    );
-    (
-        Tensor::from_dispatch(p),
-        Tensor::from_dispatch(m),
-        Tensor::from_dispatch(v),
-    )
+    adam_kernel(p, g, m, v, factor, s, false)
 }
 
 /// [`adam`] on the rows of `p` `[m, d]`, then every row rescaled to unit norm.
@@ -191,8 +174,20 @@ pub fn adam_rows_renorm(
     if !on_cube(&p.device()) {
         return stock::adam_rows_renorm(p, g, m, v, factor, s);
     }
+    adam_kernel(p, g, m, v, factor, s, true)
+}
+
+fn adam_kernel<const D: usize>(
+    p: Tensor<D>,
+    g: Tensor<D>,
+    m: Tensor<D>,
+    v: Tensor<D>,
+    factor: Tensor<1>,
+    s: AdamStep,
+    renorm_rows: bool,
+) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
     let (c1, c2) = s.bias();
-    let (p, m, v) = <Dispatch as KernelOps>::adam_rows_renorm(
+    let (p, m, v) = <Dispatch as KernelOps>::adam(
         p.into_dispatch(),
         g.into_dispatch(),
         m.into_dispatch(),
@@ -203,6 +198,7 @@ pub fn adam_rows_renorm(
         s.beta1,
         s.beta2,
         s.eps,
+        renorm_rows,
     );
     (
         Tensor::from_dispatch(p),

@@ -42,7 +42,8 @@ pub trait KernelOps: Backend {
         acc_b: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
-    /// One Adam step of every element of `p` (crate docs); returns `(p, m, v)`.
+    /// One Adam step of every element of `p` (crate docs), then, with `renorm_rows`, every
+    /// row of `p` `[m, d]` rescaled to unit norm in the same kernel; returns `(p, m, v)`.
     #[allow(clippy::too_many_arguments)]
     fn adam(
         p: FloatTensor<Self>,
@@ -55,21 +56,7 @@ pub trait KernelOps: Backend {
         beta1: f32,
         beta2: f32,
         eps: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-
-    /// Adam on the rows of `p` `[m, d]` followed by their renormalisation; `(p, m, v)`.
-    #[allow(clippy::too_many_arguments)]
-    fn adam_rows_renorm(
-        p: FloatTensor<Self>,
-        g: FloatTensor<Self>,
-        m: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        factor: FloatTensor<Self>,
-        lr_c1: f32,
-        c2: f32,
-        beta1: f32,
-        beta2: f32,
-        eps: f32,
+        renorm_rows: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// `g_i − (g_i · w_i) w_i` for every row `i` of `w`, `g` `[m, d]`.
@@ -268,64 +255,27 @@ impl KernelOps for Cube {
         beta1: f32,
         beta2: f32,
         eps: f32,
+        renorm_rows: bool,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
         let (p, g, m, v, factor) = (f32s(p), f32s(g), f32s(m), f32s(v), f32s(factor));
         let shape = p.shape();
         let n = shape.num_elements();
-        let outs = [(); 3].map(|_| empty(&p, shape.clone(), DType::F32));
-        if n > 0 {
-            cube::adam_kernel::launch(
-                &p.client,
-                elementwise(n, 256),
-                CubeDim::new_1d(256),
-                p.clone().into_tensor_arg(),
-                g.into_tensor_arg(),
-                m.into_tensor_arg(),
-                v.into_tensor_arg(),
-                factor.into_tensor_arg(),
-                outs[0].clone().into_tensor_arg(),
-                outs[1].clone().into_tensor_arg(),
-                outs[2].clone().into_tensor_arg(),
-                n,
-                lr_c1,
-                c2,
-                beta1,
-                beta2,
-                eps,
-            );
-        }
-        let [p, m, v] = outs;
-        (p, m, v)
-    }
-
-    fn adam_rows_renorm(
-        p: CubeTensor,
-        g: CubeTensor,
-        m: CubeTensor,
-        v: CubeTensor,
-        factor: CubeTensor,
-        lr_c1: f32,
-        c2: f32,
-        beta1: f32,
-        beta2: f32,
-        eps: f32,
-    ) -> (CubeTensor, CubeTensor, CubeTensor) {
-        let (p, g, m, v, factor) = (f32s(p), f32s(g), f32s(m), f32s(v), f32s(factor));
-        let (rows, d) = dims2(&p);
-        let outs = [(); 3].map(|_| empty(&p, Shape::new([rows, d]), DType::F32));
-        if rows > 0 {
+        let [p_out, m_out, v_out] = [(); 3].map(|_| empty(&p, shape.clone(), DType::F32));
+        let args = |t: &CubeTensor| t.clone().into_tensor_arg();
+        if n > 0 && renorm_rows {
+            let (rows, d) = dims2(&p);
             cube::adam_rows_renorm_kernel::launch(
                 &p.client,
                 grid(rows),
                 CubeDim::new_1d(ROW_UNITS),
-                p.clone().into_tensor_arg(),
-                g.into_tensor_arg(),
-                m.into_tensor_arg(),
-                v.into_tensor_arg(),
-                factor.into_tensor_arg(),
-                outs[0].clone().into_tensor_arg(),
-                outs[1].clone().into_tensor_arg(),
-                outs[2].clone().into_tensor_arg(),
+                args(&p),
+                args(&g),
+                args(&m),
+                args(&v),
+                args(&factor),
+                args(&p_out),
+                args(&m_out),
+                args(&v_out),
                 rows,
                 d,
                 lr_c1,
@@ -334,9 +284,28 @@ impl KernelOps for Cube {
                 beta2,
                 eps,
             );
+        } else if n > 0 {
+            cube::adam_kernel::launch(
+                &p.client,
+                elementwise(n, 256),
+                CubeDim::new_1d(256),
+                args(&p),
+                args(&g),
+                args(&m),
+                args(&v),
+                args(&factor),
+                args(&p_out),
+                args(&m_out),
+                args(&v_out),
+                n,
+                lr_c1,
+                c2,
+                beta1,
+                beta2,
+                eps,
+            );
         }
-        let [p, m, v] = outs;
-        (p, m, v)
+        (p_out, m_out, v_out)
     }
 
     fn remove_parallel(w: CubeTensor, g: CubeTensor) -> CubeTensor {
