@@ -81,8 +81,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 4096)]
     pub batch: usize,
     /// Peak learning rate, or `sparsify` for sparsify's rule 2e-4/√(d_sae/2¹⁴) (default: topk,
-    /// batchtopk and matryoshka max(2e-4/√(d_sae/2¹⁴), 1.8/√(d_in·steps)), which raises the
-    /// rate for short runs; jumprelu sparsify's rule; relu 5e-5).
+    /// batchtopk, matryoshka and jumprelu max(2e-4/√(d_sae/2¹⁴), 1.8/√(d_in·steps)), which
+    /// raises the rate for short runs; relu 5e-5).
     #[arg(long)]
     #[arg(value_parser = crate::flags::lr, allow_negative_numbers = true)]
     pub lr: Option<crate::flags::Lr>,
