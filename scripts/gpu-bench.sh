@@ -21,15 +21,17 @@ echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --forma
 
 # 1. The isolated step at the issue's shapes (batch 4096): on vulkan (SPIR-V) the default
 #    dense TopK path and the sparse path on lantern-kernels' CubeCL kernels
-#    (`LANTERN_SPARSE_TOPK=1`: radix top-k, gather decode, segment-sum backward); WGSL for
+#    (`LANTERN_SPARSE_TOPK=1`: radix top-k, gather decode, segment-sum backward), the latter
+#    also with the f16 encoder GEMM (`LANTERN_ENCODER_F16=1`, tensor cores); WGSL for
 #    the smallest shape (the WGSL path is what CI tests on lavapipe).
 for spec in "128,2048,32 50" "768,24576,32 50" "4096,65536,64 10"; do
   set -- $spec
-  for path in dense kernels; do
+  for path in dense kernels kernels-f16; do
     echo "== bench sae --device vulkan --shape $1 ($path)"
-    sparse=0; [[ $path == kernels ]] && sparse=1
-    LANTERN_SPARSE_TOPK=$sparse timeout 120 "$bin" bench sae --device vulkan --shape "$1" --batch 4096 --steps "$2" ||
-      echo "   (failed or timed out)"
+    sparse=0; [[ $path == kernels* ]] && sparse=1
+    f16=0; [[ $path == *f16 ]] && f16=1
+    LANTERN_SPARSE_TOPK=$sparse LANTERN_ENCODER_F16=$f16 timeout 120 "$bin" bench sae --device vulkan --shape "$1" \
+      --batch 4096 --steps "$2" || echo "   (failed or timed out)"
   done
 done
 for shape in 128,2048,32; do
@@ -41,12 +43,13 @@ done
 #    isolated step above, on a synthetic store of d 768 with planted features.
 [[ -f "$work/acts768/manifest.json" ]] ||
   "$bin" acts synth --d 768 --features 6144 --mean-active 32 --rows 1000000 --seed 2 --out "$work/acts768"
-for run in vulkan vulkan-kernels cpu; do
+for run in vulkan vulkan-kernels vulkan-kernels-f16 cpu; do
   dev=${run%%-*}; steps=200; [[ $dev == cpu ]] && steps=20
-  sparse=0; [[ $run == *kernels ]] && sparse=1
+  sparse=0; [[ $run == *kernels* ]] && sparse=1
+  f16=0; [[ $run == *f16 ]] && f16=1
   rm -rf "$work/train-$run"
-  echo "== sae train --device $dev (768, 24576, k 32, batch 4096, $steps steps; LANTERN_SPARSE_TOPK=$sparse)"
-  LANTERN_SPARSE_TOPK=$sparse timeout 240 "$bin" sae train --acts "$work/acts768" --arch topk --k 32 --d-sae 24576 \
+  echo "== sae train --device $dev (768, 24576, k 32, batch 4096, $steps steps; LANTERN_SPARSE_TOPK=$sparse LANTERN_ENCODER_F16=$f16)"
+  LANTERN_SPARSE_TOPK=$sparse LANTERN_ENCODER_F16=$f16 timeout 240 "$bin" sae train --acts "$work/acts768" --arch topk --k 32 --d-sae 24576 \
     --batch 4096 --steps "$steps" --eval-rows 100000 --device "$dev" --quiet --out "$work/train-$run" ||
     echo "   (failed or timed out)"
   [[ -f "$work/train-$run/metrics.json" ]] && cp "$work/train-$run/metrics.json" "$out/train-$run.json" &&

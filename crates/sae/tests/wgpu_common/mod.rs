@@ -48,6 +48,7 @@ pub fn compare(arch: Arch, with_dead: bool) {
 }
 
 pub fn compare_matryoshka(arch: Arch, with_dead: bool, widths: &[usize]) {
+    let tol = 1e-4;
     let Some(gpu) = wgpu() else { return };
     let cpu = Device::flex();
     let (d, m, b) = (24, 96, 64);
@@ -127,14 +128,14 @@ pub fn compare_matryoshka(arch: Arch, with_dead: bool, widths: &[usize]) {
         )
     };
     let (c, g) = (on(&cpu), on(&gpu));
-    assert_close("grad W_enc", &g.0, &c.0, 1e-4);
-    assert_close("grad W_dec", &g.1, &c.1, 1e-4);
-    assert_close("grad b_enc", &g.2, &c.2, 1e-4);
-    assert_close("grad b_dec", &g.3, &c.3, 1e-4);
-    assert_close("sse", &g.4, &c.4, 1e-5);
+    assert_close("grad W_enc", &g.0, &c.0, tol);
+    assert_close("grad W_dec", &g.1, &c.1, tol);
+    assert_close("grad b_enc", &g.2, &c.2, tol);
+    assert_close("grad b_dec", &g.3, &c.3, tol);
+    assert_close("sse", &g.4, &c.4, tol / 10.0);
     assert_eq!(g.5, c.5, "fire counts");
-    assert_close("updated W_enc", &g.6.0, &c.6.0, 1e-4);
-    assert_close("updated W_dec", &g.6.1, &c.6.1, 1e-4);
-    assert_close("clipped grad W_enc", &g.7.0, &c.7.0, 1e-4);
-    assert_close("clipped grad b_dec", &g.7.1, &c.7.1, 1e-4);
+    assert_close("updated W_enc", &g.6.0, &c.6.0, tol);
+    assert_close("updated W_dec", &g.6.1, &c.6.1, tol);
+    assert_close("clipped grad W_enc", &g.7.0, &c.7.0, tol);
+    assert_close("clipped grad b_dec", &g.7.1, &c.7.1, tol);
 }
