@@ -322,7 +322,7 @@ pub fn scatter_kernel(
 /// A segment of at most [`SORT_CAP`] entries is first put in entry order (a rank sort in
 /// shared memory), so the sums do not depend on the scatter's scheduling.
 #[cube(launch)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a kernel takes every buffer it touches as an argument
 pub fn segment_kernel(
     perm: &Tensor<u32>,
     offsets: &Tensor<u32>,
@@ -409,7 +409,7 @@ pub fn segment_kernel(
 /// `m' = β₁m + (1−β₁)g`, `v' = β₂v + (1−β₂)g²`, `p' = p − lr_c1 · m' / (√(v'/c2) + ε)`.
 /// Writes `m'`, `v'` and `p'` at `i` and returns `p'`.
 #[cube]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a kernel takes every buffer it touches as an argument
 fn adam_at(
     i: usize,
     p: &Tensor<f32>,
@@ -438,7 +438,7 @@ fn adam_at(
 
 /// [`adam_at`] on every element, one unit each.
 #[cube(launch)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a kernel takes every buffer it touches as an argument
 pub fn adam_kernel(
     p: &Tensor<f32>,
     g: &Tensor<f32>,
@@ -497,7 +497,7 @@ pub fn remove_parallel_kernel(
 /// Adam on the decoder rows fused with their renormalisation, one cube per row: the Adam
 /// step of [`adam_at`], then `p'_i ← p'_i / max(‖p'_i‖, 1e-12)`.
 #[cube(launch)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a kernel takes every buffer it touches as an argument
 pub fn adam_rows_renorm_kernel(
     p: &Tensor<f32>,
     g: &Tensor<f32>,

@@ -29,7 +29,7 @@ pub trait KernelOps: Backend {
 
     /// The weight gradients of a sparse decode (crate docs), added to `acc_dec` `[m, d]`,
     /// `acc_enc_t` `[m, d]` and `acc_b` `[m]`.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // every buffer and hyper-parameter of the kernel
     fn sparse_backward(
         val: FloatTensor<Self>,
         row: IntTensor<Self>,
@@ -44,7 +44,7 @@ pub trait KernelOps: Backend {
 
     /// One Adam step of every element of `p` (crate docs), then, with `renorm_rows`, every
     /// row of `p` `[m, d]` rescaled to unit norm in the same kernel; returns `(p, m, v)`.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // every buffer and hyper-parameter of the kernel
     fn adam(
         p: FloatTensor<Self>,
         g: FloatTensor<Self>,
