@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The SAE-step measurements of issue 13 on a GPU machine (the lent device), in one run of at
-# most ~8 minutes: `bench sae` at every shape on vulkan (SPIR-V) and wgpu (WGSL), the whole
-# trainer's tokens/s, and a correctness check of the GPU trainer against the CPU engine.
+# The SAE-step measurements of issue 13 on a GPU machine (the lent device), in one run of
+# ≈ 6–9 minutes (an estimate; the device run's limit is 600 s): `bench sae` at every shape on
+# vulkan (SPIR-V) on the dense path, the lantern-kernels path and that path with the f16
+# encoder, one WGSL row, the whole trainer's
+# tokens/s on each path, correctness of both GPU paths against the CPU engine, and the kernel
+# tests on the real driver.
 #
-# Usage, on the device (binary built here with
-# `cargo build --release -p lantern-cli --features lantern-cli/vulkan`, stripped and xz'd; the
-# Vulkan loader unpacked as /work/.library/device/README.md explains):
+# Prepare here first with scripts/gpu-prepare.sh (the binaries, stripped and xz'd, and the
+# Vulkan loaders); its header has the one device command. By hand, on the device:
 #   VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json \
 #     bash scripts/gpu-bench.sh path/to/lantern [workdir] [outdir] [kernel-test-binary]
 # Everything printed is also written to OUTDIR/gpu-bench.txt (and the trainers' metrics.json
