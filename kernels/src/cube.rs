@@ -1,5 +1,6 @@
 //! The kernels themselves, in CubeCL's Rust dialect (`#[cube]`), compiled at run time to WGSL
-//! (wgpu, lavapipe in CI) or SPIR-V (`--features vulkan`). Launchers live in `ops.rs`.
+//! (wgpu, lavapipe in CI) or SPIR-V (burn's `vulkan` feature, e.g. `--features
+//! lantern-cli/vulkan`). Launchers live in `ops.rs`.
 //!
 //! Conventions: tensors are contiguous and row-major, read with linear indices; `f32` values,
 //! `i32` indices. A grid larger than 65 535 cubes along x (wgpu's limit per dimension) is
@@ -11,6 +12,8 @@ use cubecl::prelude::*;
 /// Units per cube of the row kernels (top-k, reductions). A power of two: the tree
 /// reductions halve it.
 pub const ROW_UNITS: u32 = 256;
+/// Halvings from [`ROW_UNITS`] to one unit.
+const ROW_LEVELS: u32 = ROW_UNITS.trailing_zeros();
 /// Entries per cube of the value-gradient kernel, and lanes per entry (`8 × 32 = 256`).
 pub const VG_ENTRIES: u32 = 8;
 /// See [`VG_ENTRIES`].
@@ -46,7 +49,7 @@ fn cube_sum(value: f32) -> f32 {
     shared[tid] = value;
     sync_cube();
     #[unroll]
-    for level in 0..8u32 {
+    for level in 0..ROW_LEVELS {
         let half = comptime!((ROW_UNITS >> (level + 1)) as usize);
         if tid < half {
             shared[tid] += shared[tid + half];

@@ -1,6 +1,6 @@
 //! GPU kernels (CubeCL) for the sparse half of a TopK SAE training step, each beside its
-//! stock-burn-op twin ([`stock`]), so that a cubecl device (wgpu with WGSL, or SPIR-V with
-//! `--features vulkan`) need not go through burn's generic scatter and top-k.
+//! stock-burn-op twin ([`stock`]), so that a cubecl device (wgpu with WGSL, or SPIR-V under
+//! burn's `vulkan` feature) need not go through burn's generic scatter and top-k.
 //!
 //! | function | what it computes | kernel |
 //! |---|---|---|
