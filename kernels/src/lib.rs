@@ -82,16 +82,28 @@ pub struct Grads {
     pub b_enc: Tensor<1>,
 }
 
-/// Entries of a sparse code: entry `n` says that latent `lat[n]` of batch row `row[n]` took
-/// the value `val[n]`.
+/// Entries of a sparse code (coordinate form): entry `n` says that latent `lat[n]` of batch
+/// row `row[n]` took the value `val[n]` (lantern-sae's `Coo`).
 #[derive(Clone, Debug)]
 pub struct Entries {
-    /// `[n]`.
+    /// Batch row of each entry, `[n]`.
     pub row: Tensor<1, Int>,
-    /// `[n]`.
+    /// Latent of each entry, `[n]`.
     pub lat: Tensor<1, Int>,
-    /// `[n]`.
+    /// Value of each entry (≥ 0 for ReLU-family codes), `[n]`.
     pub val: Tensor<1>,
+}
+
+impl Entries {
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.val.dims()[0]
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Adds the gradients of a sparse decode (table in the crate docs) to `acc`, given
@@ -304,8 +316,13 @@ pub mod stock {
         s: AdamStep,
     ) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
         let (p, m, v) = adam(p, g, m, v, factor, s);
-        let norms = p.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
-        (p / norms, m, v)
+        (normalize_rows(p), m, v)
+    }
+
+    /// Every row rescaled to unit norm: `w_i ← w_i / max(‖w_i‖, 1e-12)`.
+    pub fn normalize_rows(w: Tensor<2>) -> Tensor<2> {
+        let norms = w.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
+        w / norms
     }
 
     /// Twin of [`super::remove_parallel`].

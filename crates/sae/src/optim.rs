@@ -172,8 +172,7 @@ pub fn remove_parallel_component(w_dec: &Tensor<2>, grad_w_dec: Tensor<2>) -> Te
 
 /// Rescales every decoder row to unit norm: `w_i ← w_i / ‖w_i‖`.
 pub fn normalize_rows(w_dec: Tensor<2>) -> Tensor<2> {
-    let norms = w_dec.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
-    w_dec / norms
+    kernels::stock::normalize_rows(w_dec)
 }
 
 /// One optimiser update from a step's gradients, as the trainer does it: for unit-norm

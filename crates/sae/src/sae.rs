@@ -87,7 +87,7 @@ impl Sae {
     /// (TopK, BatchTopK without threshold); `None` for the dense nonlinearities.
     pub fn encode_sparse(&self, x: &Tensor<2>) -> Option<Coo> {
         match self.sigma() {
-            Sigma::TopK(k) => Some(Coo::top_k_per_row(self.pre_acts(x).clamp_min(0.0), k)),
+            Sigma::TopK(k) => Some(sparse::top_k_per_row(self.pre_acts(x).clamp_min(0.0), k)),
             _ => None,
         }
     }
@@ -100,7 +100,7 @@ impl Sae {
             Sigma::Jump => self.jump(pre),
             Sigma::TopK(k) => {
                 let [b, _] = pre.dims();
-                let coo = Coo::top_k_per_row(pre.clone().clamp_min(0.0), k);
+                let coo = sparse::top_k_per_row(pre.clone().clamp_min(0.0), k);
                 pre.zeros_like().scatter(
                     1,
                     coo.lat.reshape([b, k]),

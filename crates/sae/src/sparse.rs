@@ -11,45 +11,29 @@
 
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
-/// Active latents in coordinate form (see the module docs).
-#[derive(Clone, Debug)]
-pub struct Coo {
-    /// Batch row of each entry, `[n]`.
-    pub row: Tensor<1, Int>,
-    /// Latent of each entry, `[n]`.
-    pub lat: Tensor<1, Int>,
-    /// Activation of each entry (≥ 0), `[n]`.
-    pub val: Tensor<1>,
-}
+/// Active latents in coordinate form (see the module docs): lantern-kernels' [`Entries`],
+/// whose kernels take it as it is.
+///
+/// [`Entries`]: lantern_kernels::Entries
+pub type Coo = lantern_kernels::Entries;
 
-impl Coo {
-    /// The `k` largest activations of every row of `acts` `[B, m]` (TopK).
-    pub fn top_k_per_row(acts: Tensor<2>, k: usize) -> Self {
-        let [batch, _] = acts.dims();
-        let (val, lat) = crate::topk::top_k_rows(acts, k);
-        let row = Tensor::<1, Int>::arange(0..batch as i64, &val.device())
-            .unsqueeze_dim::<2>(1)
-            .repeat_dim(1, k)
-            .reshape([batch * k]);
-        Self {
-            row,
-            lat: lat.reshape([batch * k]),
-            val: val.reshape([batch * k]),
-        }
-    }
-
-    /// Number of entries.
-    pub fn len(&self) -> usize {
-        self.val.dims()[0]
-    }
-
-    /// Whether there are no entries.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+/// The `k` largest activations of every row of `acts` `[B, m]` (TopK), `k` entries per row in
+/// row order.
+pub fn top_k_per_row(acts: Tensor<2>, k: usize) -> Coo {
+    let [batch, _] = acts.dims();
+    let (val, lat) = crate::topk::top_k_rows(acts, k);
+    let row = Tensor::<1, Int>::arange(0..batch as i64, &val.device())
+        .unsqueeze_dim::<2>(1)
+        .repeat_dim(1, k)
+        .reshape([batch * k]);
+    Coo {
+        row,
+        lat: lat.reshape([batch * k]),
+        val: val.reshape([batch * k]),
     }
 }
 
-/// Sparse decode for exactly `k` entries per row in row order ([`Coo::top_k_per_row`]): a
+/// Sparse decode for exactly `k` entries per row in row order ([`top_k_per_row`]): a
 /// gather and a sum over `k`, with no scatter (`lantern_kernels::decode_rows`: a kernel on
 /// wgpu/vulkan, `select` + sum on the CPU).
 pub fn decode_per_row(coo: &Coo, w_dec: &Tensor<2>, batch: usize, k: usize) -> Tensor<2> {
@@ -80,12 +64,7 @@ pub fn backward(
     w_dec: &Tensor<2>,
     grads: SparseGrads,
 ) -> SparseGrads {
-    let entries = lantern_kernels::Entries {
-        row: coo.row.clone(),
-        lat: coo.lat.clone(),
-        val: coo.val.clone(),
-    };
-    lantern_kernels::sparse_backward(&entries, g, xc, w_dec, grads)
+    lantern_kernels::sparse_backward(coo, g, xc, w_dec, grads)
 }
 
 /// Accumulators for [`backward`]: `∂L/∂W_dec` `[m, d]`, `(∂L/∂W_enc)ᵀ` `[m, d]`, `∂L/∂b_enc`

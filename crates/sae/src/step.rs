@@ -47,7 +47,7 @@ use burn::tensor::{FloatDType, Tensor};
 
 use crate::Arch;
 use crate::params::Params;
-use crate::sparse::{self, Coo, SparseGrads};
+use crate::sparse::{self, SparseGrads};
 
 /// Settings of one step that are not parameters.
 #[derive(Clone, Debug)]
@@ -216,7 +216,7 @@ fn sparse_step(
             (None, Some((f, None)), recon)
         }
         Selection::PerRow(k) => {
-            let coo = Coo::top_k_per_row(acts.clone(), k.min(m));
+            let coo = sparse::top_k_per_row(acts.clone(), k.min(m));
             let recon = sparse::decode_per_row(&coo, &p.w_dec, batch, k.min(m));
             (Some(coo), None, recon)
         }
@@ -280,7 +280,7 @@ fn sparse_step(
         let dead_acts = acts
             .mask_fill(alive.expand([batch, m]), -1.0)
             .clamp_min(0.0);
-        let aux = Coo::top_k_per_row(dead_acts, k_aux);
+        let aux = sparse::top_k_per_row(dead_acts, k_aux);
         let e_hat = sparse::decode_per_row(&aux, &p.w_dec, batch, k_aux);
         let diff = e_hat + e.clone(); // ê − r with r = −e
         aux_loss = diff.clone().square().sum() / tv.clone() * scale;
