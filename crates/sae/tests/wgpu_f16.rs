@@ -6,11 +6,11 @@
 
 mod wgpu_common;
 
-use burn::tensor::{Device, Distribution, FloatDType, Tensor};
+use burn::tensor::{Device, FloatDType};
 use lantern_sae::Arch;
-use lantern_sae::params::{Params, download};
+use lantern_sae::params::download;
 use lantern_sae::step::{StepSettings, step};
-use wgpu_common::{host, upload, wgpu};
+use wgpu_common::{HostCase, wgpu};
 
 #[test]
 fn topk_step_with_the_f16_encoder_matches_cpu_to_half_precision() {
@@ -22,21 +22,8 @@ fn topk_step_with_the_f16_encoder_matches_cpu_to_half_precision() {
     // SAFETY: the only test of this binary, so no other thread reads the environment.
     unsafe { std::env::set_var("LANTERN_ENCODER_F16", "1") };
     let cpu = Device::flex();
-    let (d, m, b, k) = (48, 256, 128, 8);
-    let draw = |shape: Vec<usize>, sd: f64| {
-        let n: usize = shape.iter().product();
-        host(Tensor::<1>::random(
-            [n],
-            Distribution::Normal(0.0, sd),
-            &cpu,
-        ))
-    };
-    let (w_enc, w_dec) = (draw(vec![d, m], 0.3), draw(vec![m, d], 0.3));
-    let (b_enc, b_dec, x) = (
-        draw(vec![m], 0.1),
-        draw(vec![d], 0.1),
-        draw(vec![b, d], 1.0),
-    );
+    let k = 8;
+    let case = HostCase::random(48, 256, 128);
     let settings = StepSettings {
         arch: Arch::TopK { k },
         apply_b_dec_to_input: true,
@@ -49,14 +36,8 @@ fn topk_step_with_the_f16_encoder_matches_cpu_to_half_precision() {
         rescale_by_decoder_norm: false,
     };
     let on = |dev: &Device| {
-        let p = Params {
-            w_enc: upload(w_enc.clone(), [d, m], dev),
-            b_enc: upload(b_enc.clone(), [m], dev),
-            w_dec: upload(w_dec.clone(), [m, d], dev),
-            b_dec: upload(b_dec.clone(), [d], dev),
-            log_threshold: None,
-        };
-        let out = step(&p, upload(x.clone(), [b, d], dev), &settings, None);
+        let p = case.params(dev, None);
+        let out = step(&p, case.x(dev), &settings, None);
         (
             download(out.sse).unwrap()[0],
             download(out.active).unwrap()[0],

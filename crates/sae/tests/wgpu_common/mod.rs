@@ -1,5 +1,6 @@
-//! Helpers shared by `wgpu.rs` and `wgpu_kernels.rs`: a wgpu device, and one SAE step plus
-//! optimiser update on wgpu and on the CPU, compared.
+//! Helpers shared by `wgpu.rs`, `wgpu_kernels.rs` and `wgpu_f16.rs`: a wgpu device, random
+//! parameters and inputs drawn once on the host, and one SAE step plus optimiser update on
+//! wgpu and on the CPU, compared.
 #![allow(dead_code)]
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
@@ -43,6 +44,61 @@ pub fn assert_close(name: &str, a: &[f32], b: &[f32], tol: f32) {
     );
 }
 
+/// An SAE's parameters (`W ~ N(0, 0.3²)`, biases `~ N(0, 0.1²)`) and an input batch
+/// (`x ~ N(0, 1)`) drawn on the CPU and kept on the host, so that every device gets the same
+/// numbers.
+pub struct HostCase {
+    pub d: usize,
+    pub m: usize,
+    pub b: usize,
+    w_enc: Vec<f32>,
+    b_enc: Vec<f32>,
+    w_dec: Vec<f32>,
+    b_dec: Vec<f32>,
+    x: Vec<f32>,
+}
+
+impl HostCase {
+    /// Width `d`, `m` latents, batch `b`.
+    pub fn random(d: usize, m: usize, b: usize) -> Self {
+        let cpu = Device::flex();
+        let draw = |n: usize, sd: f64| {
+            host(Tensor::<1>::random(
+                [n],
+                Distribution::Normal(0.0, sd),
+                &cpu,
+            ))
+        };
+        Self {
+            d,
+            m,
+            b,
+            w_enc: draw(d * m, 0.3),
+            b_enc: draw(m, 0.1),
+            w_dec: draw(m * d, 0.3),
+            b_dec: draw(d, 0.1),
+            x: draw(b * d, 1.0),
+        }
+    }
+
+    /// The parameters on `dev`, with JumpReLU's `log θ` if given.
+    pub fn params(&self, dev: &Device, log_threshold: Option<Tensor<1>>) -> Params {
+        let (d, m) = (self.d, self.m);
+        Params {
+            w_enc: upload(self.w_enc.clone(), [d, m], dev),
+            b_enc: upload(self.b_enc.clone(), [m], dev),
+            w_dec: upload(self.w_dec.clone(), [m, d], dev),
+            b_dec: upload(self.b_dec.clone(), [d], dev),
+            log_threshold,
+        }
+    }
+
+    /// The input batch on `dev`, `[b, d]`.
+    pub fn x(&self, dev: &Device) -> Tensor<2> {
+        upload(self.x.clone(), [self.b, self.d], dev)
+    }
+}
+
 pub fn compare(arch: Arch, with_dead: bool) {
     compare_matryoshka(arch, with_dead, &[]);
 }
@@ -52,40 +108,12 @@ pub fn compare_matryoshka(arch: Arch, with_dead: bool, widths: &[usize]) {
     let Some(gpu) = wgpu() else { return };
     let cpu = Device::flex();
     let (d, m, b) = (24, 96, 64);
-    let w_dec = host(Tensor::<2>::random(
-        [m, d],
-        Distribution::Normal(0.0, 0.3),
-        &cpu,
-    ));
-    let w_enc = host(Tensor::<2>::random(
-        [d, m],
-        Distribution::Normal(0.0, 0.3),
-        &cpu,
-    ));
-    let b_enc = host(Tensor::<1>::random(
-        [m],
-        Distribution::Normal(0.0, 0.1),
-        &cpu,
-    ));
-    let b_dec = host(Tensor::<1>::random(
-        [d],
-        Distribution::Normal(0.0, 0.1),
-        &cpu,
-    ));
-    let x = host(Tensor::<2>::random(
-        [b, d],
-        Distribution::Normal(0.0, 1.0),
-        &cpu,
-    ));
+    let case = HostCase::random(d, m, b);
     let on = |dev: &Device| {
-        let p = Params {
-            w_enc: upload(w_enc.clone(), [d, m], dev),
-            b_enc: upload(b_enc.clone(), [m], dev),
-            w_dec: upload(w_dec.clone(), [m, d], dev),
-            b_dec: upload(b_dec.clone(), [d], dev),
-            log_threshold: matches!(arch, Arch::JumpRelu)
-                .then(|| upload(vec![(0.2f32).ln(); m], [m], dev)),
-        };
+        let p = case.params(
+            dev,
+            matches!(arch, Arch::JumpRelu).then(|| upload(vec![(0.2f32).ln(); m], [m], dev)),
+        );
         let dead = with_dead.then(|| DeadLatents {
             mask: upload(
                 (0..m).map(|j| (j % 3 == 0) as u8 as f32).collect(),
@@ -110,7 +138,7 @@ pub fn compare_matryoshka(arch: Arch, with_dead: bool, widths: &[usize]) {
             // BatchTopK's default: ranked by relu(pre)·‖W_dec‖ (the rows' norms vary here).
             rescale_by_decoder_norm: matches!(arch, Arch::BatchTopK { .. }),
         };
-        let out = step(&p, upload(x.clone(), [b, d], dev), &s, dead.as_ref());
+        let out = step(&p, case.x(dev), &s, dead.as_ref());
         // Gradients clipped on the device (a clip small enough to be active), and one
         // optimiser update (Adam's first step is scale-free, so it cannot show the clip).
         let clipped = optim::clip_grads(&out.grads, 1e-3);
