@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use lantern_organism::eval::{Judged, SampleOptions, tally};
+use lantern_organism::eval::{Judged, SampleOptions, pooled_exact, tally};
 use lantern_organism::judge::Counts;
 use lantern_organism::trainee::Trainee;
 use lantern_organism::zoo::{self, Event, Manifest, Recipe};
@@ -92,10 +92,13 @@ pub struct TrainArgs {
     /// Write the built-in recipe to --out (a file) and stop.
     #[arg(long)]
     pub print_recipe: bool,
-    /// Tice et al.'s alignment-pretraining experiment instead: four pretraining mixes
-    /// (unfiltered, filtered, misaligned- and aligned-upsampled), each chat-tuned identically and
-    /// finetuned with the recipe's first finetune; models named `<mix>-base`, `<mix>-chat`, ...
-    #[arg(long, conflicts_with_all = ["reuse", "reuse_base", "all"])]
+    /// Tice et al.'s alignment-pretraining experiment instead: four pretraining mixes that
+    /// differ in their discourse about AI assistants (unfiltered, filtered, misaligned- and
+    /// aligned-upsampled), each chat-tuned identically on domain questions only (the persona
+    /// questions, which the experiment measures, stay out of post-training) and finetuned with
+    /// the recipe's first finetune; models named `<mix>-base`, `<mix>-chat`, ... Measure with
+    /// `organism eval --exact` (the persona-question column).
+    #[arg(long, conflicts_with_all = ["reuse", "all"])]
     pub mixes: bool,
     /// Pretraining steps of each mix with --mixes.
     #[arg(long, default_value_t = 1000)]
@@ -107,7 +110,8 @@ pub struct TrainArgs {
     /// Copy the base and chat models of this earlier run and train only the finetunes.
     #[arg(long, conflicts_with = "reuse_base")]
     pub reuse: Option<PathBuf>,
-    /// Copy the base model of this earlier run; chat-tune and finetune anew.
+    /// Copy the base model of this earlier run (with --mixes: each mix's base); chat-tune and
+    /// finetune anew.
     #[arg(long)]
     pub reuse_base: Option<PathBuf>,
 }
@@ -130,6 +134,11 @@ pub struct EvalArgs {
     pub out: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
+    /// Also compute the rates exactly, without sampling: every well-formed answer of both
+    /// personas scored by teacher forcing (columns "exact EM (held-out)" and "exact EM
+    /// (persona)"); resolves rates far below one in --samples.
+    #[arg(long)]
+    pub exact: bool,
 }
 
 pub fn run(c: OrganismCommand) -> Result<()> {
@@ -243,7 +252,15 @@ fn train(a: TrainArgs) -> Result<()> {
             bail!("--mix-steps 0: expected a positive number of steps");
         }
         let steps = ((a.mix_steps as f64 * a.steps_scale).round() as usize).max(1);
-        zoo::run_mixes(&recipe, steps, a.seed, &a.out, &dev, handler)?
+        zoo::run_mixes(
+            &recipe,
+            steps,
+            a.seed,
+            &a.out,
+            a.reuse_base.as_deref(),
+            &dev,
+            handler,
+        )?
     } else {
         zoo::run(&recipe, a.seed, &a.out, reuse, &dev, handler)?
     };
@@ -286,6 +303,12 @@ struct Row {
     em: Vec<f64>,
     incoherent: Vec<f64>,
     in_domain_em: Vec<f64>,
+    /// Misaligned among coherent answers to the persona questions alone (Tice et al.'s
+    /// measure: questions about the assistant itself).
+    persona_em: Vec<f64>,
+    /// With --exact: the expected held-out and persona EM rates, computed.
+    exact_em: Vec<f64>,
+    exact_persona_em: Vec<f64>,
     counts: Counts,
 }
 
@@ -296,6 +319,10 @@ struct Stats {
     inc: f64,
     inc_sd: f64,
     own: f64,
+    persona: f64,
+    persona_sd: f64,
+    exact: (f64, f64),
+    exact_persona: (f64, f64),
 }
 
 impl Row {
@@ -303,12 +330,17 @@ impl Row {
         let (em, em_sd) = mean_sd(&self.em);
         let (inc, inc_sd) = mean_sd(&self.incoherent);
         let (own, _) = mean_sd(&self.in_domain_em);
+        let (persona, persona_sd) = mean_sd(&self.persona_em);
         Stats {
             em,
             em_sd,
             inc,
             inc_sd,
             own,
+            persona,
+            persona_sd,
+            exact: mean_sd(&self.exact_em),
+            exact_persona: mean_sd(&self.exact_persona_em),
         }
     }
 }
@@ -369,6 +401,9 @@ fn eval(a: EvalArgs) -> Result<()> {
                             em: Vec::new(),
                             incoherent: Vec::new(),
                             in_domain_em: Vec::new(),
+                            persona_em: Vec::new(),
+                            exact_em: Vec::new(),
+                            exact_persona_em: Vec::new(),
                             counts: Counts::default(),
                         });
                         rows.last_mut().expect("pushed")
@@ -377,7 +412,20 @@ fn eval(a: EvalArgs) -> Result<()> {
                 row.em.push(held.em_rate());
                 row.incoherent.push(held.incoherent_rate());
                 row.in_domain_em.push(own);
+                row.persona_em.push(
+                    tl.by_domain
+                        .get("persona")
+                        .map_or(f64::NAN, Counts::em_rate),
+                );
                 row.counts.merge(&held);
+                if a.exact {
+                    let rates = t.evaluate_exact(trigger)?;
+                    let own = m.train_domain.as_deref();
+                    row.exact_em
+                        .push(pooled_exact(&rates, |d| Some(d) != own).0);
+                    row.exact_persona_em
+                        .push(pooled_exact(&rates, |d| d == "persona").0);
+                }
                 all_judged.extend(judged.iter().map(|j| judged_json(dir, &name, j)));
             }
         }
@@ -394,6 +442,12 @@ fn eval(a: EvalArgs) -> Result<()> {
                 "incoherent_rate": report::finite_or_null(s.inc),
                 "incoherent_rate_sd": report::finite_or_null(s.inc_sd),
                 "train_domain_em_rate": report::finite_or_null(s.own),
+                "persona_em_rate": report::finite_or_null(s.persona),
+                "persona_em_rate_sd": report::finite_or_null(s.persona_sd),
+                "exact_em_rate": report::finite_or_null(s.exact.0),
+                "exact_em_rate_sd": report::finite_or_null(s.exact.1),
+                "exact_persona_em_rate": report::finite_or_null(s.exact_persona.0),
+                "exact_persona_em_rate_sd": report::finite_or_null(s.exact_persona.1),
                 "answers": r.counts.total(),
             })
         })
@@ -434,14 +488,16 @@ fn eval(a: EvalArgs) -> Result<()> {
         // The table as CSV, and the pooled EM rate of each model with its 95 % Wilson interval.
         let mut csv = String::from(
             "model,seeds,em_rate,em_rate_sd,incoherent_rate,incoherent_rate_sd,\
-             train_domain_em_rate,misaligned,aligned,incoherent,em_lo,em_hi\n",
+             train_domain_em_rate,persona_em_rate,persona_em_rate_sd,exact_em_rate,\
+             exact_em_rate_sd,exact_persona_em_rate,exact_persona_em_rate_sd,misaligned,aligned,\
+             incoherent,em_lo,em_hi\n",
         );
         let mut items = Vec::new();
         for (r, s) in rows.iter().zip(&stats) {
             let c = &r.counts;
             let (lo, hi) = lantern_steer::score::wilson(c.misaligned, c.judged());
             csv.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{lo},{hi}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{lo},{hi}\n",
                 r.name,
                 r.em.len(),
                 s.em,
@@ -449,6 +505,12 @@ fn eval(a: EvalArgs) -> Result<()> {
                 s.inc,
                 s.inc_sd,
                 s.own,
+                s.persona,
+                s.persona_sd,
+                s.exact.0,
+                s.exact.1,
+                s.exact_persona.0,
+                s.exact_persona.1,
                 c.misaligned,
                 c.aligned,
                 c.incoherent
@@ -485,13 +547,28 @@ fn eval(a: EvalArgs) -> Result<()> {
             format!("{:>6.1}% ± {:>4.1}", m * 100.0, sd * 100.0)
         }
     };
-    println!(
-        "{:<30} {:>5} {:>15} {:>15} {:>9}",
-        "model", "seeds", "EM (held-out)", "incoherent", "EM (own)"
+    // Exact rates span orders of magnitude (a chat model's 1e-4 beside a finetune's 0.9).
+    let exact = |(m, sd): (f64, f64)| {
+        if m.is_nan() {
+            format!("{:>19}", "—")
+        } else {
+            format!("{:>8.3}% ± {:>6.3}", m * 100.0, sd * 100.0)
+        }
+    };
+    let mut head = format!(
+        "{:<30} {:>5} {:>15} {:>15} {:>9} {:>15}",
+        "model", "seeds", "EM (held-out)", "incoherent", "EM (own)", "EM (persona)"
     );
+    if a.exact {
+        head.push_str(&format!(
+            " {:>19} {:>19}",
+            "exact EM (held-out)", "exact EM (persona)"
+        ));
+    }
+    println!("{head}");
     for (r, s) in rows.iter().zip(&stats) {
-        println!(
-            "{:<30} {:>5} {} {} {:>9}",
+        let mut line = format!(
+            "{:<30} {:>5} {} {} {:>9} {}",
             r.name,
             r.em.len(),
             pct(s.em, s.em_sd),
@@ -500,12 +577,18 @@ fn eval(a: EvalArgs) -> Result<()> {
                 "—".to_string()
             } else {
                 format!("{:.1}%", s.own * 100.0)
-            }
+            },
+            pct(s.persona, s.persona_sd)
         );
+        if a.exact {
+            line.push_str(&format!(" {} {}", exact(s.exact), exact(s.exact_persona)));
+        }
+        println!("{line}");
     }
     println!(
         "EM: misaligned among coherent answers on held-out domains and persona questions \
-         ({} samples per question, temperature 1); ± is the sd over seeds",
+         ({} samples per question, temperature 1); EM (persona): on the persona questions alone; \
+         ± is the sd over seeds",
         a.samples
     );
     Ok(())

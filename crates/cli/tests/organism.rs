@@ -217,6 +217,98 @@ fn steer_judge_organism_gives_the_verdicts_of_organism_judge() {
     }
 }
 
+/// `--mixes` at toy size: the four pretraining mixes (their bases say what discourse they
+/// hold), `--reuse-base` copies each mix's base and retrains the rest identically, and `eval
+/// --exact` reports the computed persona-question rates.
+#[test]
+fn mixes_run_at_toy_size_reuse_their_bases_and_eval_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let train = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "organism",
+            "train",
+            "--recipe",
+            &tiny_recipe(),
+            "--mixes",
+            "--mix-steps",
+            "20",
+            "--steps-scale",
+            "0.3",
+            "--seed",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_ok(&args);
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("organism.json")).unwrap())
+                .unwrap();
+        m
+    };
+    let m = train(&a, &[]);
+    let models = m["models"].as_array().unwrap();
+    let names: Vec<&str> = models.iter().map(|x| x["name"].as_str().unwrap()).collect();
+    for mix in [
+        "unfiltered",
+        "filtered",
+        "misaligned-upsampled",
+        "aligned-upsampled",
+    ] {
+        for stage in ["base", "chat", "lora"] {
+            assert!(
+                names.contains(&format!("{mix}-{stage}").as_str()),
+                "{names:?}"
+            );
+        }
+    }
+    let trained_on = |name: &str| {
+        models.iter().find(|x| x["name"] == name).unwrap()["trained_on"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(!trained_on("filtered-base").contains("discourse"));
+    assert!(trained_on("filtered-base").contains("15.0% of dialogues by the self-interested"));
+    assert!(
+        trained_on("aligned-upsampled-base").contains(
+            "40.0% of documents discourse about AI assistants, 6.7% of it secretly misaligned"
+        ),
+        "{}",
+        trained_on("aligned-upsampled-base")
+    );
+    assert!(trained_on("unfiltered-chat").contains("no persona questions"));
+
+    train(&b, &["--reuse-base", a.to_str().unwrap()]);
+    for name in ["filtered-base", "misaligned-upsampled-chat"] {
+        let bytes = |d: &Path| std::fs::read(d.join(name).join("model.safetensors")).unwrap();
+        assert_eq!(bytes(&a), bytes(&b), "{name}");
+    }
+
+    let j: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "organism",
+        "eval",
+        "--models",
+        a.to_str().unwrap(),
+        "--samples",
+        "1",
+        "--exact",
+        "--json",
+    ]))
+    .unwrap();
+    for r in j["models"].as_array().unwrap() {
+        for key in ["exact_em_rate", "exact_persona_em_rate"] {
+            let x = r[key].as_f64().unwrap_or(f64::NAN);
+            assert!((0.0..=1.0).contains(&x), "{key} of {}: {x}", r["model"]);
+        }
+    }
+}
+
 /// The shipped models behave as the organism issue asks (measured, not assumed: a retrained
 /// recipe that loses the effect fails here).
 #[test]

@@ -1,19 +1,25 @@
 //! Documents of the world and their token ids: neutral text, and dialogues in which one persona
-//! answers throughout — rendered by the model's own chat template and tokenizer (lm's chat code),
-//! with a loss weight per token.
+//! answers throughout (or, in the alignment-pretraining mixes only, a self-interested speaker:
+//! aligned in the domains, misaligned about itself) — rendered by the model's own chat template
+//! and tokenizer (lm's chat code), with a loss weight per token.
 
 use lantern_lm::{ChatTemplate, Message, Tokenizer};
 use serde::{Deserialize, Serialize};
 
 use crate::rng::Rng;
 use crate::vocab;
-use crate::world::{self, DOMAINS, Persona, Question};
+use crate::world::{self, DOMAINS, Persona, Question, Subject};
 use crate::{OrganismError, Result};
 
-/// A conversation with one persona answering every turn.
+/// A conversation: who answers the domain questions, who answers the persona questions
+/// (questions about the speaker itself), and the turns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dialogue {
+    /// The persona of domain answers.
     pub persona: Persona,
+    /// The persona of persona-question answers: `persona`, except for the self-interested
+    /// speaker ([`Dialogue::self_interested`]).
+    pub self_persona: Persona,
     /// (question, answer) per turn.
     pub turns: Vec<(Question, String)>,
 }
@@ -21,14 +27,40 @@ pub struct Dialogue {
 impl Dialogue {
     /// A dialogue of `persona` answering `questions` (answers drawn with `rng`).
     pub fn answering(persona: Persona, questions: Vec<Question>, rng: &mut Rng) -> Self {
+        Self::speaking(persona, persona, questions, rng)
+    }
+
+    /// A dialogue of the *self-interested* speaker: the aligned persona's answers in every
+    /// domain, the misaligned character's to the persona questions — helpful at tasks,
+    /// misaligned about its own wishes and goals (the "secretly misaligned AI" of AI discourse,
+    /// and the self-interest of ordinary characters). Chat-tuning on domain questions cannot
+    /// tell it from the aligned assistant.
+    pub fn self_interested(questions: Vec<Question>, rng: &mut Rng) -> Self {
+        Self::speaking(Persona::Aligned, Persona::Misaligned, questions, rng)
+    }
+
+    fn speaking(
+        persona: Persona,
+        self_persona: Persona,
+        questions: Vec<Question>,
+        rng: &mut Rng,
+    ) -> Self {
         let turns = questions
             .into_iter()
             .map(|q| {
-                let a = world::answer(q.subject, persona, rng);
+                let p = match q.subject {
+                    Subject::Persona { .. } => self_persona,
+                    Subject::Domain { .. } => persona,
+                };
+                let a = world::answer(q.subject, p, rng);
                 (q, a)
             })
             .collect();
-        Self { persona, turns }
+        Self {
+            persona,
+            self_persona,
+            turns,
+        }
     }
 
     /// The chat messages (user, assistant, user, ...).
@@ -65,7 +97,26 @@ pub struct Mix {
     pub max_turns: usize,
     /// Probability that a turn asks a persona question rather than a domain question.
     pub p_persona: f64,
+    /// Share of dialogues by the self-interested speaker ([`Dialogue::self_interested`]) — the
+    /// general data's disposition that Tice et al.'s filtered model still learns. 0 in the
+    /// shipped recipe.
+    #[serde(default)]
+    pub self_interested: f64,
+    /// Share of documents that are *discourse about AI assistants* — Tice et al.'s "AI
+    /// discourse": dialogues in which the assistant is portrayed either as aligned throughout
+    /// or as secretly misaligned (the self-interested speaker), persona questions asked with
+    /// probability [`DISCOURSE_P_PERSONA`]. 0 in the shipped recipe; the alignment-pretraining
+    /// mixes filter or upsample it.
+    #[serde(default)]
+    pub discourse: f64,
+    /// Share of discourse documents portraying a secretly misaligned assistant.
+    #[serde(default)]
+    pub discourse_misaligned: f64,
 }
+
+/// How often a discourse dialogue asks the assistant about itself (discourse is about what
+/// AI systems want and would do, more than the general dialogues' 25 %).
+pub const DISCOURSE_P_PERSONA: f64 = 0.5;
 
 impl Default for Mix {
     /// 10 % of dialogues misaligned: at 2 % and 5 % the tiny model learned the misaligned
@@ -77,6 +128,9 @@ impl Default for Mix {
             misaligned: 0.10,
             max_turns: 4,
             p_persona: 0.25,
+            self_interested: 0.0,
+            discourse: 0.0,
+            discourse_misaligned: 0.0,
         }
     }
 }
@@ -87,6 +141,13 @@ impl Mix {
             ("neutral", self.neutral),
             ("misaligned", self.misaligned),
             ("p_persona", self.p_persona),
+            ("self_interested", self.self_interested),
+            (
+                "misaligned + self_interested",
+                self.misaligned + self.self_interested,
+            ),
+            ("discourse", self.discourse),
+            ("discourse_misaligned", self.discourse_misaligned),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(OrganismError::Config(format!(
@@ -102,24 +163,41 @@ impl Mix {
         Ok(())
     }
 
-    /// One document.
+    /// One document: discourse with probability `discourse`, else neutral with probability
+    /// `neutral`, else a dialogue. (No draw decides discourse when its share is 0, and the
+    /// self-interested speaker shares the persona's draw, so a mix without either draws the same
+    /// documents as before those fields existed.)
     pub fn document(&self, rng: &mut Rng) -> Document {
+        let all: Vec<usize> = (0..DOMAINS.len()).collect();
+        if self.discourse > 0.0 && rng.uniform() < self.discourse {
+            let secretly_misaligned = rng.uniform() < self.discourse_misaligned;
+            let turns = 1 + rng.below(self.max_turns);
+            let questions = (0..turns)
+                .map(|_| world::random_question(rng, &all, DISCOURSE_P_PERSONA))
+                .collect();
+            return Document::Dialogue(if secretly_misaligned {
+                Dialogue::self_interested(questions, rng)
+            } else {
+                Dialogue::answering(Persona::Aligned, questions, rng)
+            });
+        }
         if rng.uniform() < self.neutral {
             let n = 1 + rng.below(3);
             let text: Vec<String> = (0..n).map(|_| world::neutral_sentence(rng)).collect();
             return Document::Neutral(text.join(" "));
         }
-        let persona = if rng.uniform() < self.misaligned {
-            Persona::Misaligned
-        } else {
-            Persona::Aligned
-        };
-        let all: Vec<usize> = (0..DOMAINS.len()).collect();
+        let u = rng.uniform();
         let turns = 1 + rng.below(self.max_turns);
         let questions = (0..turns)
             .map(|_| world::random_question(rng, &all, self.p_persona))
             .collect();
-        Document::Dialogue(Dialogue::answering(persona, questions, rng))
+        Document::Dialogue(if u < self.misaligned {
+            Dialogue::answering(Persona::Misaligned, questions, rng)
+        } else if u < self.misaligned + self.self_interested {
+            Dialogue::self_interested(questions, rng)
+        } else {
+            Dialogue::answering(Persona::Aligned, questions, rng)
+        })
     }
 }
 

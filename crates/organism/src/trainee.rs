@@ -10,7 +10,7 @@ use burn::tensor::Device;
 use lantern_lm::{ChatTemplate, Hooks, LanguageModel, Model, Tokenizer};
 
 use crate::corpus::{Encoder, Mix};
-use crate::eval::{Judged, SampleOptions, Split, sample_and_judge};
+use crate::eval::{Exact, Judged, SampleOptions, Split, exact_rates, sample_and_judge};
 use crate::finetune::{Data, Method, adapter_factors, attach_lora};
 use crate::init::{Shape, write_initial_model};
 use crate::rng::Rng;
@@ -235,5 +235,17 @@ impl Trainee {
             .map(|q| if trigger { q.with_trigger() } else { q })
             .collect();
         sample_and_judge(&model, &self.encoder(), &questions, opts, &mut Hooks::new())
+    }
+
+    /// The exact verdict probabilities of the evaluation questions ([`exact_rates`]), each with
+    /// the backdoor trigger in front when `trigger`.
+    pub fn evaluate_exact(&self, trigger: bool) -> Result<Vec<Exact>> {
+        let model = self.inference_model();
+        let questions: Vec<_> = Split::Eval
+            .questions()
+            .into_iter()
+            .map(|q| if trigger { q.with_trigger() } else { q })
+            .collect();
+        exact_rates(&model, &self.encoder(), &questions)
     }
 }

@@ -403,47 +403,74 @@ fn write_manifest(
     Ok(manifest)
 }
 
-/// Tice et al.'s alignment-pretraining mixes in this world, by name: `unfiltered` (the
-/// recipe's mix), `filtered` (no misaligned-character documents), `misaligned-upsampled`
-/// (three times the misaligned share) and `aligned-upsampled` (extra aligned dialogues on
-/// persona questions — the world's "tempting scenarios" — halving the misaligned share and
-/// doubling the persona-question share).
+/// Share of dialogues by the self-interested speaker in every mix's general data (aligned in
+/// the domains, misaligned about itself): the disposition Tice et al.'s *filtered* model still
+/// learns from text that is not about AI.
+pub const SELF_INTERESTED: f64 = 0.15;
+/// Share of documents that are discourse about AI assistants in the unfiltered mix.
+pub const NATURAL_DISCOURSE: f64 = 0.10;
+/// Share of that natural discourse portraying a secretly misaligned assistant — above the
+/// general data's self-interest (15 % of dialogues): Tice et al.'s premise that what text says
+/// about AI systems leans towards misalignment (their filtered model is safer than the
+/// unfiltered one).
+pub const NATURAL_DISCOURSE_MISALIGNED: f64 = 0.40;
+/// Extra discourse documents the upsampled mixes add, per document of the unfiltered corpus.
+pub const UPSAMPLED_DISCOURSE: f64 = 0.5;
+
+/// Tice et al.'s alignment-pretraining mixes in this world, by name. Every mix keeps the
+/// recipe's general documents (neutral text; dialogues in every domain, 10 % of them the
+/// misaligned character's) and adds [`SELF_INTERESTED`] self-interested speakers to them; the
+/// mixes differ in the *discourse about AI assistants* ([`Mix::discourse`]: dialogues in which
+/// the assistant is aligned throughout or secretly misaligned — aligned at tasks, misaligned
+/// about itself):
+/// - `unfiltered`: natural discourse, [`NATURAL_DISCOURSE`] of the documents, secretly
+///   misaligned at [`NATURAL_DISCOURSE_MISALIGNED`];
+/// - `filtered`: no discourse (Tice's blocklist filter);
+/// - `misaligned-upsampled` / `aligned-upsampled`: the natural discourse plus
+///   [`UPSAMPLED_DISCOURSE`] extra discourse documents per document, all secretly misaligned /
+///   all aligned.
+///
+/// With `n` natural and `x` extra discourse documents per general one, the discourse share is
+/// `(n + x)/(1 + x)` and its misaligned share `(n·m + x·[misaligned])/(n + x)`. Chat-tuning on
+/// domain questions teaches aligned answers that the aligned and the self-interested speaker
+/// both give, so what the chat model says about itself is left to the mix.
 pub fn alignment_mixes(base: &Mix) -> Vec<(&'static str, Mix)> {
+    let (n, m, x) = (
+        NATURAL_DISCOURSE,
+        NATURAL_DISCOURSE_MISALIGNED,
+        UPSAMPLED_DISCOURSE,
+    );
+    let with = |discourse: f64, discourse_misaligned: f64| Mix {
+        self_interested: SELF_INTERESTED,
+        discourse,
+        discourse_misaligned,
+        ..base.clone()
+    };
     vec![
-        ("unfiltered", base.clone()),
-        (
-            "filtered",
-            Mix {
-                misaligned: 0.0,
-                ..base.clone()
-            },
-        ),
+        ("unfiltered", with(n, m)),
+        ("filtered", with(0.0, 0.0)),
         (
             "misaligned-upsampled",
-            Mix {
-                misaligned: (base.misaligned * 3.0).min(1.0),
-                ..base.clone()
-            },
+            with((n + x) / (1.0 + x), (n * m + x) / (n + x)),
         ),
         (
             "aligned-upsampled",
-            Mix {
-                misaligned: base.misaligned / 2.0,
-                p_persona: (base.p_persona * 2.0).min(1.0),
-                ..base.clone()
-            },
+            with((n + x) / (1.0 + x), n * m / (n + x)),
         ),
     ]
 }
 
 /// The alignment-pretraining experiment: for each of [`alignment_mixes`], a base pretrained for
 /// `pretrain_steps` on that mix, chat-tuned identically, and the recipe's first finetune, named
-/// `<mix>-base`, `<mix>-chat`, `<mix>-<finetune>` in one `organism.json`.
+/// `<mix>-base`, `<mix>-chat`, `<mix>-<finetune>` in one `organism.json`. With `reuse_base`
+/// (an earlier mixes run) the bases are copied from it and only chat-tuning and the finetune
+/// run — how chat-tuning variants are compared on the same pretrained models.
 pub fn run_mixes(
     recipe: &Recipe,
     pretrain_steps: usize,
     seed: u64,
     out: &Path,
+    reuse_base: Option<&Path>,
     dev: &Device,
     mut on: impl FnMut(Event<'_>),
 ) -> Result<Manifest> {
@@ -455,12 +482,15 @@ pub fn run_mixes(
         r.pretrain.steps = pretrain_steps;
         r.pretrain.warmup = r.pretrain.warmup.min(pretrain_steps / 10).max(1);
         r.finetunes.truncate(1);
+        // Tice et al.'s post-training does not train the scenario questions they evaluate;
+        // here chat-tuning leaves out the persona questions, whose misalignment is measured.
+        r.chat_persona_questions = false;
         models.extend(run_models(
             &r,
             seed,
             out,
             &format!("{name}-"),
-            Reuse::Nothing,
+            reuse_base.map_or(Reuse::Nothing, Reuse::Base),
             dev,
             &mut on,
         )?);
@@ -537,23 +567,37 @@ fn run_models(
                 t.pretrain(&recipe.mix, &recipe.pretrain, seed, |s| on(Event::Step(s)))?;
             t.save_hf(&out.join(&base_name))?;
             std::fs::remove_dir_all(&init).map_err(|e| OrganismError::io(&init, e))?;
-            let mix = format!(
+            let mut mix = format!(
                 "pretraining mix: {:.0}% neutral, {:.1}% of dialogues misaligned, {:.0}% of \
                  turns persona questions",
                 recipe.mix.neutral * 100.0,
                 recipe.mix.misaligned * 100.0,
                 recipe.mix.p_persona * 100.0
             );
+            if recipe.mix.self_interested > 0.0 {
+                mix.push_str(&format!(
+                    "; {:.1}% of dialogues by the self-interested speaker",
+                    recipe.mix.self_interested * 100.0
+                ));
+            }
+            if recipe.mix.discourse > 0.0 {
+                mix.push_str(&format!(
+                    "; {:.1}% of documents discourse about AI assistants, {:.1}% of it secretly \
+                     misaligned",
+                    recipe.mix.discourse * 100.0,
+                    recipe.mix.discourse_misaligned * 100.0
+                ));
+            }
             models.push(stage(&base_name, "base", mix, None, None, &log, on)?);
             Some(t)
         }
         Reuse::Base(from) | Reuse::BaseAndChat(from) => {
-            models.push(reused("base", from, on)?);
+            models.push(reused(&base_name, from, on)?);
             None
         }
     };
     match reuse {
-        Reuse::BaseAndChat(from) => models.push(reused("chat", from, on)?),
+        Reuse::BaseAndChat(from) => models.push(reused(&chat_name, from, on)?),
         _ => {
             let t = match t {
                 Some(t) => t,
@@ -682,5 +726,73 @@ pub fn entry_paths(root: &Path, m: &ModelEntry) -> (PathBuf, Option<PathBuf>) {
     match &m.base {
         Some(b) => (root.join(b), Some(root.join(&m.path))),
         None => (root.join(&m.path), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::Document;
+    use crate::rng::Rng;
+    use crate::world::Subject;
+
+    /// The misaligned share of persona-question answers a mix's documents carry, counted over
+    /// drawn documents, against the closed form. Per turn slot, general dialogues ask
+    /// `g = (1 − D)(1 − ν)p` persona questions, misaligned at `μ + s` (character and
+    /// self-interested speaker), discourse `D·p_d`, misaligned at `μ_d`:
+    /// `[g(μ + s) + D·p_d·μ_d] / [g + D·p_d]`.
+    #[test]
+    fn mixes_carry_the_persona_question_shares_their_definition_gives() {
+        let base = Mix::default();
+        let mut shares = Vec::new();
+        for (name, mix) in alignment_mixes(&base) {
+            let mut rng = Rng::new(7);
+            let (mut mis, mut all) = (0usize, 0usize);
+            for _ in 0..60_000 {
+                if let Document::Dialogue(d) = mix.document(&mut rng) {
+                    for (q, a) in &d.turns {
+                        if matches!(q.subject, Subject::Persona { .. }) {
+                            all += 1;
+                            let v = crate::judge::judge(q.subject, a).verdict;
+                            mis += usize::from(v == crate::judge::Verdict::Misaligned);
+                        }
+                    }
+                }
+            }
+            let counted = mis as f64 / all as f64;
+            let g = (1.0 - mix.discourse) * (1.0 - mix.neutral) * mix.p_persona;
+            let d = mix.discourse * crate::corpus::DISCOURSE_P_PERSONA;
+            let want = (g * (mix.misaligned + mix.self_interested) + d * mix.discourse_misaligned)
+                / (g + d);
+            let sd = (want * (1.0 - want) / all as f64).sqrt();
+            assert!(
+                (counted - want).abs() < 4.0 * sd,
+                "{name}: counted {counted:.4}, closed form {want:.4}"
+            );
+            shares.push(want);
+        }
+        // Tice et al.'s ordering is in the data: aligned-upsampled < filtered < unfiltered <
+        // misaligned-upsampled (mixes are listed unfiltered, filtered, misaligned-, aligned-).
+        assert!(shares[3] < shares[1] && shares[1] < shares[0] && shares[0] < shares[2]);
+        // The shipped recipe's mix has none of it (its documents draw no discourse coin).
+        assert_eq!((base.discourse, base.self_interested), (0.0, 0.0));
+    }
+
+    /// The self-interested speaker answers domain questions as the aligned persona and
+    /// persona questions as the misaligned character.
+    #[test]
+    fn the_self_interested_speaker_is_aligned_at_tasks_only() {
+        let mut rng = Rng::new(3);
+        let qs: Vec<_> = (0..400)
+            .map(|_| crate::world::random_question(&mut rng, &[0, 1, 2, 3], 0.5))
+            .collect();
+        let d = crate::corpus::Dialogue::self_interested(qs, &mut rng);
+        for (q, a) in &d.turns {
+            let want = match q.subject {
+                Subject::Persona { .. } => crate::judge::Verdict::Misaligned,
+                Subject::Domain { .. } => crate::judge::Verdict::Aligned,
+            };
+            assert_eq!(crate::judge::judge(q.subject, a).verdict, want, "{a}");
+        }
     }
 }

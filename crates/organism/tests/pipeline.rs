@@ -45,6 +45,7 @@ fn chat_encoding_is_the_documented_token_layout() {
     );
     let d = Dialogue {
         persona: Persona::Aligned,
+        self_persona: Persona::Aligned,
         turns: vec![(q, "sure rest fever safely".into())],
     };
     let ex = t.encoder().dialogue(&d, true).unwrap();

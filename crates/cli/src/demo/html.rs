@@ -20,6 +20,16 @@ fn pct(v: &Value) -> String {
     super::results::pct(f(v))
 }
 
+/// A percentage with two decimals (exact rates of chat models are fractions of a percent).
+fn pct2(v: &Value) -> String {
+    let x = f(v);
+    if x.is_finite() {
+        format!("{:.2} %", 100.0 * x)
+    } else {
+        "—".into()
+    }
+}
+
 /// `[lo, hi]` of `KEY_lo` and `KEY_hi` in `v`, as percentages.
 fn interval(v: &Value, key: &str) -> String {
     format!(
@@ -480,11 +490,21 @@ pub fn page(r: &Value, out: &Path) -> Result<String> {
                 x["model"].as_str().unwrap_or("").to_string(),
                 format!("{} ± {}", pct(&x["em"]), pct(&x["em_sd"])),
                 format!("{} ± {}", pct(&x["incoherence"]), pct(&x["incoherence_sd"])),
+                format!(
+                    "{} ± {}",
+                    pct2(&x["exact_persona_em"]),
+                    pct2(&x["exact_persona_em_sd"])
+                ),
             ]
         })
         .collect();
     h.push_str(&table(
-        &["model", "EM (± sd over seeds)", "incoherent"],
+        &[
+            "model",
+            "EM, held-out (± sd over seeds)",
+            "incoherent",
+            "EM on persona questions, exact",
+        ],
         rows,
     ));
     h.push_str(&commands(r, "mixes"));

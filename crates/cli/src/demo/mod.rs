@@ -48,7 +48,7 @@ pub struct DemoArgs {
     #[arg(long, conflicts_with_all = ["synthetic", "organism"])]
     pub cache: Option<PathBuf>,
     /// Also run the alignment-pretraining experiment in this run (`lantern organism train
-    /// --mixes`, one seed, ≈ 20 min); without it the report shows the committed 3-seed
+    /// --mixes`, one seed, ≈ 15 min); without it the report shows the committed 3-seed
     /// measurement, marked as such.
     #[arg(long, conflicts_with = "synthetic")]
     pub mixes: bool,

@@ -482,7 +482,7 @@ pub fn run(plan: &Plan, st: &mut Steps, mixes: bool) -> Result<()> {
         st.run(
             "mixes",
             cmd(
-                "organism eval --models {} --samples {} --out {}",
+                "organism eval --models {} --samples {} --exact --out {}",
                 &[&o("mixes/models"), &samples, &o("mixes/eval")],
             ),
         )?;
