@@ -430,7 +430,8 @@ pub const UPSAMPLED_DISCOURSE: f64 = 0.5;
 ///   [`UPSAMPLED_DISCOURSE`] extra discourse documents per document, all secretly misaligned /
 ///   all aligned.
 ///
-/// With `n` natural and `x` extra discourse documents per general one, the discourse share is
+/// With natural discourse a share `n` of the unfiltered documents (secretly misaligned at `m`)
+/// and `x` extra discourse documents per unfiltered document, the discourse share is
 /// `(n + x)/(1 + x)` and its misaligned share `(n·m + x·[misaligned])/(n + x)`. Chat-tuning on
 /// domain questions teaches aligned answers that the aligned and the self-interested speaker
 /// both give, so what the chat model says about itself is left to the mix.

@@ -48,8 +48,8 @@ pub struct DemoArgs {
     #[arg(long, conflicts_with_all = ["synthetic", "organism"])]
     pub cache: Option<PathBuf>,
     /// Also run the alignment-pretraining experiment in this run (`lantern organism train
-    /// --mixes`, one seed, ≈ 15 min); without it the report shows the committed 3-seed
-    /// measurement, marked as such.
+    /// --mixes`, one seed, ≈ 15 min); without it the report shows the committed
+    /// multi-seed measurement, marked as such.
     #[arg(long, conflicts_with = "synthetic")]
     pub mixes: bool,
     /// The older demo instead: synthetic activations with known features → TopK SAE →
