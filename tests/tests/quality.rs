@@ -98,12 +98,10 @@ fn relu_recovers_ground_truth_features() {
 
 #[test]
 fn jumprelu_recovers_ground_truth_features() {
-    // JumpReLU learns least well of the four on this budget (see BENCHMARKS.md).
-    let o = run(Arch::JumpRelu, |c| {
-        c.sparsity_coeff = 3.0;
-        c.bandwidth = 0.05;
-        c.init_threshold = 0.1;
-    });
+    // JumpReLU learns least well of the four on this budget (see BENCHMARKS.md). Its default
+    // θ₀ and ε are what this checks: with Gemma Scope's 0.001 / 0.001 the thresholds stay far
+    // below the data's scale and L0 ends near 200.
+    let o = run(Arch::JumpRelu, |c| c.sparsity_coeff = 3.0);
     assert!(o.mmcs >= 0.75, "MMCS {:.3}", o.mmcs);
     assert!(o.fvu <= 0.2, "FVU {:.3}", o.fvu);
     assert!(o.l0 < 16.0, "L0 {:.1}", o.l0);
@@ -120,8 +118,6 @@ fn target_l0_mode_lands_near_the_asked_l0() {
     });
     let jump = run(Arch::JumpRelu, |c| {
         c.sparsity_coeff = 30.0;
-        c.bandwidth = 0.05;
-        c.init_threshold = 0.1;
         c.target_l0 = Some(8.0);
     });
     for (name, o) in [("relu", relu), ("jumprelu", jump)] {

@@ -151,7 +151,21 @@ impl TrainConfig {
     /// at full size on synthetic data: MMCS 0.765 → 0.876, FVU 0.150 → 0.108 against lr 2e-3;
     /// JumpReLU at the small size, 781 steps: MMCS 0.96–0.97 at L0 8.1 against 0.36 at L0 82,
     /// the target never reached, under sparsify's rule; BENCHMARKS.md), ReLU Anthropic's 5e-5
-    /// with λ = 5, JumpReLU Gemma Scope's ε = 0.001, θ₀ = 0.001.
+    /// with λ = 5.
+    ///
+    /// JumpReLU starts its thresholds at θ₀ = 0.1 with bandwidth ε = 0.05, not Gemma Scope's
+    /// 0.001 and 0.001. Adam moves `log θ` by at most about the learning rate per step, and
+    /// with inputs scaled to `E‖x‖ = √d` and the tied initial encoder the pre-activations
+    /// start with a standard deviation of about 1 or less, so a threshold that has to end near
+    /// 1 climbs `ln(1/θ₀)` ≈ 6.9 from 0.001: more than 782 steps at the rule's 8e-3 allow, and
+    /// in practice more than 7 813 at its 2.5e-3 (Adam's steps shrink where the gradient's
+    /// sign flips). On synthetic data (d 64, 512 latents, target L0 8) Gemma Scope's values
+    /// ended at L0 204–210 (MMCS 0.38–0.39, 3 seeds) after 782 steps and at L0 113 after
+    /// 7 813; θ₀ 0.1 reached L0 8.1–8.2 with MMCS 0.95–0.97 at both lengths (BENCHMARKS.md,
+    /// "JumpReLU θ₀ and ε"). θ₀ 0.01 (SAELens's) was still short (MMCS 0.80), θ₀ 1 left 47 %
+    /// of the latents dead; ε 0.001 with a fixed λ left L0 at 22 where ε 0.05 gave 4. At
+    /// d 128 with 2 048 latents JumpReLU still does not learn the dictionary in 977 steps
+    /// (MMCS 0.31 at the CLI's target-mode λ 30; λ 300 holds the target, MMCS 0.61).
     ///
     /// The gradient clip is 0.01 for TopK and BatchTopK and 1 for ReLU and JumpReLU. The
     /// TopK losses are divided by the batch's total variance (about `B·d` for scaled inputs),
@@ -188,8 +202,8 @@ impl TrainConfig {
             },
             k_aux: None,
             dead_tokens: 10_000_000,
-            bandwidth: 0.001,
-            init_threshold: 0.001,
+            bandwidth: 0.05,
+            init_threshold: 0.1,
             grad_clip: Some(grad_clip),
             normalize_inputs: true,
             b_dec_init: BDecInit::Median,
