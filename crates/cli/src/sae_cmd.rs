@@ -99,7 +99,7 @@ pub struct TrainArgs {
     pub sparsity_warmup_steps: Option<u64>,
     /// relu, jumprelu: aim the training L0 at N latents per token. relu adapts λ after its
     /// warm-up (--sparsity-coeff is then the starting value); jumprelu penalises
-    /// λ·(L0/N − 1)² instead of λ·L0 (default λ then 30).
+    /// λ·(L0/N − 1)² instead of λ·L0 (default λ then 30·(d_in/64)·(N/8)).
     #[arg(long)]
     #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     pub target_l0: Option<f32>,
@@ -862,10 +862,13 @@ impl TrainArgs {
         if let Some(r) = self.revive_below {
             c.revive_below = (r != 0.0).then_some(r);
         }
-        if self.target_l0.is_some() && arch == Arch::JumpRelu && self.sparsity_coeff.is_none() {
-            // λ·(L0/N − 1)² balances the reconstruction above N; at λ 30 the L0 of
-            // synthetic runs lands within 5–17 % of N (BENCHMARKS.md).
-            c.sparsity_coeff = 30.0;
+        if let Some(t) = self.target_l0
+            && arch == Arch::JumpRelu
+            && self.sparsity_coeff.is_none()
+        {
+            // λ·(L0/T − 1)² balances a reconstruction error that grows with d_in against a
+            // slope that shrinks with T (lantern_sae::train::jumprelu_target_coeff).
+            c.sparsity_coeff = lantern_sae::train::jumprelu_target_coeff(d_in, t);
         }
         if let Some(v) = self.aux_coeff {
             c.aux_coeff = v;

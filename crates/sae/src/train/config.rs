@@ -91,7 +91,8 @@ pub struct TrainConfig {
     /// `sparsity_coeff` is then only the starting value); JumpReLU penalises
     /// `λ (L0/target − 1)²` instead of `λ L0` (dictionary_learning's target-L0 JumpReLU; an
     /// integral controller on λ winds up there, as L0 follows λ only slowly through the
-    /// thresholds; `sae train` then starts JumpReLU at λ 30 unless told otherwise).
+    /// thresholds; `sae train` then sets JumpReLU's λ to [`jumprelu_target_coeff`] unless told
+    /// otherwise).
     #[serde(default)]
     pub target_l0: Option<f32>,
     /// BatchTopK (and Matryoshka): start with `k₀ = max(k, min(d_in, d_sae))` active latents
@@ -116,6 +117,21 @@ pub struct TrainConfig {
     /// saved SAE has the norms folded into the encoder.
     #[serde(default)]
     pub free_decoder_norms: bool,
+}
+
+/// JumpReLU's default λ with a target L0 `T` (the penalty `λ (L0/T − 1)²`) for inputs of
+/// width `d_in`: `λ = 30 · (d_in / 64) · (T / 8)`.
+///
+/// The two terms it balances scale apart: the reconstruction error `‖x − x̂‖²` is summed over
+/// `d_in` on inputs scaled to `E‖x‖ = √d_in`, so its pull towards more active latents grows with
+/// `d_in`, while the penalty's slope per latent, `2λ (L0/T − 1)/T`, shrinks as `1/T`. λ 30 was
+/// measured at d 64, T 8 (L0 within 5–17 % of T at 4, 8, 16). On synthetic data
+/// (BENCHMARKS.md, "JumpReLU θ₀ and ε") a fixed λ 30 left L0 at 98 for T 32 at d 128
+/// (2 048 latents, 977 steps; MMCS 0.31) where this rule's 240 gave 32.9 (MMCS 0.62), and at
+/// d 64 it matched or beat λ 30 at T 4 (4.21, MMCS 0.980 against 4.14, 0.969) and T 16 (16.2,
+/// 0.868 against 16.7, 0.831). Untested above d 128.
+pub fn jumprelu_target_coeff(d_in: usize, target_l0: f32) -> f32 {
+    30.0 * (d_in as f32 / 64.0) * (target_l0 / 8.0)
 }
 
 /// sparsify's Adam learning rate for `M` latents, `2e-4 / √(M / 2¹⁴)` (its `Trainer`; Gao et
@@ -164,8 +180,8 @@ impl TrainConfig {
     /// 7 813; θ₀ 0.1 reached L0 8.1–8.2 with MMCS 0.95–0.97 at both lengths (BENCHMARKS.md,
     /// "JumpReLU θ₀ and ε"). θ₀ 0.01 (SAELens's) was still short (MMCS 0.80), θ₀ 1 left 47 %
     /// of the latents dead; ε 0.001 with a fixed λ left L0 at 22 where ε 0.05 gave 4. At
-    /// d 128 with 2 048 latents JumpReLU still does not learn the dictionary in 977 steps
-    /// (MMCS 0.31 at the CLI's target-mode λ 30; λ 300 holds the target, MMCS 0.61).
+    /// d 128 with 2 048 latents JumpReLU still learns the dictionary poorly in 977 steps
+    /// (MMCS 0.31 at λ 30; 0.62 at [`jumprelu_target_coeff`]'s 240, which holds the target).
     ///
     /// The gradient clip is 0.01 for TopK and BatchTopK and 1 for ReLU and JumpReLU. The
     /// TopK losses are divided by the batch's total variance (about `B·d` for scaled inputs),

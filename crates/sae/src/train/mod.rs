@@ -17,7 +17,7 @@ use burn::tensor::{Device, Tensor};
 use lantern_acts::{BatchReader, NonFinite, ReaderOptions, Store};
 use serde::{Deserialize, Serialize};
 
-pub use config::{SHORT_RUN_LR, TrainConfig, sparsify_lr, topk_lr};
+pub use config::{SHORT_RUN_LR, TrainConfig, jumprelu_target_coeff, sparsify_lr, topk_lr};
 
 use crate::checkpoint;
 use crate::cpu::{CpuStepOptions, CpuStepStats, CpuTopK};
