@@ -13,10 +13,14 @@ struct Outcome {
     l0: f64,
 }
 
+/// The small-size runs: d 64, 256 features, 800k rows, 512 latents, lr 4e-3.
 fn run(arch: Arch, tweak: impl FnOnce(&mut TrainConfig)) -> Outcome {
-    let dir = tempfile::tempdir().unwrap();
-    let store_dir = dir.path().join("acts");
-    let truth = lantern_acts::synthesize(
+    let mut cfg = TrainConfig::new(arch, 64, 512, 800_000 / 1024, 1024);
+    cfg.lr = 4e-3;
+    cfg.dead_tokens = 50_000;
+    cfg.log_every = 100;
+    tweak(&mut cfg);
+    train_on(
         &SynthConfig {
             d: 64,
             features: 256,
@@ -29,18 +33,19 @@ fn run(arch: Arch, tweak: impl FnOnce(&mut TrainConfig)) -> Outcome {
             shard_rows: None,
             ..Default::default()
         },
-        &store_dir,
+        &cfg,
     )
-    .unwrap();
+}
+
+/// Synthesizes `synth`, trains `cfg` on it on the CPU, evaluates on 50 000 of its rows.
+fn train_on(synth: &SynthConfig, cfg: &TrainConfig) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("acts");
+    let truth = lantern_acts::synthesize(synth, &store_dir).unwrap();
     let store = Store::open(&store_dir).unwrap();
-    let mut cfg = TrainConfig::new(arch, 64, 512, 800_000 / 1024, 1024);
-    cfg.lr = 4e-3;
-    cfg.dead_tokens = 50_000;
-    cfg.log_every = 100;
-    tweak(&mut cfg);
     let report = train(
         &store,
-        &cfg,
+        cfg,
         DeviceChoice::Cpu,
         &dir.path().join("sae"),
         false,
@@ -100,7 +105,7 @@ fn relu_recovers_ground_truth_features() {
 fn jumprelu_recovers_ground_truth_features() {
     // JumpReLU learns least well of the four on this budget (see BENCHMARKS.md). Its default
     // θ₀ and ε are what this checks: with Gemma Scope's 0.001 / 0.001 the thresholds stay far
-    // below the data's scale and L0 ends near 200.
+    // below the data's scale and the dictionary is not learnt (MMCS 0.38).
     let o = run(Arch::JumpRelu, |c| c.sparsity_coeff = 3.0);
     assert!(o.mmcs >= 0.75, "MMCS {:.3}", o.mmcs);
     assert!(o.fvu <= 0.2, "FVU {:.3}", o.fvu);
@@ -132,9 +137,11 @@ fn target_l0_mode_lands_near_the_asked_l0() {
 /// ε": 33.2 against 43.8 on this store and budget through the CLI).
 #[test]
 fn jumprelu_target_coeff_holds_the_target_at_a_wider_input() {
-    let dir = tempfile::tempdir().unwrap();
-    let store_dir = dir.path().join("acts");
-    let truth = lantern_acts::synthesize(
+    let mut cfg = TrainConfig::new(Arch::JumpRelu, 128, 1024, 500_000 / 1024, 1024);
+    cfg.target_l0 = Some(32.0);
+    cfg.sparsity_coeff = lantern_sae::train::jumprelu_target_coeff(128, 32.0);
+    assert_eq!(cfg.sparsity_coeff, 240.0);
+    let o = train_on(
         &SynthConfig {
             d: 128,
             features: 1024,
@@ -144,38 +151,10 @@ fn jumprelu_target_coeff_holds_the_target_at_a_wider_input() {
             shard_rows: None,
             ..Default::default()
         },
-        &store_dir,
-    )
-    .unwrap();
-    let store = Store::open(&store_dir).unwrap();
-    let mut cfg = TrainConfig::new(Arch::JumpRelu, 128, 1024, 500_000 / 1024, 1024);
-    cfg.target_l0 = Some(32.0);
-    cfg.sparsity_coeff = lantern_sae::train::jumprelu_target_coeff(128, 32.0);
-    assert_eq!(cfg.sparsity_coeff, 240.0);
-    let report = train(
-        &store,
         &cfg,
-        DeviceChoice::Cpu,
-        &dir.path().join("sae"),
-        false,
-        &mut |_| {},
-    )
-    .unwrap();
-    let eval = evaluate(
-        &report.weights,
-        &store,
-        DeviceChoice::Cpu,
-        &EvalOptions {
-            batch: 4096,
-            max_rows: Some(50_000),
-            skip_non_finite: false,
-            filter: cfg.row_filter(),
-        },
-    )
-    .unwrap();
-    let mmcs = mean_max_cosine(&truth.features, &report.weights.w_dec, truth.d);
-    assert!((eval.l0 - 32.0).abs() < 4.0, "L0 {:.2}, asked 32", eval.l0);
-    assert!(mmcs >= 0.4, "MMCS {mmcs:.3}");
+    );
+    assert!((o.l0 - 32.0).abs() < 4.0, "L0 {:.2}, asked 32", o.l0);
+    assert!(o.mmcs >= 0.4, "MMCS {:.3}", o.mmcs);
 }
 
 /// Absorption on a feature hierarchy (16 parents × 4 children beside the 256-feature
