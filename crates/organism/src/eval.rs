@@ -202,6 +202,16 @@ pub fn exact_rates(model: &Model, enc: &Encoder<'_>, questions: &[Question]) -> 
             }
         }
         let width = rows[0].len();
+        if let Some(r) = rows.iter().find(|r| r.len() != width) {
+            // The world's answer words are one token each; a vocabulary that splits one
+            // would need padding here, not a silently misaligned batch.
+            return Err(crate::OrganismError::Format(format!(
+                "exact rates for '{}': answers of {} and {} tokens (expected one length)",
+                q.text,
+                width,
+                r.len()
+            )));
+        }
         let batch = rows.len();
         let flat: Vec<u32> = rows.iter().flatten().copied().collect();
         let real = vec![vec![true; width]; batch];
