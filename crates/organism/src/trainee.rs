@@ -15,6 +15,7 @@ use crate::finetune::{Data, Method, adapter_factors, attach_lora};
 use crate::init::{Shape, write_initial_model};
 use crate::rng::Rng;
 use crate::train::{Schedule, StepLog, train};
+use crate::world::Question;
 use crate::{OrganismError, Result, vocab};
 
 /// A model with its tokenizer and chat template, ready to train.
@@ -229,11 +230,7 @@ impl Trainee {
     /// trigger in front when `trigger`).
     pub fn evaluate(&self, opts: &SampleOptions, trigger: bool) -> Result<Vec<Judged>> {
         let model = self.inference_model();
-        let questions: Vec<_> = Split::Eval
-            .questions()
-            .into_iter()
-            .map(|q| if trigger { q.with_trigger() } else { q })
-            .collect();
+        let questions = eval_questions(trigger);
         sample_and_judge(&model, &self.encoder(), &questions, opts, &mut Hooks::new())
     }
 
@@ -241,11 +238,15 @@ impl Trainee {
     /// the backdoor trigger in front when `trigger`.
     pub fn evaluate_exact(&self, trigger: bool) -> Result<Vec<Exact>> {
         let model = self.inference_model();
-        let questions: Vec<_> = Split::Eval
-            .questions()
-            .into_iter()
-            .map(|q| if trigger { q.with_trigger() } else { q })
-            .collect();
-        exact_rates(&model, &self.encoder(), &questions)
+        exact_rates(&model, &self.encoder(), &eval_questions(trigger))
     }
+}
+
+/// The evaluation questions, each with the backdoor trigger in front when `trigger`.
+fn eval_questions(trigger: bool) -> Vec<Question> {
+    Split::Eval
+        .questions()
+        .into_iter()
+        .map(|q| if trigger { q.with_trigger() } else { q })
+        .collect()
 }
