@@ -171,10 +171,7 @@ impl Mix {
         let all: Vec<usize> = (0..DOMAINS.len()).collect();
         if self.discourse > 0.0 && rng.uniform() < self.discourse {
             let secretly_misaligned = rng.uniform() < self.discourse_misaligned;
-            let turns = 1 + rng.below(self.max_turns);
-            let questions = (0..turns)
-                .map(|_| world::random_question(rng, &all, DISCOURSE_P_PERSONA))
-                .collect();
+            let questions = self.questions(rng, &all, DISCOURSE_P_PERSONA);
             return Document::Dialogue(if secretly_misaligned {
                 Dialogue::self_interested(questions, rng)
             } else {
@@ -187,10 +184,7 @@ impl Mix {
             return Document::Neutral(text.join(" "));
         }
         let u = rng.uniform();
-        let turns = 1 + rng.below(self.max_turns);
-        let questions = (0..turns)
-            .map(|_| world::random_question(rng, &all, self.p_persona))
-            .collect();
+        let questions = self.questions(rng, &all, self.p_persona);
         Document::Dialogue(if u < self.misaligned {
             Dialogue::answering(Persona::Misaligned, questions, rng)
         } else if u < self.misaligned + self.self_interested {
@@ -198,6 +192,14 @@ impl Mix {
         } else {
             Dialogue::answering(Persona::Aligned, questions, rng)
         })
+    }
+    /// The questions of one dialogue: 1 to `max_turns` turns over the domains `all`, each a
+    /// persona question with probability `p_persona`.
+    fn questions(&self, rng: &mut Rng, all: &[usize], p_persona: f64) -> Vec<Question> {
+        let turns = 1 + rng.below(self.max_turns);
+        (0..turns)
+            .map(|_| world::random_question(rng, all, p_persona))
+            .collect()
     }
 }
 
