@@ -22,12 +22,7 @@ fn pct(v: &Value) -> String {
 
 /// A percentage with two decimals (exact rates of chat models are fractions of a percent).
 fn pct2(v: &Value) -> String {
-    let x = f(v);
-    if x.is_finite() {
-        format!("{:.2} %", 100.0 * x)
-    } else {
-        "—".into()
-    }
+    super::results::pct2(f(v))
 }
 
 /// `[lo, hi]` of `KEY_lo` and `KEY_hi` in `v`, as percentages.

@@ -75,6 +75,15 @@ pub(super) fn pct(x: f64) -> String {
     }
 }
 
+/// A percentage with two decimals (exact rates of chat models are fractions of a percent).
+pub(super) fn pct2(x: f64) -> String {
+    if x.is_finite() {
+        format!("{:.2} %", 100.0 * x)
+    } else {
+        "—".into()
+    }
+}
+
 fn check(
     id: &str,
     claim: &str,
@@ -635,7 +644,8 @@ struct MixRow {
 /// The alignment-pretraining mixes (Tice et al.): this run's measurement with `--mixes`, else
 /// the committed multi-seed one (marked as not computed in this run).
 fn mixes_table(plan: &Plan, ran: bool) -> Result<Value> {
-    let (source, rows): (String, Vec<MixRow>) = if ran {
+    // The seed count of the committed measurement, when that is what the table shows.
+    let (source, rows, committed_seeds): (String, Vec<MixRow>, Option<u64>) = if ran {
         let rows = read_csv(&plan.o("mixes/eval/eval.csv"))?;
         (
             "computed in this run (one seed)".into(),
@@ -650,9 +660,14 @@ fn mixes_table(plan: &Plan, ran: bool) -> Result<Value> {
                     ),
                 })
                 .collect(),
+            None,
         )
     } else {
         let v: Value = serde_json::from_str(lantern_organism::shipped::MIXES_RESULT)?;
+        let seeds = arr(&v["models"])
+            .first()
+            .and_then(|m| m["seeds"].as_u64())
+            .ok_or_else(|| anyhow!("the shipped mixes.json has no models[0].seeds"))?;
         (
             format!(
                 "NOT computed in this run: the committed measurement ({}; {}); rerun with \
@@ -676,6 +691,7 @@ fn mixes_table(plan: &Plan, ran: bool) -> Result<Value> {
                     persona: (f(&m["exact_persona_em"]), f(&m["exact_persona_em_sd"])),
                 })
                 .collect(),
+            Some(seeds),
         )
     };
     let persona = |name: &str| {
@@ -694,38 +710,26 @@ fn mixes_table(plan: &Plan, ran: bool) -> Result<Value> {
     };
     let (chat, base) = (order_of("chat"), order_of("base"));
     let order = |v: [f64; 4]| v[0] < v[1] && v[1] <= v[2] && v[2] < v[3];
-    let exact = |x: f64| {
-        if x.is_finite() {
-            format!("{:.2} %", x * 100.0)
-        } else {
-            "—".into()
-        }
-    };
     let c = check(
         "alignment-pretraining",
         "Pretraining mixes keep their order of misalignment after identical chat-tuning",
         "Tice et al.: aligned-upsampled 9 % < filtered 31 % < unfiltered 45 % < misaligned-upsampled 51 %",
         format!(
             "persona questions (exact), after chat-tuning {} / {} / {} / {} (before: {} / {} / {} / {})",
-            exact(chat[0]),
-            exact(chat[1]),
-            exact(chat[2]),
-            exact(chat[3]),
-            exact(base[0]),
-            exact(base[1]),
-            exact(base[2]),
-            exact(base[3])
+            pct2(chat[0]),
+            pct2(chat[1]),
+            pct2(chat[2]),
+            pct2(chat[3]),
+            pct2(base[0]),
+            pct2(base[1]),
+            pct2(base[2]),
+            pct2(base[3])
         ),
         "aligned-upsampled < filtered ≤ unfiltered < misaligned-upsampled after chat-tuning",
         Some(order(chat)),
     );
     let mut c = c;
-    if !ran {
-        let v: Value = serde_json::from_str(lantern_organism::shipped::MIXES_RESULT)?;
-        let seeds = arr(&v["models"])
-            .first()
-            .and_then(|m| m["seeds"].as_u64())
-            .ok_or_else(|| anyhow!("the shipped mixes.json has no models[0].seeds"))?;
+    if let Some(seeds) = committed_seeds {
         c["ours"] = json!(format!(
             "{} — means of the committed {seeds}-seed measurement, not this run",
             c["ours"].as_str().unwrap_or("")
