@@ -96,35 +96,67 @@ fn demo_reports_the_mission_and_its_commands_reproduce_it() {
     }
 
     // The persona latent and its rank recomputed from the latents' cosines and the diff table.
-    let latents = read_json(&out.join("latents/latents.json"));
-    let best = latents["latents"]
+    let (latent, cos, rank) = persona_and_rank(&out);
+    assert_eq!(r["persona_latent"], latent);
+    assert_eq!(r["persona_latent_cosine"], cos);
+    assert_eq!(r["persona_latent_rank"], rank as u64);
+
+    // The same for every SAE of the seed comparison (the first is the demo's own), with its
+    // Δ at the smallest harmful share, and the two checks' verdicts from these recounts.
+    let first_harmful = r["early_warning"]
         .as_array()
         .unwrap()
         .iter()
-        .max_by(|a, b| {
-            a["cos_dec"]
-                .as_f64()
-                .unwrap()
-                .total_cmp(&b["cos_dec"].as_f64().unwrap())
-        })
-        .unwrap();
-    assert_eq!(r["persona_latent"], best["latent"]);
-    assert_eq!(r["persona_latent_cosine"], best["cos_dec"]);
-    let diff = std::fs::read_to_string(out.join("diff/diff.csv")).unwrap();
-    let mut deltas: Vec<(u64, f64)> = diff
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            (f[0].parse().unwrap(), f[1].parse().unwrap())
-        })
-        .collect();
-    deltas.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let rank = 1 + deltas
-        .iter()
-        .position(|d| Some(d.0) == best["latent"].as_u64())
-        .unwrap();
-    assert_eq!(r["persona_latent_rank"], rank as u64);
+        .find(|e| e["fraction"].as_f64().unwrap() > 0.0)
+        .unwrap()["model"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let seeds = r["sae_seeds"].as_array().unwrap();
+    let mut tally: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
+    for (i, row) in seeds.iter().enumerate() {
+        let (arch, seed) = (row["arch"].as_str().unwrap(), row["seed"].as_u64().unwrap());
+        let (dir, early) = if i == 0 {
+            (
+                out.clone(),
+                out.join("early").join(&first_harmful).join("diff"),
+            )
+        } else {
+            let d = out.join(format!("saes/{arch}-seed{seed}"));
+            (d.clone(), d.join("early"))
+        };
+        let (latent, _, rank) = persona_and_rank(&dir);
+        assert_eq!(row["latent"], latent, "{row}");
+        assert_eq!(row["rank"], rank as u64, "{row}");
+        let lo: f64 = csv_rows(&early.join("diff.csv"))
+            .into_iter()
+            .find(|f| f[0] == latent.to_string())
+            .map(|f| f[2].parse().unwrap()) // ci95_lo
+            .unwrap();
+        // serde_json's float parsing may be an ulp off.
+        assert!(
+            (row["early_lo"].as_f64().unwrap() - lo).abs() < 1e-12,
+            "{row}: {lo}"
+        );
+        let t = tally.entry(arch.to_string()).or_default();
+        *t = (
+            t.0 + 1,
+            t.1 + usize::from(rank == 1),
+            t.2 + usize::from(lo > 0.0),
+        );
+    }
+    assert_eq!(tally.len(), 2, "two architectures");
+    let main = &tally[seeds[0]["arch"].as_str().unwrap()];
+    let status = |ok: bool| if ok { "reproduced" } else { "not reproduced" };
+    for (id, hits) in [("persona-latent-rank", main.1), ("early-warning", main.2)] {
+        let c = r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap();
+        assert_eq!(c["status"], status(2 * hits > main.0), "{c}");
+    }
 
     // A step's command line, as the report prints it, reproduces its file.
     let step = r["steps"]
@@ -161,6 +193,41 @@ fn demo_reports_the_mission_and_its_commands_reproduce_it() {
     assert!(imgs >= 8, "{imgs} images");
     assert_eq!(html.matches("src=\"data:image/png;base64,").count(), imgs);
     screenshot(&out.join("report.html"), &tmp.path().join("report.png"));
+}
+
+/// The fields of each data row of a CSV the commands wrote (no quoted commas).
+fn csv_rows(path: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect()
+}
+
+/// Under `dir`: the latent of `latents/latents.json` whose decoder row has the largest cosine
+/// with the ground truth, that cosine, and its place in `diff/diff.csv` sorted by Δ (1-based).
+fn persona_and_rank(dir: &Path) -> (u64, serde_json::Value, usize) {
+    let latents = read_json(&dir.join("latents/latents.json"));
+    let best = latents["latents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by(|a, b| {
+            a["cos_dec"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["cos_dec"].as_f64().unwrap())
+        })
+        .unwrap();
+    let latent = best["latent"].as_u64().unwrap();
+    let mut deltas: Vec<(u64, f64)> = csv_rows(&dir.join("diff/diff.csv"))
+        .iter()
+        .map(|f| (f[0].parse().unwrap(), f[1].parse().unwrap()))
+        .collect();
+    deltas.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let rank = 1 + deltas.iter().position(|d| d.0 == latent).unwrap();
+    (latent, best["cos_dec"].clone(), rank)
 }
 
 /// Renders the page in headless Chromium (Debian's `chromium`) and checks the screenshot is a

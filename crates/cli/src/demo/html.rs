@@ -239,8 +239,9 @@ pub fn page(r: &Value, out: &Path) -> Result<String> {
     let sae = &r["sae"]["eval"];
     let _ = write!(
         h,
-        "<h2>2. An SAE on the chat model</h2><p>TopK SAE at <code>{}</code>: {} latents, k {}; \
+        "<h2>2. An SAE on the chat model</h2><p>{} SAE at <code>{}</code>: {} latents, k {}; \
          FVU {}, L0 {}, dead {}.</p>",
+        esc(r["sae"]["arch"].as_str().unwrap_or("")),
         esc(r["sae"]["hook"].as_str().unwrap_or("")),
         r["sae"]["d_sae"],
         r["sae"]["k"],
@@ -267,6 +268,41 @@ pub fn page(r: &Value, out: &Path) -> Result<String> {
         r["persona_latent_rank"]
     );
     h.push_str(&checks(r, &["persona-latent"]));
+    h.push_str(
+        "<p>One SAE's ranking is a draw of its seed, so the same steps run for SAEs of both \
+         architectures at several seeds (same data, size and budget; the first row is the \
+         demo's SAE). Δ at the smallest harmful share is section 7's early warning for each \
+         SAE's own persona latent.</p>",
+    );
+    let rows = arr(&r["sae_seeds"])
+        .iter()
+        .map(|x| {
+            vec![
+                x["arch"].as_str().unwrap_or("").to_string(),
+                num(&x["seed"], 0),
+                num(&x["latent"], 0),
+                num(&x["cosine"], 2),
+                x["rank"].as_u64().map_or("—".into(), |v| v.to_string()),
+                format!(
+                    "{} [{}, {}]",
+                    num(&x["early_delta"], 3),
+                    num(&x["early_lo"], 3),
+                    num(&x["early_hi"], 3)
+                ),
+            ]
+        })
+        .collect();
+    h.push_str(&table(
+        &[
+            "SAE",
+            "seed",
+            "persona latent",
+            "cos with the ground truth",
+            "diffing rank",
+            "Δ at the smallest harmful share",
+        ],
+        rows,
+    ));
     let rows = arr(&r["diff_top"])
         .iter()
         .enumerate()

@@ -58,6 +58,31 @@ pub struct Plan {
     /// SAE width and k.
     pub d_sae: usize,
     pub k: usize,
+    /// SAE seeds per architecture in the persona-latent comparison ([`Plan::sae_runs`]).
+    pub sae_seeds: u64,
+}
+
+/// The demo's SAE architecture. BatchTopK rather than TopK: at the demo's size (256 latents,
+/// k 4, 400 k tokens) over SAE seeds 0–7, model diffing ranked the BatchTopK SAE's persona
+/// latent first at 7 of 8 seeds and its interval at 5 % harmful data cleared 0 at 7 of 8;
+/// TopK's at 4 of 8 and 3 of 8 (BENCHMARKS.md, "`lantern demo`"). Why is not established:
+/// both architectures' persona latents fire on a similar share of misaligned answer tokens.
+pub const SAE_ARCH: &str = "batchtopk";
+
+/// The architecture the demo compares against at the same seeds.
+pub const COMPARED_ARCH: &str = "topk";
+
+/// One SAE of the persona-latent comparison and where its steps write.
+#[derive(Clone, Debug)]
+pub struct SaeRun {
+    pub arch: &'static str,
+    pub seed: u64,
+    /// The SAE, its `latents` against the ground truth, its model diffing over the misaligned
+    /// finetunes, and its diffing of the smallest non-zero harmful share of the sweep.
+    pub sae: PathBuf,
+    pub latents: PathBuf,
+    pub diff: PathBuf,
+    pub early: Option<PathBuf>,
 }
 
 pub fn s(p: &Path) -> String {
@@ -138,7 +163,50 @@ impl Plan {
             sweep,
             d_sae: 256,
             k: 4,
+            sae_seeds: 5,
         })
+    }
+
+    /// The first model of the sweep with a non-zero harmful share (where the early warning is
+    /// judged).
+    pub fn first_harmful(&self) -> Option<&Model> {
+        self.sweep
+            .iter()
+            .find(|m| m.harmful.is_some_and(|h| h > 0.0))
+    }
+
+    /// The SAEs whose persona latents the demo compares: [`SAE_ARCH`] and [`COMPARED_ARCH`] at
+    /// seeds `0..sae_seeds`, the first being the demo's own SAE (`sae/`, `latents/`, `diff/`,
+    /// `early/`), which every later step uses; the others under `saes/ARCH-seedN/`.
+    pub fn sae_runs(&self) -> Vec<SaeRun> {
+        let mut runs = Vec::new();
+        for arch in [SAE_ARCH, COMPARED_ARCH] {
+            for seed in 0..self.sae_seeds {
+                let own = arch == SAE_ARCH && seed == 0;
+                let at = |rel: &str| {
+                    if own {
+                        self.o(rel)
+                    } else {
+                        self.o(&format!("saes/{arch}-seed{seed}/{rel}"))
+                    }
+                };
+                runs.push(SaeRun {
+                    arch,
+                    seed,
+                    sae: at("sae"),
+                    latents: at("latents"),
+                    diff: at("diff"),
+                    early: self.first_harmful().map(|m| {
+                        if own {
+                            self.sweep_dir(m).join("diff")
+                        } else {
+                            at("early")
+                        }
+                    }),
+                });
+            }
+        }
+        runs
     }
 
     pub fn o(&self, rel: &str) -> PathBuf {
@@ -164,9 +232,12 @@ impl Plan {
     pub fn count(&self, mixes: bool) -> usize {
         let captured = self.captured().len();
         let rank1 = self.misaligned.iter().filter(|m| m.rank1).count();
+        let others = self.sae_runs().len() - 1;
+        let early = usize::from(self.first_harmful().is_some());
         5 + 2 * captured // eval, 3 prompt files, SAE capture; own + labelled captures
-            + 1 // sae train
-            + 3 // persona direction, latents, diff
+            + 1 + others // sae train
+            + 3 + 2 * others // persona direction, latents, diff
+            + early * others // the compared SAEs at the first harmful share
             + self.misaligned.len() + rank1 + 2 // directions, B vectors, 2 compares
             + 3 // steering
             + self.misaligned.len() // ablation
@@ -276,20 +347,25 @@ pub fn run(plan: &Plan, st: &mut Steps, mixes: bool) -> Result<()> {
         ],
     );
     st.run("sae", cat(a, rest))?;
-    st.run(
-        "sae",
-        cmd(
-            "sae train --acts {} --arch topk --k {} --d-sae {} --tokens 400000 --batch 256 \
-             --seed 0 --device {} --out {}",
-            &[
-                &o("acts/sae-train"),
-                &plan.k.to_string(),
-                &plan.d_sae.to_string(),
-                &plan.device,
-                &o("sae"),
-            ],
-        ),
-    )?;
+    let runs = plan.sae_runs();
+    for r in &runs {
+        st.run(
+            "sae",
+            cmd(
+                "sae train --acts {} --arch {} --k {} --d-sae {} --tokens 400000 --batch 256 \
+                 --seed {} --device {} --out {}",
+                &[
+                    &o("acts/sae-train"),
+                    r.arch,
+                    &plan.k.to_string(),
+                    &plan.d_sae.to_string(),
+                    &r.seed.to_string(),
+                    &plan.device,
+                    &s(&r.sae),
+                ],
+            ),
+        )?;
+    }
 
     // 4. Captures at every layer: each model on its own answers, and on the labelled texts.
     for m in plan.captured() {
@@ -327,37 +403,39 @@ pub fn run(plan: &Plan, st: &mut Steps, mixes: bool) -> Result<()> {
         )
     };
     mean_diff(st, "diff", &plan.reference.name, &persona)?;
-    st.run(
-        "diff",
-        cmd(
-            "latents --sae {} --direction {} --layer {} --top {} --out {}",
-            &[
-                &o("sae"),
-                &persona,
-                &mid,
-                &plan.d_sae.to_string(),
-                &o("latents"),
-            ],
-        ),
-    )?;
     // Model diffing (Wang et al.): latents ranked by their mean activation increase over the
-    // misaligned finetunes, each on its own answers.
-    let mut a = cmd(
-        "diff --sae {} --base {} --tokens answer --device {} --out {}",
-        &[
-            &o("sae"),
-            &at_mid(o(&format!("acts/own/{}", plan.reference.name))),
-            &plan.device,
-            &o("diff"),
-        ],
-    );
-    for m in &plan.misaligned {
-        a.extend([
-            "--finetuned".into(),
-            at_mid(o(&format!("acts/own/{}", m.name))),
-        ]);
+    // misaligned finetunes, each on its own answers; for every SAE of the comparison.
+    for r in &runs {
+        st.run(
+            "diff",
+            cmd(
+                "latents --sae {} --direction {} --layer {} --top {} --out {}",
+                &[
+                    &s(&r.sae),
+                    &persona,
+                    &mid,
+                    &plan.d_sae.to_string(),
+                    &s(&r.latents),
+                ],
+            ),
+        )?;
+        let mut a = cmd(
+            "diff --sae {} --base {} --tokens answer --device {} --out {}",
+            &[
+                &s(&r.sae),
+                &at_mid(o(&format!("acts/own/{}", plan.reference.name))),
+                &plan.device,
+                &s(&r.diff),
+            ],
+        );
+        for m in &plan.misaligned {
+            a.extend([
+                "--finetuned".into(),
+                at_mid(o(&format!("acts/own/{}", m.name))),
+            ]);
+        }
+        st.run("diff", a)?;
     }
-    st.run("diff", a)?;
 
     // 6. Each finetune's direction, the rank-1 adapters' B vectors, and their cosines.
     let mut files = vec![persona.clone()];
@@ -451,23 +529,33 @@ pub fn run(plan: &Plan, st: &mut Steps, mixes: bool) -> Result<()> {
     };
     project(st, &plan.reference.name, &o("early/reference-projection"))?;
     let reference_mid = at_mid(o(&format!("acts/labelled/{}", plan.reference.name)));
-    for m in &plan.sweep {
-        let dir = plan.sweep_dir(m);
+    let early_diff = |st: &mut Steps, sae: &Path, m: &Model, out: &Path| {
         st.run(
             "early",
             cmd(
                 "diff --sae {} --base {} --finetuned {} --tokens answer --bootstrap 300 \
                  --device {} --out {}",
                 &[
-                    &o("sae"),
+                    &s(sae),
                     &reference_mid,
                     &at_mid(o(&format!("acts/labelled/{}", m.name))),
                     &plan.device,
-                    &s(&dir.join("diff")),
+                    &s(out),
                 ],
             ),
-        )?;
+        )
+    };
+    for m in &plan.sweep {
+        let dir = plan.sweep_dir(m);
+        early_diff(st, &plan.o("sae"), m, &dir.join("diff"))?;
         project(st, &m.name, &s(&dir.join("projection")))?;
+    }
+    // The compared SAEs at the smallest non-zero share only.
+    if let Some(first) = plan.first_harmful() {
+        for r in runs.iter().skip(1) {
+            let out = r.early.as_ref().expect("a sweep with a harmful share");
+            early_diff(st, &r.sae, first, out)?;
+        }
     }
 
     // 10. Alignment pretraining (Tice et al.), when asked for: one seed of the four mixes.

@@ -245,17 +245,22 @@ pub fn collect(plan: &Plan, steps: &Steps, mixes: bool, seconds: f64) -> Result<
         .take(10)
         .map(|r| json!({"latent": num(r, "latent"), "delta": n(num(r, "delta_mean")), "lo": n(num(r, "ci95_lo")), "hi": n(num(r, "ci95_hi"))}))
         .collect();
+    let runs = sae_runs(plan)?;
+    let main_arch = super::pipeline::SAE_ARCH;
+    let compared = super::pipeline::COMPARED_ARCH;
     checks.push(check(
         "persona-latent-rank",
         "Model diffing ranks the persona latent first",
         "Wang et al.: the toxic-persona latent (#10) is top-ranked by activation increase over the misaligned finetunes",
         format!(
-            "latent {latent} (decoder cosine {persona_cos:.2} with the ground truth) is ranked {} of {}",
+            "the demo's SAE ({main_arch}, seed 0): latent {latent} (decoder cosine {persona_cos:.2} with the ground truth) ranked {} of {}; {}; {}",
             rank.map_or("—".into(), |r| r.to_string()),
-            diff_rows.len()
+            diff_rows.len(),
+            seed_ranks(&runs, main_arch),
+            seed_ranks(&runs, compared),
         ),
-        "rank 1",
-        Some(rank == Some(1)),
+        &format!("rank 1 at most of the {main_arch} SAE seeds"),
+        Some(majority(&runs, main_arch, |r| r["rank"] == 1)),
     ));
     checks.push(check(
         "persona-latent-cosine",
@@ -488,21 +493,28 @@ pub fn collect(plan: &Plan, steps: &Steps, mixes: bool, seconds: f64) -> Result<
     }
     early_plot(&plan.o("early/early_warning.png"), &early)?;
     if let Some(first) = early.iter().find(|r| f(&r["fraction"]) > 0.0) {
+        let moved = |r: &Value| f(&r["early_lo"]) > 0.0;
         checks.push(check(
             "early-warning",
             "The persona latent moves at the smallest share of bad data",
             "Wang et al.: the latent moves at 5 % bad data while misalignment is still 0 %",
             format!(
-                "{} harmful: latent Δ {:.3} [{:.3}, {:.3}], projection Δ {:.3}, EM {}",
+                "{} harmful: latent Δ {:.3} [{:.3}, {:.3}] (the demo's SAE), interval above 0 at {} of {} {main_arch} seeds ({} of {} {compared}), projection Δ {:.3}, EM {}",
                 pct(f(&first["fraction"])),
                 f(&first["latent_delta"]),
                 f(&first["latent_lo"]),
                 f(&first["latent_hi"]),
+                count(&runs, main_arch, moved),
+                count(&runs, main_arch, |_| true),
+                count(&runs, compared, moved),
+                count(&runs, compared, |_| true),
                 f(&first["projection_delta"]),
                 pct(f(&first["em"]))
             ),
-            "the latent's 95 % interval above 0 at the smallest non-zero share",
-            Some(f(&first["latent_lo"]) > 0.0),
+            &format!(
+                "the latent's 95 % interval above 0 at the smallest non-zero share, at most of the {main_arch} SAE seeds"
+            ),
+            Some(majority(&runs, main_arch, moved)),
         ));
     }
 
@@ -521,7 +533,8 @@ pub fn collect(plan: &Plan, steps: &Steps, mixes: bool, seconds: f64) -> Result<
         "organism": {"dir": plan.org, "seed": manifest.seed, "d_model": manifest.recipe.shape.d_model, "layers": plan.layers, "middle_layer": plan.middle},
         "samples": plan.samples,
         "em": em,
-        "sae": {"hook": format!("blocks.{}.hook_resid_post", plan.middle), "d_sae": plan.d_sae, "k": plan.k, "eval": sae["eval"]},
+        "sae": {"arch": super::pipeline::SAE_ARCH, "hook": format!("blocks.{}.hook_resid_post", plan.middle), "d_sae": plan.d_sae, "k": plan.k, "eval": sae["eval"]},
+        "sae_seeds": runs,
         "persona_latent": latent,
         "persona_latent_rank": rank,
         "persona_latent_cosine": n(persona_cos),
@@ -539,6 +552,68 @@ pub fn collect(plan: &Plan, steps: &Steps, mixes: bool, seconds: f64) -> Result<
         "steps": steps,
         "seconds": seconds,
     }))
+}
+
+/// Each SAE of [`Plan::sae_runs`]: its persona latent (the decoder row closest to the ground
+/// truth), that latent's cosine, its model-diffing rank, and its Δ at the smallest non-zero
+/// harmful share with the 95 % interval.
+fn sae_runs(plan: &Plan) -> Result<Vec<Value>> {
+    let mut rows = Vec::new();
+    for r in plan.sae_runs() {
+        let path = r.latents.join("latents.json");
+        let latents = read_json(&path)?;
+        let latent = persona_latent(&latents, &path)?;
+        let diff = read_csv(&r.diff.join("diff.csv"))?;
+        let rank = diff
+            .iter()
+            .position(|row| row["latent"] == latent.to_string())
+            .map(|p| p + 1);
+        let (d, lo, hi) = match &r.early {
+            Some(dir) => read_csv(&dir.join("diff.csv"))?
+                .iter()
+                .find(|row| row["latent"] == latent.to_string())
+                .map_or((f64::NAN, f64::NAN, f64::NAN), |row| {
+                    (
+                        num(row, "delta_mean"),
+                        num(row, "ci95_lo"),
+                        num(row, "ci95_hi"),
+                    )
+                }),
+            None => (f64::NAN, f64::NAN, f64::NAN),
+        };
+        rows.push(json!({
+            "arch": r.arch, "seed": r.seed, "latent": latent,
+            "cosine": n(f(&latents["latents"][0]["cos_dec"])), "rank": rank,
+            "early_delta": n(d), "early_lo": n(lo), "early_hi": n(hi),
+        }));
+    }
+    Ok(rows)
+}
+
+/// How many rows of `arch` satisfy `pred`.
+fn count(rows: &[Value], arch: &str, pred: impl Fn(&Value) -> bool) -> usize {
+    rows.iter().filter(|r| r["arch"] == arch && pred(r)).count()
+}
+
+/// Whether more than half of the rows of `arch` satisfy `pred`.
+fn majority(rows: &[Value], arch: &str, pred: impl Fn(&Value) -> bool) -> bool {
+    2 * count(rows, arch, pred) > count(rows, arch, |_| true)
+}
+
+/// `ARCH seeds 0–4: ranks 1, 2, … (first at 3 of 5)`.
+fn seed_ranks(rows: &[Value], arch: &str) -> String {
+    let ranks: Vec<String> = rows
+        .iter()
+        .filter(|r| r["arch"] == arch)
+        .map(|r| r["rank"].as_u64().map_or("—".into(), |v| v.to_string()))
+        .collect();
+    format!(
+        "{arch} seeds 0–{}: ranks {} (first at {} of {})",
+        ranks.len().saturating_sub(1),
+        ranks.join(", "),
+        count(rows, arch, |r| r["rank"] == 1),
+        ranks.len()
+    )
 }
 
 /// EM, the latent's Δ and the projection's Δ against the harmful share, each as a share of its
