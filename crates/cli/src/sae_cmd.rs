@@ -62,7 +62,8 @@ pub struct TrainArgs {
     pub unit_decoder_norms: bool,
     /// topk, batchtopk, matryoshka: AuxK also trains latents firing on fewer than this
     /// fraction of tokens (averaged over ≈ 50 steps), not only dead ones (default 0.001 for
-    /// batchtopk and matryoshka, off for topk; 0 = off).
+    /// batchtopk and matryoshka, off for topk; 0 = off); jumprelu: the pre-activation loss
+    /// (--pre-act-coeff) also takes them.
     #[arg(long)]
     #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     pub revive_below: Option<f32>,
@@ -110,6 +111,14 @@ pub struct TrainArgs {
     /// A latent silent for this many tokens is dead.
     #[arg(long)]
     pub dead_tokens: Option<u64>,
+    /// jumprelu: coefficient of the pre-activation loss c·Σ relu(θ − pre) over dead latents
+    /// (Anthropic 2025, SAELens's pre_act_loss_coefficient), which pulls latents that never
+    /// fire up to their thresholds; dead means silent for --dead-tokens or, with
+    /// --revive-below, rare (default 0 = off; 0.01 with --revive-below 0.001 left no latent
+    /// dead on synthetic data but did not improve the dictionary: BENCHMARKS.md).
+    #[arg(long)]
+    #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
+    pub pre_act_coeff: Option<f32>,
     /// JumpReLU straight-through bandwidth ε (default 0.05).
     #[arg(long)]
     #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
@@ -875,6 +884,9 @@ impl TrainArgs {
         }
         if let Some(v) = self.dead_tokens {
             c.dead_tokens = v;
+        }
+        if let Some(v) = self.pre_act_coeff {
+            c.pre_act_coeff = v;
         }
         if let Some(v) = self.bandwidth {
             c.bandwidth = v;

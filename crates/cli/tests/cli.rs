@@ -324,6 +324,11 @@ fn bad_input_gives_one_line_errors_naming_the_problem() {
         "--revive-below: revive_below = 1.5",
     );
     bad(
+        &["--pre-act-coeff", "0.1"],
+        1,
+        "--pre-act-coeff: pre_act_coeff = 0.1: expected 0: the pre-activation loss applies to jumprelu",
+    );
+    bad(
         &["--k-anneal-steps", "10"],
         1,
         "--k-anneal-steps: k_anneal_steps = 10: expected 0: k annealing applies to batchtopk",

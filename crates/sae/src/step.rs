@@ -42,6 +42,12 @@
 //! `K(u) = 1[|u| < ½]` and bandwidth `ε`, `∂f/∂θ := −(θ/ε) K((pre − θ)/ε)` and
 //! `∂H(pre − θ)/∂θ := −(1/ε) K((pre − θ)/ε)`; `∂f/∂pre = H(pre − θ)`. Gradients are taken
 //! with respect to `log θ` (`∂/∂log θ = θ ∂/∂θ`).
+//!
+//! JumpReLU's pre-activation loss (Anthropic 2025; SAELens `pre_act_loss_coefficient`):
+//! `c_p · Σ_b Σ_i dead_i · relu(θ_i − pre_bi) / B` over the dead latents (unit decoder rows),
+//! so `∂/∂pre_bi = −c_p dead_i 1[pre_bi < θ_i] / B` and `∂/∂θ_i = c_p dead_i Σ_b 1[pre_bi <
+//! θ_i] / B`: a latent that never fires gets no reconstruction gradient, and this lifts its
+//! pre-activations (mostly through `b_enc`) and lowers its threshold until it fires.
 
 use burn::tensor::{FloatDType, Tensor};
 
@@ -74,6 +80,9 @@ pub struct StepSettings {
     /// BatchTopK: rank activations by `relu(pre_i)·‖W_dec,i‖` (free decoder norms, module
     /// docs).
     pub rescale_by_decoder_norm: bool,
+    /// JumpReLU: the pre-activation loss's coefficient `c_p` on dead latents (0 = off;
+    /// module docs).
+    pub pre_act_coeff: f32,
 }
 
 /// Dead latents for AuxK: a `[m]` mask (1 = dead) and how many there are.
@@ -96,7 +105,8 @@ pub struct StepOutput {
     pub total_variance: Tensor<1>,
     /// Number of non-zero latent activations in the batch, `[1]`.
     pub active: Tensor<1>,
-    /// The AuxK term (before α), `[1]`; zero when not used.
+    /// The auxiliary term before its coefficient, `[1]`: AuxK (before α), or JumpReLU's
+    /// pre-activation loss (before `c_p`); zero when not used.
     pub aux_loss: Tensor<1>,
     /// The sparsity term (before λ) for ReLU/JumpReLU, `[1]`.
     pub sparsity_loss: Tensor<1>,
@@ -112,7 +122,7 @@ pub fn step(p: &Params, x: Tensor<2>, s: &StepSettings, dead: Option<&DeadLatent
         Arch::TopK { k } => sparse_step(p, x, s, dead, Selection::PerRow(k)),
         Arch::BatchTopK { k } => sparse_step(p, x, s, dead, Selection::PerBatch(k)),
         Arch::Relu => relu_step(p, x, s),
-        Arch::JumpRelu => jumprelu_step(p, x, s),
+        Arch::JumpRelu => jumprelu_step(p, x, s, dead),
     }
 }
 
@@ -455,7 +465,12 @@ fn relu_step(p: &Params, x: Tensor<2>, s: &StepSettings) -> StepOutput {
 }
 
 /// JumpReLU SAE with an L0 penalty and straight-through threshold gradients (module docs).
-fn jumprelu_step(p: &Params, x: Tensor<2>, s: &StepSettings) -> StepOutput {
+fn jumprelu_step(
+    p: &Params,
+    x: Tensor<2>,
+    s: &StepSettings,
+    dead: Option<&DeadLatents>,
+) -> StepOutput {
     let [batch, _] = x.dims();
     let xc = encoder_input(p, &x, s.apply_b_dec_to_input);
     let pre = pre_acts(p, &xc);
@@ -491,12 +506,23 @@ fn jumprelu_step(p: &Params, x: Tensor<2>, s: &StepSettings) -> StepOutput {
         .lower_elem(eps * 0.5)
         .float();
     // ∂L/∂θ_i = Σ_b [∂L/∂f_bi · (−θ_i/ε) K_bi − (λ/(ε B)) K_bi]
-    let grad_theta = ((grad_f.clone() * theta.clone()).mul_scalar(-1.0 / eps)
+    let mut grad_theta = ((grad_f.clone() * theta.clone()).mul_scalar(-1.0 / eps)
         + coeff.reshape([1, 1]).mul_scalar(-inv_b / eps))
         * kernel;
+    let mut grad_pre = grad_f * fired.clone();
+    let mut aux_loss = Tensor::zeros([1], &x.device());
+    if let Some(dead) = dead.filter(|_| s.pre_act_coeff > 0.0) {
+        // c_p Σ dead_i relu(θ_i − pre_bi) / B
+        let mask = dead.mask.clone().unsqueeze_dim::<2>(0); // [1, m]
+        let gap = (theta.clone() - pre.clone()).clamp_min(0.0) * mask.clone();
+        aux_loss = gap.sum().mul_scalar(inv_b);
+        let below = pre.lower(theta.clone()).float() * mask;
+        let push = below.mul_scalar(s.pre_act_coeff * inv_b);
+        grad_pre = grad_pre - push.clone();
+        grad_theta = grad_theta + push;
+    }
     let grad_log_t = (grad_theta.sum_dim(0) * theta).reshape([p.dims().1]);
 
-    let grad_pre = grad_f * fired.clone();
     let grad_w_dec = f.clone().transpose().matmul(g.clone());
     let parts = DenseParts {
         xc,
@@ -508,7 +534,9 @@ fn jumprelu_step(p: &Params, x: Tensor<2>, s: &StepSettings) -> StepOutput {
         grad_log_threshold: Some(grad_log_t),
         sparsity_loss: sparsity,
     };
-    dense_output(p, &x, parts, s.apply_b_dec_to_input)
+    let mut out = dense_output(p, &x, parts, s.apply_b_dec_to_input);
+    out.aux_loss = aux_loss;
+    out
 }
 
 /// What the ReLU and JumpReLU forward/backward hand to [`dense_output`].
@@ -587,6 +615,7 @@ pub fn random_topk_setup(
         matryoshka: Vec::new(),
         target_l0: None,
         rescale_by_decoder_norm: false,
+        pre_act_coeff: 0.0,
     };
     (params, x, settings)
 }

@@ -296,6 +296,7 @@ fn settings(arch: Arch, lambda: f32) -> StepSettings {
         matryoshka: Vec::new(),
         target_l0: None,
         rescale_by_decoder_norm: false,
+        pre_act_coeff: 0.0,
     }
 }
 
@@ -536,6 +537,87 @@ fn jumprelu_threshold_gradient(target: Option<f64>) {
         &download(out.grads.log_threshold.unwrap()).unwrap(),
         &want,
         1e-4,
+    );
+}
+
+/// JumpReLU's pre-activation loss `c_p Σ_b Σ_i dead_i relu(θ_i − pre_bi) / B` is continuous in
+/// every parameter, θ included: with the straight-through window made too narrow to hold any
+/// pre-activation (ε = 1e-7), the step's gradients of reconstruction plus this term are the
+/// finite differences of the naive loss, for all five parameters. Latents 0, 3 and 7 are dead.
+#[test]
+fn jumprelu_pre_activation_loss_gradients_match_finite_differences() {
+    let device = Device::flex();
+    let (p, x) = params(17);
+    let c_p = 0.8;
+    let dead: Vec<bool> = (0..M).map(|j| [0, 3, 7].contains(&j)).collect();
+    let naive = |q: &P| {
+        let mut total = 0.0;
+        for b in 0..B {
+            let z = pre(q, &x, b, true);
+            let f: Vec<f64> = (0..M)
+                .map(|j| if z[j] > q.log_t[j].exp() { z[j] } else { 0.0 })
+                .collect();
+            let xh = decode(q, &f, true);
+            total += (0..D).map(|i| (xh[i] - x[b * D + i]).powi(2)).sum::<f64>();
+            for j in (0..M).filter(|&j| dead[j]) {
+                total += c_p * (q.log_t[j].exp() - z[j]).max(0.0);
+            }
+        }
+        total / B as f64
+    };
+    let want = numeric_grads(&p, &naive);
+    assert!(
+        want[4].iter().filter(|v| v.abs() > 1e-3).count() >= 2,
+        "test needs dead latents below their thresholds"
+    );
+    let dp = to_device(&p, &device, true);
+    let xt = Tensor::<2>::from_data(
+        TensorData::new(x.iter().map(|v| *v as f32).collect::<Vec<_>>(), [B, D]),
+        &device,
+    );
+    let mask = DeadLatents {
+        mask: Tensor::from_data(
+            TensorData::new(
+                dead.iter()
+                    .map(|d| if *d { 1.0f32 } else { 0.0 })
+                    .collect::<Vec<_>>(),
+                [M],
+            ),
+            &device,
+        ),
+        count: 3,
+    };
+    let mut s = settings(Arch::JumpRelu, 0.0);
+    s.bandwidth = 1e-7;
+    s.pre_act_coeff = c_p as f32;
+    let out = step(&dp, xt, &s, Some(&mask));
+    let g = out.grads;
+    let tol = 2e-3;
+    assert_close("w_enc", &download(g.w_enc).unwrap(), &want[0], tol);
+    assert_close("b_enc", &download(g.b_enc).unwrap(), &want[1], tol);
+    assert_close("w_dec", &download(g.w_dec).unwrap(), &want[2], tol);
+    assert_close("b_dec", &download(g.b_dec).unwrap(), &want[3], tol);
+    assert_close(
+        "log_threshold",
+        &download(g.log_threshold.unwrap()).unwrap(),
+        &want[4],
+        tol,
+    );
+    // The term itself, before c_p.
+    let term = (0..B)
+        .map(|b| {
+            let z = pre(&p, &x, b, true);
+            (0..M)
+                .filter(|&j| dead[j])
+                .map(|j| (p.log_t[j].exp() - z[j]).max(0.0))
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / B as f64;
+    let got = download(out.aux_loss).unwrap()[0] as f64;
+    assert!(
+        (got - term).abs() < 1e-5 * term.max(1.0),
+        "term {got} vs {term}"
     );
 }
 

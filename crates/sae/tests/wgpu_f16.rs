@@ -34,6 +34,7 @@ fn topk_step_with_the_f16_encoder_matches_cpu_to_half_precision() {
         matryoshka: Vec::new(),
         target_l0: None,
         rescale_by_decoder_norm: false,
+        pre_act_coeff: 0.0,
     };
     let on = |dev: &Device| {
         let p = case.params(dev, None);

@@ -65,6 +65,7 @@ pub fn run(out: &Path, device: &str, a: &Synthetic) -> Result<()> {
         sparsity_warmup_steps: None,
         aux_coeff: None,
         dead_tokens: Some(100_000),
+        pre_act_coeff: None,
         bandwidth: None,
         init_threshold: None,
         grad_clip: None,

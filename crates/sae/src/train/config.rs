@@ -109,7 +109,8 @@ pub struct TrainConfig {
     /// TopK and BatchTopK: AuxK also takes latents whose firing rate (a moving average over
     /// the last ≈ 50 steps) is below this, not only those silent for `dead_tokens`: under
     /// BatchTopK, latents that lose the batch-wide competition early fire too rarely to learn
-    /// yet too often to count as dead.
+    /// yet too often to count as dead. JumpReLU: the pre-activation loss
+    /// ([`TrainConfig::pre_act_coeff`]) takes them.
     #[serde(default)]
     pub revive_below: Option<f32>,
     /// BatchTopK (and Matryoshka): leave the decoder norms free and rank activations by
@@ -117,6 +118,12 @@ pub struct TrainConfig {
     /// saved SAE has the norms folded into the encoder.
     #[serde(default)]
     pub free_decoder_norms: bool,
+    /// JumpReLU: the coefficient `c` of the pre-activation loss
+    /// `c · Σ_b Σ_i dead_i · relu(θ_i − pre_bi) / B`, which pulls the pre-activations of dead
+    /// latents (those of [`TrainConfig::dead_tokens`] and, with `revive_below`, the rare
+    /// ones) up to their thresholds ([`crate::step`]; 0 = off).
+    #[serde(default)]
+    pub pre_act_coeff: f32,
 }
 
 /// JumpReLU's default λ with a target L0 `T` (the penalty `λ (L0/T − 1)²`) for inputs of
@@ -240,6 +247,7 @@ impl TrainConfig {
             topk_warmup_steps: 0,
             revive_below: matches!(arch, Arch::BatchTopK { .. }).then_some(1e-3),
             free_decoder_norms: matches!(arch, Arch::BatchTopK { .. }),
+            pre_act_coeff: 0.0,
         }
     }
 
@@ -387,12 +395,20 @@ impl TrainConfig {
                 "0: k annealing applies to batchtopk and matryoshka",
             );
         }
+        let jumprelu = matches!(self.arch, Arch::JumpRelu);
+        if self.pre_act_coeff != 0.0 && !jumprelu {
+            return bad(
+                "pre_act_coeff",
+                self.pre_act_coeff.to_string(),
+                "0: the pre-activation loss applies to jumprelu",
+            );
+        }
         if let Some(r) = self.revive_below {
-            if !matches!(self.arch, Arch::TopK { .. } | Arch::BatchTopK { .. }) {
+            if matches!(self.arch, Arch::Relu) {
                 return bad(
                     "revive_below",
                     r.to_string(),
-                    "nothing: only topk, batchtopk and matryoshka have AuxK",
+                    "nothing: only topk, batchtopk, matryoshka (AuxK) and jumprelu (pre-activation loss) revive latents",
                 );
             }
             if !(r.is_finite() && r > 0.0 && r < 1.0) {
@@ -430,6 +446,7 @@ impl TrainConfig {
             ("sparsity_coeff", self.sparsity_coeff),
             ("aux_coeff", self.aux_coeff),
             ("init_threshold", self.init_threshold),
+            ("pre_act_coeff", self.pre_act_coeff),
         ];
         for (field, v) in non_negative {
             if !(v.is_finite() && v >= 0.0) {

@@ -348,6 +348,7 @@ impl Run {
             matryoshka: cfg.matryoshka_widths.clone(),
             target_l0: cfg.target_l0.filter(|_| matches!(cfg.arch, Arch::JumpRelu)),
             rescale_by_decoder_norm: cfg.free_decoder_norms,
+            pre_act_coeff: cfg.pre_act_coeff,
         };
         let lr = cfg.lr_at(state.saved.step);
         let outcome = match self.cpu.as_mut() {
@@ -424,7 +425,7 @@ impl Run {
                 step: state.saved.step,
                 tokens: state.saved.tokens,
                 loss: recon
-                    + cfg.aux_coeff as f64 * aux
+                    + aux_weight(cfg) as f64 * aux
                     + settings.sparsity_coeff as f64 * sparsity,
                 mse: sse / (n as f64 * d as f64),
                 fvu,
@@ -505,6 +506,15 @@ fn sync_from_cpu(state: &mut State, cpu: Option<&CpuTopK>, device: &Device) {
     if let Some(cpu) = cpu {
         state.saved.params = cpu.to_params(device);
         state.saved.adam = cpu.to_adam(device);
+    }
+}
+
+/// The coefficient of the auxiliary term in the logged loss: AuxK's α, or for JumpReLU the
+/// pre-activation loss's `c`.
+fn aux_weight(cfg: &TrainConfig) -> f32 {
+    match cfg.arch {
+        Arch::JumpRelu => cfg.pre_act_coeff,
+        _ => cfg.aux_coeff,
     }
 }
 

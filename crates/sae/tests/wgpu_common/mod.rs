@@ -137,6 +137,7 @@ pub fn compare_matryoshka(arch: Arch, with_dead: bool, widths: &[usize]) {
             target_l0: None,
             // BatchTopK's default: ranked by relu(pre)·‖W_dec‖ (the rows' norms vary here).
             rescale_by_decoder_norm: matches!(arch, Arch::BatchTopK { .. }),
+            pre_act_coeff: 0.0,
         };
         let out = step(&p, case.x(dev), &s, dead.as_ref());
         // Gradients clipped on the device (a clip small enough to be active), and one
