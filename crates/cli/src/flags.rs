@@ -31,6 +31,18 @@ pub enum Lr {
 }
 
 /// `--lr`: a finite number or `sparsify`.
+/// `--threshold-lr`: a rate, or `same` for the weights' rate (what JumpReLU runs used before
+/// 2026-12-05, so that their checkpoints resume).
+pub fn threshold_lr(s: &str) -> Result<lantern_sae::train::ThresholdLr, String> {
+    use lantern_sae::train::ThresholdLr;
+    match s {
+        "same" => Ok(ThresholdLr::SameAsLr),
+        v => finite_f32(v)
+            .map(ThresholdLr::Rate)
+            .map_err(|e| format!("{e} (expected a learning rate or same)")),
+    }
+}
+
 pub fn lr(s: &str) -> Result<Lr, String> {
     match s {
         "sparsify" => Ok(Lr::Sparsify),

@@ -119,6 +119,13 @@ pub struct TrainArgs {
     #[arg(long)]
     #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     pub pre_act_coeff: Option<f32>,
+    /// jumprelu: peak learning rate of the log-thresholds, or `same` for --lr's (default
+    /// max(lr, 5/steps): Adam moves log θ by about its rate a step, and the thresholds must
+    /// climb a few units in log space whatever d_in is; at d 576 the weights' rate left L0 at
+    /// 147 for a target of 32; `same` resumes checkpoints written before 2026-12-05).
+    #[arg(long)]
+    #[arg(value_parser = crate::flags::threshold_lr, allow_negative_numbers = true)]
+    pub threshold_lr: Option<lantern_sae::train::ThresholdLr>,
     /// JumpReLU straight-through bandwidth ε (default 0.05).
     #[arg(long)]
     #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
@@ -887,6 +894,9 @@ impl TrainArgs {
         }
         if let Some(v) = self.pre_act_coeff {
             c.pre_act_coeff = v;
+        }
+        if let Some(v) = self.threshold_lr {
+            c.threshold_lr = v;
         }
         if let Some(v) = self.bandwidth {
             c.bandwidth = v;

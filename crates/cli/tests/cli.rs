@@ -324,6 +324,11 @@ fn bad_input_gives_one_line_errors_naming_the_problem() {
         "--revive-below: revive_below = 1.5",
     );
     bad(
+        &["--threshold-lr", "0.01"],
+        1,
+        "--threshold-lr: threshold_lr = Rate(0.01): expected nothing: only jumprelu has thresholds",
+    );
+    bad(
         &["--pre-act-coeff", "0.1"],
         1,
         "--pre-act-coeff: pre_act_coeff = 0.1: expected 0: the pre-activation loss applies to jumprelu",

@@ -38,7 +38,7 @@ impl Adam {
     }
 
     /// One update of `p` with gradients `g · factor` (`factor` `[1]`, e.g. the clip factor
-    /// of [`clip_factor`], left on the device) at learning rate `lr`; with `renorm_decoder`
+    /// of [`clip_factor`], left on the device) at learning rates `lr`; with `renorm_decoder`
     /// the decoder rows are rescaled to unit norm in the same pass. Each parameter is one
     /// `lantern_kernels` call: a fused kernel on wgpu/vulkan, burn's stock ops on the CPU.
     pub fn step(
@@ -46,12 +46,12 @@ impl Adam {
         p: Params,
         g: &Params,
         factor: &Tensor<1>,
-        lr: f32,
+        lr: LearningRates,
         renorm_decoder: bool,
     ) -> Params {
         self.t += 1;
         let s = AdamStep {
-            lr,
+            lr: lr.weights,
             beta1: self.beta1,
             beta2: self.beta2,
             eps: self.eps,
@@ -102,6 +102,10 @@ impl Adam {
             &v.log_threshold,
         ) {
             (Some(t), Some(gt), Some(mt), Some(vt)) => {
+                let s = AdamStep {
+                    lr: lr.threshold,
+                    ..s
+                };
                 let (t, mt, vt) =
                     kernels::adam(t, gt.clone(), mt.clone(), vt.clone(), factor.clone(), s);
                 (Some(t), Some(mt), Some(vt))
@@ -184,7 +188,7 @@ pub fn update(
     params: Params,
     mut grads: Params,
     adam: &mut Adam,
-    lr: f32,
+    lr: impl Into<LearningRates>,
     normalize_decoder: bool,
     clip: Option<f32>,
 ) -> Params {
@@ -195,7 +199,24 @@ pub fn update(
         Some(clip) => clip_factor(&grads, clip),
         None => Tensor::ones([1], &params.b_dec.device()),
     };
-    adam.step(params, &grads, &factor, lr, normalize_decoder)
+    adam.step(params, &grads, &factor, lr.into(), normalize_decoder)
+}
+
+/// Adam's learning rates: one for the weights and biases, one for JumpReLU's log-thresholds
+/// ([`crate::train::TrainConfig::threshold_lr`]). A single `f32` sets both.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LearningRates {
+    pub weights: f32,
+    pub threshold: f32,
+}
+
+impl From<f32> for LearningRates {
+    fn from(lr: f32) -> Self {
+        Self {
+            weights: lr,
+            threshold: lr,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -235,6 +256,37 @@ mod tests {
             t
         });
         out
+    }
+
+    /// Adam's first step moves every entry by its rate times the sign of its gradient
+    /// (`m̂/√v̂ = g/|g|`, up to ε): the log-thresholds by the threshold rate, everything else by
+    /// the weights' rate.
+    #[test]
+    fn log_thresholds_step_at_their_own_rate() {
+        let p = params(1.0);
+        let g = params(0.5);
+        let mut adam = Adam::new(&p);
+        let rates = LearningRates {
+            weights: 1e-3,
+            threshold: 7e-3,
+        };
+        let out = update(p.clone(), g.clone(), &mut adam, rates, false, None);
+        let moved = |a: &Tensor<1>, b: &Tensor<1>| -> Vec<f64> {
+            let a = a.to_data().try_to_vec::<f32>().unwrap();
+            let b = b.to_data().try_to_vec::<f32>().unwrap();
+            a.iter()
+                .zip(&b)
+                .map(|(x, y)| f64::from((x - y).abs()))
+                .collect()
+        };
+        let close = |got: &[f64], want: f64| got.iter().all(|v| (v - want).abs() < want * 1e-3);
+        let t = moved(
+            out.log_threshold.as_ref().unwrap(),
+            p.log_threshold.as_ref().unwrap(),
+        );
+        assert!(close(&t, 7e-3), "log θ moved {t:?}");
+        let b = moved(&out.b_enc, &p.b_enc);
+        assert!(close(&b, 1e-3), "b_enc moved {b:?}");
     }
 
     #[test]

@@ -236,16 +236,14 @@ pub fn collect(plan: &Plan, steps: &Steps, mixes: bool, seconds: f64) -> Result<
     // 99th percentile of |cos| between random directions in d dimensions (normal approx.).
     let random_p99 = 2.576 / d_model.sqrt();
     let diff_rows = read_csv(&plan.o("diff/diff.csv"))?;
-    let rank = diff_rows
-        .iter()
-        .position(|r| r["latent"] == latent.to_string())
-        .map(|p| p + 1);
     let diff_top: Vec<Value> = diff_rows
         .iter()
         .take(10)
         .map(|r| json!({"latent": num(r, "latent"), "delta": n(num(r, "delta_mean")), "lo": n(num(r, "ci95_lo")), "hi": n(num(r, "ci95_hi"))}))
         .collect();
+    // The first of the compared SAEs is the demo's own (`sae/`, `diff/`).
     let runs = sae_runs(plan)?;
+    let rank = runs[0]["rank"].as_u64();
     let main_arch = super::pipeline::SAE_ARCH;
     let compared = super::pipeline::COMPARED_ARCH;
     checks.push(check(

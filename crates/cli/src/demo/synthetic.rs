@@ -66,6 +66,7 @@ pub fn run(out: &Path, device: &str, a: &Synthetic) -> Result<()> {
         aux_coeff: None,
         dead_tokens: Some(100_000),
         pre_act_coeff: None,
+        threshold_lr: None,
         bandwidth: None,
         init_threshold: None,
         grad_clip: None,

@@ -124,6 +124,43 @@ pub struct TrainConfig {
     /// ones) up to their thresholds ([`crate::step`]; 0 = off).
     #[serde(default)]
     pub pre_act_coeff: f32,
+    /// JumpReLU: the peak learning rate of the log-thresholds, on the same schedule as `lr`
+    /// ([`ThresholdLr`]; new runs take the rule, checkpoints written before it existed
+    /// trained them at `lr`).
+    #[serde(default)]
+    pub threshold_lr: ThresholdLr,
+}
+
+/// The peak learning rate of JumpReLU's log-thresholds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdLr {
+    /// The weights' `lr` (what runs did before 2026-12-05).
+    #[default]
+    SameAsLr,
+    /// [`jumprelu_threshold_lr`] of the run's `lr` and length (the default).
+    Rule,
+    /// This rate.
+    Rate(f32),
+}
+
+/// The constant `c` of [`jumprelu_threshold_lr`].
+pub const THRESHOLD_TRAVEL: f32 = 5.0;
+
+/// JumpReLU's log-threshold learning rate for a run of `T` steps at weight rate `lr`:
+/// `max(lr, c/T)`, `c` = [`THRESHOLD_TRAVEL`].
+///
+/// Adam moves `log θ` by at most about its rate per step, so in `T` steps a threshold can
+/// travel `≈ lr_θ·T` in log space, whatever the input width — while [`topk_lr`] falls as
+/// `1/√d`. The thresholds have to climb from θ₀ = 0.1 to the scale of the pre-activations
+/// (`ln 8` ≈ 2.1 on SmolLM2 at d 576), and Adam's steps shrink where the gradient's sign
+/// flips. On SmolLM2's layer 15 (d 576, 4 608 latents, target L0 32, 488 steps) the weights'
+/// 3.4e-3 left the thresholds at a median 0.27 and L0 at 147 (still falling; FVU 0.148); this
+/// rule's 1.02e-2 reached L0 31.8 by step 250 (FVU 0.128; BENCHMARKS.md, "JumpReLU's
+/// threshold rate"). Where the thresholds were not short of travel it changes little: at d 64
+/// (782 steps) and d 128 (977 steps) the rule is `lr` or within 1 % of it.
+pub fn jumprelu_threshold_lr(lr: f32, steps: u64) -> f32 {
+    lr.max(THRESHOLD_TRAVEL / steps.max(1) as f32)
 }
 
 /// JumpReLU's default λ with a target L0 `T` (the penalty `λ (L0/T − 1)²`) for inputs of
@@ -136,7 +173,8 @@ pub struct TrainConfig {
 /// (BENCHMARKS.md, "JumpReLU θ₀ and ε") a fixed λ 30 left L0 at 98 for T 32 at d 128
 /// (2 048 latents, 977 steps; MMCS 0.31) where this rule's 240 gave 32.9 (MMCS 0.62), and at
 /// d 64 it matched or beat λ 30 at T 4 (4.21, MMCS 0.980 against 4.14, 0.969) and T 16 (16.2,
-/// 0.868 against 16.7, 0.831). Untested above d 128.
+/// 0.868 against 16.7, 0.831). At d 576 (SmolLM2, T 32, λ 1 080) L0 ended at 31.8 and 31.6
+/// (488 and 977 steps) with the thresholds at [`jumprelu_threshold_lr`].
 pub fn jumprelu_target_coeff(d_in: usize, target_l0: f32) -> f32 {
     30.0 * (d_in as f32 / 64.0) * (target_l0 / 8.0)
 }
@@ -174,7 +212,8 @@ impl TrainConfig {
     /// at full size on synthetic data: MMCS 0.765 → 0.876, FVU 0.150 → 0.108 against lr 2e-3;
     /// JumpReLU at the small size, 781 steps: MMCS 0.96–0.97 at L0 8.1 against 0.36 at L0 82,
     /// the target never reached, under sparsify's rule; BENCHMARKS.md), ReLU Anthropic's 5e-5
-    /// with λ = 5.
+    /// with λ = 5. JumpReLU's log-thresholds take [`jumprelu_threshold_lr`] on the same
+    /// schedule.
     ///
     /// JumpReLU starts its thresholds at θ₀ = 0.1 with bandwidth ε = 0.05, not Gemma Scope's
     /// 0.001 and 0.001. Adam moves `log θ` by at most about the learning rate per step, and
@@ -248,6 +287,30 @@ impl TrainConfig {
             revive_below: matches!(arch, Arch::BatchTopK { .. }).then_some(1e-3),
             free_decoder_norms: matches!(arch, Arch::BatchTopK { .. }),
             pre_act_coeff: 0.0,
+            threshold_lr: if matches!(arch, Arch::JumpRelu) {
+                ThresholdLr::Rule
+            } else {
+                ThresholdLr::SameAsLr
+            },
+        }
+    }
+
+    /// The peak learning rate of JumpReLU's log-thresholds ([`ThresholdLr`]).
+    pub fn threshold_peak_lr(&self) -> f32 {
+        match self.threshold_lr {
+            ThresholdLr::SameAsLr => self.lr,
+            ThresholdLr::Rule => jumprelu_threshold_lr(self.lr, self.steps),
+            ThresholdLr::Rate(v) => v,
+        }
+    }
+
+    /// The learning rates at step `t`: `lr_at(t)` for the weights, and the same schedule
+    /// scaled to [`TrainConfig::threshold_peak_lr`] for JumpReLU's log-thresholds.
+    pub fn rates_at(&self, t: u64) -> crate::optim::LearningRates {
+        let weights = self.lr_at(t);
+        crate::optim::LearningRates {
+            weights,
+            threshold: weights * (self.threshold_peak_lr() / self.lr),
         }
     }
 
@@ -441,6 +504,18 @@ impl TrainConfig {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr", self.lr.to_string(), "a positive number");
         }
+        if self.threshold_lr != ThresholdLr::SameAsLr && !jumprelu {
+            return bad(
+                "threshold_lr",
+                format!("{:?}", self.threshold_lr),
+                "nothing: only jumprelu has thresholds to train",
+            );
+        }
+        if let ThresholdLr::Rate(v) = self.threshold_lr
+            && !(v.is_finite() && v > 0.0)
+        {
+            return bad("threshold_lr", v.to_string(), "a positive number");
+        }
         // Every other float setting, here once for every caller (CLI, sweeps, resume).
         let non_negative = [
             ("sparsity_coeff", self.sparsity_coeff),
@@ -500,6 +575,38 @@ mod tests {
         assert!(close(b, 3.3951e-3), "batchtopk {b}");
         let j = TrainConfig::new(Arch::JumpRelu, 576, 4608, 488, 4096).lr;
         assert!(close(j, 3.3951e-3), "jumprelu {j}");
+    }
+
+    /// JumpReLU's log-thresholds take `max(lr, 5/T)` on the weights' schedule, computed by
+    /// hand: at d 576, 4 608 latents, 488 steps, lr = 1.8/√(576·488) = 3.3951e-3 and
+    /// 5/488 = 1.02459e-2; at d 64 over 782 steps lr 8.0460e-3 is the larger. Other
+    /// architectures, and JumpReLU checkpoints written before the field (no key), use `lr`.
+    #[test]
+    fn jumprelu_thresholds_take_their_own_rate_on_the_weights_schedule() {
+        let close = |a: f32, b: f32| (a / b - 1.0).abs() < 1e-4;
+        let cfg = TrainConfig::new(Arch::JumpRelu, 576, 4608, 488, 2048);
+        let r = cfg.rates_at(0);
+        assert!(close(r.weights, 3.3951e-3), "{r:?}");
+        assert!(close(r.threshold, 1.02459e-2), "{r:?}");
+        // In the linear decay (the last 97 steps), both fall by the same factor: 10/97 left.
+        let late = cfg.rates_at(478);
+        assert!(close(late.threshold, 1.02459e-2 * 10.0 / 97.0), "{late:?}");
+        assert!(close(late.weights, 3.3951e-3 * 10.0 / 97.0), "{late:?}");
+        let small = TrainConfig::new(Arch::JumpRelu, 64, 512, 782, 1024).rates_at(0);
+        assert!(close(small.threshold, 8.0460e-3), "{small:?}");
+        let topk = TrainConfig::new(Arch::TopK { k: 8 }, 576, 4608, 488, 2048);
+        assert_eq!(topk.rates_at(0).threshold, topk.rates_at(0).weights);
+        let mut json = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(json["threshold_lr"], "rule");
+        json.as_object_mut().unwrap().remove("threshold_lr");
+        let old: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(old.rates_at(0).threshold, old.rates_at(0).weights);
+        let mut set = cfg.clone();
+        set.threshold_lr = ThresholdLr::Rate(0.02);
+        assert!(close(set.rates_at(0).threshold, 0.02));
+        let mut wrong = topk.clone();
+        wrong.threshold_lr = ThresholdLr::Rule;
+        assert!(wrong.check(576).is_err(), "TopK has no thresholds");
     }
 
     /// New runs shuffle the whole store; a checkpoint written before the scope existed (no

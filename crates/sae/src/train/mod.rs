@@ -17,7 +17,10 @@ use burn::tensor::{Device, Tensor};
 use lantern_acts::{BatchReader, NonFinite, ReaderOptions, Store};
 use serde::{Deserialize, Serialize};
 
-pub use config::{SHORT_RUN_LR, TrainConfig, jumprelu_target_coeff, sparsify_lr, topk_lr};
+pub use config::{
+    SHORT_RUN_LR, THRESHOLD_TRAVEL, ThresholdLr, TrainConfig, jumprelu_target_coeff,
+    jumprelu_threshold_lr, sparsify_lr, topk_lr,
+};
 
 use crate::checkpoint;
 use crate::cpu::{CpuStepOptions, CpuStepStats, CpuTopK};
@@ -369,7 +372,7 @@ impl Run {
                     state.saved.params.clone(),
                     out.grads.clone(),
                     &mut state.saved.adam,
-                    lr,
+                    cfg.rates_at(state.saved.step),
                     self.normalize_decoder,
                     cfg.grad_clip,
                 );
