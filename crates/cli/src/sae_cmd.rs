@@ -52,9 +52,9 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub k_anneal_steps: u64,
     /// batchtopk, matryoshka: select the top k per row (plain TopK) for the first N steps,
-    /// then batch-wide.
-    #[arg(long, default_value_t = 0)]
-    pub topk_warmup_steps: u64,
+    /// then batch-wide (default: matryoshka a tenth of the steps, batchtopk 0).
+    #[arg(long)]
+    pub topk_warmup_steps: Option<u64>,
     /// batchtopk, matryoshka: keep the decoder rows at unit norm and rank activations by
     /// relu(pre) (the default before 2026-12-04) instead of leaving the norms free and ranking
     /// by relu(pre)·‖W_dec‖ (SAELens's rescale_acts_by_decoder_norm).
@@ -866,7 +866,6 @@ impl TrainArgs {
         }
         c.target_l0 = self.target_l0;
         c.k_anneal_steps = self.k_anneal_steps;
-        c.topk_warmup_steps = self.topk_warmup_steps;
         if self.unit_decoder_norms {
             if !matches!(arch, Arch::BatchTopK { .. }) {
                 bail!(
@@ -945,6 +944,9 @@ impl TrainArgs {
                 );
             }
         }
+        c.topk_warmup_steps = self
+            .topk_warmup_steps
+            .unwrap_or_else(|| c.default_topk_warmup_steps());
         Ok(c)
     }
 }

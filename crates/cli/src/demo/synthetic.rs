@@ -50,7 +50,7 @@ pub fn run(out: &Path, device: &str, a: &Synthetic) -> Result<()> {
         matryoshka_widths: Vec::new(),
         target_l0: None,
         k_anneal_steps: 0,
-        topk_warmup_steps: 0,
+        topk_warmup_steps: None,
         unit_decoder_norms: false,
         revive_below: None,
         d_sae: Some(2 * a.features),
