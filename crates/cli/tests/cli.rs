@@ -326,7 +326,7 @@ fn bad_input_gives_one_line_errors_naming_the_problem() {
     bad(
         &["--threshold-lr", "0.01"],
         1,
-        "--threshold-lr: threshold_lr = Rate(0.01): expected nothing: only jumprelu has thresholds",
+        "--threshold-lr: threshold_lr = 0.01: expected nothing: only jumprelu has thresholds",
     );
     bad(
         &["--pre-act-coeff", "0.1"],

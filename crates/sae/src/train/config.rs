@@ -146,6 +146,16 @@ pub enum ThresholdLr {
     Rate(f32),
 }
 
+impl std::fmt::Display for ThresholdLr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::SameAsLr => f.write_str("same"),
+            Self::Rule => f.write_str("rule"),
+            Self::Rate(v) => write!(f, "{v}"),
+        }
+    }
+}
+
 /// The constant `c` of [`jumprelu_threshold_lr`].
 pub const THRESHOLD_TRAVEL: f32 = 5.0;
 
@@ -527,7 +537,7 @@ impl TrainConfig {
         if self.threshold_lr != ThresholdLr::SameAsLr && !jumprelu {
             return bad(
                 "threshold_lr",
-                format!("{:?}", self.threshold_lr),
+                self.threshold_lr.to_string(),
                 "nothing: only jumprelu has thresholds to train",
             );
         }
