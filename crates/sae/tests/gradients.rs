@@ -274,6 +274,30 @@ fn to_device(p: &P, device: &Device, jump: bool) -> Params {
     }
 }
 
+/// The batch `x` `[B, D]` as an f32 tensor on `device`.
+fn batch_to_device(x: &[f64], device: &Device) -> Tensor<2> {
+    Tensor::from_data(
+        TensorData::new(x.iter().map(|v| *v as f32).collect::<Vec<_>>(), [B, D]),
+        device,
+    )
+}
+
+/// A dead-latent mask (`true` = dead) as the step takes it.
+fn dead_to_device(dead: &[bool], device: &Device) -> DeadLatents {
+    DeadLatents {
+        mask: Tensor::from_data(
+            TensorData::new(
+                dead.iter()
+                    .map(|d| if *d { 1.0f32 } else { 0.0 })
+                    .collect::<Vec<_>>(),
+                [M],
+            ),
+            device,
+        ),
+        count: dead.iter().filter(|d| **d).count(),
+    }
+}
+
 fn assert_close(name: &str, got: &[f32], want: &[f64], tol: f64) {
     assert_eq!(got.len(), want.len(), "{name}: length");
     let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max).max(1e-3);
@@ -323,22 +347,8 @@ fn check(arch: Arch, lambda: f32, dead: Option<Vec<bool>>, seed: u64, device: &D
     });
     let jump = matches!(arch, Arch::JumpRelu);
     let dp = to_device(&p, device, jump);
-    let xt = Tensor::<2>::from_data(
-        TensorData::new(x.iter().map(|v| *v as f32).collect::<Vec<_>>(), [B, D]),
-        device,
-    );
-    let dead_latents = dead.as_ref().map(|mask| DeadLatents {
-        mask: Tensor::from_data(
-            TensorData::new(
-                mask.iter()
-                    .map(|d| if *d { 1.0f32 } else { 0.0 })
-                    .collect::<Vec<_>>(),
-                [M],
-            ),
-            device,
-        ),
-        count: mask.iter().filter(|d| **d).count(),
-    });
+    let xt = batch_to_device(&x, device);
+    let dead_latents = dead.as_deref().map(|mask| dead_to_device(mask, device));
     let out = step(&dp, xt, &settings(arch, lambda), dead_latents.as_ref());
     let g = out.grads;
     let tol = 2e-3;
@@ -371,10 +381,7 @@ fn matryoshka_batchtopk_gradients_match_finite_differences() {
     for seed in [18, 19] {
         let (p, x) = params(seed);
         let want = numeric_grads(&p, &|q| matryoshka_loss(q, &x, k, &widths));
-        let xt = Tensor::<2>::from_data(
-            TensorData::new(x.iter().map(|v| *v as f32).collect::<Vec<_>>(), [B, D]),
-            &device,
-        );
+        let xt = batch_to_device(&x, &device);
         let mut s = settings(Arch::BatchTopK { k }, 0.0);
         s.matryoshka = widths.clone();
         let out = step(&to_device(&p, &device, false), xt, &s, None);
@@ -429,10 +436,7 @@ fn batchtopk_with_free_decoder_norms_ranks_by_contribution_and_gradients_match()
         let want = numeric_grads(&p, &recon);
         let mut s = settings(Arch::BatchTopK { k }, 0.0);
         s.rescale_by_decoder_norm = true;
-        let xt = Tensor::<2>::from_data(
-            TensorData::new(x.iter().map(|v| *v as f32).collect::<Vec<_>>(), [B, D]),
-            &device,
-        );
+        let xt = batch_to_device(&x, &device);
         let out = step(&to_device(&p, &device, false), xt, &s, None);
         let want_sse = (recon(&p) * total_variance(&x)) as f32;
         let sse = download(out.sse).unwrap()[0];
@@ -517,10 +521,7 @@ fn jumprelu_threshold_gradient(target: Option<f64>) {
         "test needs latents in the kernel"
     );
     let dp = to_device(&p, &device, true);
-    let xt = Tensor::<2>::from_data(
-        TensorData::new(x.iter().map(|v| *v as f32).collect::<Vec<_>>(), [B, D]),
-        &device,
-    );
+    let xt = batch_to_device(&x, &device);
     let mut s = settings(Arch::JumpRelu, lambda as f32);
     s.bandwidth = eps as f32;
     s.target_l0 = target.map(|t| t as f32);
@@ -571,22 +572,8 @@ fn jumprelu_pre_activation_loss_gradients_match_finite_differences() {
         "test needs dead latents below their thresholds"
     );
     let dp = to_device(&p, &device, true);
-    let xt = Tensor::<2>::from_data(
-        TensorData::new(x.iter().map(|v| *v as f32).collect::<Vec<_>>(), [B, D]),
-        &device,
-    );
-    let mask = DeadLatents {
-        mask: Tensor::from_data(
-            TensorData::new(
-                dead.iter()
-                    .map(|d| if *d { 1.0f32 } else { 0.0 })
-                    .collect::<Vec<_>>(),
-                [M],
-            ),
-            &device,
-        ),
-        count: 3,
-    };
+    let xt = batch_to_device(&x, &device);
+    let mask = dead_to_device(&dead, &device);
     let mut s = settings(Arch::JumpRelu, 0.0);
     s.bandwidth = 1e-7;
     s.pre_act_coeff = c_p as f32;
@@ -626,10 +613,7 @@ fn batchtopk_selects_k_times_batch_entries_across_rows() {
     let device = Device::flex();
     let (p, x) = params(16);
     let dp = to_device(&p, &device, false);
-    let xt = Tensor::<2>::from_data(
-        TensorData::new(x.iter().map(|v| *v as f32).collect::<Vec<_>>(), [B, D]),
-        &device,
-    );
+    let xt = batch_to_device(&x, &device);
     let k = 2;
     let out = step(&dp, xt, &settings(Arch::BatchTopK { k }, 0.0), None);
     // Naive: the k·B largest relu(pre) values of the whole batch.
