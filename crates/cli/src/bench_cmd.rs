@@ -31,6 +31,10 @@ pub enum BenchCommand {
         /// `burn` (the same step written in burn ops, as on GPUs).
         #[arg(long, default_value = "native")]
         engine: String,
+        /// `topk` or `batchtopk` (batch-wide selection ranked by decoder norm, free decoder
+        /// norms: what `sae train --arch batchtopk` trains by default).
+        #[arg(long, default_value = "topk")]
+        arch: String,
         /// A peer's figures (JSON lines with d, d_sae, k, batch, ms_per_step and a `peer`
         /// name, as `scripts/peer-bench.py` writes them): print the ratio for matching shapes.
         #[arg(long)]
@@ -90,9 +94,15 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             batch,
             steps,
             engine,
+            arch,
             compare_file,
         } => {
             let choice: DeviceChoice = device.parse()?;
+            let per_batch = match arch.as_str() {
+                "topk" => false,
+                "batchtopk" => true,
+                other => bail!("--arch '{other}': expected topk or batchtopk"),
+            };
             let native = match engine.as_str() {
                 "native" => choice == DeviceChoice::Cpu,
                 "burn" => false,
@@ -112,14 +122,17 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             };
             for (d, m, k) in shapes {
                 let (tok_s, phases) = if native {
-                    bench_native_step(d, m, k, batch, steps.max(1))
+                    bench_native_step(d, m, k, batch, steps.max(1), per_batch)
                 } else {
-                    (bench_step(choice, d, m, k, batch, steps.max(1))?, None)
+                    (
+                        bench_step(choice, d, m, k, batch, steps.max(1), per_batch)?,
+                        None,
+                    )
                 };
                 let ms = 1e3 * batch as f64 / tok_s;
                 let engine = if native { "native" } else { "burn" };
                 println!(
-                    "sae step  device {choice}  engine {engine}  d {d}  d_sae {m}  k {k}  batch {batch}  {ms:.3} ms/step  {tok_s:.0} tokens/s  peak RSS {} MiB",
+                    "sae step  device {choice}  engine {engine}  arch {arch}  d {d}  d_sae {m}  k {k}  batch {batch}  {ms:.3} ms/step  {tok_s:.0} tokens/s  peak RSS {} MiB",
                     peak_rss_mib().map_or("?".into(), |v| v.to_string())
                 );
                 if let Some(p) = phases {
@@ -269,9 +282,15 @@ fn bench_step(
     k: usize,
     batch: usize,
     steps: usize,
+    per_batch: bool,
 ) -> Result<f64> {
     let device = choice.open()?;
-    let (mut params, x, settings) = random_topk_setup(&device, d, m, k, batch);
+    let (mut params, x, mut settings) = random_topk_setup(&device, d, m, k, batch);
+    if per_batch {
+        settings.arch = lantern_sae::Arch::BatchTopK { k };
+        settings.rescale_by_decoder_norm = true;
+    }
+    let normalize = !per_batch;
     let mut adam = Adam::new(&params);
     let mut run = |params: Params| -> Result<Params> {
         let out = step(&params, x.clone(), &settings, None);
@@ -280,7 +299,7 @@ fn bench_step(
             out.grads,
             &mut adam,
             1e-4,
-            true,
+            normalize,
             Some(1.0),
         ))
     };
@@ -343,8 +362,9 @@ fn bench_native_step(
     k: usize,
     batch: usize,
     steps: usize,
+    per_batch: bool,
 ) -> (f64, Option<lantern_sae::cpu::Phases>) {
-    use lantern_sae::cpu::{CpuStepOptions, CpuTopK, Phases};
+    use lantern_sae::cpu::{CpuStepOptions, CpuTopK, Phases, Select};
     let mut sae = CpuTopK::random(d, m, k);
     let mut s = 0x2545_F491_4F6C_DD1Du64;
     // Roughly standard normal inputs (sum of four uniforms, rescaled).
@@ -365,8 +385,15 @@ fn bench_native_step(
         aux_coeff: 1.0 / 32.0,
         k_aux: d / 2,
         lr: 1e-4,
-        normalize_decoder: true,
+        normalize_decoder: !per_batch,
         clip: Some(1.0),
+        select: if per_batch {
+            Select::PerBatch {
+                by_decoder_norm: true,
+            }
+        } else {
+            Select::PerRow
+        },
     };
     sae.step(&x, &opts, None);
     let mut phases = Phases::default();

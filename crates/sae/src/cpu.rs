@@ -59,6 +59,21 @@ pub struct CpuStepOptions {
     pub normalize_decoder: bool,
     /// Global gradient-norm clip.
     pub clip: Option<f32>,
+    /// Which activations the step keeps.
+    pub select: Select,
+}
+
+/// Which activations a step keeps (module docs of [`crate::step`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Select {
+    /// TopK: the `k` largest of `relu(pre)` in each row.
+    PerRow,
+    /// BatchTopK: the `k·B` largest in the batch, ranked by `relu(pre_i)·‖W_dec,i‖` when
+    /// `by_decoder_norm` (free decoder norms), else by `relu(pre_i)`.
+    PerBatch {
+        /// Rank by each latent's contribution to `x̂` (free decoder norms).
+        by_decoder_norm: bool,
+    },
 }
 
 /// Seconds spent in each phase of a step (for `lantern bench sae`).
@@ -115,6 +130,9 @@ pub struct CpuStepStats {
     pub aux_loss: f64,
     /// Times each latent fired, `[d_sae]`.
     pub fires: Vec<f32>,
+    /// BatchTopK: the batch threshold `τ`, the `k·B`-th largest ranked activation (0 when
+    /// fewer are positive), for the inference threshold; `None` for TopK.
+    pub min_selected: Option<f32>,
     /// Time per phase.
     pub phases: Phases,
 }
@@ -140,6 +158,9 @@ pub struct CpuTopK {
     eps: f32,
     /// [`GRAD_BUDGET`] (tests lower it to run the recomputing path).
     grad_budget: usize,
+    /// BatchTopK: candidates kept per row before the batch-wide cut (`None`:
+    /// [`batch_candidates`]; tests lower it to run the recomputing path).
+    candidates: Option<usize>,
     scratch: Scratch,
 }
 
@@ -151,9 +172,16 @@ struct Scratch {
     xc: Vec<f32>,
     e: Vec<f32>,
     diff: Vec<f32>,
+    /// The selection as rows of a CSR matrix: row `b`'s entries at `sel_off[b]..sel_off[b+1]`
+    /// (TopK: `k` slots a row, `u32::MAX` in unused ones).
+    sel_off: Vec<usize>,
     sel_lat: Vec<u32>,
     sel_val: Vec<f32>,
     sel_grad: Vec<f32>,
+    /// BatchTopK: each row's candidates' ranked values, and per row whether candidates were
+    /// cut off and the smallest kept.
+    cand_score: Vec<f32>,
+    cand_cut: Vec<Option<f32>>,
     aux_lat: Vec<u32>,
     aux_val: Vec<f32>,
     aux_grad: Vec<f32>,
@@ -253,6 +281,7 @@ impl CpuTopK {
             beta2,
             eps,
             grad_budget: GRAD_BUDGET,
+            candidates: None,
             scratch: Scratch::default(),
         })
     }
@@ -294,6 +323,7 @@ impl CpuTopK {
             beta2: 0.999,
             eps: 1e-8,
             grad_budget: GRAD_BUDGET,
+            candidates: None,
             scratch: Scratch::default(),
         }
     }
@@ -412,9 +442,33 @@ impl CpuTopK {
         let two_over_tv = (2.0 / tv) as f32;
         phases.prepare = t0.elapsed().as_secs_f64();
 
-        // Encode + select, a block of rows at a time.
-        resize(&mut sc.sel_lat, batch * k, u32::MAX);
-        resize(&mut sc.sel_val, batch * k, 0.0);
+        // Encode + select, a block of rows at a time. BatchTopK first keeps each row's `c`
+        // largest ranked values as candidates, then cuts the batch at the `k·B`-th
+        // ([`batch_select`]).
+        let per_batch = matches!(opts.select, Select::PerBatch { .. });
+        let norms: Vec<f32> = match opts.select {
+            Select::PerBatch {
+                by_decoder_norm: true,
+            } => self
+                .lat
+                .par_chunks(2 * d)
+                .map(|row| dot(&row[d..], &row[d..]).sqrt())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let c = if per_batch {
+            self.candidates.unwrap_or_else(|| batch_candidates(k, m))
+        } else {
+            k
+        };
+        resize(&mut sc.sel_lat, batch * c, u32::MAX);
+        resize(&mut sc.sel_val, batch * c, 0.0);
+        resize(
+            &mut sc.cand_score,
+            if per_batch { batch * c } else { 0 },
+            0.0,
+        );
+        resize(&mut sc.cand_cut, if per_batch { batch } else { 0 }, None);
         // AuxK slots per row; one unused slot when AuxK is off keeps the row chunks aligned.
         let ka = k_aux.max(1);
         resize(&mut sc.aux_lat, batch * ka, u32::MAX);
@@ -435,49 +489,109 @@ impl CpuTopK {
             phases.encode += t.elapsed().as_secs_f64();
             let t = Instant::now();
             let b_enc = &self.b_enc;
-            let sel = sc.sel_lat[start * k..(start + rows) * k]
-                .par_chunks_mut(k)
-                .zip(sc.sel_val[start * k..(start + rows) * k].par_chunks_mut(k));
+            let sel = sc.sel_lat[start * c..(start + rows) * c]
+                .par_chunks_mut(c)
+                .zip(sc.sel_val[start * c..(start + rows) * c].par_chunks_mut(c));
             let aux_lat = &mut sc.aux_lat[start * ka..(start + rows) * ka];
             let aux_val = &mut sc.aux_val[start * ka..(start + rows) * ka];
-            let nan = sc.pre[..rows * m]
-                .par_chunks(m)
-                .zip(sel)
-                .zip(aux_lat.par_chunks_mut(ka).zip(aux_val.par_chunks_mut(ka)))
-                .map_init(Vec::new, |buf, ((pre, (lat, val)), (alat, aval))| {
-                    let mut nan = top_k_row(pre, b_enc, k, buf, lat, val);
-                    if let Some(dead) = dead.filter(|_| k_aux > 0) {
-                        nan |= top_k_positive(
-                            dead.iter()
-                                .map(|&i| (i as usize, pre[i as usize] + b_enc[i as usize])),
-                            k_aux,
-                            buf,
-                            alat,
-                            aval,
-                        );
-                    }
-                    nan
-                })
-                .reduce(|| false, |a, b| a | b);
+            let aux = aux_lat.par_chunks_mut(ka).zip(aux_val.par_chunks_mut(ka));
+            // AuxK's `k_aux` largest among the dead latents of a row.
+            let aux_pick = |buf: &mut Vec<(f32, u32)>,
+                            pre: &[f32],
+                            (alat, aval): (&mut [u32], &mut [f32])|
+             -> bool {
+                match dead.filter(|_| k_aux > 0) {
+                    Some(dead) => top_k_positive(
+                        dead.iter()
+                            .map(|&i| (i as usize, pre[i as usize] + b_enc[i as usize])),
+                        k_aux,
+                        buf,
+                        alat,
+                        aval,
+                    ),
+                    None => false,
+                }
+            };
+            let nan = if per_batch {
+                let cands = sc.cand_score[start * c..(start + rows) * c]
+                    .par_chunks_mut(c)
+                    .zip(sc.cand_cut[start..start + rows].par_iter_mut());
+                let norms = &norms;
+                sc.pre[..rows * m]
+                    .par_chunks(m)
+                    .zip(sel.zip(cands))
+                    .zip(aux)
+                    .map_init(Vec::new, |buf, ((pre, ((lat, val), (score, cut))), aux)| {
+                        let nan = ranked_row(pre, b_enc, norms, c, buf, lat, score, cut);
+                        for (v, &i) in val.iter_mut().zip(lat.iter()) {
+                            *v = if i == u32::MAX {
+                                0.0
+                            } else {
+                                pre[i as usize] + b_enc[i as usize]
+                            };
+                        }
+                        nan | aux_pick(buf, pre, aux)
+                    })
+                    .reduce(|| false, |a, b| a | b)
+            } else {
+                sc.pre[..rows * m]
+                    .par_chunks(m)
+                    .zip(sel)
+                    .zip(aux)
+                    .map_init(Vec::new, |buf, ((pre, (lat, val)), aux)| {
+                        top_k_row(pre, b_enc, k, buf, lat, val) | aux_pick(buf, pre, aux)
+                    })
+                    .reduce(|| false, |a, b| a | b)
+            };
             saw_nan |= nan;
             phases.select += t.elapsed().as_secs_f64();
         }
+        let t = Instant::now();
+        let min_selected = if per_batch {
+            let tau = batch_select(
+                &BatchCut {
+                    xc: &sc.xc,
+                    lat: &self.lat,
+                    b_enc: &self.b_enc,
+                    norms: &norms,
+                    d,
+                    m,
+                    c,
+                    n: k * batch,
+                },
+                &mut sc.sel_lat,
+                &sc.cand_score,
+                &mut sc.sel_val,
+                &sc.cand_cut,
+                &mut sc.sel_off,
+            );
+            Some(tau)
+        } else {
+            sc.sel_off.clear();
+            sc.sel_off.extend((0..=batch).map(|b| b * k));
+            None
+        };
+        phases.select += t.elapsed().as_secs_f64();
 
         // Decode, residuals, value gradients (row by row, gathered decoder rows in cache).
         let t = Instant::now();
         resize(&mut sc.e, batch * d, 0.0);
-        resize(&mut sc.sel_grad, batch * k, 0.0);
+        resize(&mut sc.sel_grad, sc.sel_lat.len(), 0.0);
         resize(&mut sc.diff, if k_aux > 0 { batch * d } else { 0 }, 0.0);
         resize(&mut sc.aux_grad, batch * k_aux, 0.0);
         let aux_factor = two_over_tv * aux_scale * opts.aux_coeff;
         let (lat, b_dec) = (&self.lat, &self.b_dec);
+        let grads = split_rows(&mut sc.sel_grad, &sc.sel_off);
         let main_rows =
             sc.e.par_chunks_mut(d)
                 .zip(x.par_chunks(d))
-                .zip(sc.sel_lat.par_chunks(k).zip(sc.sel_val.par_chunks(k)))
-                .zip(sc.sel_grad.par_chunks_mut(k));
+                .zip(grads.into_par_iter())
+                .enumerate();
+        let (sel_off, sel_lat, sel_val) = (&sc.sel_off, &sc.sel_lat, &sc.sel_val);
         let sse: f64 = main_rows
-            .map(|(((e, x), (il, iv)), grad)| {
+            .map(|(b, ((e, x), grad))| {
+                let r = sel_off[b]..sel_off[b + 1];
+                let (il, iv) = (&sel_lat[r.clone()], &sel_val[r]);
                 e.copy_from_slice(b_dec);
                 gather_sum(lat, d, il, iv, e);
                 for (e, x) in e.iter_mut().zip(x) {
@@ -535,26 +649,39 @@ impl CpuTopK {
         let active = fires.iter().map(|f| *f as u64).sum::<u64>();
         resize(&mut sc.entries, sc.offsets[m], Entry::default());
         let mut next = sc.offsets[..m].to_vec();
-        let mut file = |lat: &[u32], val: &[f32], grad: &[f32], per_row: usize, coef: f32, flag| {
-            for (n, &i) in lat.iter().enumerate() {
-                if i != u32::MAX {
-                    let slot = &mut next[i as usize];
-                    sc.entries[*slot] = Entry {
-                        row: (n / per_row) as u32 | flag,
-                        coef: val[n] * coef,
-                        grad_pre: grad[n],
-                    };
-                    *slot += 1;
+        // Files the entries of rows laid out as `row_off` says.
+        let mut file =
+            |lat: &[u32], val: &[f32], grad: &[f32], row_off: &[usize], coef: f32, flag| {
+                for (b, r) in row_off.windows(2).enumerate() {
+                    for n in r[0]..r[1] {
+                        let i = lat[n];
+                        if i != u32::MAX {
+                            let slot = &mut next[i as usize];
+                            sc.entries[*slot] = Entry {
+                                row: b as u32 | flag,
+                                coef: val[n] * coef,
+                                grad_pre: grad[n],
+                            };
+                            *slot += 1;
+                        }
+                    }
                 }
-            }
-        };
-        file(&sc.sel_lat, &sc.sel_val, &sc.sel_grad, k, two_over_tv, 0);
+            };
+        file(
+            &sc.sel_lat,
+            &sc.sel_val,
+            &sc.sel_grad,
+            &sc.sel_off,
+            two_over_tv,
+            0,
+        );
         if k_aux > 0 {
+            let aux_off: Vec<usize> = (0..=batch).map(|b| b * k_aux).collect();
             file(
                 &sc.aux_lat,
                 &sc.aux_val,
                 &sc.aux_grad,
-                k_aux,
+                &aux_off,
                 aux_factor,
                 AUX,
             );
@@ -629,6 +756,7 @@ impl CpuTopK {
             active,
             aux_loss: aux_sse / tv * aux_scale as f64,
             fires,
+            min_selected,
             phases,
         }
     }
@@ -1035,6 +1163,8 @@ struct Candidates<'a> {
     k: usize,
     cap: usize,
     thr: f32,
+    /// Whether a positive value offered was cut off.
+    dropped: bool,
 }
 
 impl<'a> Candidates<'a> {
@@ -1045,6 +1175,7 @@ impl<'a> Candidates<'a> {
             k,
             cap: 2 * k.max(8),
             thr: 0.0,
+            dropped: false,
         }
     }
 
@@ -1061,6 +1192,7 @@ impl<'a> Candidates<'a> {
 
     fn cut(&mut self) {
         if self.buf.len() > self.k {
+            self.dropped = true;
             self.buf
                 .select_nth_unstable_by(self.k - 1, |a, b| b.0.total_cmp(&a.0));
             self.buf.truncate(self.k);
@@ -1068,8 +1200,9 @@ impl<'a> Candidates<'a> {
     }
 
     /// Writes the `k` largest to `lat`/`val`; unused slots get `u32::MAX`/0 (a ReLU'd zero
-    /// contributes nothing).
-    fn finish(mut self, lat: &mut [u32], val: &mut [f32]) {
+    /// contributes nothing). Returns the smallest kept when positive values were cut off
+    /// (every value cut off is at most that).
+    fn finish(mut self, lat: &mut [u32], val: &mut [f32]) -> Option<f32> {
         self.cut();
         lat.fill(u32::MAX);
         val.fill(0.0);
@@ -1077,6 +1210,8 @@ impl<'a> Candidates<'a> {
             lat[slot] = *i;
             val[slot] = *v;
         }
+        self.dropped
+            .then(|| self.buf.iter().fold(f32::INFINITY, |a, (v, _)| a.min(*v)))
     }
 }
 
@@ -1092,6 +1227,44 @@ fn top_k_row(
     val: &mut [f32],
 ) -> bool {
     let mut top = Candidates::new(buf, k);
+    let bad = scan_row::<false>(pre, b_enc, &[], &mut top);
+    top.finish(lat, val);
+    bad
+}
+
+/// BatchTopK's candidates of a row: the `c` largest positive ranked values
+/// `(pre_i + b_enc,i)·norms_i` (`norms` empty: unscaled) into `lat`/`score`, and into `cut` the
+/// smallest of them if larger ones had to be cut off. Returns whether the row held a NaN or
+/// infinite value.
+#[allow(clippy::too_many_arguments)]
+fn ranked_row(
+    pre: &[f32],
+    b_enc: &[f32],
+    norms: &[f32],
+    c: usize,
+    buf: &mut Vec<(f32, u32)>,
+    lat: &mut [u32],
+    score: &mut [f32],
+    cut: &mut Option<f32>,
+) -> bool {
+    let mut top = Candidates::new(buf, c);
+    let bad = if norms.is_empty() {
+        scan_row::<false>(pre, b_enc, norms, &mut top)
+    } else {
+        scan_row::<true>(pre, b_enc, norms, &mut top)
+    };
+    *cut = top.finish(lat, score);
+    bad
+}
+
+/// Offers every `(pre_i + b_enc,i)` (times `norms_i` when `SCALED`) of a row to `top`, 16
+/// values at a time. Returns whether the row held a NaN or infinite value.
+fn scan_row<const SCALED: bool>(
+    pre: &[f32],
+    b_enc: &[f32],
+    norms: &[f32],
+    top: &mut Candidates,
+) -> bool {
     // `x · 0` is 0 for finite x and NaN for NaN or ±inf: summed per lane, it tells whether the
     // row had a non-finite value without a branch per value.
     let mut bad = [0f32; 16];
@@ -1103,6 +1276,9 @@ fn top_k_row(
         for j in 0..16 {
             v[j] = p[j] + b[j];
             bad[j] += v[j] * 0.0;
+            if SCALED {
+                v[j] *= norms[block * 16 + j];
+            }
             hit |= u32::from(v[j] > top.thr) << j;
         }
         while hit != 0 {
@@ -1113,12 +1289,145 @@ fn top_k_row(
     }
     let base = pre.len() - p_rest.len();
     for (j, (p, b)) in p_rest.iter().zip(b_rest).enumerate() {
-        let x = p + b;
+        let mut x = p + b;
         bad[0] += x * 0.0;
+        if SCALED {
+            x *= norms[base + j];
+        }
         top.offer(x, base + j);
     }
-    top.finish(lat, val);
     bad.iter().any(|v| v.is_nan())
+}
+
+/// BatchTopK's candidates per row: enough that a row rarely has more selected than kept (the
+/// selection's per-row counts spread around `k`), few enough that the batch-wide cut is cheap.
+fn batch_candidates(k: usize, m: usize) -> usize {
+    (4 * k).max(64).min(m)
+}
+
+/// What [`batch_select`] reads to recompute a row whose candidates were cut off.
+struct BatchCut<'a> {
+    xc: &'a [f32],
+    lat: &'a [f32],
+    b_enc: &'a [f32],
+    norms: &'a [f32],
+    d: usize,
+    m: usize,
+    /// Candidates per row.
+    c: usize,
+    /// Activations to select, `k·B`.
+    n: usize,
+}
+
+/// BatchTopK's cut: from each row's `c` candidates (`lat`, `val`, `score`, `c` slots a row;
+/// `cut[b]` the smallest candidate of row `b` when larger values were cut off), the
+/// activations whose ranked value is at least `τ`, the `n`-th largest ranked value of the batch
+/// (`τ = 0`, every positive one, when fewer than `n` are positive), as CSR rows
+/// (`off`, `lat`, `val`). Returns `τ`.
+///
+/// Exact: with `τ₀` the `n`-th largest candidate, a row whose cut-off values may reach `τ₀`
+/// (`cut[b] ≥ τ₀`) is encoded again in full and contributes every value `≥ τ₀`; `τ` is then
+/// the `n`-th largest of that set, `τ ≥ τ₀`, and every value left out of a row is below `τ`.
+fn batch_select(
+    bc: &BatchCut,
+    lat: &mut Vec<u32>,
+    score: &[f32],
+    val: &mut Vec<f32>,
+    cut: &[Option<f32>],
+    off: &mut Vec<usize>,
+) -> f32 {
+    let (c, batch) = (bc.c, cut.len());
+    let candidates = |skip: &dyn Fn(usize) -> bool| -> Vec<f32> {
+        (0..batch)
+            .filter(|&b| !skip(b))
+            .flat_map(|b| {
+                lat[b * c..(b + 1) * c]
+                    .iter()
+                    .zip(&score[b * c..(b + 1) * c])
+                    .filter(|(i, _)| **i != u32::MAX)
+                    .map(|(_, s)| *s)
+            })
+            .collect()
+    };
+    let tau0 = nth_largest(candidates(&|_| false), bc.n);
+    let redo: Vec<usize> = (0..batch)
+        .filter(|&b| cut[b].is_some_and(|f| f >= tau0))
+        .collect();
+    // (latent, value, ranked value) of every value ≥ τ₀ of the rows encoded again.
+    let mut pre = vec![0f32; if redo.is_empty() { 0 } else { bc.m }];
+    let full: Vec<Vec<(u32, f32, f32)>> = redo
+        .iter()
+        .map(|&b| {
+            let (d, m) = (bc.d, bc.m);
+            encode(&bc.xc[b * d..(b + 1) * d], bc.lat, d, m, &mut pre);
+            (0..m)
+                .filter_map(|i| {
+                    let v = pre[i] + bc.b_enc[i];
+                    let s = if bc.norms.is_empty() {
+                        v
+                    } else {
+                        v * bc.norms[i]
+                    };
+                    (s > 0.0 && s >= tau0).then_some((i as u32, v, s))
+                })
+                .collect()
+        })
+        .collect();
+    let tau = if redo.is_empty() {
+        tau0
+    } else {
+        let mut all = candidates(&|b| redo.binary_search(&b).is_ok());
+        all.extend(full.iter().flatten().map(|e| e.2));
+        nth_largest(all, bc.n)
+    };
+    let mut new_lat = Vec::with_capacity(bc.n + batch);
+    let mut new_val = Vec::with_capacity(bc.n + batch);
+    off.clear();
+    off.push(0);
+    let mut full_rows = redo.iter().zip(&full).peekable();
+    for b in 0..batch {
+        match full_rows.next_if(|(r, _)| **r == b) {
+            Some((_, row)) => {
+                for &(i, v, s) in row {
+                    if s >= tau {
+                        new_lat.push(i);
+                        new_val.push(v);
+                    }
+                }
+            }
+            None => {
+                for j in b * c..(b + 1) * c {
+                    if lat[j] != u32::MAX && score[j] >= tau {
+                        new_lat.push(lat[j]);
+                        new_val.push(val[j]);
+                    }
+                }
+            }
+        }
+        off.push(new_lat.len());
+    }
+    *lat = new_lat;
+    *val = new_val;
+    tau
+}
+
+/// The `n`-th largest of `v` (1-based), or 0 when `v` has fewer than `n` values.
+fn nth_largest(mut v: Vec<f32>, n: usize) -> f32 {
+    if n == 0 || v.len() < n {
+        return 0.0;
+    }
+    *v.select_nth_unstable_by(n - 1, |a, b| b.total_cmp(a)).1
+}
+
+/// `s` cut into the rows of a CSR layout (`off[b]..off[b + 1]`).
+fn split_rows<'a, T>(mut s: &'a mut [T], off: &[usize]) -> Vec<&'a mut [T]> {
+    let mut rows = Vec::with_capacity(off.len().saturating_sub(1));
+    for w in off.windows(2) {
+        let (row, rest) = std::mem::take(&mut s).split_at_mut(w[1] - w[0]);
+        rows.push(row);
+        s = rest;
+    }
+    rows
 }
 
 /// The `k` largest positive values of `(index, value)` into `lat`/`val` (AuxK's pick among
@@ -1162,14 +1471,162 @@ mod tests {
         a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
     }
 
+    /// One case of [`check_against_burn`].
+    struct Case {
+        clip: Option<f32>,
+        apply_b_dec: bool,
+        /// Every `dead_every`-th latent dead (0: none; 7: AuxK on even steps only, k_aux 1;
+        /// 3: gradients recomputed in the second pass).
+        dead_every: u32,
+        k: usize,
+        select: Select,
+        /// BatchTopK's candidates per row (`None`: the default).
+        candidates: Option<usize>,
+    }
+
     /// Four steps of the CPU step against burn's `step` + `optim::update` on the same
-    /// parameters and batches: AuxK on (a third of the latents dead), clipping that binds
-    /// and one that does not, `b_dec` subtracted from the input or not; k = 100 of 160
-    /// latents (rows with fewer positive activations than k); dead latents with k_aux 1 on
-    /// even steps and none on odd ones (AuxK's buffers of one step must not leak into the next).
+    /// parameters and batches (d 24, 160 latents, batch 50): loss, AuxK term, fire counts,
+    /// parameters, Adam's second moment and, for BatchTopK, the batch threshold.
+    fn check_against_burn(case: Case) {
+        let Case {
+            clip,
+            apply_b_dec,
+            dead_every,
+            k,
+            select,
+            candidates,
+        } = case;
+        let dev = Device::flex();
+        let (d, m, batch) = (24, 160, 50);
+        let (mut params, _, mut settings) = random_topk_setup(&dev, d, m, k, batch);
+        params.b_dec = Tensor::<1>::from_data(
+            TensorData::new(
+                (0..d).map(|i| (i as f32 * 0.3).sin()).collect::<Vec<_>>(),
+                [d],
+            ),
+            &dev,
+        );
+        params.b_enc = Tensor::<1>::from_data(
+            TensorData::new(
+                (0..m).map(|i| 0.1 * (i as f32).cos()).collect::<Vec<_>>(),
+                [m],
+            ),
+            &dev,
+        );
+        settings.apply_b_dec_to_input = apply_b_dec;
+        // k_aux 1 in the alternating case: its AuxK buffer then has the size of the empty one.
+        settings.k_aux = if dead_every == 7 { 1 } else { 9 };
+        let normalize = match select {
+            Select::PerRow => {
+                settings.arch = Arch::TopK { k };
+                true
+            }
+            Select::PerBatch { by_decoder_norm } => {
+                settings.arch = Arch::BatchTopK { k };
+                settings.rescale_by_decoder_norm = by_decoder_norm;
+                // Decoder rows of norms 0.5–1.5, so that ranking by them changes the pick.
+                let scale: Vec<f32> = (0..m).map(|i| 1.0 + 0.5 * (i as f32 * 1.7).sin()).collect();
+                params.w_dec = params.w_dec.clone()
+                    * Tensor::<1>::from_data(TensorData::new(scale, [m]), &dev).unsqueeze_dim(1);
+                !by_decoder_norm
+            }
+        };
+        let mut adam = optim::Adam::new(&params);
+        let mut cpu = CpuTopK::from_params(params.clone(), adam.clone(), k).unwrap();
+        cpu.candidates = candidates;
+        if dead_every == 3 {
+            cpu.grad_budget = 0; // recompute the gradients in the second pass
+        }
+        let dead_list: Vec<u32> = (0..m as u32)
+            .filter(|i| dead_every > 0 && i % dead_every == 0)
+            .collect();
+        let mask: Vec<f32> = (0..m as u32)
+            .map(|i| if dead_list.contains(&i) { 1.0 } else { 0.0 })
+            .collect();
+        let dead = DeadLatents {
+            mask: Tensor::<1>::from_data(TensorData::new(mask, [m]), &dev),
+            count: dead_list.len(),
+        };
+        let opts = CpuStepOptions {
+            apply_b_dec_to_input: apply_b_dec,
+            aux_coeff: settings.aux_coeff,
+            k_aux: settings.k_aux,
+            lr: 3e-3,
+            normalize_decoder: normalize,
+            clip,
+            select,
+        };
+        for s in 0..4 {
+            let alternate = dead_every == 7 && s % 2 == 1;
+            let (dead_now, list_now) = if alternate {
+                (None, None)
+            } else {
+                (Some(&dead), Some(&dead_list[..]))
+            };
+            // Rows of different scales, so that BatchTopK's rows take different counts.
+            let xs: Vec<f32> = (0..batch * d)
+                .map(|i| {
+                    let row_scale = 0.5 + ((i / d) % 5) as f32 * 0.5;
+                    ((i * 7 + s * 13) as f32 * 0.71).sin() * 2.0 * row_scale + 0.3
+                })
+                .collect();
+            let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [batch, d]), &dev);
+            let out = step(&params, x, &settings, dead_now);
+            let want_sse = out.sse.clone().into_scalar::<f32>() as f64;
+            let want_aux = out.aux_loss.clone().into_scalar::<f32>() as f64;
+            let want_fires = download(out.fires.clone()).unwrap();
+            let want_tau = out.min_selected.clone().map(|t| t.into_scalar::<f32>());
+            params = optim::update(params, out.grads, &mut adam, 3e-3, normalize, clip);
+            let stats = cpu.step(&xs, &opts, list_now);
+            assert!(
+                (stats.sse - want_sse).abs() <= 1e-4 * want_sse,
+                "step {s}: sse {} vs {want_sse}",
+                stats.sse
+            );
+            if dead_every > 0 && !alternate {
+                assert!(want_aux > 0.0);
+            }
+            assert!(
+                (stats.aux_loss - want_aux).abs() <= 1e-4 * want_aux.max(1e-9),
+                "aux {} vs {want_aux}",
+                stats.aux_loss
+            );
+            assert_eq!(stats.fires, want_fires, "step {s}");
+            match (stats.min_selected, want_tau) {
+                (Some(got), Some(want)) => assert!(
+                    (got - want).abs() <= 1e-5 * want.abs().max(1e-6),
+                    "step {s}: τ {got} vs {want}"
+                ),
+                (None, None) => {}
+                other => panic!("step {s}: τ {other:?}"),
+            }
+            let got = host(&cpu.to_params(&dev));
+            for (name, (a, b)) in ["w_enc", "b_enc", "w_dec", "b_dec"]
+                .iter()
+                .zip(got.iter().zip(host(&params).iter()))
+            {
+                let err = max_rel(a, b);
+                assert!(
+                    err < 2e-4,
+                    "step {s} clip {clip:?}: {name} differs by {err:e}"
+                );
+            }
+        }
+        let (a, b) = (cpu.to_adam(&dev), &adam);
+        assert!(
+            max_rel(
+                &download(a.v.w_enc).unwrap(),
+                &download(b.v.w_enc.clone()).unwrap()
+            ) < 1e-3
+        );
+    }
+
+    /// TopK: AuxK on (a third of the latents dead), clipping that binds and one that does
+    /// not, `b_dec` subtracted from the input or not; k = 100 of 160 latents (rows with fewer
+    /// positive activations than k); dead latents with k_aux 1 on even steps and none on odd
+    /// ones (AuxK's buffers of one step must not leak into the next).
     #[test]
     fn matches_the_burn_step_and_update() {
-        let dev = Device::flex();
         for (clip, apply_b_dec, dead_every, k) in [
             (Some(0.05), true, 3, 6),
             (None, false, 5, 6),
@@ -1177,99 +1634,38 @@ mod tests {
             (Some(1.0), true, 2, 100),
             (Some(1.0), true, 7, 6),
         ] {
-            let (d, m, batch) = (24, 160, 50);
-            let (mut params, _, mut settings) = random_topk_setup(&dev, d, m, k, batch);
-            params.b_dec = Tensor::<1>::from_data(
-                TensorData::new(
-                    (0..d).map(|i| (i as f32 * 0.3).sin()).collect::<Vec<_>>(),
-                    [d],
-                ),
-                &dev,
-            );
-            params.b_enc = Tensor::<1>::from_data(
-                TensorData::new(
-                    (0..m).map(|i| 0.1 * (i as f32).cos()).collect::<Vec<_>>(),
-                    [m],
-                ),
-                &dev,
-            );
-            settings.apply_b_dec_to_input = apply_b_dec;
-            // k_aux 1 in the alternating case: its AuxK buffer then has the size of the empty one.
-            settings.k_aux = if dead_every == 7 { 1 } else { 9 };
-            settings.arch = Arch::TopK { k };
-            let mut adam = optim::Adam::new(&params);
-            let mut cpu = CpuTopK::from_params(params.clone(), adam.clone(), k).unwrap();
-            if dead_every == 3 {
-                cpu.grad_budget = 0; // recompute the gradients in the second pass
-            }
-            let dead_list: Vec<u32> = (0..m as u32)
-                .filter(|i| dead_every > 0 && i % dead_every == 0)
-                .collect();
-            let mask: Vec<f32> = (0..m as u32)
-                .map(|i| if dead_list.contains(&i) { 1.0 } else { 0.0 })
-                .collect();
-            let dead = DeadLatents {
-                mask: Tensor::<1>::from_data(TensorData::new(mask, [m]), &dev),
-                count: dead_list.len(),
-            };
-            let opts = CpuStepOptions {
-                apply_b_dec_to_input: apply_b_dec,
-                aux_coeff: settings.aux_coeff,
-                k_aux: settings.k_aux,
-                lr: 3e-3,
-                normalize_decoder: true,
+            check_against_burn(Case {
                 clip,
-            };
-            for s in 0..4 {
-                let alternate = dead_every == 7 && s % 2 == 1;
-                let (dead_now, list_now) = if alternate {
-                    (None, None)
-                } else {
-                    (Some(&dead), Some(&dead_list[..]))
-                };
-                let xs: Vec<f32> = (0..batch * d)
-                    .map(|i| ((i * 7 + s * 13) as f32 * 0.71).sin() * 2.0 + 0.3)
-                    .collect();
-                let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [batch, d]), &dev);
-                let out = step(&params, x, &settings, dead_now);
-                let want_sse = out.sse.clone().into_scalar::<f32>() as f64;
-                let want_aux = out.aux_loss.clone().into_scalar::<f32>() as f64;
-                let want_fires = download(out.fires.clone()).unwrap();
-                params = optim::update(params, out.grads, &mut adam, 3e-3, true, clip);
-                let stats = cpu.step(&xs, &opts, list_now);
-                assert!(
-                    (stats.sse - want_sse).abs() <= 1e-4 * want_sse,
-                    "sse {} vs {want_sse}",
-                    stats.sse
-                );
-                if dead_every > 0 && !alternate {
-                    assert!(want_aux > 0.0);
-                }
-                assert!(
-                    (stats.aux_loss - want_aux).abs() <= 1e-4 * want_aux.max(1e-9),
-                    "aux {} vs {want_aux}",
-                    stats.aux_loss
-                );
-                assert_eq!(stats.fires, want_fires);
-                let got = host(&cpu.to_params(&dev));
-                for (name, (a, b)) in ["w_enc", "b_enc", "w_dec", "b_dec"]
-                    .iter()
-                    .zip(got.iter().zip(host(&params).iter()))
-                {
-                    let err = max_rel(a, b);
-                    assert!(
-                        err < 2e-4,
-                        "step {s} clip {clip:?}: {name} differs by {err:e}"
-                    );
-                }
-            }
-            let (a, b) = (cpu.to_adam(&dev), &adam);
-            assert!(
-                max_rel(
-                    &download(a.v.w_enc).unwrap(),
-                    &download(b.v.w_enc.clone()).unwrap()
-                ) < 1e-3
-            );
+                apply_b_dec,
+                dead_every,
+                k,
+                select: Select::PerRow,
+                candidates: None,
+            });
+        }
+    }
+
+    /// BatchTopK, ranked by decoder norm (free norms) or not: the default candidates per row;
+    /// 2 candidates a row, so that most rows are encoded again in full (the exact recut); k =
+    /// 100 of 160 latents, where fewer than k·B activations are positive (τ = 0, every positive
+    /// one kept).
+    #[test]
+    fn batch_topk_matches_the_burn_step_and_update() {
+        for (clip, apply_b_dec, dead_every, k, by_decoder_norm, candidates) in [
+            (Some(0.05), true, 3, 6, true, None),
+            (None, false, 5, 6, false, None),
+            (Some(1.0), true, 0, 6, true, Some(2)),
+            (Some(1.0), true, 7, 6, false, Some(8)),
+            (Some(1.0), true, 2, 100, true, None),
+        ] {
+            check_against_burn(Case {
+                clip,
+                apply_b_dec,
+                dead_every,
+                k,
+                select: Select::PerBatch { by_decoder_norm },
+                candidates,
+            });
         }
     }
 
@@ -1287,6 +1683,7 @@ mod tests {
             lr: 1e-3,
             normalize_decoder: true,
             clip: None,
+            select: Select::PerRow,
         };
         let stats = CpuTopK::random(d, m, k).step(&x, &opts, None);
         assert!(stats.sse.is_nan());
@@ -1308,6 +1705,7 @@ mod tests {
             lr: 1e-3,
             normalize_decoder: true,
             clip: Some(0.5),
+            select: Select::PerRow,
         };
         let run = || {
             let mut sae = CpuTopK::random(d, m, k);
@@ -1357,6 +1755,7 @@ mod tests {
             lr: 1e-2,
             normalize_decoder: true,
             clip: Some(1.0),
+            select: Select::PerRow,
         };
         sae.step(&x, &opts, None);
         let (p, a) = (sae.to_params(&dev), sae.to_adam(&dev));

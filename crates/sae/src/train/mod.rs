@@ -23,7 +23,7 @@ pub use config::{
 };
 
 use crate::checkpoint;
-use crate::cpu::{CpuStepOptions, CpuStepStats, CpuTopK};
+use crate::cpu::{CpuStepOptions, CpuStepStats, CpuTopK, Select};
 use crate::device::DeviceChoice;
 use crate::optim;
 use crate::params::{Params, download, scalar, upload1};
@@ -363,8 +363,18 @@ impl Run {
                     lr,
                     normalize_decoder: self.normalize_decoder,
                     clip: cfg.grad_clip,
+                    select: match settings.arch {
+                        Arch::BatchTopK { .. } => Select::PerBatch {
+                            by_decoder_norm: cfg.free_decoder_norms,
+                        },
+                        _ => Select::PerRow,
+                    },
                 };
-                Outcome::Host(cpu.step(&download(x)?, &opts, Some(&self.dead_list)))
+                let stats = cpu.step(&download(x)?, &opts, Some(&self.dead_list));
+                if let Some(tau) = stats.min_selected {
+                    state.average_batch_threshold(Tensor::from_floats([tau], device));
+                }
+                Outcome::Host(stats)
             }
             None => {
                 let out = step(&state.saved.params, x, &settings, state.dead.as_ref());
@@ -382,12 +392,7 @@ impl Run {
                         cfg.next_sparsity_scale(state.saved.sparsity_scale, state.saved.step, l0);
                 }
                 if let Some(min_sel) = out.min_selected.clone() {
-                    // BatchTopK inference threshold: exponential moving average of the
-                    // smallest selected activation (Bussmann et al. 2024 average it over
-                    // training).
-                    let decay = if state.saved.step == 0 { 0.0 } else { 0.99 };
-                    state.batch_threshold = state.batch_threshold.clone().mul_scalar(decay)
-                        + min_sel.mul_scalar(1.0 - decay);
+                    state.average_batch_threshold(min_sel);
                 }
                 Outcome::Device(Box::new(out))
             }
@@ -478,13 +483,12 @@ impl Run {
     }
 }
 
-/// The CPU TopK engine ([`crate::cpu`]) for TopK on burn's CPU device, unless
-/// `LANTERN_SAE_ENGINE=burn` asks for the burn-ops step. It takes the parameters and Adam
-/// state over; the checkpoint's copies are replaced by 1-element stand-ins until
-/// [`sync_from_cpu`] writes them back (a d 4096 × 65 536 SAE with its moments is 6.4 GB,
-/// which should not be held twice).
+/// The CPU engine ([`crate::cpu`]) for TopK and BatchTopK on burn's CPU device (see
+/// [`uses_cpu_engine`]). It takes the parameters and Adam state over; the checkpoint's copies
+/// are replaced by 1-element stand-ins until [`sync_from_cpu`] writes them back (a d 4096 ×
+/// 65 536 SAE with its moments is 6.4 GB, which should not be held twice).
 fn cpu_engine(state: &mut State, cfg: &TrainConfig, device: &Device) -> Result<Option<CpuTopK>> {
-    let Arch::TopK { k } = cfg.arch else {
+    let (Arch::TopK { k } | Arch::BatchTopK { k }) = cfg.arch else {
         return Ok(None);
     };
     if !uses_cpu_engine(cfg, device) {
@@ -496,11 +500,16 @@ fn cpu_engine(state: &mut State, cfg: &TrainConfig, device: &Device) -> Result<O
     Ok(Some(CpuTopK::from_params(params, adam, k)?))
 }
 
-/// Whether a run of `cfg` on `device` trains on the CPU engine: TopK on burn's CPU device,
-/// unless `LANTERN_SAE_ENGINE=burn`.
+/// Whether a run of `cfg` on `device` trains on the CPU engine: TopK, and BatchTopK with a
+/// fixed `k` (no Matryoshka prefixes, no k annealing; its TopK warm-up included), on burn's
+/// CPU device, unless `LANTERN_SAE_ENGINE=burn`.
 fn uses_cpu_engine(cfg: &TrainConfig, device: &Device) -> bool {
-    matches!(cfg.arch, Arch::TopK { .. })
-        && *device == Device::flex()
+    let arch = match cfg.arch {
+        Arch::TopK { .. } => true,
+        Arch::BatchTopK { .. } => cfg.matryoshka_widths.is_empty() && cfg.k_anneal_steps == 0,
+        Arch::Relu | Arch::JumpRelu => false,
+    };
+    arch && *device == Device::flex()
         && !std::env::var("LANTERN_SAE_ENGINE").is_ok_and(|v| v == "burn")
 }
 

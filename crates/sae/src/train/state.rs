@@ -103,6 +103,15 @@ impl State {
         }
     }
 
+    /// BatchTopK's inference threshold: an exponential moving average (decay 0.99, none at
+    /// step 0) of each step's batch threshold `τ`, the smallest selected activation
+    /// (Bussmann et al. 2024 average it over training). Called before the step counter moves.
+    pub fn average_batch_threshold(&mut self, tau: Tensor<1>) {
+        let decay = if self.saved.step == 0 { 0.0 } else { 0.99 };
+        self.batch_threshold =
+            self.batch_threshold.clone().mul_scalar(decay) + tau.mul_scalar(1.0 - decay);
+    }
+
     /// Folds the fire counts since the last download into `since_fired` and refreshes the
     /// dead mask.
     pub fn update_dead(&mut self, cfg: &TrainConfig, device: &Device) -> Result<()> {
