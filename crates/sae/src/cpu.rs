@@ -1,13 +1,19 @@
-//! The TopK training step (forward, AuxK, hand-written backward, gradient clipping, Adam,
-//! unit-norm decoder) on the CPU over plain `f32` slices, without burn: what `sae train
-//! --device cpu` runs for TopK SAEs. It computes what [`crate::step::step`] followed by
-//! [`crate::optim::update`] computes (tested against them), with the work laid out for a CPU:
+//! The TopK and BatchTopK training step (forward, AuxK, hand-written backward, gradient
+//! clipping, Adam, unit-norm or free decoder) on the CPU over plain `f32` slices, without burn:
+//! what `sae train --device cpu` runs for TopK and BatchTopK SAEs (not Matryoshka, not with a
+//! k schedule). It computes what [`crate::step::step`] followed by [`crate::optim::update`]
+//! computes (tested against them), with the work laid out for a CPU:
 //!
 //! 1. **Encode + select.** `pre = xc W_enc` by the `gemm` crate's f32 kernel, a block of rows
 //!    at a time into one reused buffer (≤ 256 MiB, so no dense `[B, d_sae]` tensor exists
 //!    when the batch is large); each row's `k` largest of `relu(pre + b_enc)` are taken while
 //!    the row is in cache (a threshold that only rises, so almost every value costs one
 //!    compare), and AuxK's `k_aux` largest among the dead latents from the same row.
+//!    BatchTopK keeps each row's `c = max(4k, 64)` largest ranked values (`relu(pre_i)`, or
+//!    `relu(pre_i)·‖W_dec,i‖` with free decoder norms) as candidates, then keeps every
+//!    candidate at or above `τ`, the `k·B`-th largest of the batch; a row that had to drop
+//!    candidates that could reach `τ` is encoded again in full, so the cut is exact
+//!    ([`batch_select`]). The selection is then CSR rows of any length.
 //! 2. **Decode + value gradients, per row.** `x̂_b = b_dec + Σ_j v_bj W_dec[i_bj]`, `e_b = x̂_b −
 //!    x_b`; the `k` gathered decoder rows are still in cache when `∂L/∂v_bj = W_dec[i_bj] · g_b`
 //!    (`g_b = 2 e_b / TV`) is taken; the same for AuxK's `ê_b` and its residual.
@@ -137,7 +143,8 @@ pub struct CpuStepStats {
     pub phases: Phases,
 }
 
-/// A TopK SAE and its Adam state in the CPU step's layout.
+/// A TopK or BatchTopK SAE (the selection is a step option) and its Adam state in the CPU
+/// step's layout.
 pub struct CpuTopK {
     d: usize,
     m: usize,
