@@ -52,7 +52,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub k_anneal_steps: u64,
     /// batchtopk, matryoshka: select the top k per row (plain TopK) for the first N steps,
-    /// then batch-wide (default: matryoshka a tenth of the steps, batchtopk 0).
+    /// then batch-wide (default: a tenth of the steps; 0 = batch-wide from the start).
     #[arg(long)]
     pub topk_warmup_steps: Option<u64>,
     /// batchtopk, matryoshka: keep the decoder rows at unit norm and rank activations by
@@ -89,7 +89,8 @@ pub struct TrainArgs {
     pub lr: Option<crate::flags::Lr>,
     #[arg(long)]
     pub lr_warmup_steps: Option<u64>,
-    /// Linear decay to 0 over the last N steps (default: 20 % of the steps).
+    /// Linear decay to 0 over the last N steps (default: half the steps for batchtopk, a fifth
+    /// for the others).
     #[arg(long)]
     pub lr_decay_steps: Option<u64>,
     /// λ of the L1 (relu) or L0 (jumprelu) penalty.
@@ -810,19 +811,27 @@ impl TrainArgs {
         if self.batch == 0 {
             bail!("--batch must be at least 1");
         }
-        // Refuse what cannot fit on the CPU instead of aborting mid-run. TopK runs on the CPU
-        // engine (lantern_sae::cpu): parameters and Adam moments (6 d_in × d_sae), one block
-        // of pre-activations (≤ 256 MiB), the kept per-latent gradients (≤ 512 MiB), four
-        // batch × d_in buffers and the selected entries (k + AuxK's d_in/2 per row, 24 bytes
-        // each). The burn-ops step (other architectures) holds about three batch × d_sae
-        // buffers (pre-activations, codes, their gradient), three batch × d_in, and eight
-        // d_in × d_sae (both matrices, their gradients and Adam moments).
+        // Refuse what cannot fit on the CPU instead of aborting mid-run. TopK and plain
+        // BatchTopK run on the CPU engine (lantern_sae::cpu): parameters and Adam moments
+        // (6 d_in × d_sae), one block of pre-activations (≤ 256 MiB), the kept per-latent
+        // gradients (≤ 512 MiB), four batch × d_in buffers and the selected entries (k, or
+        // BatchTopK's max(4k, 64) candidates, + AuxK's d_in/2 per row, 24 bytes each). The
+        // burn-ops step (other architectures) holds about three batch × d_sae buffers
+        // (pre-activations, codes, their gradient), three batch × d_in, and eight d_in × d_sae
+        // (both matrices, their gradients and Adam moments).
         if self.device == "cpu"
             && let Some(avail) = lantern_output::available_memory()
         {
             let (b, i, m) = (self.batch as u128, d_in as u128, d_sae as u128);
-            let need = match arch {
-                Arch::TopK { k } => {
+            let engine_k = match arch {
+                Arch::TopK { k } => Some(k),
+                Arch::BatchTopK { k } if !is_matryoshka(&self.arch) && self.k_anneal_steps == 0 => {
+                    Some((4 * k).max(64))
+                }
+                _ => None,
+            };
+            let need = match engine_k {
+                Some(k) => {
                     let grads = 4 * m * (2 * i + 1);
                     let kept = if grads <= 512 << 20 { grads } else { 0 };
                     4 * (6 * i * m + (b * m).min(1 << 26) + 4 * b * i)
@@ -854,9 +863,6 @@ impl TrainArgs {
         }
         if let Some(v) = self.lr_warmup_steps {
             c.lr_warmup_steps = v;
-        }
-        if let Some(v) = self.lr_decay_steps {
-            c.lr_decay_steps = v;
         }
         if let Some(v) = self.sparsity_coeff {
             c.sparsity_coeff = v;
@@ -928,7 +934,7 @@ impl TrainArgs {
             );
         }
         if matryoshka {
-            c.matryoshka_widths = if self.matryoshka_widths.is_empty() {
+            let widths = if self.matryoshka_widths.is_empty() {
                 let mut w: Vec<usize> = [d_sae / 16, d_sae / 4]
                     .into_iter()
                     .filter(|w| *w > 0 && *w < d_sae)
@@ -938,15 +944,19 @@ impl TrainArgs {
             } else {
                 self.matryoshka_widths.clone()
             };
-            if c.matryoshka_widths.is_empty() {
+            if widths.is_empty() {
                 bail!(
                     "--arch matryoshka with {d_sae} latents: too few for nested prefixes (give --matryoshka-widths)"
                 );
             }
+            c.set_matryoshka(widths);
         }
-        c.topk_warmup_steps = self
-            .topk_warmup_steps
-            .unwrap_or_else(|| c.default_topk_warmup_steps());
+        if let Some(v) = self.topk_warmup_steps {
+            c.topk_warmup_steps = v;
+        }
+        if let Some(v) = self.lr_decay_steps {
+            c.lr_decay_steps = v;
+        }
         Ok(c)
     }
 }
@@ -1265,4 +1275,61 @@ fn splice_eval(a: &EvalArgs, model: &std::path::Path, device: DeviceChoice) -> R
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// `sae train`'s config for `extra` on top of a 1 000-step run at d_in 64.
+    fn config(extra: &[&str]) -> TrainConfig {
+        let mut argv = vec![
+            "sae-train",
+            "--acts",
+            "store",
+            "--out",
+            "out",
+            "--k",
+            "8",
+            "--d-sae",
+            "512",
+            "--steps",
+            "1000",
+            "--batch",
+            "64",
+        ];
+        argv.extend_from_slice(extra);
+        TrainArgv::try_parse_from(argv)
+            .unwrap()
+            .args
+            .config(64)
+            .unwrap()
+    }
+
+    /// Each architecture's schedule defaults (TopK warm-up, learning-rate decay), and the
+    /// flags over them — also for Matryoshka, whose defaults are set after its prefixes.
+    #[test]
+    fn schedule_defaults_per_architecture_and_flags_over_them() {
+        let schedule = |c: TrainConfig| (c.topk_warmup_steps, c.lr_decay_steps);
+        assert_eq!(schedule(config(&["--arch", "topk"])), (0, 200));
+        assert_eq!(schedule(config(&["--arch", "batchtopk"])), (100, 500));
+        assert_eq!(schedule(config(&["--arch", "matryoshka"])), (100, 200));
+        for arch in ["batchtopk", "matryoshka"] {
+            let given = [
+                "--arch",
+                arch,
+                "--topk-warmup-steps",
+                "3",
+                "--lr-decay-steps",
+                "7",
+            ];
+            assert_eq!(schedule(config(&given)), (3, 7), "{arch}");
+        }
+        assert_eq!(
+            schedule(config(&["--arch", "topk", "--lr-decay-steps", "9"])),
+            (0, 9)
+        );
+    }
 }
