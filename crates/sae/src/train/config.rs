@@ -211,8 +211,12 @@ pub const SHORT_RUN_LR: f64 = 1.8;
 /// d 576 over 488 steps), where sparsify's rule alone was 5–20× below the best rate on every
 /// run shorter than a few thousand steps (on SmolLM2 its held-out FVU was 39 % and 85 % worse
 /// at 4608 and 18432 latents); the first term, sparsify's rule, takes over on long runs (from
-/// ≈ 40 000 steps at d 576, M 4608). Below ≈ 250 steps it can undershoot: at d 256 and 245
-/// steps the best rate was ≥ 2× the rule's at three seeds (2.7–5.5 % FVU off).
+/// ≈ 40 000 steps at d 576, M 4608). It is the best rate swept at d 768 with 6 144 and
+/// 24 576 latents (244 steps). Below ≈ 500 steps the best rate strays from it both ways: at
+/// d 256 and 245 steps it was 1.43× the rule's (the rule 5–8 % FVU off at three seeds), at
+/// d 128 with 4 096 latents 0.7× (3.5 % off), while at d 128 with 1 024 latents and at d 768
+/// the rule was the best; a `√(500/T)` factor fitted to the first case killed 83 % of the
+/// latents at d 768 / 24 576, so no such factor is applied (BENCHMARKS.md).
 pub fn topk_lr(d_in: usize, d_sae: usize, steps: u64) -> f32 {
     let short = SHORT_RUN_LR / (d_in.max(1) as f64 * steps.max(1) as f64).sqrt();
     sparsify_lr(d_sae).max(short as f32)
