@@ -338,10 +338,10 @@ impl TrainConfig {
     /// 0–2; TopK 0.947 / 0.948 / 0.947): BatchTopK with neither 0.882 / 0.878 / 0.879 MMCS
     /// (FVU 0.108), with the TopK warm-up alone 0.906 / 0.903 / 0.896, with the half-run decay
     /// alone 0.892 / 0.887 / 0.892, with both (97 and 488 steps) **0.917 / 0.913 / 0.908** (FVU
-    /// 0.112–0.114): the gap to TopK falls from 0.065–0.070 to 0.030–0.039. On the hierarchy data absorption
-    /// rises from 0.213 to 0.240 on average (Matryoshka 0.11, TopK 0.61); Matryoshka loses
-    /// 0.02 MMCS with the longer decay, so it keeps the fifth (BENCHMARKS.md, "BatchTopK
-    /// revival").
+    /// 0.112–0.114): the gap to TopK falls from 0.065–0.070 to 0.030–0.039. On the hierarchy
+    /// data absorption rises from 0.213 to 0.240 on average (Matryoshka 0.11, TopK 0.61);
+    /// Matryoshka loses 0.02 MMCS with the longer decay, so it keeps the fifth (BENCHMARKS.md,
+    /// "BatchTopK revival").
     pub fn default_lr_decay_steps(&self) -> u64 {
         if matches!(self.arch, Arch::BatchTopK { .. }) && self.matryoshka_widths.is_empty() {
             self.steps / 2
