@@ -811,45 +811,6 @@ impl TrainArgs {
         if self.batch == 0 {
             bail!("--batch must be at least 1");
         }
-        // Refuse what cannot fit on the CPU instead of aborting mid-run. TopK and plain
-        // BatchTopK run on the CPU engine (lantern_sae::cpu): parameters and Adam moments
-        // (6 d_in × d_sae), one block of pre-activations (≤ 256 MiB), the kept per-latent
-        // gradients (≤ 512 MiB), four batch × d_in buffers and the selected entries (k, or
-        // BatchTopK's max(4k, 64) candidates, + AuxK's d_in/2 per row, 24 bytes each). The
-        // burn-ops step (other architectures) holds about three batch × d_sae buffers
-        // (pre-activations, codes, their gradient), three batch × d_in, and eight d_in × d_sae
-        // (both matrices, their gradients and Adam moments).
-        if self.device == "cpu"
-            && let Some(avail) = lantern_output::available_memory()
-        {
-            let (b, i, m) = (self.batch as u128, d_in as u128, d_sae as u128);
-            let engine_k = match arch {
-                Arch::TopK { k } => Some(k),
-                Arch::BatchTopK { k } if !is_matryoshka(&self.arch) && self.k_anneal_steps == 0 => {
-                    Some((4 * k).max(64))
-                }
-                _ => None,
-            };
-            let need = match engine_k {
-                Some(k) => {
-                    let grads = 4 * m * (2 * i + 1);
-                    let kept = if grads <= 512 << 20 { grads } else { 0 };
-                    4 * (6 * i * m + (b * m).min(1 << 26) + 4 * b * i)
-                        + kept
-                        + 24 * b * (k as u128 + i / 2)
-                }
-                _ => 4 * (3 * b * m + 3 * b * i + 8 * i * m),
-            };
-            if need > u128::from(avail) {
-                bail!(
-                    "--batch {} with {d_sae} latents of width {d_in} needs about {:.1} GiB per \
-                     step, more than the {:.1} GiB of memory available",
-                    self.batch,
-                    need as f64 / (1u64 << 30) as f64,
-                    avail as f64 / (1u64 << 30) as f64
-                );
-            }
-        }
         let steps = match (self.tokens, self.steps) {
             (Some(t), _) => t.div_ceil(self.batch as u64),
             (None, Some(s)) => s,
@@ -956,6 +917,38 @@ impl TrainArgs {
         }
         if let Some(v) = self.lr_decay_steps {
             c.lr_decay_steps = v;
+        }
+        // Refuse what cannot fit on the CPU instead of aborting mid-run. TopK and plain
+        // BatchTopK run on the CPU engine (lantern_sae::cpu): parameters and Adam moments
+        // (6 d_in × d_sae), one block of pre-activations (≤ 256 MiB), the kept per-latent
+        // gradients (≤ 512 MiB), four batch × d_in buffers and the selected entries (k, or
+        // BatchTopK's candidates, + AuxK's d_in/2 per row, 24 bytes each). The burn-ops step
+        // (other architectures) holds about three batch × d_sae buffers (pre-activations,
+        // codes, their gradient), three batch × d_in, and eight d_in × d_sae (both matrices,
+        // their gradients and Adam moments).
+        if self.device == "cpu"
+            && let Some(avail) = lantern_output::available_memory()
+        {
+            let (b, i, m) = (self.batch as u128, d_in as u128, d_sae as u128);
+            let need = match c.engine_selection() {
+                Some(k) => {
+                    let grads = 4 * m * (2 * i + 1);
+                    let kept = if grads <= 512 << 20 { grads } else { 0 };
+                    4 * (6 * i * m + (b * m).min(1 << 26) + 4 * b * i)
+                        + kept
+                        + 24 * b * (k as u128 + i / 2)
+                }
+                None => 4 * (3 * b * m + 3 * b * i + 8 * i * m),
+            };
+            if need > u128::from(avail) {
+                bail!(
+                    "--batch {} with {d_sae} latents of width {d_in} needs about {:.1} GiB per \
+                     step, more than the {:.1} GiB of memory available",
+                    self.batch,
+                    need as f64 / (1u64 << 30) as f64,
+                    avail as f64 / (1u64 << 30) as f64
+                );
+            }
         }
         Ok(c)
     }

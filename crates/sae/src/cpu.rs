@@ -529,7 +529,8 @@ impl CpuTopK {
                     .zip(sel.zip(cands))
                     .zip(aux)
                     .map_init(Vec::new, |buf, ((pre, ((lat, val), (score, cut))), aux)| {
-                        let nan = ranked_row(pre, b_enc, norms, c, buf, lat, score, cut);
+                        let (nan, dropped) = top_k_row(pre, b_enc, norms, c, buf, lat, score);
+                        *cut = dropped;
                         for (v, &i) in val.iter_mut().zip(lat.iter()) {
                             *v = if i == u32::MAX {
                                 0.0
@@ -546,7 +547,7 @@ impl CpuTopK {
                     .zip(sel)
                     .zip(aux)
                     .map_init(Vec::new, |buf, ((pre, (lat, val)), aux)| {
-                        top_k_row(pre, b_enc, k, buf, lat, val) | aux_pick(buf, pre, aux)
+                        top_k_row(pre, b_enc, &[], k, buf, lat, val).0 | aux_pick(buf, pre, aux)
                     })
                     .reduce(|| false, |a, b| a | b)
             };
@@ -1222,46 +1223,27 @@ impl<'a> Candidates<'a> {
     }
 }
 
-/// The `k` largest positive values of `pre + b_enc` over a whole row, 16 values at a time: a
-/// block with no value above the threshold (almost all of them once it has risen) costs one
-/// vectorised add and compare. Returns whether the row held a NaN or infinite value.
+/// The `k` largest positive values of `(pre_i + b_enc,i)·norms_i` over a whole row (`norms`
+/// empty: unscaled, TopK's selection) into `lat`/`val`, 16 values at a time: a block with no
+/// value above the threshold (almost all of them once it has risen) costs one vectorised add
+/// and compare. Returns whether the row held a NaN or infinite value, and the smallest value
+/// kept if larger ones had to be cut off (BatchTopK's candidates, [`batch_select`]).
 fn top_k_row(
     pre: &[f32],
     b_enc: &[f32],
+    norms: &[f32],
     k: usize,
     buf: &mut Vec<(f32, u32)>,
     lat: &mut [u32],
     val: &mut [f32],
-) -> bool {
+) -> (bool, Option<f32>) {
     let mut top = Candidates::new(buf, k);
-    let bad = scan_row::<false>(pre, b_enc, &[], &mut top);
-    top.finish(lat, val);
-    bad
-}
-
-/// BatchTopK's candidates of a row: the `c` largest positive ranked values
-/// `(pre_i + b_enc,i)·norms_i` (`norms` empty: unscaled) into `lat`/`score`, and into `cut` the
-/// smallest of them if larger ones had to be cut off. Returns whether the row held a NaN or
-/// infinite value.
-#[allow(clippy::too_many_arguments)]
-fn ranked_row(
-    pre: &[f32],
-    b_enc: &[f32],
-    norms: &[f32],
-    c: usize,
-    buf: &mut Vec<(f32, u32)>,
-    lat: &mut [u32],
-    score: &mut [f32],
-    cut: &mut Option<f32>,
-) -> bool {
-    let mut top = Candidates::new(buf, c);
     let bad = if norms.is_empty() {
         scan_row::<false>(pre, b_enc, norms, &mut top)
     } else {
         scan_row::<true>(pre, b_enc, norms, &mut top)
     };
-    *cut = top.finish(lat, score);
-    bad
+    (bad, top.finish(lat, val))
 }
 
 /// Offers every `(pre_i + b_enc,i)` (times `norms_i` when `SCALED`) of a row to `top`, 16
@@ -1308,7 +1290,7 @@ fn scan_row<const SCALED: bool>(
 
 /// BatchTopK's candidates per row: enough that a row rarely has more selected than kept (the
 /// selection's per-row counts spread around `k`), few enough that the batch-wide cut is cheap.
-fn batch_candidates(k: usize, m: usize) -> usize {
+pub fn batch_candidates(k: usize, m: usize) -> usize {
     (4 * k).max(64).min(m)
 }
 

@@ -359,6 +359,22 @@ impl TrainConfig {
         self.lr_decay_steps = self.default_lr_decay_steps();
     }
 
+    /// The selected entries per row the CPU engine ([`crate::cpu`]) keeps for this run: `k`
+    /// for TopK, BatchTopK's candidates ([`crate::cpu::batch_candidates`]) for BatchTopK with a
+    /// fixed `k` (no Matryoshka prefixes, no k annealing; its TopK warm-up included); `None`
+    /// where the engine does not train the architecture.
+    pub fn engine_selection(&self) -> Option<usize> {
+        match self.arch {
+            Arch::TopK { k } => Some(k.min(self.d_sae)),
+            Arch::BatchTopK { k }
+                if self.matryoshka_widths.is_empty() && self.k_anneal_steps == 0 =>
+            {
+                Some(crate::cpu::batch_candidates(k.min(self.d_sae), self.d_sae))
+            }
+            _ => None,
+        }
+    }
+
     /// The peak learning rate of JumpReLU's log-thresholds ([`ThresholdLr`]).
     pub fn threshold_peak_lr(&self) -> f32 {
         match self.threshold_lr {

@@ -504,12 +504,8 @@ fn cpu_engine(state: &mut State, cfg: &TrainConfig, device: &Device) -> Result<O
 /// fixed `k` (no Matryoshka prefixes, no k annealing; its TopK warm-up included), on burn's
 /// CPU device, unless `LANTERN_SAE_ENGINE=burn`.
 fn uses_cpu_engine(cfg: &TrainConfig, device: &Device) -> bool {
-    let arch = match cfg.arch {
-        Arch::TopK { .. } => true,
-        Arch::BatchTopK { .. } => cfg.matryoshka_widths.is_empty() && cfg.k_anneal_steps == 0,
-        Arch::Relu | Arch::JumpRelu => false,
-    };
-    arch && *device == Device::flex()
+    cfg.engine_selection().is_some()
+        && *device == Device::flex()
         && !std::env::var("LANTERN_SAE_ENGINE").is_ok_and(|v| v == "burn")
 }
 
