@@ -52,7 +52,7 @@ for run in vulkan vulkan-kernels vulkan-kernels-f16 cpu; do
   rm -rf "$work/train-$run"
   echo "== sae train --device $dev (768, 24576, k 32, batch 4096, $steps steps; LANTERN_SPARSE_TOPK=$sparse LANTERN_ENCODER_F16=$f16)"
   LANTERN_SPARSE_TOPK=$sparse LANTERN_ENCODER_F16=$f16 timeout 240 "$bin" sae train --acts "$work/acts768" --arch topk --k 32 --d-sae 24576 \
-    --batch 4096 --steps "$steps" --eval-rows 100000 --device "$dev" --quiet --out "$work/train-$run" ||
+    --batch 4096 --steps "$steps" --lr rule --eval-rows 100000 --device "$dev" --quiet --out "$work/train-$run" ||
     echo "   (failed or timed out)"
   [[ -f "$work/train-$run/metrics.json" ]] && cp "$work/train-$run/metrics.json" "$out/train-$run.json" &&
     python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print('   tokens/s', round(m['tokens_per_second']), 'fvu', m.get('eval',{}).get('fvu'), 'mmcs', m.get('mmcs'))" "$out/train-$run.json" || true
@@ -67,7 +67,7 @@ for run in vulkan vulkan-kernels cpu; do
   dev=${run%%-*}; sparse=0; [[ $run == *kernels ]] && sparse=1
   rm -rf "$work/small-$run"
   LANTERN_SPARSE_TOPK=$sparse "$bin" sae train --acts "$work/acts128" --arch topk --k 32 --d-sae 2048 --batch 4096 \
-    --tokens 400000 --eval-rows 100000 --device "$dev" --quiet --out "$work/small-$run" > /dev/null
+    --tokens 400000 --lr rule --eval-rows 100000 --device "$dev" --quiet --out "$work/small-$run" > /dev/null
 done
 for run in vulkan vulkan-kernels; do
 python3 - "$work/small-$run/metrics.json" "$work/small-cpu/metrics.json" "$run" <<'EOF'

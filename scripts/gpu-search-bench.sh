@@ -12,7 +12,7 @@ work="${2:-/tmp/search-bench}"
 mkdir -p "$work"
 [[ -f "$work/acts/manifest.json" ]] || "$bin" acts synth --d 576 --features 4096 --rows 1000000 --out "$work/acts"
 [[ -f "$work/sae/cfg.json" ]] || "$bin" sae train --acts "$work/acts" --arch topk --k 32 --d-sae 16384 \
-  --steps 2 --batch 4096 --device vulkan --quiet --out "$work/sae"
+  --steps 2 --batch 4096 --lr rule --device vulkan --quiet --out "$work/sae"
 for dev in vulkan cpu; do
   for batch in 1024 4096; do
     echo "== device $dev batch $batch"

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use lantern_acts::{GroundTruth, Store};
 use lantern_plot::{Histogram, LineChart, Series};
 use lantern_sae::eval::Absorption;
+use lantern_sae::train::LrProbe;
 use lantern_sae::{
     DeviceChoice, Dropped, EvalOptions, EvalReport, MetricsRow, RowCut, SaeWeights, TrainConfig,
     TrainReport,
@@ -47,6 +48,7 @@ struct MetricsFile<'a> {
     device: String,
     tokens: u64,
     seconds: f64,
+    /// Tokens trained per second, over every SAE of a learning-rate probe.
     tokens_per_second: f64,
     input_scale: f32,
     skipped_non_finite: u64,
@@ -57,6 +59,9 @@ struct MetricsFile<'a> {
     mmcs: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     absorption: Option<&'a Absorption>,
+    /// The rates a learning-rate probe trained, their FVU, and which it kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lr_probe: Option<&'a LrProbe>,
     history: &'a [MetricsRow],
 }
 
@@ -73,6 +78,7 @@ pub fn finish_training(
     device: DeviceChoice,
     report: TrainReport,
     seconds: f64,
+    lr_probe: Option<&LrProbe>,
 ) -> Result<TrainOutcome> {
     let out = &args.out;
     let eval = if args.eval_rows > 0 {
@@ -101,7 +107,9 @@ pub fn finish_training(
         eval.as_ref().map(|e| e.log10_density.as_slice()),
     )?;
     let truth = ground_truth_scores(None, &args.acts, &report.weights)?;
-    let tokens_per_second = report.tokens as f64 / seconds.max(1e-9);
+    // A probe trained one SAE per rate on the same tokens: its speed counts all of them.
+    let runs = lr_probe.map_or(1, |p| p.candidates.len());
+    let tokens_per_second = (runs as u64 * report.tokens) as f64 / seconds.max(1e-9);
     let metrics = MetricsFile {
         config: cfg,
         device: device.to_string(),
@@ -115,6 +123,7 @@ pub fn finish_training(
         eval: eval.as_ref(),
         mmcs: truth.as_ref().map(|t| t.mmcs),
         absorption: truth.as_ref().and_then(|t| t.absorption.as_ref()),
+        lr_probe,
         history: &report.history,
     };
     let metrics_path = staged.join(METRICS_FILE);
@@ -140,8 +149,13 @@ pub fn finish_training(
     let files: Vec<PathBuf> = names.iter().map(|n| out.join(n)).collect();
     if !args.quiet {
         println!(
-            "trained {} tokens in {seconds:.1} s ({tokens_per_second:.0} tokens/s); left out: {}{}",
+            "trained {} tokens{} in {seconds:.1} s ({tokens_per_second:.0} tokens/s); left out: {}{}",
             report.tokens,
+            if runs > 1 {
+                format!(" at each of {runs} rates")
+            } else {
+                String::new()
+            },
             report.dropped.describe(&report.row_cut),
             if report.dropped.first_position + report.dropped.outlier > 0 {
                 " (--keep-first, --keep-outliers keep them)"

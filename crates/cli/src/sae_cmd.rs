@@ -81,9 +81,13 @@ pub struct TrainArgs {
     pub steps: Option<u64>,
     #[arg(long, default_value_t = 4096)]
     pub batch: usize,
-    /// Peak learning rate, or `sparsify` for sparsify's rule 2e-4/√(d_sae/2¹⁴) (default: topk,
-    /// batchtopk, matryoshka and jumprelu max(2e-4/√(d_sae/2¹⁴), 1.8/√(d_in·steps)), which
-    /// raises the rate for short runs; relu 5e-5).
+    /// Peak learning rate; `sparsify` for sparsify's rule 2e-4/√(d_sae/2¹⁴); `rule` for the
+    /// default rate alone (topk, batchtopk, matryoshka and jumprelu max(2e-4/√(d_sae/2¹⁴),
+    /// 1.8/√(d_in·steps)), which raises the rate for short runs; relu 5e-5); `probe` to train
+    /// that rate ×0.71, ×1 and ×1.41 in one pass and keep the SAE with the lowest FVU on the
+    /// evaluation rows. Default: `probe` for runs under 500 steps of those four architectures
+    /// (where the best rate strays from the rule both ways), unless the run checkpoints or
+    /// resumes; `rule` otherwise.
     #[arg(long)]
     #[arg(value_parser = crate::flags::lr, allow_negative_numbers = true)]
     pub lr: Option<crate::flags::Lr>,
@@ -324,8 +328,9 @@ pub struct SweepArgs {
     #[arg(long, value_delimiter = ',')]
     #[arg(value_parser = crate::flags::finite_f32, allow_negative_numbers = true)]
     pub target_l0: Vec<f32>,
-    /// Learning rates, comma-separated; `auto` is `sae train`'s default for the architecture,
-    /// `sparsify` sparsify's rule 2e-4/√(d_sae/2¹⁴).
+    /// Learning rates, comma-separated; `auto` (or `rule`) is `sae train`'s default rate for
+    /// the architecture without its short-run probe, `sparsify` sparsify's rule
+    /// 2e-4/√(d_sae/2¹⁴).
     #[arg(long, value_delimiter = ',', default_value = "auto")]
     pub lr: Vec<String>,
     /// Dictionary sizes, comma-separated (default: 8 × d_in).
@@ -438,12 +443,13 @@ fn sweep_runs(a: &SweepArgs) -> Result<Vec<(String, TrainArgs)>> {
         .lr
         .iter()
         .map(|v| match v.as_str() {
-            "auto" => Ok(("auto".to_string(), None)),
+            // The rule alone: a sweep lists its rates itself.
+            "auto" | "rule" => Ok((v.clone(), Some("rule".to_string()))),
             "sparsify" => Ok(("sparsify".to_string(), Some("sparsify".to_string()))),
             v => match v.parse::<f32>() {
                 Ok(x) if x.is_finite() && x > 0.0 => Ok((format!("{x:e}"), Some(x.to_string()))),
                 _ => Err(anyhow::anyhow!(
-                    "--lr '{v}': expected auto, sparsify or a positive number"
+                    "--lr '{v}': expected auto, rule, sparsify or a positive number"
                 )),
             },
         })
@@ -647,7 +653,7 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
             Err(e) => return Err(train_flag_error(e)),
         };
         let history_last = report.history.last().cloned();
-        let outcome = report::finish_training(args, cfg, &store, device, report, seconds)?;
+        let outcome = report::finish_training(args, cfg, &store, device, report, seconds, None)?;
         let (fvu, l0, dead) = match (&outcome.eval, &history_last) {
             (Some(e), _) => (e.fvu, e.l0, e.dead_fraction),
             (None, Some(m)) => (m.fvu, m.l0, m.dead_fraction),
@@ -820,7 +826,7 @@ impl TrainArgs {
         match self.lr {
             Some(crate::flags::Lr::Rate(v)) => c.lr = v,
             Some(crate::flags::Lr::Sparsify) => c.lr = lantern_sae::train::sparsify_lr(d_sae),
-            None => {}
+            Some(crate::flags::Lr::Rule | crate::flags::Lr::Probe) | None => {}
         }
         if let Some(v) = self.lr_warmup_steps {
             c.lr_warmup_steps = v;
@@ -940,17 +946,57 @@ impl TrainArgs {
                 }
                 None => 4 * (3 * b * m + 3 * b * i + 8 * i * m),
             };
+            // A probe holds one run per rate.
+            let runs = if self.lr_probe(&c)? {
+                lantern_sae::train::PROBE_FACTORS.len() as u128
+            } else {
+                1
+            };
+            let need = need * runs;
             if need > u128::from(avail) {
                 bail!(
                     "--batch {} with {d_sae} latents of width {d_in} needs about {:.1} GiB per \
-                     step, more than the {:.1} GiB of memory available",
+                     step{}, more than the {:.1} GiB of memory available",
                     self.batch,
                     need as f64 / (1u64 << 30) as f64,
+                    if runs > 1 {
+                        format!(
+                            " for the {runs} rates of the learning-rate probe (--lr rule trains one)"
+                        )
+                    } else {
+                        String::new()
+                    },
                     avail as f64 / (1u64 << 30) as f64
                 );
             }
         }
         Ok(c)
+    }
+
+    /// Whether the run probes its learning rate ([`lantern_sae::train::train_lr_probe`]):
+    /// with `--lr probe`, or by default for runs under
+    /// [`lantern_sae::train::PROBE_BELOW_STEPS`] of an architecture whose default rate is
+    /// [`lantern_sae::train::topk_lr`]'s rule, unless the run checkpoints or resumes (a probe
+    /// keeps one of several runs, so it has no checkpoint to write or resume).
+    pub fn lr_probe(&self, cfg: &TrainConfig) -> Result<bool> {
+        let checkpoints = self.resume || self.checkpoint_every > 0;
+        Ok(match self.lr {
+            Some(crate::flags::Lr::Probe) => {
+                if checkpoints {
+                    bail!(
+                        "--lr probe trains several SAEs and keeps one, so it cannot checkpoint or \
+                         resume: give --lr rule or a rate with --checkpoint-every / --resume"
+                    );
+                }
+                true
+            }
+            None => {
+                !checkpoints
+                    && lantern_sae::train::probe::rule_rated(cfg.arch)
+                    && cfg.steps < lantern_sae::train::PROBE_BELOW_STEPS
+            }
+            Some(_) => false,
+        })
     }
 }
 
@@ -1095,6 +1141,21 @@ pub fn train(args: &TrainArgs) -> Result<report::TrainOutcome> {
     );
     let tokens_per_step = cfg.batch as f64;
     let t0 = std::time::Instant::now();
+    if args.lr_probe(&cfg)? {
+        return train_probing(args, &cfg, &store, device, &bar, t0);
+    }
+    if !args.quiet
+        && args.lr.is_none()
+        && cfg.steps < lantern_sae::train::PROBE_BELOW_STEPS
+        && lantern_sae::train::probe::rule_rated(cfg.arch)
+    {
+        println!(
+            "lr {:.3e}: the rule's rate, not probed (a run under {} steps probes three rates \
+             unless it checkpoints or resumes)",
+            cfg.lr,
+            lantern_sae::train::PROBE_BELOW_STEPS
+        );
+    }
     let mut first_step = 0;
     let report = lantern_sae::train(
         &store,
@@ -1132,6 +1193,77 @@ pub fn train(args: &TrainArgs) -> Result<report::TrainOutcome> {
         device,
         report,
         t0.elapsed().as_secs_f64(),
+        None,
+    )
+}
+
+/// `sae train` with a learning-rate probe: the rates of
+/// [`lantern_sae::train::train_lr_probe`] in one pass, the table of what each gave, then the
+/// kept SAE's files (metrics.json records the probe).
+fn train_probing(
+    args: &TrainArgs,
+    cfg: &TrainConfig,
+    store: &Store,
+    device: DeviceChoice,
+    bar: &ProgressBar,
+    t0: std::time::Instant,
+) -> Result<report::TrainOutcome> {
+    use lantern_sae::train::{PROBE_FACTORS, train_lr_probe};
+    // The evaluation rows `sae train` reports on; 50 000 when it reports none.
+    let eval = EvalOptions {
+        batch: cfg.batch,
+        max_rows: Some(if args.eval_rows > 0 {
+            args.eval_rows
+        } else {
+            50_000
+        }),
+        skip_non_finite: cfg.skip_non_finite,
+        filter: cfg.row_filter(),
+    };
+    bar.set_message(format!(
+        "probing {} learning rates around {:.2e}",
+        PROBE_FACTORS.len(),
+        cfg.lr
+    ));
+    let (report, kept, probe) = train_lr_probe(
+        store,
+        cfg,
+        &PROBE_FACTORS,
+        device,
+        &args.out,
+        &eval,
+        &mut |i, ev| {
+            if let (0, TrainEvent::Step(s)) = (i, ev) {
+                bar.set_position(s);
+            }
+        },
+    )
+    .map_err(train_flag_error)?;
+    bar.finish();
+    if !args.quiet {
+        println!(
+            "learning-rate probe ({} rows): {}; kept {:.3e}",
+            eval.max_rows.unwrap_or(0),
+            probe
+                .candidates
+                .iter()
+                .map(|c| match c.fvu {
+                    Some(f) => format!("{:.3e} FVU {f:.4}", c.lr),
+                    None => format!("{:.3e} diverged", c.lr),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            probe.lr()
+        );
+    }
+    report::finish_training(
+        args,
+        &kept,
+        store,
+        device,
+        report,
+        t0.elapsed().as_secs_f64(),
+        Some(&probe),
     )
 }
 
@@ -1276,29 +1408,93 @@ mod tests {
 
     use super::*;
 
-    /// `sae train`'s config for `extra` on top of a 1 000-step run at d_in 64.
-    fn config(extra: &[&str]) -> TrainConfig {
+    /// `sae train`'s arguments for `extra` on top of a run at d_in 64 (1 000 steps unless
+    /// `extra` gives `--steps`).
+    fn args(extra: &[&str]) -> TrainArgs {
         let mut argv = vec![
             "sae-train",
             "--acts",
             "store",
             "--out",
             "out",
-            "--k",
-            "8",
             "--d-sae",
             "512",
-            "--steps",
-            "1000",
             "--batch",
             "64",
         ];
+        // k 8 for the architectures that take one.
+        if !extra.iter().any(|a| a.ends_with("relu")) {
+            argv.extend_from_slice(&["--k", "8"]);
+        }
+        if !extra.contains(&"--steps") {
+            argv.extend_from_slice(&["--steps", "1000"]);
+        }
         argv.extend_from_slice(extra);
-        TrainArgv::try_parse_from(argv)
-            .unwrap()
-            .args
-            .config(64)
-            .unwrap()
+        TrainArgv::try_parse_from(argv).unwrap().args
+    }
+
+    /// `sae train`'s config for `extra` (see [`args`]).
+    fn config(extra: &[&str]) -> TrainConfig {
+        args(extra).config(64).unwrap()
+    }
+
+    /// Whether `sae train` with `extra` probes its learning rate, or the error it gives.
+    fn probes(extra: &[&str]) -> std::result::Result<bool, String> {
+        let a = args(extra);
+        let c = a.config(64).map_err(|e| e.to_string())?;
+        a.lr_probe(&c).map_err(|e| e.to_string())
+    }
+
+    /// The default probes runs under 500 steps of the rule-rated architectures only, never
+    /// one that checkpoints or resumes; `--lr probe` forces it (and refuses checkpoints),
+    /// `--lr rule` or a rate turns it off.
+    #[test]
+    fn the_learning_rate_probe_is_the_default_of_short_runs_only() {
+        for arch in ["topk", "batchtopk", "matryoshka"] {
+            assert_eq!(
+                probes(&["--arch", arch, "--steps", "499"]),
+                Ok(true),
+                "{arch}"
+            );
+            assert_eq!(
+                probes(&["--arch", arch, "--steps", "500"]),
+                Ok(false),
+                "{arch}"
+            );
+        }
+        assert_eq!(probes(&["--arch", "jumprelu", "--steps", "100"]), Ok(true));
+        assert_eq!(probes(&["--arch", "relu", "--steps", "100"]), Ok(false));
+        let short = ["--arch", "topk", "--steps", "100"];
+        for off in [
+            &["--lr", "rule"][..],
+            &["--lr", "0.003"],
+            &["--lr", "sparsify"],
+            &["--checkpoint-every", "10"],
+            &["--resume"],
+        ] {
+            let argv: Vec<&str> = short.iter().chain(off).copied().collect();
+            assert_eq!(probes(&argv), Ok(false), "{off:?}");
+        }
+        assert_eq!(probes(&["--arch", "topk", "--lr", "probe"]), Ok(true));
+        let e = probes(&[
+            "--arch",
+            "topk",
+            "--lr",
+            "probe",
+            "--checkpoint-every",
+            "10",
+        ])
+        .unwrap_err();
+        assert!(
+            e.contains("--lr probe") && e.contains("--checkpoint-every"),
+            "{e}"
+        );
+        // `rule` and `probe` leave the rule's rate in the config; the probe scales it.
+        let rule = lantern_sae::train::topk_lr(64, 512, 100);
+        for lr in ["rule", "probe"] {
+            let c = config(&["--arch", "topk", "--steps", "100", "--lr", lr]);
+            assert_eq!(c.lr, rule, "{lr}");
+        }
     }
 
     /// Each architecture's schedule defaults (TopK warm-up, learning-rate decay), and the

@@ -9,6 +9,7 @@
 
 pub mod config;
 mod feed;
+pub mod probe;
 mod state;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ pub use config::{
     SHORT_RUN_LR, THRESHOLD_TRAVEL, ThresholdLr, TrainConfig, jumprelu_target_coeff,
     jumprelu_threshold_lr, sparsify_lr, topk_lr,
 };
+pub use probe::{LrProbe, PROBE_BELOW_STEPS, PROBE_FACTORS, ProbeCandidate, train_lr_probe};
 
 use crate::checkpoint;
 use crate::cpu::{CpuStepOptions, CpuStepStats, CpuTopK, Select};
