@@ -85,7 +85,7 @@ pub struct TrainArgs {
     /// default rate alone (topk, batchtopk, matryoshka and jumprelu max(2e-4/√(d_sae/2¹⁴),
     /// 1.8/√(d_in·steps)), which raises the rate for short runs; relu 5e-5); `probe` to train
     /// that rate ×0.71, ×1 and ×1.41 in one pass and keep the SAE with the lowest FVU on the
-    /// evaluation rows. Default: `probe` for runs under 500 steps of those four architectures
+    /// evaluation rows (50 000 with --eval-rows 0). Default: `probe` for runs under 500 steps of those four architectures
     /// (where the best rate strays from the rule both ways), unless the run checkpoints or
     /// resumes; `rule` otherwise.
     #[arg(long)]
@@ -990,14 +990,17 @@ impl TrainArgs {
                 }
                 true
             }
-            None => {
-                !checkpoints
-                    && lantern_sae::train::probe::rule_rated(cfg.arch)
-                    && cfg.steps < lantern_sae::train::PROBE_BELOW_STEPS
-            }
+            None => !checkpoints && short_rule_run(cfg),
             Some(_) => false,
         })
     }
+}
+
+/// A run whose default rate is [`lantern_sae::train::topk_lr`]'s rule and which is shorter than
+/// [`lantern_sae::train::PROBE_BELOW_STEPS`]: what `sae train` probes by default.
+fn short_rule_run(cfg: &TrainConfig) -> bool {
+    lantern_sae::train::probe::rule_rated(cfg.arch)
+        && cfg.steps < lantern_sae::train::PROBE_BELOW_STEPS
 }
 
 pub fn run(cmd: SaeCommand) -> Result<()> {
@@ -1144,11 +1147,7 @@ pub fn train(args: &TrainArgs) -> Result<report::TrainOutcome> {
     if args.lr_probe(&cfg)? {
         return train_probing(args, &cfg, &store, device, &bar, t0);
     }
-    if !args.quiet
-        && args.lr.is_none()
-        && cfg.steps < lantern_sae::train::PROBE_BELOW_STEPS
-        && lantern_sae::train::probe::rule_rated(cfg.arch)
-    {
+    if !args.quiet && args.lr.is_none() && short_rule_run(&cfg) {
         println!(
             "lr {:.3e}: the rule's rate, not probed (a run under {} steps probes three rates \
              unless it checkpoints or resumes)",

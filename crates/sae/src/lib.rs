@@ -23,7 +23,7 @@
 //! ```
 //!
 //! Modules: [`weights`] (host weights and config), [`sae`] (device inference), [`train`] (the
-//! loop) with [`step`] (losses and gradients) and [`cpu`] (the TopK and BatchTopK step on the
+//! loop, lockstep sweeps and the short-run learning-rate probe) with [`step`] (losses and gradients) and [`cpu`] (the TopK and BatchTopK step on the
 //! CPU without burn), [`optim`], [`init`], [`sparse`] and [`topk`];
 //! [`rows`] (which rows are trained and evaluated on), [`eval`], [`checkpoint`], [`formats`], [`device`] (choosing cpu / wgpu / vulkan).
 
