@@ -85,9 +85,9 @@ pub struct TrainArgs {
     /// default rate alone (topk, batchtopk, matryoshka and jumprelu max(2e-4/√(d_sae/2¹⁴),
     /// 1.8/√(d_in·steps)), which raises the rate for short runs; relu 5e-5); `probe` to train
     /// that rate ×0.71, ×1 and ×1.41 in one pass and keep the SAE with the lowest FVU on the
-    /// evaluation rows (50 000 with --eval-rows 0). Default: `probe` for runs under 500 steps of those four architectures
-    /// (where the best rate strays from the rule both ways), unless the run checkpoints or
-    /// resumes; `rule` otherwise.
+    /// evaluation rows (50 000 with --eval-rows 0). Default: `probe` for runs under 500 steps
+    /// of those four architectures (where the best rate strays from the rule both ways),
+    /// unless the run checkpoints or resumes; `rule` otherwise.
     #[arg(long)]
     #[arg(value_parser = crate::flags::lr, allow_negative_numbers = true)]
     pub lr: Option<crate::flags::Lr>,
@@ -961,7 +961,8 @@ impl TrainArgs {
                     need as f64 / (1u64 << 30) as f64,
                     if runs > 1 {
                         format!(
-                            " for the {runs} rates of the learning-rate probe (--lr rule trains one)"
+                            " for the {runs} rates of the learning-rate probe \
+                             (--lr rule trains one)"
                         )
                     } else {
                         String::new()

@@ -13,7 +13,7 @@
 //!    `relu(pre_i)·‖W_dec,i‖` with free decoder norms) as candidates, then keeps every
 //!    candidate at or above `τ`, the `k·B`-th largest of the batch; a row that had to drop
 //!    candidates that could reach `τ` is encoded again in full, so the cut is exact
-//!    ([`batch_select`]). The selection is then CSR rows of any length.
+//!    (`batch_select`). The selection is then CSR rows of any length.
 //! 2. **Decode + value gradients, per row.** `x̂_b = b_dec + Σ_j v_bj W_dec[i_bj]`, `e_b = x̂_b −
 //!    x_b`; the `k` gathered decoder rows are still in cache when `∂L/∂v_bj = W_dec[i_bj] · g_b`
 //!    (`g_b = 2 e_b / TV`) is taken; the same for AuxK's `ê_b` and its residual.

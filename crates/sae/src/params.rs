@@ -1,5 +1,5 @@
 //! SAE parameters on a burn device, and their conversion to and from the host-side
-//! [`SaeWeights`](crate::SaeWeights).
+//! [`crate::SaeWeights`].
 
 use burn::tensor::{Device, Tensor, TensorData};
 

@@ -27,7 +27,7 @@ pub enum Arch {
     /// BatchTopK (Bussmann et al. 2024): k per row on average over a batch while training;
     /// at inference a JumpReLU with the learned threshold (or per-row TopK without one).
     BatchTopK { k: usize },
-    /// σ(pre) = relu(pre)·1[pre > θ] (Rajamanoharan et al. 2024, Gemma Scope).
+    /// σ(pre) = `relu(pre)·1[pre > θ]` (Rajamanoharan et al. 2024, Gemma Scope).
     JumpRelu,
 }
 

@@ -214,11 +214,12 @@ pub const SHORT_RUN_LR: f64 = 1.8;
 /// ≈ 40 000 steps at d 576, M 4608). It is the best rate swept at d 768 with 6 144 and
 /// 24 576 latents (244 steps). Below ≈ 500 steps the best rate strays from it both ways: at
 /// d 256 and 245 steps it was 1.43× the rule's (the rule 5–8 % FVU off at three seeds), at
-/// d 128 with 4 096 latents 0.7× (3.5 % off), while at d 128 with 1 024 latents and at d 768
-/// the rule was the best; a `√(500/T)` factor fitted to the first case killed 83 % of the
-/// latents at d 768 / 24 576, so no such factor is applied (BENCHMARKS.md). Instead, `sae
-/// train` probes runs under [`super::PROBE_BELOW_STEPS`] steps: [`super::train_lr_probe`]
-/// trains this rate ×1/√2, ×1 and ×√2 in one pass and keeps the lowest FVU.
+/// d 128 with 4 096 latents 0.7× (3.5 % off), at d 512 and 489 steps √2× (2.9–5.0 % off),
+/// while at d 128 with 1 024 latents and at d 768 the rule was the best; a `√(500/T)` factor
+/// fitted to the first case killed 83 % of the latents at d 768 / 24 576, so no such factor is
+/// applied (BENCHMARKS.md). Instead, `sae train` probes runs under
+/// [`super::PROBE_BELOW_STEPS`] steps: [`super::train_lr_probe`] trains this rate ×1/√2, ×1
+/// and ×√2 in one pass and keeps the lowest FVU.
 pub fn topk_lr(d_in: usize, d_sae: usize, steps: u64) -> f32 {
     let short = SHORT_RUN_LR / (d_in.max(1) as f64 * steps.max(1) as f64).sqrt();
     sparsify_lr(d_sae).max(short as f32)

@@ -1,8 +1,9 @@
 //! The training loop: one pass of [`step`] and [`optim::update`] per batch, dead-latent
 //! tracking, metrics and checkpoints. What a run is lives in [`config`] (settings and
-//! schedules), what it carries in `state` (the persisted half is a [`Checkpoint`]), where its
-//! rows come from in `feed`; [`train_lockstep`] feeds several runs one pass over the store, and
-//! [`probe`] uses it to choose a short run's learning rate.
+//! schedules), what it carries in `state` (the persisted half is a
+//! [`Checkpoint`](crate::checkpoint::Checkpoint)), where its rows come from in `feed`;
+//! [`train_lockstep`] feeds several runs one pass over the store, and [`probe`] uses it to
+//! choose a short run's learning rate.
 //!
 //! A latent is *dead* once it has not fired in the last `dead_tokens` training tokens; AuxK
 //! trains dead latents on the residual. A latent is *dense* when it fires on more than 10 % of

@@ -1,25 +1,24 @@
-//! The learning-rate probe for short runs: train the run at a few rates around [`topk_lr`]'s in
-//! lockstep ([`train_lockstep`]: every batch read once and fed to each), evaluate each SAE on
-//! the same rows and keep the one with the lowest FVU.
+//! The learning-rate probe for short runs: train the run at a few rates around
+//! [`topk_lr`](super::topk_lr)'s in lockstep ([`train_lockstep`]: every batch read once and fed
+//! to each), evaluate each SAE on the same rows and keep the one with the lowest FVU.
 //!
-//! [`topk_lr`]'s rule `max(2e-4/√(M/2¹⁴), 1.8/√(d·T))` lands within 2 % FVU and 0.02 MMCS of
-//! the best swept rate on every measured run of ≥ 489 steps, but below ≈ 500 steps the best rate
+//! The rule `max(2e-4/√(M/2¹⁴), 1.8/√(d·T))` lands within 2 % FVU and 0.02 MMCS of the best
+//! swept rate on every measured run of 732 steps or more, but below ≈ 500 steps the best rate
 //! strays from it both ways (BENCHMARKS.md, "SAE learning rate on synthetic ground truth"): at
 //! d 256, 2 048 latents, 245 steps it was 1.43× the rule's (the rule 5–8 % FVU off at three
-//! seeds), at d 128, 4 096 latents, 245 steps 0.7× (3.5 % off), while at d 128 / 1 024 and at
-//! d 768 the rule's rate was the best. What moves it (latents per dimension, features per row)
+//! seeds), at d 128, 4 096 latents, 245 steps 0.7× (3.5 % off), at d 512, 489 steps √2×
+//! (2.9–5.0 % off), while at d 128 / 1 024, at d 768 and on SmolLM2 (488 steps) the rule's
+//! rate was the best. What moves it (latents per dimension, features per row)
 //! could not be separated from those points, so instead of a second rule a short run tries
 //! the rule's rate times [`PROBE_FACTORS`] (`1/√2, 1, √2`) and keeps the best — at three times
 //! the training cost of a run that is short by definition. Measured (BENCHMARKS.md, "The
-//! short-run probe"): within 1.6 % FVU and 0.010 MMCS of the best swept rate at 14 runs from
-//! d 128 to d 768 (three seeds at four points); at d 512 / 489 steps it kept √2× the rule's
-//! rate, 2.9–5.0 % FVU better than the rule; on SmolLM2 activations it kept the best of six.
+//! short-run probe"): within 1.6 % FVU and 0.010 MMCS of the best swept rate at every run,
+//! d 128 to d 768 (three seeds at most points); on SmolLM2 activations it kept the best of six.
 //!
 //! The SAE kept is exactly the one training alone at its rate gives (the lockstep runs see the
 //! same batches in the same order). The FVU that chooses it is measured on the evaluation rows
 //! `sae train` reports on (the store's first rows), so the kept SAE's reported FVU is the
-//! minimum of three measurements on those rows; with ≥ 10⁴ rows the difference between
-//! candidates that this can flip is far below the 2 % tolerance.
+//! lowest of three measured on those rows, not an independent estimate.
 
 use std::path::Path;
 
@@ -32,7 +31,8 @@ use crate::eval::{EvalOptions, evaluate};
 use crate::{Arch, Result, SaeError};
 
 /// Runs shorter than this many steps probe their learning rate by default (`sae train`):
-/// [`super::topk_lr`] holds from 489 steps on every measured point and misses below.
+/// [`super::topk_lr`] holds at every measured point from 732 steps, and misses at some below
+/// (d 512 at 489 steps; d 256 and d 128 at 245).
 pub const PROBE_BELOW_STEPS: u64 = 500;
 
 /// The multiples of the rule's rate a probe trains: the measured best short-run rates sat at
