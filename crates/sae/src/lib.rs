@@ -22,10 +22,12 @@
 //! # Ok::<(), lantern_sae::SaeError>(())
 //! ```
 //!
-//! Modules: [`weights`] (host weights and config), [`sae`] (device inference), [`train`](mod@train) (the
-//! loop, lockstep sweeps and the short-run learning-rate probe) with [`step`] (losses and gradients) and [`cpu`] (the TopK and BatchTopK step on the
-//! CPU without burn), [`optim`], [`init`], [`sparse`] and [`topk`];
-//! [`rows`] (which rows are trained and evaluated on), [`eval`], [`checkpoint`], [`formats`], [`device`] (choosing cpu / wgpu / vulkan).
+//! Modules: [`weights`] (host weights and config), [`sae`] (device inference),
+//! [`train`](mod@train) (the loop, lockstep sweeps and the short-run learning-rate probe) with
+//! [`step`] (losses and gradients) and [`cpu`] (the TopK and BatchTopK step on the CPU without
+//! burn), [`optim`], [`init`], [`sparse`] and [`topk`]; [`rows`] (which rows are trained and
+//! evaluated on), [`eval`], [`checkpoint`], [`formats`], [`device`] (choosing cpu / wgpu /
+//! vulkan).
 
 pub mod error;
 pub mod formats;
