@@ -71,6 +71,26 @@ const LOSS_PNG: &str = "training_loss.png";
 const SPARSITY_PNG: &str = "training_sparsity.png";
 const DENSITY_PNG: &str = "feature_density.png";
 
+/// How a run's SAE is evaluated after training: `rows` of the store, read with the run's batch
+/// size, non-finite handling and row filter.
+pub fn eval_options(cfg: &TrainConfig, rows: u64) -> EvalOptions {
+    EvalOptions {
+        batch: cfg.batch,
+        max_rows: Some(rows),
+        skip_non_finite: cfg.skip_non_finite,
+        filter: cfg.row_filter(),
+    }
+}
+
+/// A learning-rate probe's table and the kept SAE's evaluation on the rows that chose it
+/// ([`eval_options`] of `--eval-rows`, when that is not 0).
+pub struct Probed<'a> {
+    pub probe: &'a LrProbe,
+    pub eval: EvalReport,
+}
+
+/// Saves the SAE (SAELens v6), evaluates it on `--eval-rows` rows (a probe's evaluation is
+/// taken as it is: the same rows), and writes metrics.json and the plots.
 pub fn finish_training(
     args: &TrainArgs,
     cfg: &TrainConfig,
@@ -78,23 +98,19 @@ pub fn finish_training(
     device: DeviceChoice,
     report: TrainReport,
     seconds: f64,
-    lr_probe: Option<&LrProbe>,
+    probed: Option<Probed>,
 ) -> Result<TrainOutcome> {
     let out = &args.out;
-    let eval = if args.eval_rows > 0 {
-        Some(lantern_sae::evaluate(
+    let lr_probe = probed.as_ref().map(|p| p.probe);
+    let eval = match (args.eval_rows, probed) {
+        (0, _) => None,
+        (_, Some(p)) => Some(p.eval),
+        (rows, None) => Some(lantern_sae::evaluate(
             &report.weights,
             store,
             device,
-            &EvalOptions {
-                batch: cfg.batch,
-                max_rows: Some(args.eval_rows),
-                skip_non_finite: cfg.skip_non_finite,
-                filter: cfg.row_filter(),
-            },
-        )?)
-    } else {
-        None
+            &eval_options(cfg, rows),
+        )?),
     };
     // The SAE, its metrics and its plots are one unit: staged beside `out` and swapped in at
     // once, so a kill leaves the previous run's files or this run's, never a mix (the

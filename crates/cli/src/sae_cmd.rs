@@ -1210,22 +1210,18 @@ fn train_probing(
 ) -> Result<report::TrainOutcome> {
     use lantern_sae::train::{PROBE_FACTORS, train_lr_probe};
     // The evaluation rows `sae train` reports on; 50 000 when it reports none.
-    let eval = EvalOptions {
-        batch: cfg.batch,
-        max_rows: Some(if args.eval_rows > 0 {
-            args.eval_rows
-        } else {
-            50_000
-        }),
-        skip_non_finite: cfg.skip_non_finite,
-        filter: cfg.row_filter(),
+    let rows = if args.eval_rows > 0 {
+        args.eval_rows
+    } else {
+        50_000
     };
+    let eval = report::eval_options(cfg, rows);
     bar.set_message(format!(
         "probing {} learning rates around {:.2e}",
         PROBE_FACTORS.len(),
         cfg.lr
     ));
-    let (report, kept, probe) = train_lr_probe(
+    let outcome = train_lr_probe(
         store,
         cfg,
         &PROBE_FACTORS,
@@ -1240,10 +1236,10 @@ fn train_probing(
     )
     .map_err(train_flag_error)?;
     bar.finish();
+    let probe = &outcome.probe;
     if !args.quiet {
         println!(
-            "learning-rate probe ({} rows): {}; kept {:.3e}",
-            eval.max_rows.unwrap_or(0),
+            "learning-rate probe ({rows} rows): {}; kept {:.3e}",
             probe
                 .candidates
                 .iter()
@@ -1258,12 +1254,15 @@ fn train_probing(
     }
     report::finish_training(
         args,
-        &kept,
+        &outcome.config,
         store,
         device,
-        report,
+        outcome.report,
         t0.elapsed().as_secs_f64(),
-        Some(&probe),
+        Some(report::Probed {
+            probe,
+            eval: outcome.eval,
+        }),
     )
 }
 

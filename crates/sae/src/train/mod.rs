@@ -24,7 +24,9 @@ pub use config::{
     SHORT_RUN_LR, THRESHOLD_TRAVEL, ThresholdLr, TrainConfig, jumprelu_target_coeff,
     jumprelu_threshold_lr, sparsify_lr, topk_lr,
 };
-pub use probe::{LrProbe, PROBE_BELOW_STEPS, PROBE_FACTORS, ProbeCandidate, train_lr_probe};
+pub use probe::{
+    LrProbe, PROBE_BELOW_STEPS, PROBE_FACTORS, ProbeCandidate, ProbeOutcome, train_lr_probe,
+};
 
 use crate::checkpoint;
 use crate::cpu::{CpuStepOptions, CpuStepStats, CpuTopK, Select};

@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use super::{TrainConfig, TrainEvent, TrainReport, train_lockstep};
 use crate::device::DeviceChoice;
-use crate::eval::{EvalOptions, evaluate};
+use crate::eval::{EvalOptions, EvalReport, evaluate};
 use crate::{Arch, Result, SaeError};
 
 /// Runs shorter than this many steps probe their learning rate by default (`sae train`):
@@ -56,6 +56,20 @@ pub struct ProbeCandidate {
     pub diverged: Option<String>,
 }
 
+/// A finished probe: the kept SAE's run, its configuration (`lr` the kept rate), its
+/// evaluation on the probe's rows, and the table of every rate.
+#[derive(Clone, Debug)]
+pub struct ProbeOutcome {
+    /// The kept run.
+    pub report: TrainReport,
+    /// The run's configuration with the kept rate.
+    pub config: TrainConfig,
+    /// The kept SAE's evaluation (the one that chose it).
+    pub eval: EvalReport,
+    /// Every rate tried.
+    pub probe: LrProbe,
+}
+
 /// What a probe tried and what it kept.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LrProbe {
@@ -79,8 +93,7 @@ pub fn rule_rated(arch: Arch) -> bool {
 }
 
 /// Trains `cfg` at `cfg.lr × f` for each `f` of `factors` in one pass over `store`, evaluates
-/// each SAE with `eval` and returns the one with the lowest FVU, its configuration (`lr` the
-/// kept rate) and the probe's table. `out` receives nothing (it is created); checkpoints are
+/// each SAE with `eval` and returns the one with the lowest FVU ([`ProbeOutcome`]). `out` receives nothing (it is created); checkpoints are
 /// refused (`cfg.checkpoint_every` must be 0), since only one of the runs is kept. A
 /// candidate that diverges is recorded and skipped; when all do, the first one's error is
 /// returned.
@@ -92,7 +105,7 @@ pub fn train_lr_probe(
     out: &Path,
     eval: &EvalOptions,
     observer: &mut dyn FnMut(usize, TrainEvent),
-) -> Result<(TrainReport, TrainConfig, LrProbe)> {
+) -> Result<ProbeOutcome> {
     if cfg.checkpoint_every > 0 {
         return Err(SaeError::Setting {
             field: "checkpoint_every",
@@ -116,7 +129,7 @@ pub fn train_lr_probe(
         .collect();
     let reports = train_lockstep(store, &runs, device, observer)?;
     let mut candidates = Vec::new();
-    let mut best: Option<(usize, f64, TrainReport)> = None;
+    let mut best: Option<(usize, TrainReport, EvalReport)> = None;
     let mut first_error = None;
     for (i, ((c, _), report)) in runs.iter().zip(reports).enumerate() {
         match report {
@@ -129,8 +142,8 @@ pub fn train_lr_probe(
                     diverged: None,
                 });
                 // The lowest finite FVU; the first of equals.
-                if e.fvu.is_finite() && best.as_ref().is_none_or(|(_, f, _)| e.fvu < *f) {
-                    best = Some((i, e.fvu, r));
+                if e.fvu.is_finite() && best.as_ref().is_none_or(|(_, _, b)| e.fvu < b.fvu) {
+                    best = Some((i, r, e));
                 }
             }
             Err(e @ SaeError::Diverged { .. }) => {
@@ -146,10 +159,15 @@ pub fn train_lr_probe(
         }
     }
     match best {
-        Some((chosen, _, report)) => {
-            let mut kept = cfg.clone();
-            kept.lr = candidates[chosen].lr;
-            Ok((report, kept, LrProbe { candidates, chosen }))
+        Some((chosen, report, eval)) => {
+            let mut config = cfg.clone();
+            config.lr = candidates[chosen].lr;
+            Ok(ProbeOutcome {
+                report,
+                config,
+                eval,
+                probe: LrProbe { candidates, chosen },
+            })
         }
         None => Err(first_error.unwrap_or_else(|| {
             SaeError::Config(
