@@ -92,6 +92,45 @@ fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
     out
 }
 
+/// Asserts that two SAE directories hold bit-identical weights (`what` names the comparison).
+fn assert_same_weights(a: &Path, b: &Path, what: &str) {
+    let (a, b) = (
+        tensors(&a.join("sae_weights.safetensors")),
+        tensors(&b.join("sae_weights.safetensors")),
+    );
+    assert_eq!(a.len(), b.len(), "{what}: tensor count");
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb, "{what}");
+        assert!(
+            va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{what}: {na} differs"
+        );
+    }
+}
+
+/// A small synthetic store (d 24, 96 features, 30 000 rows) at `out`.
+fn small_store(out: &str, seed: &str) {
+    run_ok(&[
+        "acts",
+        "synth",
+        "--d",
+        "24",
+        "--features",
+        "96",
+        "--rows",
+        "30000",
+        "--seed",
+        seed,
+        "--out",
+        out,
+    ]);
+}
+
+/// A JSON file's contents.
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 #[test]
 fn training_killed_midway_and_resumed_ends_with_the_same_weights() {
     let dir = tempfile::tempdir().unwrap();
@@ -603,10 +642,7 @@ fn sae_eval_with_a_model_splices_the_sae_in_and_reports_ce_and_kl() {
     let all = eval(&["--splice-first"]);
     assert_eq!(all["spliced_tokens"], all["tokens"]);
     // The files: splice.json is what was printed; latents.csv has a row per latent.
-    let written: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("splice/splice.json")).unwrap(),
-    )
-    .unwrap();
+    let written = read_json(&dir.path().join("splice/splice.json"));
     assert_eq!(written, r);
     let csv = std::fs::read_to_string(dir.path().join("splice/latents.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 128);
@@ -640,10 +676,7 @@ fn sae_eval_with_a_model_splices_the_sae_in_and_reports_ce_and_kl() {
         &sweep_out,
         "--quiet",
     ]);
-    let table: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("sweep/sweep.json")).unwrap(),
-    )
-    .unwrap();
+    let table = read_json(&dir.path().join("sweep/sweep.json"));
     assert!(dir.path().join("sweep/sweep-ce.png").exists());
     for row in table["runs"].as_array().unwrap() {
         let dir_s = row["dir"].as_str().unwrap();
@@ -706,20 +739,7 @@ fn a_lockstep_sweep_gives_each_sae_that_training_alone_gives() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let acts = p("acts");
-    run_ok(&[
-        "acts",
-        "synth",
-        "--d",
-        "24",
-        "--features",
-        "96",
-        "--rows",
-        "30000",
-        "--seed",
-        "5",
-        "--out",
-        &acts,
-    ]);
+    small_store(&acts, "5");
     let common = [
         "--d-sae",
         "96",
@@ -746,10 +766,7 @@ fn a_lockstep_sweep_gives_each_sae_that_training_alone_gives() {
     let out = p("sweep");
     sweep.extend_from_slice(&["--out", &out, "--quiet"]);
     run_ok(&sweep);
-    let table: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("sweep/sweep.json")).unwrap(),
-    )
-    .unwrap();
+    let table = read_json(&dir.path().join("sweep/sweep.json"));
     let runs = table["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 9, "2 k × 3 lr for topk, 3 lr for relu");
     let csv = std::fs::read_to_string(dir.path().join("sweep/sweep.csv")).unwrap();
@@ -783,28 +800,13 @@ fn a_lockstep_sweep_gives_each_sae_that_training_alone_gives() {
         args.extend_from_slice(&common);
         args.extend_from_slice(&["--out", &alone, "--quiet"]);
         run_ok(&args);
-        let (a, b) = (
-            tensors(&Path::new(&alone).join("sae_weights.safetensors")),
-            tensors(
-                &dir.path()
-                    .join("sweep")
-                    .join(name)
-                    .join("sae_weights.safetensors"),
-            ),
+        assert_same_weights(
+            Path::new(&alone),
+            &dir.path().join("sweep").join(name),
+            &format!("{name}, the sweep against training alone"),
         );
-        assert_eq!(a.len(), b.len());
-        for ((na, va), (nb, vb)) in a.iter().zip(&b) {
-            assert_eq!(na, nb);
-            assert!(
-                va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()),
-                "{name}: {na} differs between the sweep and training alone"
-            );
-        }
         let row = runs.iter().find(|r| r["name"] == name).unwrap();
-        let metrics: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(Path::new(&alone).join("metrics.json")).unwrap(),
-        )
-        .unwrap();
+        let metrics = read_json(&Path::new(&alone).join("metrics.json"));
         assert_eq!(row["fvu"], metrics["eval"]["fvu"], "{name}");
     }
     // A sweep of `flags` with the common settings into `out`.
@@ -836,10 +838,7 @@ fn a_lockstep_sweep_gives_each_sae_that_training_alone_gives() {
     // Target L0s sweep like λ values: one run each, named and tabled by the target.
     let out3 = p("sweep-target");
     sweep_into(&out3, &["--arch", "relu", "--target-l0", "4,12"]);
-    let table: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(Path::new(&out3).join("sweep.json")).unwrap(),
-    )
-    .unwrap();
+    let table = read_json(&Path::new(&out3).join("sweep.json"));
     let runs = table["runs"].as_array().unwrap();
     let names: Vec<&str> = runs.iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["relu-t4-m96-lrauto", "relu-t12-m96-lrauto"]);
@@ -884,20 +883,7 @@ fn a_short_run_keeps_the_probed_rate_with_the_lowest_fvu() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let acts = p("acts");
-    run_ok(&[
-        "acts",
-        "synth",
-        "--d",
-        "24",
-        "--features",
-        "96",
-        "--rows",
-        "30000",
-        "--seed",
-        "6",
-        "--out",
-        &acts,
-    ]);
+    small_store(&acts, "6");
     let common = [
         "--arch", "topk", "--k", "4", "--d-sae", "96", "--tokens", "200000", "--batch", "1000",
     ];
@@ -910,10 +896,7 @@ fn a_short_run_keeps_the_probed_rate_with_the_lowest_fvu() {
     };
     let probed = p("probed");
     train(&probed, &["--eval-rows", "5000"]);
-    let metrics: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(Path::new(&probed).join("metrics.json")).unwrap(),
-    )
-    .unwrap();
+    let metrics = read_json(&Path::new(&probed).join("metrics.json"));
     let probe = &metrics["lr_probe"];
     let candidates = probe["candidates"]
         .as_array()
@@ -955,27 +938,15 @@ fn a_short_run_keeps_the_probed_rate_with_the_lowest_fvu() {
         "FVUs {alone_fvu:?}"
     );
     assert_eq!(metrics["config"]["lr"].as_f64(), Some(rates[best]));
-    let (a, b) = (
-        tensors(&Path::new(&probed).join("sae_weights.safetensors")),
-        tensors(
-            &dir.path()
-                .join(format!("alone{best}/sae_weights.safetensors")),
-        ),
+    assert_same_weights(
+        Path::new(&probed),
+        &dir.path().join(format!("alone{best}")),
+        "the probe's kept SAE against training alone at its rate",
     );
-    assert_eq!(a.len(), b.len());
-    for ((na, va), (_, vb)) in a.iter().zip(&b) {
-        assert!(
-            va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{na} differs between the probe's kept SAE and training alone at its rate"
-        );
-    }
     // `--lr rule` trains the rule's rate alone: no probe in metrics.json.
     let ruled = p("ruled");
     train(&ruled, &["--lr", "rule", "--eval-rows", "0"]);
-    let m: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(Path::new(&ruled).join("metrics.json")).unwrap(),
-    )
-    .unwrap();
+    let m = read_json(&Path::new(&ruled).join("metrics.json"));
     assert!(m.get("lr_probe").is_none());
     assert!((m["config"]["lr"].as_f64().unwrap() / rates[1] - 1.0).abs() < 1e-7);
 }
@@ -1035,8 +1006,7 @@ fn a_matryoshka_sae_on_a_feature_hierarchy_reports_absorption() {
         "--out",
         sae.to_str().unwrap(),
     ]);
-    let metrics: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(sae.join("metrics.json")).unwrap()).unwrap();
+    let metrics = read_json(&sae.join("metrics.json"));
     assert_eq!(
         metrics["config"]["matryoshka_widths"],
         serde_json::json!([8, 32])
@@ -1046,8 +1016,7 @@ fn a_matryoshka_sae_on_a_feature_hierarchy_reports_absorption() {
         "{}",
         metrics["absorption"]
     );
-    let cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(sae.join("cfg.json")).unwrap()).unwrap();
+    let cfg = read_json(&sae.join("cfg.json"));
     assert_eq!(cfg["architecture"], "jumprelu");
     let o = run_ok(&[
         "sae",
@@ -1149,8 +1118,7 @@ fn sae_leaves_out_attention_sinks_and_outliers_and_says_so() {
         stdout.contains("left out: 400 at position 0, 5 above 10× the median norm"),
         "{stdout}"
     );
-    let metrics: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(sae.join("metrics.json")).unwrap()).unwrap();
+    let metrics = read_json(&sae.join("metrics.json"));
     assert_eq!(metrics["dropped_rows"]["first_position"], 400);
     assert_eq!(metrics["dropped_rows"]["outlier"], 5);
     assert_eq!(metrics["row_cut"]["drop_first"], true);
