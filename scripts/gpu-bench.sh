@@ -21,8 +21,9 @@ log="$out/gpu-bench.txt"
 exec > >(tee -a "$log") 2>&1
 echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi')"
 
-# 1. The isolated step at the issue's shapes (batch 4096): on vulkan (SPIR-V) the default
-#    dense TopK path and the sparse path on lantern-kernels' CubeCL kernels
+# 1. The isolated step at the issue's shapes (batch 4096), with the ms of each piece (encoder
+#    GEMM f32 and f16 with the fused bias+ReLU, the selections, decodes, backwards, update)
+#    alone: on vulkan (SPIR-V) the default dense TopK path and the sparse path on lantern-kernels' CubeCL kernels
 #    (`LANTERN_SPARSE_TOPK=1`: radix top-k, gather decode, segment-sum backward), the latter
 #    also with the f16 encoder GEMM (`LANTERN_ENCODER_F16=1`, tensor cores); WGSL for
 #    the smallest shape (the WGSL path is what CI tests on lavapipe).
@@ -32,8 +33,10 @@ for spec in "128,2048,32 50" "768,24576,32 50" "4096,65536,64 10"; do
     echo "== bench sae --device vulkan --shape $1 ($path)"
     sparse=0; [[ $path == kernels* ]] && sparse=1
     f16=0; [[ $path == *f16 ]] && f16=1
-    LANTERN_SPARSE_TOPK=$sparse LANTERN_ENCODER_F16=$f16 timeout 120 "$bin" bench sae --device vulkan --shape "$1" \
-      --batch 4096 --steps "$2" || echo "   (failed or timed out)"
+    # The dense row also times each piece of both paths alone (`--breakdown`).
+    pieces=(); [[ $path == dense ]] && pieces=(--breakdown)
+    LANTERN_SPARSE_TOPK=$sparse LANTERN_ENCODER_F16=$f16 timeout 150 "$bin" bench sae --device vulkan --shape "$1" \
+      --batch 4096 --steps "$2" --engine burn ${pieces[@]+"${pieces[@]}"} || echo "   (failed or timed out)"
   done
 done
 for shape in 128,2048,32; do

@@ -61,6 +61,17 @@ fn cube_sum(value: f32) -> f32 {
     total
 }
 
+/// The encoder's epilogue, in place: `acts[i] ← max(acts[i] + b[i mod m], 0)` over the `n`
+/// entries of `acts` `[rows, m]` (the GEMM's result), one unit per entry.
+#[cube(launch)]
+pub fn bias_relu_kernel(acts: &mut Tensor<f32>, b: &Tensor<f32>, n: usize, m: usize) {
+    let i = ABSOLUTE_POS;
+    if i >= n {
+        terminate!();
+    }
+    acts[i] = f32::max(acts[i] + b[i % m], 0f32);
+}
+
 /// Row top-k by radix selection: one cube per row of `acts` `[rows, m]`. Four passes find
 /// the k-th largest value's key byte by byte (a 256-bin histogram of the keys that share the
 /// bytes found so far); a last pass writes every value above it and the first `rem` values

@@ -1,4 +1,5 @@
-//! GPU kernels (CubeCL) for the sparse half of a TopK SAE training step, each beside its
+//! GPU kernels (CubeCL) for a TopK SAE training step (the encoder in f32 or from f16
+//! operands, and the sparse half: selection, decode, backward, optimiser), each beside its
 //! stock-burn-op twin ([`stock`]), so that a cubecl device (wgpu with WGSL, or SPIR-V under
 //! burn's `vulkan` feature) need not go through burn's generic scatter and top-k.
 //!
@@ -9,6 +10,7 @@
 //! | [`sparse_backward`] | `∂W_dec[j] += Σ_{n: lat_n = j} val_n g_{row_n}`; `∂pre_n = 1[val_n > 0] W_dec[lat_n]·g_{row_n}`; `∂W_encᵀ[j] += Σ_{n: lat_n = j} ∂pre_n xc_{row_n}`; `∂b_enc[j] += Σ_{n: lat_n = j} ∂pre_n` | value gradient at the selected entries only; a counting sort of the entries by latent (histogram, scan, scatter); segment sums by latent, one cube per latent, no float atomics |
 //! | [`adam`] | Adam (Kingma & Ba 2015), gradient scaled by a clip factor on the device | one pass over `p, g, m, v` |
 //! | [`adam_rows_renorm`] | Adam on the decoder rows, then `w_i ← w_i / ‖w_i‖` | one cube per row, norm by a tree in shared memory |
+//! | [`encode`] | `max(x W_enc + b_enc, 0)`, optionally from f16 operands, always f32 out | cubek's autotuned GEMM (cooperative matrices where the device has them) told to write f32, then bias + ReLU in one elementwise pass |
 //! | [`remove_parallel`] | `g_i ← g_i − (g_i·w_i) w_i` | one cube per row |
 //!
 //! Adam with bias correction: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
@@ -231,6 +233,30 @@ pub fn remove_parallel(w: Tensor<2>, g: Tensor<2>) -> Tensor<2> {
     ))
 }
 
+/// The encoder of a ReLU-family SAE, `max(x w + b, 0)` `[B, m]` for `x` `[B, d]`, `w`
+/// `[d, m]`, `b` `[m]`, in f32. On a cubecl device the GEMM is cubek's autotuned matmul (as
+/// burn's own) writing f32, and the bias and ReLU are one pass over its result instead of
+/// two; with `half` (and a device with f16) its operands are rounded to f16 first, so it can
+/// run on tensor cores while still accumulating and writing f32. Elsewhere `half` is
+/// ignored and the stock twin runs.
+pub fn encode(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>, half: bool) -> Tensor<2> {
+    let [_, d] = x.dims();
+    let [d_w, m] = w.dims();
+    assert_eq!(d, d_w, "encode: x is [B, {d}] but w is [{d_w}, {m}]");
+    assert_eq!(b.dims(), [m], "encode: bias length");
+    let device = w.device();
+    if !on_cube(&device) {
+        return stock::encode(x, w, b);
+    }
+    let half = half && device.supports_dtype(burn::tensor::FloatDType::F16);
+    Tensor::from_dispatch(<Dispatch as KernelOps>::encode(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        b.into_dispatch(),
+        half,
+    ))
+}
+
 /// The stock-burn-op twins of the kernels: the same results from burn's generic ops, on any
 /// device. `lantern-sae` runs these on the CPU; the tests compare each kernel against them.
 pub mod stock {
@@ -323,6 +349,11 @@ pub mod stock {
     pub fn normalize_rows(w: Tensor<2>) -> Tensor<2> {
         let norms = w.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
         w / norms
+    }
+
+    /// Twin of [`super::encode`] (always f32).
+    pub fn encode(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>) -> Tensor<2> {
+        (x.matmul(w) + b.unsqueeze_dim(0)).clamp_min(0.0)
     }
 
     /// Twin of [`super::remove_parallel`].

@@ -6,6 +6,7 @@ use burn::backend::Cube;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Shape};
+use burn_cubecl::kernel::matmul::{MatmulStrategy, matmul};
 use burn_cubecl::kernel::{cast, into_contiguous};
 use burn_cubecl::ops::numeric::{empty_device_dtype, zeros_client};
 use burn_cubecl::tensor::CubeTensor;
@@ -61,6 +62,15 @@ pub trait KernelOps: Backend {
 
     /// `g_i − (g_i · w_i) w_i` for every row `i` of `w`, `g` `[m, d]`.
     fn remove_parallel(w: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `max(x w + b, 0)` `[B, m]` in f32 for `x` `[B, d]`, `w` `[d, m]`, `b` `[m]`; with
+    /// `half` the GEMM's operands are f16 (accumulation and result stay f32).
+    fn encode(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        half: bool,
+    ) -> FloatTensor<Self>;
 }
 
 /// wgpu's limit on cubes along one dimension of a grid.
@@ -325,5 +335,30 @@ impl KernelOps for Cube {
             );
         }
         out
+    }
+
+    fn encode(x: CubeTensor, w: CubeTensor, b: CubeTensor, half: bool) -> CubeTensor {
+        let operands = if half { DType::F16 } else { DType::F32 };
+        let (x, w, b) = (as_dtype(x, operands), as_dtype(w, operands), f32s(b));
+        // cubek's matmul (autotuned like burn's own), told to write f32 whatever the
+        // operands: with f16 operands it accumulates in f32 (`MatmulElems::from_globals`)
+        // and, on devices with cooperative matrices, runs on them.
+        let acts = matmul(x, w, None, MatmulStrategy::default(), DType::F32)
+            .unwrap_or_else(|e| panic!("encoder GEMM ({operands:?} operands): {e:?}"));
+        let acts = into_contiguous(acts);
+        let (rows, m) = dims2(&acts);
+        let n = rows * m;
+        if n > 0 {
+            cube::bias_relu_kernel::launch(
+                &acts.client,
+                elementwise(n, 256),
+                CubeDim::new_1d(256),
+                acts.clone().into_tensor_arg(),
+                b.into_tensor_arg(),
+                n,
+                m,
+            );
+        }
+        acts
     }
 }

@@ -467,3 +467,80 @@ fn parallel_removal_matches_the_stock_ops_and_leaves_gradients_orthogonal() {
         }
     }
 }
+
+/// `max(Σ_j x_bj w_jc + b_c, 0)` in f64, `[rows, m]`.
+fn naive_encode(x: &[f32], w: &[f32], b: &[f32], rows: usize, d: usize) -> Vec<f32> {
+    let m = b.len();
+    let mut out = vec![0f32; rows * m];
+    for r in 0..rows {
+        for c in 0..m {
+            let pre = b[c] as f64
+                + (0..d)
+                    .map(|j| x[r * d + j] as f64 * w[j * m + c] as f64)
+                    .sum::<f64>();
+            out[r * m + c] = pre.max(0.0) as f32;
+        }
+    }
+    out
+}
+
+fn round_to_f16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+}
+
+#[test]
+fn encode_matches_f64_loops_in_f32_and_from_f16_operands() {
+    let Some(gpu) = wgpu() else { return };
+    let mut rng = Rng(31);
+    // Sizes that no tile or vector width divides.
+    let (rows, d, m) = (37, 200, 333);
+    let x: Vec<f32> = (0..rows * d).map(|_| rng.normal()).collect();
+    let w: Vec<f32> = (0..d * m).map(|_| 0.1 * rng.normal()).collect();
+    let b: Vec<f32> = (0..m).map(|_| 0.5 * rng.normal()).collect();
+    let run = |dev: &Device, half: bool| {
+        host(lantern_kernels::encode(
+            t2(x.clone(), [rows, d], dev),
+            t2(w.clone(), [d, m], dev),
+            t1(b.clone(), dev),
+            half,
+        ))
+    };
+
+    let want = naive_encode(&x, &w, &b, rows, d);
+    let got = run(&gpu, false);
+    assert_close("encode (f32)", &got, &want, 1e-5);
+    assert_close("encode (stock)", &run(&Device::flex(), false), &want, 1e-5);
+    // The ReLU: clearly negative pre-activations give exact zeros, and there are some.
+    let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let zeros = want.iter().filter(|&&v| v == 0.0).count();
+    assert!(
+        zeros > rows * m / 4 && zeros < rows * m * 3 / 4,
+        "{zeros} zeros"
+    );
+    let pre = |i: usize| {
+        let (r, c) = (i / m, i % m);
+        b[c] + (0..d).map(|j| x[r * d + j] * w[j * m + c]).sum::<f32>()
+    };
+    for (i, &v) in got.iter().enumerate() {
+        if pre(i) < -1e-3 * scale {
+            assert_eq!(v, 0.0, "encode[{i}]: ReLU of {}", pre(i));
+        }
+    }
+
+    if !gpu.supports_dtype(burn::tensor::FloatDType::F16) {
+        eprintln!("skipping the f16 half: the adapter has no f16");
+        return;
+    }
+    // f16 operands: the f64 loop over the rounded operands, to f32 precision, so the GEMM
+    // accumulates and writes f32 (an f16 result would be off by up to 2⁻¹¹ of the largest
+    // value, 50× the tolerance) ...
+    let want16 = naive_encode(&round_to_f16(&x), &round_to_f16(&w), &b, rows, d);
+    let got16 = run(&gpu, true);
+    assert_close("encode (f16 operands)", &got16, &want16, 1e-5);
+    // ... and the operands were rounded: the f32 result is farther than that.
+    let off = got16
+        .iter()
+        .zip(&want)
+        .fold(0f32, |a, (g, w)| a.max((g - w).abs()));
+    assert!(off > 1e-4 * scale, "f16 operands changed nothing ({off})");
+}

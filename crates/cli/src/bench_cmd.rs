@@ -39,6 +39,11 @@ pub enum BenchCommand {
         /// name, as `scripts/peer-bench.py` writes them): print the ratio for matching shapes.
         #[arg(long)]
         compare_file: Option<PathBuf>,
+        /// With the burn engine (every GPU): also time each piece of the step alone, both
+        /// the dense default's and the sparse kernel path's (`--steps` runs each, synced
+        /// before and after), and print ms per piece.
+        #[arg(long)]
+        breakdown: bool,
     },
     /// Rows/s and peak memory of streaming a whole store in shuffled batches.
     Acts {
@@ -96,6 +101,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             engine,
             arch,
             compare_file,
+            breakdown,
         } => {
             let choice: DeviceChoice = device.parse()?;
             let per_batch = match arch.as_str() {
@@ -108,6 +114,11 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 "burn" => false,
                 other => bail!("--engine '{other}': expected native or burn"),
             };
+            if breakdown && native {
+                bail!(
+                    "--breakdown times the burn engine's pieces (--engine burn); the native CPU engine prints its phases without it"
+                );
+            }
             let peers = match &compare_file {
                 Some(p) => read_peer_figures(p)?,
                 None => Vec::new(),
@@ -135,6 +146,14 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                     "sae step  device {choice}  engine {engine}  arch {arch}  d {d}  d_sae {m}  k {k}  batch {batch}  {ms:.3} ms/step  {tok_s:.0} tokens/s  peak RSS {} MiB",
                     peak_rss_mib().map_or("?".into(), |v| v.to_string())
                 );
+                if breakdown {
+                    let pieces = bench_pieces(choice, d, m, k, batch, steps.max(1))?;
+                    let parts: Vec<String> = pieces
+                        .iter()
+                        .map(|(name, ms)| format!("{name} {ms:.3}"))
+                        .collect();
+                    println!("  ms per piece, each alone: {}", parts.join("  "));
+                }
                 if let Some(p) = phases {
                     let parts: Vec<String> = p
                         .named()
@@ -314,6 +333,126 @@ fn bench_step(
         .sync()
         .map_err(|e| anyhow::anyhow!("device sync: {e}"))?;
     Ok((steps * batch) as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Milliseconds per run of each piece of a TopK step, each run `steps` times alone after an
+/// untimed run (autotuning) with the device synced before and after, on the random SAE and
+/// batch of [`bench_step`]. The dense path (the GPU default) is `encode`, `select-mask`
+/// (`select-mask-kth` with `LANTERN_TOPK_KTH=topk`), `decode-dense`, `backward-dense`, `update`; the sparse kernel path (`LANTERN_SPARSE_TOPK=1`)
+/// `encode`, `select-topk`, `decode-gather`, `backward-sparse`, `update`; `encode-f16` is
+/// `encode` with f16 operands (`LANTERN_ENCODER_F16=1`, devices with f16). Pieces of the
+/// step not listed (the loss, AuxK, statistics) are the rest of the step's time.
+fn bench_pieces(
+    choice: DeviceChoice,
+    d: usize,
+    m: usize,
+    k: usize,
+    batch: usize,
+    steps: usize,
+) -> Result<Vec<(&'static str, f64)>> {
+    use burn::tensor::FloatDType;
+    use lantern_sae::sparse;
+    use lantern_sae::step::row_threshold;
+    let device = choice.open()?;
+    let (params, x, _) = random_topk_setup(&device, d, m, k, batch);
+    let k = k.min(m);
+    let sync = || {
+        device
+            .sync()
+            .map_err(|e| anyhow::anyhow!("device sync: {e}"))
+    };
+    let time = |f: &mut dyn FnMut()| -> Result<f64> {
+        f();
+        sync()?;
+        let t = Instant::now();
+        for _ in 0..steps {
+            f();
+        }
+        sync()?;
+        Ok(1e3 * t.elapsed().as_secs_f64() / steps as f64)
+    };
+    let p = &params;
+    let xc = x.clone() - p.b_dec.clone().unsqueeze_dim(0);
+    let encode = |half| lantern_kernels::encode(xc.clone(), p.w_enc.clone(), p.b_enc.clone(), half);
+    let acts = encode(false);
+    // The dense path's selection: each row's k-th value by halving, or (`LANTERN_TOPK_KTH=
+    // topk`) from the row top-k, then the mask.
+    let mask = |acts: &burn::tensor::Tensor<2>, radix: bool| {
+        let kth = if radix {
+            lantern_sae::topk::top_k_rows(acts.clone(), k).0.min_dim(1)
+        } else {
+            row_threshold(acts, k)
+        };
+        acts.clone() * acts.clone().greater_equal(kth.expand([batch, m])).float()
+    };
+    let f = mask(&acts, false);
+    let coo = sparse::top_k_per_row(acts.clone(), k);
+    let g = sparse::decode_per_row(&coo, &p.w_dec, batch, k) - x.clone();
+    let zeros = || {
+        let z = p.zeros_like();
+        sparse::SparseGrads {
+            w_dec: z.w_dec.clone(),
+            w_enc_t: z.w_dec,
+            b_enc: z.b_enc,
+        }
+    };
+    let mut out = vec![("encode", time(&mut || drop(encode(false)))?)];
+    if lantern_kernels::on_cube(&device) && device.supports_dtype(FloatDType::F16) {
+        out.push(("encode-f16", time(&mut || drop(encode(true)))?));
+    }
+    out.push(("select-mask", time(&mut || drop(mask(&acts, false)))?));
+    out.push(("select-mask-kth", time(&mut || drop(mask(&acts, true)))?));
+    out.push((
+        "select-topk",
+        time(&mut || drop(sparse::top_k_per_row(acts.clone(), k)))?,
+    ));
+    out.push((
+        "decode-dense",
+        time(&mut || drop(f.clone().matmul(p.w_dec.clone())))?,
+    ));
+    out.push((
+        "decode-gather",
+        time(&mut || drop(sparse::decode_per_row(&coo, &p.w_dec, batch, k)))?,
+    ));
+    out.push((
+        "backward-dense",
+        time(&mut || {
+            let grad_pre =
+                g.clone().matmul(p.w_dec.clone().transpose()) * f.clone().greater_elem(0.0).float();
+            drop(f.clone().transpose().matmul(g.clone()));
+            drop(grad_pre.clone().transpose().matmul(xc.clone()));
+            drop(grad_pre.sum_dim(0));
+        })?,
+    ));
+    out.push((
+        "backward-sparse",
+        time(&mut || drop(sparse::backward(&coo, &g, &xc, &p.w_dec, zeros())))?,
+    ));
+    let grads = {
+        let s = sparse::backward(&coo, &g, &xc, &p.w_dec, zeros());
+        Params {
+            w_enc: s.w_enc_t.transpose(),
+            b_enc: s.b_enc,
+            w_dec: s.w_dec,
+            b_dec: g.clone().sum_dim(0).reshape([d]),
+            log_threshold: None,
+        }
+    };
+    let mut adam = Adam::new(p);
+    out.push((
+        "update",
+        time(&mut || {
+            drop(optim::update(
+                p.clone(),
+                grads.clone(),
+                &mut adam,
+                1e-4,
+                true,
+                Some(1.0),
+            ))
+        })?,
+    ));
+    Ok(out)
 }
 
 /// One row of a peer's figures (`scripts/peer-bench.py`).

@@ -49,7 +49,7 @@
 //! θ_i] / B`: a latent that never fires gets no reconstruction gradient, and this lifts its
 //! pre-activations (mostly through `b_enc`) and lowers its threshold until it fires.
 
-use burn::tensor::{FloatDType, Tensor};
+use burn::tensor::Tensor;
 
 use crate::Arch;
 use crate::params::Params;
@@ -154,26 +154,16 @@ pub fn pre_acts(p: &Params, xc: &Tensor<2>) -> Tensor<2> {
     xc.clone().matmul(p.w_enc.clone()) + p.b_enc.clone().unsqueeze_dim(0)
 }
 
-/// [`pre_acts`] for a TopK/BatchTopK training step: with `LANTERN_ENCODER_F16=1` on a cubecl
-/// device that supports f16, the encoder GEMM takes f16 operands (tensor cores, through
-/// SPIR-V's cooperative matrices on vulkan) and its result returns to f32 before the
-/// selection. Off by default: it rounds `xc` and `W_enc` to 11-bit mantissas, and its speed has
-/// not been measured on a GPU yet (`scripts/gpu-bench.sh`). Evaluation and inference always
-/// use f32.
-fn training_pre_acts(p: &Params, xc: &Tensor<2>) -> Tensor<2> {
-    let device = xc.device();
-    let half = lantern_kernels::on_cube(&device)
-        && std::env::var("LANTERN_ENCODER_F16").is_ok_and(|v| v == "1")
-        && device.supports_dtype(FloatDType::F16);
-    if !half {
-        return pre_acts(p, xc);
-    }
-    let gemm = xc
-        .clone()
-        .cast(FloatDType::F16)
-        .matmul(p.w_enc.clone().cast(FloatDType::F16))
-        .cast(FloatDType::F32);
-    gemm + p.b_enc.clone().unsqueeze_dim(0)
+/// `max(pre, 0)` of [`pre_acts`] for a TopK/BatchTopK training step, by
+/// [`lantern_kernels::encode`]: on a cubecl device the bias and ReLU are one pass over the
+/// GEMM's result, and with `LANTERN_ENCODER_F16=1` (on a device with f16) the GEMM takes f16
+/// operands (tensor cores, through SPIR-V's cooperative matrices on vulkan) while still
+/// accumulating and writing f32. The f16 operands are off by default: they round `xc` and
+/// `W_enc` to 11-bit mantissas, and their speed has not been measured on a GPU yet
+/// (`scripts/gpu-bench.sh`). Evaluation and inference always use f32.
+fn training_acts(p: &Params, xc: &Tensor<2>) -> Tensor<2> {
+    let half = std::env::var("LANTERN_ENCODER_F16").is_ok_and(|v| v == "1");
+    lantern_kernels::encode(xc.clone(), p.w_enc.clone(), p.b_enc.clone(), half)
 }
 
 fn total_variance(x: &Tensor<2>) -> Tensor<1> {
@@ -201,7 +191,7 @@ fn sparse_step(
     let [batch, _] = x.dims();
     let (_, m) = p.dims();
     let xc = encoder_input(p, &x, s.apply_b_dec_to_input);
-    let acts = training_pre_acts(p, &xc).clamp_min(0.0);
+    let acts = training_acts(p, &xc);
 
     // TopK: k entries per row, decoded sparsely. BatchTopK: every activation at or above the
     // batch threshold τ (the k·B-th largest), decoded densely.
