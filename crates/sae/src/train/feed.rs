@@ -1,10 +1,9 @@
-//! The data feed: the initial sample, row filtering and scaling, and batches read ahead on a
-//! background thread.
+//! The data feed: the initial sample, row filtering and scaling, and batches read ahead (and,
+//! for a single run, cut) on a background thread.
 
 use std::sync::mpsc;
 use std::thread;
 
-use burn::tensor::{Device, Tensor, TensorData};
 use lantern_acts::{Batch, BatchReader, Cursor, NonFinite, ReaderOptions, Store};
 
 use super::TrainConfig;
@@ -46,35 +45,52 @@ pub(super) fn init_sample(store: &Store, cfg: &TrainConfig) -> Result<(RowCut, V
     Ok((cut, rows))
 }
 
-/// Drops the rows `cut` drops (counted in `dropped`), scales, uploads: the batch tensor (None
-/// if nothing is left).
-pub(super) fn filter_rows(
-    batch: Batch,
-    cut: &RowCut,
-    scale: f32,
-    dropped: &mut Dropped,
-    device: &Device,
-) -> Option<Tensor<2>> {
-    let d = batch.d;
-    let kept = cut.keep(&batch, dropped, |v| v * scale);
-    let n = kept.len() / d.max(1);
-    (n > 0).then(|| Tensor::from_data(TensorData::new(kept, [n, d]), device))
+/// A batch after the row cut: the kept rows, scaled, row-major `[n, d]`, and the rows it
+/// dropped by reason.
+pub(super) struct Rows {
+    pub acts: Vec<f32>,
+    pub d: usize,
+    pub dropped: Dropped,
 }
 
-/// Reads batches on a background thread, two ahead, with the cursor after each.
-pub(super) struct Prefetch {
-    rx: mpsc::Receiver<lantern_acts::Result<(Batch, Cursor, u64)>>,
+impl Rows {
+    /// Drops the rows `cut` drops (counted in `dropped`) and scales the others.
+    pub fn cut(batch: &Batch, cut: &RowCut, scale: f32) -> Self {
+        let mut dropped = Dropped::default();
+        let acts = cut.keep(batch, &mut dropped, |v| v * scale);
+        Self {
+            acts,
+            d: batch.d,
+            dropped,
+        }
+    }
+
+    /// Rows kept.
+    pub fn len(&self) -> usize {
+        self.acts.len() / self.d.max(1)
+    }
+}
+
+/// Reads batches on a background thread, two ahead, with the cursor after each, and prepares
+/// each there with `prepare` (the row cut for a single run, so that a GPU step never waits
+/// for it; nothing for a lockstep sweep, whose runs may cut differently).
+pub(super) struct Prefetch<T> {
+    rx: mpsc::Receiver<lantern_acts::Result<(T, Cursor, u64)>>,
     skipped: std::cell::Cell<u64>,
 }
 
-impl Prefetch {
-    pub fn start(mut reader: BatchReader, cursor: Cursor) -> Result<Self> {
+impl<T: Send + 'static> Prefetch<T> {
+    pub fn start(
+        mut reader: BatchReader,
+        cursor: Cursor,
+        mut prepare: impl FnMut(Batch) -> T + Send + 'static,
+    ) -> Result<Self> {
         reader.seek(cursor).map_err(SaeError::Acts)?;
         let (tx, rx) = mpsc::sync_channel(2);
         thread::spawn(move || {
             loop {
                 let item = match reader.next_batch() {
-                    Ok(Some(b)) => Ok((b, reader.cursor(), reader.skipped_non_finite())),
+                    Ok(Some(b)) => Ok((prepare(b), reader.cursor(), reader.skipped_non_finite())),
                     Ok(None) => break,
                     Err(e) => Err(e),
                 };
@@ -90,7 +106,7 @@ impl Prefetch {
         })
     }
 
-    pub fn next(&self) -> Result<(Batch, Cursor)> {
+    pub fn next(&self) -> Result<(T, Cursor)> {
         match self.rx.recv() {
             Ok(Ok((b, c, skipped))) => {
                 self.skipped.set(skipped);

@@ -16,7 +16,7 @@ mod state;
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 use lantern_acts::{BatchReader, NonFinite, ReaderOptions, Store};
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +36,7 @@ use crate::params::{Params, download, scalar, upload1};
 use crate::rows::{Dropped, RowCut};
 use crate::step::{StepOutput, StepSettings, step};
 use crate::{Arch, Result, SaeError, SaeWeights};
-use feed::{Prefetch, filter_rows};
+use feed::{Prefetch, Rows};
 use state::State;
 
 /// One row of the training log.
@@ -117,14 +117,17 @@ pub fn train(
 ) -> Result<TrainReport> {
     let mut run = Run::start(store, cfg, device_choice, out, resume)?;
     let reader = BatchReader::new(store.clone(), reader_options(cfg)).map_err(SaeError::Acts)?;
-    let batches = Prefetch::start(reader, run.cursor())?;
+    // The row cut and scale are fixed for the run: the reading thread applies them, so the
+    // next batch is ready while the device runs this step.
+    let (cut, scale) = (run.state.saved.row_cut.clone(), run.state.saved.scale);
+    let batches = Prefetch::start(reader, run.cursor(), move |b| Rows::cut(&b, &cut, scale))?;
     observer(TrainEvent::Started {
         step: run.step_done(),
         steps: cfg.steps,
     });
     while !run.done() {
-        let (batch, cursor_after) = batches.next()?;
-        run.feed(batch, cursor_after, batches.skipped(), observer)?;
+        let (rows, cursor_after) = batches.next()?;
+        run.feed_rows(rows, cursor_after, batches.skipped(), observer)?;
     }
     run.finish(store)
 }
@@ -180,7 +183,7 @@ pub fn train_lockstep(
     let mut failed: Vec<Option<SaeError>> = runs.iter().map(|_| None).collect();
     let reader = BatchReader::new(store.clone(), reader_options(first)).map_err(SaeError::Acts)?;
     let cursor = live[0].as_ref().map(Run::cursor).unwrap_or_default();
-    let batches = Prefetch::start(reader, cursor)?;
+    let batches = Prefetch::start(reader, cursor, |b| b)?;
     for i in 0..live.len() {
         observer(
             i,
@@ -333,19 +336,28 @@ impl Run {
         skipped: u64,
         observer: &mut dyn FnMut(TrainEvent),
     ) -> Result<()> {
+        let rows = Rows::cut(&batch, &self.state.saved.row_cut, self.state.saved.scale);
+        self.feed_rows(rows, cursor_after, skipped, observer)
+    }
+
+    /// [`Run::feed`] of a batch already cut with this run's row cut and scale.
+    fn feed_rows(
+        &mut self,
+        rows: Rows,
+        cursor_after: lantern_acts::Cursor,
+        skipped: u64,
+        observer: &mut dyn FnMut(TrainEvent),
+    ) -> Result<()> {
         let (cfg, device, d) = (&self.cfg, &self.device, self.d);
         let state = &mut self.state;
         state.saved.skipped_non_finite = self.skipped_before + skipped;
-        let rows = filter_rows(
-            batch,
-            &state.saved.row_cut,
-            state.saved.scale,
-            &mut state.saved.dropped,
-            device,
-        );
+        state.saved.dropped.add(&rows.dropped);
         state.saved.cursor = cursor_after;
-        let Some(x) = rows else { return Ok(()) };
-        let n = x.dims()[0] as u64;
+        let rows_n = rows.len();
+        if rows_n == 0 {
+            return Ok(());
+        }
+        let n = rows_n as u64;
 
         let settings = StepSettings {
             arch: cfg.k_at(state.saved.step, d),
@@ -376,13 +388,14 @@ impl Run {
                         _ => Select::PerRow,
                     },
                 };
-                let stats = cpu.step(&download(x)?, &opts, Some(&self.dead_list));
+                let stats = cpu.step(&rows.acts, &opts, Some(&self.dead_list));
                 if let Some(tau) = stats.min_selected {
                     state.average_batch_threshold(Tensor::from_floats([tau], device));
                 }
                 Outcome::Host(stats)
             }
             None => {
+                let x = Tensor::from_data(TensorData::new(rows.acts, [rows_n, d]), device);
                 let out = step(&state.saved.params, x, &settings, state.dead.as_ref());
                 state.saved.params = optim::update(
                     state.saved.params.clone(),
