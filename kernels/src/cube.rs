@@ -72,19 +72,43 @@ pub fn bias_relu_kernel(acts: &mut Tensor<f32>, b: &Tensor<f32>, n: usize, m: us
     acts[i] = f32::max(acts[i] + b[i % m], 0f32);
 }
 
+/// Column `i` of the row at `base` as the top-k kernel sees it: the value itself, or with
+/// `masked` `max(value, 0)` where `keep[i] > 0.5` and `0` elsewhere (AuxK's dead latents).
+#[cube]
+fn entry(
+    acts: &Tensor<f32>,
+    keep: &Tensor<f32>,
+    base: usize,
+    i: usize,
+    #[comptime] masked: bool,
+) -> f32 {
+    let x = acts[base + i];
+    let mut v = x;
+    if comptime!(masked) {
+        v = 0f32;
+        if keep[i] > 0.5f32 {
+            v = f32::max(x, 0f32);
+        }
+    }
+    v
+}
+
 /// Row top-k by radix selection: one cube per row of `acts` `[rows, m]`. Four passes find
 /// the k-th largest value's key byte by byte (a 256-bin histogram of the keys that share the
 /// bytes found so far); a last pass writes every value above it and the first `rem` values
-/// equal to it (ties go to the lower column), in column order within each class. Needs
-/// `k ≤ m` and a cube of `ROW_UNITS` units.
+/// equal to it (ties go to the lower column), in column order within each class. With
+/// `masked` it selects from the row as [`entry`] masks it by `keep` `[m]`. Needs `k ≤ m` and a
+/// cube of `ROW_UNITS` units.
 #[cube(launch)]
 pub fn top_k_rows_kernel(
     acts: &Tensor<f32>,
+    keep: &Tensor<f32>,
     vals: &mut Tensor<f32>,
     idx: &mut Tensor<i32>,
     rows: usize,
     m: usize,
     k: usize,
+    #[comptime] masked: bool,
 ) {
     let row = cube_id();
     if row >= rows {
@@ -109,7 +133,7 @@ pub fn top_k_rows_kernel(
         let prefix = state[0];
         let mut i = tid;
         while i < m {
-            let key = order_key(acts[base + i]);
+            let key = order_key(entry(acts, keep, base, i, masked));
             let mut same = true;
             if comptime!(pass > 0) {
                 let high = comptime!(0xFFFF_FFFFu32 << (shift + 8));
@@ -150,7 +174,7 @@ pub fn top_k_rows_kernel(
     let mut n_gt = 0u32;
     let mut n_eq = 0u32;
     for i in start..end {
-        let key = order_key(acts[base + i]);
+        let key = order_key(entry(acts, keep, base, i, masked));
         if key > threshold {
             n_gt += 1u32;
         } else if key == threshold {
@@ -178,7 +202,7 @@ pub fn top_k_rows_kernel(
     let mut at_eq = eq[tid];
     let out = row * k;
     for i in start..end {
-        let x = acts[base + i];
+        let x = entry(acts, keep, base, i, masked);
         let key = order_key(x);
         if key > threshold {
             vals[out + at_gt as usize] = x;
@@ -278,6 +302,24 @@ pub fn count_kernel(lat: &Tensor<i32>, counts: &mut Tensor<Atomic<u32>>, n: usiz
 /// Exclusive scan of `counts` `[m]` into `offsets` `[m + 1]`, by one cube: each unit sums a
 /// contiguous stretch, unit 0 scans the `ROW_UNITS` partial sums, each unit writes its
 /// stretch.
+/// Fire counts: `counts[lat[e]] += 1` for every entry `e < n` with `val[e] > 0`, one unit per
+/// entry (integer atomics, so the result does not depend on their order).
+#[cube(launch)]
+pub fn fire_count_kernel(
+    val: &Tensor<f32>,
+    lat: &Tensor<i32>,
+    counts: &mut Tensor<Atomic<u32>>,
+    n: usize,
+) {
+    let e = ABSOLUTE_POS;
+    if e >= n {
+        terminate!();
+    }
+    if val[e] > 0f32 {
+        counts[usize::cast_from(lat[e])].fetch_add(1u32);
+    }
+}
+
 #[cube(launch)]
 pub fn scan_kernel(counts: &Tensor<u32>, offsets: &mut Tensor<u32>, m: usize) {
     let mut part = Shared::<[u32]>::new_slice(ROW_UNITS as usize);

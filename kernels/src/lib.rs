@@ -6,10 +6,12 @@
 //! | function | what it computes | kernel |
 //! |---|---|---|
 //! | [`top_k_rows`] | the `k` largest of each row of `[B, m]`, values and columns (ties to the lower column) | radix select, one cube per row: four byte passes over a 256-bin histogram in shared memory, then an ordered write |
+//! | [`top_k_rows_masked`] | the same of `max(acts, 0)` with the columns outside a mask set to 0 (AuxK) | the same kernel, masking as it reads |
 //! | [`decode_rows`] | `x̂_b = Σ_t val_bt W_dec[lat_bt]` | gather of `k` decoder rows per batch row |
 //! | [`sparse_backward`] | `∂W_dec[j] += Σ_{n: lat_n = j} val_n g_{row_n}`; `∂pre_n = 1[val_n > 0] W_dec[lat_n]·g_{row_n}`; `∂W_encᵀ[j] += Σ_{n: lat_n = j} ∂pre_n xc_{row_n}`; `∂b_enc[j] += Σ_{n: lat_n = j} ∂pre_n` | value gradient at the selected entries only; a counting sort of the entries by latent (histogram, scan, scatter); segment sums by latent, one cube per latent, no float atomics |
 //! | [`adam`] | Adam (Kingma & Ba 2015), gradient scaled by a clip factor on the device | one pass over `p, g, m, v` |
 //! | [`adam_rows_renorm`] | Adam on the decoder rows, then `w_i ← w_i / ‖w_i‖` | one cube per row, norm by a tree in shared memory |
+//! | [`fire_counts`] | entries with `val > 0` per latent | one unit per entry, `u32` atomics |
 //! | [`encode`] | `max(x W_enc + b_enc, 0)`, optionally from f16 operands, always f32 out | cubek's autotuned GEMM (cooperative matrices where the device has them) told to write f32, then bias + ReLU in one elementwise pass |
 //! | [`remove_parallel`] | `g_i ← g_i − (g_i·w_i) w_i` | one cube per row |
 //!
@@ -55,7 +57,30 @@ pub fn top_k_rows(acts: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2, Int>) {
     if !on_cube(&acts.device()) {
         return stock::top_k_rows(acts, k);
     }
-    let (v, i) = <Dispatch as KernelOps>::top_k_rows(acts.into_dispatch(), k);
+    let acts = acts.into_dispatch();
+    let (v, i) = <Dispatch as KernelOps>::top_k_rows(acts.clone(), acts, false, k);
+    (Tensor::from_dispatch(v), Tensor::from_dispatch(i))
+}
+
+/// [`top_k_rows`] of `max(acts, 0)` with the columns where `keep ≤ 0.5` set to 0 (`keep`
+/// `[m]`): AuxK's selection among dead latents, without writing the masked `[B, m]` copy
+/// (the twin's `mask_fill` and `clamp_min`, two passes over it).
+pub fn top_k_rows_masked(
+    acts: Tensor<2>,
+    keep: Tensor<1>,
+    k: usize,
+) -> (Tensor<2>, Tensor<2, Int>) {
+    let [_, m] = acts.dims();
+    assert!(
+        k <= m,
+        "top_k_rows_masked: k = {k} exceeds the row length {m}"
+    );
+    assert_eq!(keep.dims(), [m], "top_k_rows_masked: keep length");
+    if !on_cube(&acts.device()) {
+        return stock::top_k_rows_masked(acts, keep, k);
+    }
+    let (v, i) =
+        <Dispatch as KernelOps>::top_k_rows(acts.into_dispatch(), keep.into_dispatch(), true, k);
     (Tensor::from_dispatch(v), Tensor::from_dispatch(i))
 }
 
@@ -233,6 +258,21 @@ pub fn remove_parallel(w: Tensor<2>, g: Tensor<2>) -> Tensor<2> {
     ))
 }
 
+/// Fire counts of a sparse code: for each of the `m` latents, the entries with `val > 0`,
+/// `[m]` (as f32). burn's `select_assign` add, the twin, runs as one GPU thread per output
+/// column, so on a `[m]` vector one thread walks every entry; the kernel is one unit per
+/// entry with integer atomics.
+pub fn fire_counts(e: &Entries, m: usize) -> Tensor<1> {
+    if !on_cube(&e.val.device()) {
+        return stock::fire_counts(e, m);
+    }
+    Tensor::from_dispatch(<Dispatch as KernelOps>::fire_counts(
+        e.val.clone().into_dispatch(),
+        e.lat.clone().into_dispatch(),
+        m,
+    ))
+}
+
 /// The encoder of a ReLU-family SAE, `max(x w + b, 0)` `[B, m]` for `x` `[B, d]`, `w`
 /// `[d, m]`, `b` `[m]`, in f32. On a cubecl device the GEMM is cubek's autotuned matmul (as
 /// burn's own) writing f32, and the bias and ReLU are one pass over its result instead of
@@ -266,6 +306,25 @@ pub mod stock {
     /// `flex`; burn's cubecl reduction is wrong above k = 32, hence the kernel).
     pub fn top_k_rows(acts: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2, Int>) {
         acts.topk_with_indices(k, 1)
+    }
+
+    /// The masked rows of [`super::top_k_rows_masked`]: `max(acts, 0)`, 0 where `keep ≤ 0.5`.
+    pub fn mask_rows(acts: Tensor<2>, keep: Tensor<1>) -> Tensor<2> {
+        let dims = acts.dims();
+        let drop = keep
+            .lower_equal_elem(0.5)
+            .unsqueeze_dim::<2>(0)
+            .expand(dims);
+        acts.mask_fill(drop, -1.0).clamp_min(0.0)
+    }
+
+    /// Twin of [`super::top_k_rows_masked`].
+    pub fn top_k_rows_masked(
+        acts: Tensor<2>,
+        keep: Tensor<1>,
+        k: usize,
+    ) -> (Tensor<2>, Tensor<2, Int>) {
+        top_k_rows(mask_rows(acts, keep), k)
     }
 
     /// Twin of [`super::decode_rows`]: a `select` of the decoder rows and a sum over `k`.
@@ -349,6 +408,16 @@ pub mod stock {
     pub fn normalize_rows(w: Tensor<2>) -> Tensor<2> {
         let norms = w.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
         w / norms
+    }
+
+    /// Twin of [`super::fire_counts`].
+    pub fn fire_counts(e: &Entries, m: usize) -> Tensor<1> {
+        Tensor::zeros([m], &e.val.device()).select_assign(
+            0,
+            e.lat.clone(),
+            e.val.clone().greater_elem(0.0).float(),
+            IndexingUpdateOp::Add,
+        )
     }
 
     /// Twin of [`super::encode`] (always f32).

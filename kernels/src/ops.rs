@@ -18,8 +18,15 @@ use crate::cube::{self, ROW_UNITS, VG_ENTRIES, VG_LANES};
 /// docs for each formula; the Tensor-level wrappers in the crate root check shapes).
 #[backend_extension(Cube)]
 pub trait KernelOps: Backend {
-    /// The `k` largest values of each row of `acts` `[B, m]` and their columns, `[B, k]`.
-    fn top_k_rows(acts: FloatTensor<Self>, k: usize) -> (FloatTensor<Self>, IntTensor<Self>);
+    /// The `k` largest values of each row of `acts` `[B, m]` and their columns, `[B, k]`;
+    /// with `masked`, of each row of `relu(acts)` with the columns where `keep` `[m]` is
+    /// ≤ 0.5 set to 0 (without, `keep` is not read).
+    fn top_k_rows(
+        acts: FloatTensor<Self>,
+        keep: FloatTensor<Self>,
+        masked: bool,
+        k: usize,
+    ) -> (FloatTensor<Self>, IntTensor<Self>);
 
     /// `out[b] = Σ_t val[b, t] · w[lat[b, t]]` for `val`, `lat` `[B, k]` and `w` `[m, d]`.
     fn decode_rows(
@@ -62,6 +69,9 @@ pub trait KernelOps: Backend {
 
     /// `g_i − (g_i · w_i) w_i` for every row `i` of `w`, `g` `[m, d]`.
     fn remove_parallel(w: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Entries with `val > 0` per latent, `[m]` f32, for `val`, `lat` `[n]`.
+    fn fire_counts(val: FloatTensor<Self>, lat: IntTensor<Self>, m: usize) -> FloatTensor<Self>;
 
     /// `max(x w + b, 0)` `[B, m]` in f32 for `x` `[B, d]`, `w` `[d, m]`, `b` `[m]`; with
     /// `half` the GEMM's operands are f16 (accumulation and result stay f32).
@@ -114,22 +124,31 @@ fn elementwise(n: usize, units: u32) -> CubeCount {
 }
 
 impl KernelOps for Cube {
-    fn top_k_rows(acts: CubeTensor, k: usize) -> (CubeTensor, CubeTensor) {
+    fn top_k_rows(
+        acts: CubeTensor,
+        keep: CubeTensor,
+        masked: bool,
+        k: usize,
+    ) -> (CubeTensor, CubeTensor) {
         let acts = f32s(acts);
         let (rows, m) = dims2(&acts);
         let vals = empty(&acts, Shape::new([rows, k]), DType::F32);
         let idx = empty(&acts, Shape::new([rows, k]), DType::I32);
+        // Unread without the mask: any f32 tensor will do.
+        let keep = if masked { f32s(keep) } else { acts.clone() };
         if rows > 0 && k > 0 {
             cube::top_k_rows_kernel::launch(
                 &acts.client,
                 grid(rows),
                 CubeDim::new_1d(ROW_UNITS),
                 acts.clone().into_tensor_arg(),
+                keep.into_tensor_arg(),
                 vals.clone().into_tensor_arg(),
                 idx.clone().into_tensor_arg(),
                 rows,
                 m,
                 k,
+                masked,
             );
         }
         (vals, idx)
@@ -335,6 +354,24 @@ impl KernelOps for Cube {
             );
         }
         out
+    }
+
+    fn fire_counts(val: CubeTensor, lat: CubeTensor, m: usize) -> CubeTensor {
+        let (val, lat) = (f32s(val), i32s(lat));
+        let n = val.shape().num_elements();
+        let counts = zeros(&val, Shape::new([m]), DType::U32);
+        if n > 0 && m > 0 {
+            cube::fire_count_kernel::launch(
+                &val.client,
+                elementwise(n, 256),
+                CubeDim::new_1d(256),
+                val.clone().into_tensor_arg(),
+                lat.into_tensor_arg(),
+                counts.clone().into_tensor_arg(),
+                n,
+            );
+        }
+        f32s(counts)
     }
 
     fn encode(x: CubeTensor, w: CubeTensor, b: CubeTensor, half: bool) -> CubeTensor {

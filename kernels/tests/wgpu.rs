@@ -154,6 +154,43 @@ fn top_k_of_a_whole_row_and_of_constant_rows() {
     }
 }
 
+#[test]
+fn masked_top_k_is_the_top_k_of_the_masked_rows() {
+    let Some(dev) = wgpu() else { return };
+    let mut rng = Rng(3);
+    let (b, m) = (23, 2500);
+    // Both signs; a third of the columns kept (AuxK's dead latents), so that some rows have
+    // fewer positive kept values than k and zeros fill the selection.
+    let x: Vec<f32> = (0..b * m).map(|_| rng.normal() - 1.5).collect();
+    let keep: Vec<f32> = (0..m).map(|_| f32::from(rng.below(3) == 0)).collect();
+    let masked: Vec<f32> = x
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| if keep[i % m] > 0.5 { v.max(0.0) } else { 0.0 })
+        .collect();
+    for k in [1, 16, 100, 256] {
+        let (v, c) = lantern_kernels::top_k_rows_masked(
+            t2(x.clone(), [b, m], &dev),
+            t1(keep.clone(), &dev),
+            k,
+        );
+        let got = by_column(&host(v), &host_int(c), k);
+        assert_eq!(got, naive_top_k(&masked, m, k), "k {k}");
+        let (sv, _) = stock::top_k_rows_masked(
+            t2(x.clone(), [b, m], &Device::flex()),
+            t1(keep.clone(), &Device::flex()),
+            k,
+        );
+        // The twin's values (its columns among tied zeros need not follow the tie rule).
+        let mut want: Vec<f32> = host(sv);
+        let mut mine: Vec<f32> = got.iter().flatten().map(|p| p.1).collect();
+        for row in want.chunks_mut(k).chain(mine.chunks_mut(k)) {
+            row.sort_by(f32::total_cmp);
+        }
+        assert_eq!(mine, want, "k {k}: values against the stock twin");
+    }
+}
+
 fn random_code(rng: &mut Rng, b: usize, m: usize, k: usize) -> (Vec<f32>, Vec<i64>) {
     let mut val = Vec::with_capacity(b * k);
     let mut lat = Vec::with_capacity(b * k);
@@ -543,4 +580,48 @@ fn encode_matches_f64_loops_in_f32_and_from_f16_operands() {
         .zip(&want)
         .fold(0f32, |a, (g, w)| a.max((g - w).abs()));
     assert!(off > 1e-4 * scale, "f16 operands changed nothing ({off})");
+}
+
+#[test]
+fn fire_counts_match_a_host_count_and_the_stock_op() {
+    let Some(gpu) = wgpu() else { return };
+    let mut rng = Rng(47);
+    // 70 000 entries: more than one cube row of the grid, several per latent; a third of the
+    // values are ≤ 0 (not fires), latent 0 and the last latent are always hit.
+    let (n, m) = (70_000, 3_001);
+    let lat: Vec<i64> = (0..n)
+        .map(|e| match e {
+            0 => 0,
+            1 => m as i64 - 1,
+            _ => rng.below(m) as i64,
+        })
+        .collect();
+    let val: Vec<f32> = (0..n)
+        .map(|_| match rng.below(3) {
+            0 => 0.0,
+            1 => rng.normal(),
+            _ => rng.next() + 0.01,
+        })
+        .collect();
+    let mut want = vec![0f32; m];
+    for (l, v) in lat.iter().zip(&val) {
+        if *v > 0.0 {
+            want[*l as usize] += 1.0;
+        }
+    }
+    let entries = |dev: &Device| Entries {
+        row: ints(vec![0; n], [n], dev),
+        lat: ints(lat.clone(), [n], dev),
+        val: t1(val.clone(), dev),
+    };
+    let got = host(lantern_kernels::fire_counts(&entries(&gpu), m));
+    assert_eq!(got, want, "kernel");
+    // The twin (burn's select_assign) on the CPU. On wgpu it runs as one thread walking every
+    // entry, which Mesa's lavapipe stops after 65 535 loop iterations (its shaders' limit,
+    // LP_MAX_TGSI_LOOP_ITERATIONS), so there it would count only the first 65 535.
+    assert_eq!(
+        host(stock::fire_counts(&entries(&Device::flex()), m)),
+        want,
+        "stock op on the CPU"
+    );
 }

@@ -338,10 +338,13 @@ fn bench_step(
 /// Milliseconds per run of each piece of a TopK step, each run `steps` times alone after an
 /// untimed run (autotuning) with the device synced before and after, on the random SAE and
 /// batch of [`bench_step`]. The dense path (the GPU default) is `encode`, `select-mask`
-/// (`select-mask-kth` with `LANTERN_TOPK_KTH=topk`), `decode-dense`, `backward-dense`, `update`; the sparse kernel path (`LANTERN_SPARSE_TOPK=1`)
-/// `encode`, `select-topk`, `decode-gather`, `backward-sparse`, `update`; `encode-f16` is
-/// `encode` with f16 operands (`LANTERN_ENCODER_F16=1`, devices with f16). Pieces of the
-/// step not listed (the loss, AuxK, statistics) are the rest of the step's time.
+/// (`select-mask-kth` with `LANTERN_TOPK_KTH=topk`), `decode-dense`, `backward-dense`,
+/// `fires-dense`, `update`; the sparse kernel path (`LANTERN_SPARSE_TOPK=1`) `encode`,
+/// `select-topk`, `decode-gather`, `backward-sparse`, `fires-sparse`, `update`; `encode-f16`
+/// is `encode` with f16 operands (`LANTERN_ENCODER_F16=1`, devices with f16); `auxk-select`
+/// is AuxK's selection on both (when latents are dead; its decode and backward are like
+/// `decode-gather` and `backward-sparse`). The rest of a step's time is its loss and the
+/// small ops between the pieces.
 fn bench_pieces(
     choice: DeviceChoice,
     d: usize,
@@ -427,6 +430,31 @@ fn bench_pieces(
     out.push((
         "backward-sparse",
         time(&mut || drop(sparse::backward(&coo, &g, &xc, &p.w_dec, zeros())))?,
+    ));
+    // AuxK's selection (both paths): the k_aux = d/2 largest among dead latents, here every
+    // other latent.
+    let dead = burn::tensor::Tensor::<1>::from_data(
+        burn::tensor::TensorData::new((0..m).map(|j| (j % 2) as f32).collect::<Vec<_>>(), [m]),
+        &device,
+    );
+    let k_aux = (d / 2).clamp(1, m);
+    out.push((
+        "auxk-select",
+        time(&mut || {
+            drop(sparse::top_k_per_row_among(
+                acts.clone(),
+                dead.clone(),
+                k_aux,
+            ))
+        })?,
+    ));
+    out.push((
+        "fires-dense",
+        time(&mut || drop(f.clone().greater_elem(0.0).float().sum_dim(0)))?,
+    ));
+    out.push((
+        "fires-sparse",
+        time(&mut || drop(sparse::fire_counts(&coo, m)))?,
     ));
     let grads = {
         let s = sparse::backward(&coo, &g, &xc, &p.w_dec, zeros());

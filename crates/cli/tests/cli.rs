@@ -1286,6 +1286,9 @@ fn bench_sae_breakdown_times_each_piece_of_both_gpu_paths() {
             "decode-gather",
             "backward-dense",
             "backward-sparse",
+            "auxk-select",
+            "fires-dense",
+            "fires-sparse",
             "update"
         ],
         "{line}"

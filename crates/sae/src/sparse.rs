@@ -9,7 +9,7 @@
 //! `lantern_kernels`: a CubeCL kernel on wgpu/vulkan, tested there against its stock-op twin,
 //! which is what runs on the CPU.
 
-use burn::tensor::{IndexingUpdateOp, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 
 /// Active latents in coordinate form (see the module docs): lantern-kernels' [`Entries`],
 /// whose kernels take it as it is.
@@ -20,8 +20,20 @@ pub type Coo = lantern_kernels::Entries;
 /// The `k` largest activations of every row of `acts` `[B, m]` (TopK), `k` entries per row in
 /// row order.
 pub fn top_k_per_row(acts: Tensor<2>, k: usize) -> Coo {
-    let [batch, _] = acts.dims();
     let (val, lat) = crate::topk::top_k_rows(acts, k);
+    coo_per_row(val, lat)
+}
+
+/// [`top_k_per_row`] among the latents where `keep` `[m]` is 1, the others counted as 0
+/// (AuxK's dead latents; `crate::topk::top_k_rows_masked`).
+pub fn top_k_per_row_among(acts: Tensor<2>, keep: Tensor<1>, k: usize) -> Coo {
+    let (val, lat) = crate::topk::top_k_rows_masked(acts, keep, k);
+    coo_per_row(val, lat)
+}
+
+/// The entries of `k` values and latents per row, `[B, k]` each, in row order.
+fn coo_per_row(val: Tensor<2>, lat: Tensor<2, Int>) -> Coo {
+    let [batch, k] = val.dims();
     let row = Tensor::<1, Int>::arange(0..batch as i64, &val.device())
         .unsqueeze_dim::<2>(1)
         .repeat_dim(1, k)
@@ -71,12 +83,8 @@ pub fn backward(
 /// `[m]`.
 pub type SparseGrads = lantern_kernels::Grads;
 
-/// Times each latent fired (`val > 0`) among the entries, `[m]`.
+/// Times each latent fired (`val > 0`) among the entries, `[m]` (`lantern_kernels::
+/// fire_counts`: integer atomics on wgpu/vulkan, a `select_assign` add on the CPU).
 pub fn fire_counts(coo: &Coo, d_sae: usize) -> Tensor<1> {
-    Tensor::zeros([d_sae], &coo.val.device()).select_assign(
-        0,
-        coo.lat.clone(),
-        coo.val.clone().greater_elem(0.0).float(),
-        IndexingUpdateOp::Add,
-    )
+    lantern_kernels::fire_counts(coo, d_sae)
 }

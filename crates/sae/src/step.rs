@@ -275,12 +275,8 @@ fn sparse_step(
     if let Some(dead) = dead.filter(|d| d.count > 0 && s.aux_coeff > 0.0 && s.k_aux > 0) {
         let k_aux = s.k_aux.min(dead.count);
         let scale = (dead.count as f32 / s.k_aux as f32).min(1.0);
-        // Live latents get −1 so that top-k picks dead ones (activations are ≥ 0).
-        let alive = dead.mask.clone().lower_elem(0.5).unsqueeze_dim::<2>(0);
-        let dead_acts = acts
-            .mask_fill(alive.expand([batch, m]), -1.0)
-            .clamp_min(0.0);
-        let aux = sparse::top_k_per_row(dead_acts, k_aux);
+        // Live latents count as 0, so that top-k picks dead ones (activations are ≥ 0).
+        let aux = sparse::top_k_per_row_among(acts, dead.mask.clone(), k_aux);
         let e_hat = sparse::decode_per_row(&aux, &p.w_dec, batch, k_aux);
         let diff = e_hat + e.clone(); // ê − r with r = −e
         aux_loss = diff.clone().square().sum() / tv.clone() * scale;

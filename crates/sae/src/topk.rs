@@ -29,6 +29,20 @@ pub fn top_k_rows(acts: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2, Int>) {
     )
 }
 
+/// [`top_k_rows`] of `max(acts, 0)` with the columns where `keep` `[m]` is ≤ 0.5 set to 0
+/// (AuxK among dead latents): on cubecl devices one kernel that masks as it reads
+/// (`lantern_kernels::top_k_rows_masked`), elsewhere the masked copy and the host selection.
+pub fn top_k_rows_masked(
+    acts: Tensor<2>,
+    keep: Tensor<1>,
+    k: usize,
+) -> (Tensor<2>, Tensor<2, Int>) {
+    if lantern_kernels::on_cube(&acts.device()) {
+        return lantern_kernels::top_k_rows_masked(acts, keep, k);
+    }
+    top_k_rows(lantern_kernels::stock::mask_rows(acts, keep), k)
+}
+
 /// Host twin of [`top_k_rows`] on a row-major `[B, m]` slice: values and `i64` indices.
 pub fn top_k_rows_host(acts: &[f32], m: usize, k: usize) -> (Vec<f32>, Vec<i64>) {
     let batch = acts.len() / m.max(1);
