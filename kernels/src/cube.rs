@@ -469,7 +469,7 @@ pub fn segment_kernel(
 fn adam_at(
     i: usize,
     p: &Tensor<f32>,
-    g: &Tensor<f32>,
+    g: f32,
     m: &Tensor<f32>,
     v: &Tensor<f32>,
     f: f32,
@@ -482,7 +482,7 @@ fn adam_at(
     beta2: f32,
     eps: f32,
 ) -> f32 {
-    let gi = g[i] * f;
+    let gi = g * f;
     let mi = beta1 * m[i] + (1f32 - beta1) * gi;
     let vi = beta2 * v[i] + (1f32 - beta2) * gi * gi;
     let pi = p[i] - lr_c1 * mi / (f32::sqrt(vi / c2) + eps);
@@ -516,7 +516,7 @@ pub fn adam_kernel(
         terminate!();
     }
     adam_at(
-        i, p, g, m, v, factor[0], p_out, m_out, v_out, lr_c1, c2, beta1, beta2, eps,
+        i, p, g[i], m, v, factor[0], p_out, m_out, v_out, lr_c1, c2, beta1, beta2, eps,
     );
 }
 
@@ -550,11 +550,49 @@ pub fn remove_parallel_kernel(
     }
 }
 
-/// Adam on the decoder rows fused with their renormalisation, one cube per row: the Adam
-/// step of [`adam_at`], then `p'_i ← p'_i / max(‖p'_i‖, 1e-12)`.
+/// `out[r] = ‖g_r − (g_r·w_r) w_r‖²` for every row `r` of `w`, `g` `[rows, d]`: the squared
+/// norm of each row of what [`remove_parallel_kernel`] writes, without writing it (for the
+/// clip factor of a unit-norm decoder's update). One cube per row.
+#[cube(launch)]
+pub fn removed_sq_norm_kernel(
+    w: &Tensor<f32>,
+    g: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    rows: usize,
+    d: usize,
+) {
+    let r = cube_id();
+    if r >= rows {
+        terminate!();
+    }
+    let tid = UNIT_POS as usize;
+    let base = r * d;
+    let mut dot = 0f32;
+    let mut j = tid;
+    while j < d {
+        dot += w[base + j] * g[base + j];
+        j += ROW_UNITS as usize;
+    }
+    let dot = cube_sum(dot);
+    let mut sq = 0f32;
+    let mut j = tid;
+    while j < d {
+        let h = g[base + j] - dot * w[base + j];
+        sq += h * h;
+        j += ROW_UNITS as usize;
+    }
+    let total = cube_sum(sq);
+    if tid == 0 {
+        out[r] = total;
+    }
+}
+
+/// The update of a unit-norm decoder, one cube per row: the gradient's component along the
+/// row removed (`g_i − (g_i·p_i) p_i`, as [`remove_parallel_kernel`] writes it), the Adam
+/// step of [`adam_at`] on the result, then `p'_i ← p'_i / max(‖p'_i‖, 1e-12)`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)] // a kernel takes every buffer it touches as an argument
-pub fn adam_rows_renorm_kernel(
+pub fn adam_unit_rows_kernel(
     p: &Tensor<f32>,
     g: &Tensor<f32>,
     m: &Tensor<f32>,
@@ -578,13 +616,21 @@ pub fn adam_rows_renorm_kernel(
     let tid = UNIT_POS as usize;
     let base = r * d;
     let f = factor[0];
+    // The gradient's component along the row, as `remove_parallel_kernel` computes it.
+    let mut dot = 0f32;
+    let mut j = tid;
+    while j < d {
+        dot += p[base + j] * g[base + j];
+        j += ROW_UNITS as usize;
+    }
+    let dot = cube_sum(dot);
     let mut sq = 0f32;
     let mut j = tid;
     while j < d {
         let pi = adam_at(
             base + j,
             p,
-            g,
+            g[base + j] - dot * p[base + j],
             m,
             v,
             f,

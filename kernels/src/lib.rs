@@ -10,7 +10,8 @@
 //! | [`decode_rows`] | `x̂_b = Σ_t val_bt W_dec[lat_bt]` | gather of `k` decoder rows per batch row |
 //! | [`sparse_backward`] | `∂W_dec[j] += Σ_{n: lat_n = j} val_n g_{row_n}`; `∂pre_n = 1[val_n > 0] W_dec[lat_n]·g_{row_n}`; `∂W_encᵀ[j] += Σ_{n: lat_n = j} ∂pre_n xc_{row_n}`; `∂b_enc[j] += Σ_{n: lat_n = j} ∂pre_n` | value gradient at the selected entries only; a counting sort of the entries by latent (histogram, scan, scatter); segment sums by latent, one cube per latent, no float atomics |
 //! | [`adam`] | Adam (Kingma & Ba 2015), gradient scaled by a clip factor on the device | one pass over `p, g, m, v` |
-//! | [`adam_rows_renorm`] | Adam on the decoder rows, then `w_i ← w_i / ‖w_i‖` | one cube per row, norm by a tree in shared memory |
+//! | [`adam_unit_rows`] | `g_i ← g_i − (g_i·w_i) w_i`, Adam on the decoder rows, then `w_i ← w_i / ‖w_i‖` | one cube per row, dot and norm by trees in shared memory |
+//! | [`removed_sq_norm`] | `Σ_i ‖g_i − (g_i·w_i) w_i‖²` (the clip norm's decoder term) | one cube per row, then a sum over rows |
 //! | [`fire_counts`] | entries with `val > 0` per latent | one unit per entry, `u32` atomics |
 //! | [`encode`] | `max(x W_enc + b_enc, 0)`, optionally from f16 operands, always f32 out | cubek's autotuned GEMM (cooperative matrices where the device has them) told to write f32, then bias + ReLU in one elementwise pass |
 //! | [`remove_parallel`] | `g_i ← g_i − (g_i·w_i) w_i` | one cube per row |
@@ -201,8 +202,10 @@ pub fn adam<const D: usize>(
     adam_kernel(p, g, m, v, factor, s, false)
 }
 
-/// [`adam`] on the rows of `p` `[m, d]`, then every row rescaled to unit norm.
-pub fn adam_rows_renorm(
+/// The update of a unit-norm decoder `p` `[m, d]` in one kernel: each row's gradient without
+/// its component along the row (`g_i − (g_i·p_i) p_i`, [`remove_parallel`]), [`adam`] on it,
+/// then every row rescaled to unit norm.
+pub fn adam_unit_rows(
     p: Tensor<2>,
     g: Tensor<2>,
     m: Tensor<2>,
@@ -211,7 +214,7 @@ pub fn adam_rows_renorm(
     s: AdamStep,
 ) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
     if !on_cube(&p.device()) {
-        return stock::adam_rows_renorm(p, g, m, v, factor, s);
+        return stock::adam_unit_rows(p, g, m, v, factor, s);
     }
     adam_kernel(p, g, m, v, factor, s, true)
 }
@@ -223,7 +226,7 @@ fn adam_kernel<const D: usize>(
     v: Tensor<D>,
     factor: Tensor<1>,
     s: AdamStep,
-    renorm_rows: bool,
+    unit_rows: bool,
 ) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
     let (c1, c2) = s.bias();
     let (p, m, v) = <Dispatch as KernelOps>::adam(
@@ -237,7 +240,7 @@ fn adam_kernel<const D: usize>(
         s.beta1,
         s.beta2,
         s.eps,
-        renorm_rows,
+        unit_rows,
     );
     (
         Tensor::from_dispatch(p),
@@ -295,6 +298,20 @@ pub fn encode(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>, half: bool) -> Tensor<2>
         b.into_dispatch(),
         half,
     ))
+}
+
+/// `Σ_i ‖g_i − (g_i · w_i) w_i‖²` over the rows of `w`, `g` `[m, d]`, `[1]`: the squared norm
+/// of [`remove_parallel`]'s result without writing it (one kernel per row, then a sum of `m`
+/// numbers), for the clip factor of [`adam_unit_rows`]' update.
+pub fn removed_sq_norm(w: Tensor<2>, g: Tensor<2>) -> Tensor<1> {
+    if !on_cube(&w.device()) {
+        return stock::removed_sq_norm(w, g);
+    }
+    Tensor::<1>::from_dispatch(<Dispatch as KernelOps>::removed_sq_norms(
+        w.into_dispatch(),
+        g.into_dispatch(),
+    ))
+    .sum()
 }
 
 /// The stock-burn-op twins of the kernels: the same results from burn's generic ops, on any
@@ -391,8 +408,8 @@ pub mod stock {
         (p, m, v)
     }
 
-    /// Twin of [`super::adam_rows_renorm`].
-    pub fn adam_rows_renorm(
+    /// Twin of [`super::adam_unit_rows`].
+    pub fn adam_unit_rows(
         p: Tensor<2>,
         g: Tensor<2>,
         m: Tensor<2>,
@@ -400,6 +417,7 @@ pub mod stock {
         factor: Tensor<1>,
         s: AdamStep,
     ) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
+        let g = remove_parallel(p.clone(), g);
         let (p, m, v) = adam(p, g, m, v, factor, s);
         (normalize_rows(p), m, v)
     }
@@ -423,6 +441,11 @@ pub mod stock {
     /// Twin of [`super::encode`] (always f32).
     pub fn encode(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>) -> Tensor<2> {
         (x.matmul(w) + b.unsqueeze_dim(0)).clamp_min(0.0)
+    }
+
+    /// Twin of [`super::removed_sq_norm`].
+    pub fn removed_sq_norm(w: Tensor<2>, g: Tensor<2>) -> Tensor<1> {
+        remove_parallel(w, g).square().sum()
     }
 
     /// Twin of [`super::remove_parallel`].

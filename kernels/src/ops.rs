@@ -50,8 +50,9 @@ pub trait KernelOps: Backend {
         acc_b: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
-    /// One Adam step of every element of `p` (crate docs), then, with `renorm_rows`, every
-    /// row of `p` `[m, d]` rescaled to unit norm in the same kernel; returns `(p, m, v)`.
+    /// One Adam step of every element of `p` (crate docs); with `unit_rows`, the update of a
+    /// unit-norm decoder `p` `[m, d]` instead: each row's gradient without its component along
+    /// the row, Adam, the row rescaled to unit norm, in one kernel. Returns `(p, m, v)`.
     #[allow(clippy::too_many_arguments)] // every buffer and hyper-parameter of the kernel
     fn adam(
         p: FloatTensor<Self>,
@@ -64,11 +65,14 @@ pub trait KernelOps: Backend {
         beta1: f32,
         beta2: f32,
         eps: f32,
-        renorm_rows: bool,
+        unit_rows: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// `g_i − (g_i · w_i) w_i` for every row `i` of `w`, `g` `[m, d]`.
     fn remove_parallel(w: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `‖g_i − (g_i · w_i) w_i‖²` for every row `i` of `w`, `g` `[m, d]`; `[m]`.
+    fn removed_sq_norms(w: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// Entries with `val > 0` per latent, `[m]` f32, for `val`, `lat` `[n]`.
     fn fire_counts(val: FloatTensor<Self>, lat: IntTensor<Self>, m: usize) -> FloatTensor<Self>;
@@ -284,16 +288,16 @@ impl KernelOps for Cube {
         beta1: f32,
         beta2: f32,
         eps: f32,
-        renorm_rows: bool,
+        unit_rows: bool,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
         let (p, g, m, v, factor) = (f32s(p), f32s(g), f32s(m), f32s(v), f32s(factor));
         let shape = p.shape();
         let n = shape.num_elements();
         let [p_out, m_out, v_out] = [(); 3].map(|_| empty(&p, shape.clone(), DType::F32));
         let args = |t: &CubeTensor| t.clone().into_tensor_arg();
-        if n > 0 && renorm_rows {
+        if n > 0 && unit_rows {
             let (rows, d) = dims2(&p);
-            cube::adam_rows_renorm_kernel::launch(
+            cube::adam_unit_rows_kernel::launch(
                 &p.client,
                 grid(rows),
                 CubeDim::new_1d(ROW_UNITS),
@@ -343,6 +347,25 @@ impl KernelOps for Cube {
         let out = empty(&w, Shape::new([rows, d]), DType::F32);
         if rows > 0 {
             cube::remove_parallel_kernel::launch(
+                &w.client,
+                grid(rows),
+                CubeDim::new_1d(ROW_UNITS),
+                w.clone().into_tensor_arg(),
+                g.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                rows,
+                d,
+            );
+        }
+        out
+    }
+
+    fn removed_sq_norms(w: CubeTensor, g: CubeTensor) -> CubeTensor {
+        let (w, g) = (f32s(w), f32s(g));
+        let (rows, d) = dims2(&w);
+        let out = empty(&w, Shape::new([rows]), DType::F32);
+        if rows > 0 {
+            cube::removed_sq_norm_kernel::launch(
                 &w.client,
                 grid(rows),
                 CubeDim::new_1d(ROW_UNITS),

@@ -407,16 +407,35 @@ fn adam_case(rng: &mut Rng, m: usize, d: usize) -> [Vec<f32>; 4] {
     [p, g, mo, v]
 }
 
-/// Adam by hand in f64 (the formula of the crate docs), and the row renormalisation.
+/// `g_i − (g_i·w_i) w_i` for each row of `w`, `g` (rows of `d`), in f64.
+fn naive_removed(w: &[f32], g: &[f32], d: usize) -> Vec<f64> {
+    w.chunks(d)
+        .zip(g.chunks(d))
+        .flat_map(|(wr, gr)| {
+            let dot: f64 = wr.iter().zip(gr).map(|(a, b)| *a as f64 * *b as f64).sum();
+            wr.iter()
+                .zip(gr)
+                .map(move |(a, b)| *b as f64 - dot * *a as f64)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Adam by hand in f64 (the formula of the crate docs); with `rows`, the unit-norm decoder's
+/// update: the gradient's component along each row removed first, the rows renormalised after.
 #[allow(clippy::needless_range_loop)] // four arrays read at the same index
 fn naive_adam(c: &[Vec<f32>; 4], factor: f32, s: AdamStep, rows: Option<usize>) -> [Vec<f32>; 3] {
     let (b1, b2) = (s.beta1 as f64, s.beta2 as f64);
     let (c1, c2) = (1.0 - b1.powi(s.t as i32), 1.0 - b2.powi(s.t as i32));
+    let grad: Vec<f64> = match rows {
+        Some(rows) => naive_removed(&c[0], &c[1], c[0].len() / rows),
+        None => c[1].iter().map(|&x| x as f64).collect(),
+    };
     let mut p = Vec::new();
     let mut m = Vec::new();
     let mut v = Vec::new();
     for i in 0..c[0].len() {
-        let g = c[1][i] as f64 * factor as f64;
+        let g = grad[i] * factor as f64;
         let mi = b1 * c[2][i] as f64 + (1.0 - b1) * g;
         let vi = b2 * c[3][i] as f64 + (1.0 - b2) * g * g;
         p.push(c[0][i] as f64 - s.lr as f64 * (mi / c1) / ((vi / c2).sqrt() + s.eps as f64));
@@ -463,8 +482,8 @@ fn adam_and_the_fused_decoder_update_match_the_stock_ops_and_f64() {
                 let (p, mo, v) = match (rows, kernel) {
                     (None, true) => lantern_kernels::adam(p, g, mo, v, f, s),
                     (None, false) => stock::adam(p, g, mo, v, f, s),
-                    (Some(_), true) => lantern_kernels::adam_rows_renorm(p, g, mo, v, f, s),
-                    (Some(_), false) => stock::adam_rows_renorm(p, g, mo, v, f, s),
+                    (Some(_), true) => lantern_kernels::adam_unit_rows(p, g, mo, v, f, s),
+                    (Some(_), false) => stock::adam_unit_rows(p, g, mo, v, f, s),
                 };
                 [host(p), host(mo), host(v)]
             };
@@ -495,9 +514,26 @@ fn parallel_removal_matches_the_stock_ops_and_leaves_gradients_orthogonal() {
         ));
         let twin = host(stock::remove_parallel(
             t2(w.clone(), [m, d], &dev),
-            t2(g, [m, d], &dev),
+            t2(g.clone(), [m, d], &dev),
         ));
         assert_close("remove_parallel vs stock", &got, &twin, 1e-5);
+        // Its squared norm without writing it, against f64 and the twin.
+        let want: f64 = naive_removed(&w, &g, d).iter().map(|x| x * x).sum();
+        let norm = |dev: &Device| {
+            host(lantern_kernels::removed_sq_norm(
+                t2(w.clone(), [m, d], dev),
+                t2(g.clone(), [m, d], dev),
+            ))[0] as f64
+        };
+        let (on_gpu, on_cpu) = (norm(&dev), norm(&Device::flex()));
+        assert!(
+            (on_gpu - want).abs() <= 1e-5 * want,
+            "removed norm² {on_gpu} vs f64 {want}"
+        );
+        assert!(
+            (on_gpu - on_cpu).abs() <= 1e-5 * want,
+            "removed norm² {on_gpu} vs stock {on_cpu}"
+        );
         for (gr, wr) in got.chunks(d).zip(w.chunks(d)) {
             let dot: f32 = gr.iter().zip(wr).map(|(a, b)| a * b).sum();
             assert!(dot.abs() < 1e-4, "row still has a parallel part {dot}");

@@ -38,16 +38,18 @@ impl Adam {
     }
 
     /// One update of `p` with gradients `g · factor` (`factor` `[1]`, e.g. the clip factor
-    /// of [`clip_factor`], left on the device) at learning rates `lr`; with `renorm_decoder`
-    /// the decoder rows are rescaled to unit norm in the same pass. Each parameter is one
-    /// `lantern_kernels` call: a fused kernel on wgpu/vulkan, burn's stock ops on the CPU.
+    /// of [`clip_factor`], left on the device) at learning rates `lr`; with `unit_decoder`
+    /// the decoder's update keeps its rows at unit norm: each row's gradient loses its
+    /// component along the row ([`remove_parallel_component`]) before Adam, and the rows are
+    /// rescaled to unit norm after, in the same pass. Each parameter is one `lantern_kernels`
+    /// call: a fused kernel on wgpu/vulkan, burn's stock ops on the CPU.
     pub fn step(
         &mut self,
         p: Params,
         g: &Params,
         factor: &Tensor<1>,
         lr: LearningRates,
-        renorm_decoder: bool,
+        unit_decoder: bool,
     ) -> Params {
         self.t += 1;
         let s = AdamStep {
@@ -74,8 +76,8 @@ impl Adam {
             factor.clone(),
             s,
         );
-        let dec = if renorm_decoder {
-            kernels::adam_rows_renorm
+        let dec = if unit_decoder {
+            kernels::adam_unit_rows
         } else {
             kernels::adam::<2>
         };
@@ -136,11 +138,17 @@ impl Adam {
     }
 }
 
-/// `‖g‖² = Σ over every parameter of Σ g²`, `[1]`, left on the device.
-fn squared_norm(g: &Params) -> Tensor<1> {
+/// `‖g‖² = Σ over every parameter of Σ g²`, `[1]`, left on the device; with `unit_decoder`
+/// (the decoder `[m, d]`), the decoder's term is that of its gradient without the component
+/// along each row, `Σ_i ‖g_i − (g_i·w_i) w_i‖²`, as the update applies it.
+fn squared_norm(g: &Params, unit_decoder: Option<&Tensor<2>>) -> Tensor<1> {
+    let dec = match unit_decoder {
+        Some(w) => kernels::removed_sq_norm(w.clone(), g.w_dec.clone()),
+        None => g.w_dec.clone().square().sum(),
+    };
     let mut total = g.w_enc.clone().square().sum()
         + g.b_enc.clone().square().sum()
-        + g.w_dec.clone().square().sum()
+        + dec
         + g.b_dec.clone().square().sum();
     if let Some(t) = &g.log_threshold {
         total = total + t.clone().square().sum();
@@ -152,11 +160,11 @@ fn squared_norm(g: &Params) -> Tensor<1> {
 /// `‖g‖ ≤ clip`), `[1]`, computed on the device: no read-back, so a GPU never waits for the
 /// step before the next one is queued.
 pub fn clip_factor(g: &Params, clip: f32) -> Tensor<1> {
-    squared_norm(g)
-        .sqrt()
-        .clamp_min(clip)
-        .recip()
-        .mul_scalar(clip)
+    factor_of(squared_norm(g, None), clip)
+}
+
+fn factor_of(squared_norm: Tensor<1>, clip: f32) -> Tensor<1> {
+    squared_norm.sqrt().clamp_min(clip).recip().mul_scalar(clip)
 }
 
 /// Every gradient scaled by [`clip_factor`].
@@ -181,22 +189,23 @@ pub fn normalize_rows(w_dec: Tensor<2>) -> Tensor<2> {
 
 /// One optimiser update from a step's gradients, as the trainer does it: for unit-norm
 /// decoders, remove the gradient component along each decoder row; clip the global gradient
-/// norm; Adam at `lr`; renormalise the decoder rows. On wgpu/vulkan that is four kernels of
-/// `lantern_kernels` per step (the parallel removal, Adam, Adam fused with the
-/// renormalisation) plus the norm's reduction; on the CPU, their stock-op twins.
+/// norm; Adam at `lr`; renormalise the decoder rows. On wgpu/vulkan the removal is part of
+/// the decoder's Adam kernel (`lantern_kernels::adam_unit_rows`) and the clip norm counts the
+/// removed gradient without it being written (`lantern_kernels::removed_sq_norm`): five
+/// kernels and the norm's reductions per step; on the CPU, their stock-op twins.
 pub fn update(
     params: Params,
-    mut grads: Params,
+    grads: Params,
     adam: &mut Adam,
     lr: impl Into<LearningRates>,
     normalize_decoder: bool,
     clip: Option<f32>,
 ) -> Params {
-    if normalize_decoder {
-        grads.w_dec = remove_parallel_component(&params.w_dec, grads.w_dec);
-    }
     let factor = match clip {
-        Some(clip) => clip_factor(&grads, clip),
+        Some(clip) => factor_of(
+            squared_norm(&grads, normalize_decoder.then_some(&params.w_dec)),
+            clip,
+        ),
         None => Tensor::ones([1], &params.b_dec.device()),
     };
     adam.step(params, &grads, &factor, lr.into(), normalize_decoder)
