@@ -552,14 +552,16 @@ pub fn remove_parallel_kernel(
 
 /// `out[r] = ‖g_r − (g_r·w_r) w_r‖²` for every row `r` of `w`, `g` `[rows, d]`: the squared
 /// norm of each row of what [`remove_parallel_kernel`] writes, without writing it (for the
-/// clip factor of a unit-norm decoder's update). One cube per row.
+/// clip factor of a unit-norm decoder's update); without `remove`, `‖g_r‖²` (`w` unread).
+/// One cube per row.
 #[cube(launch)]
-pub fn removed_sq_norm_kernel(
+pub fn row_sq_norm_kernel(
     w: &Tensor<f32>,
     g: &Tensor<f32>,
     out: &mut Tensor<f32>,
     rows: usize,
     d: usize,
+    #[comptime] remove: bool,
 ) {
     let r = cube_id();
     if r >= rows {
@@ -568,12 +570,14 @@ pub fn removed_sq_norm_kernel(
     let tid = UNIT_POS as usize;
     let base = r * d;
     let mut dot = 0f32;
-    let mut j = tid;
-    while j < d {
-        dot += w[base + j] * g[base + j];
-        j += ROW_UNITS as usize;
+    if comptime!(remove) {
+        let mut j = tid;
+        while j < d {
+            dot += w[base + j] * g[base + j];
+            j += ROW_UNITS as usize;
+        }
+        dot = cube_sum(dot);
     }
-    let dot = cube_sum(dot);
     let mut sq = 0f32;
     let mut j = tid;
     while j < d {

@@ -11,6 +11,7 @@
 //! | [`sparse_backward`] | `∂W_dec[j] += Σ_{n: lat_n = j} val_n g_{row_n}`; `∂pre_n = 1[val_n > 0] W_dec[lat_n]·g_{row_n}`; `∂W_encᵀ[j] += Σ_{n: lat_n = j} ∂pre_n xc_{row_n}`; `∂b_enc[j] += Σ_{n: lat_n = j} ∂pre_n` | value gradient at the selected entries only; a counting sort of the entries by latent (histogram, scan, scatter); segment sums by latent, one cube per latent, no float atomics |
 //! | [`adam`] | Adam (Kingma & Ba 2015), gradient scaled by a clip factor on the device | one pass over `p, g, m, v` |
 //! | [`adam_unit_rows`] | `g_i ← g_i − (g_i·w_i) w_i`, Adam on the decoder rows, then `w_i ← w_i / ‖w_i‖` | one cube per row, dot and norm by trees in shared memory |
+//! | [`sq_norm`] | `Σ g²` of a matrix (the clip norm's encoder term) | one cube per row, then a sum over rows |
 //! | [`removed_sq_norm`] | `Σ_i ‖g_i − (g_i·w_i) w_i‖²` (the clip norm's decoder term) | one cube per row, then a sum over rows |
 //! | [`fire_counts`] | entries with `val > 0` per latent | one unit per entry, `u32` atomics |
 //! | [`encode`] | `max(x W_enc + b_enc, 0)`, optionally from f16 operands, always f32 out | cubek's autotuned GEMM (cooperative matrices where the device has them) told to write f32, then bias + ReLU in one elementwise pass |
@@ -307,11 +308,22 @@ pub fn removed_sq_norm(w: Tensor<2>, g: Tensor<2>) -> Tensor<1> {
     if !on_cube(&w.device()) {
         return stock::removed_sq_norm(w, g);
     }
-    Tensor::<1>::from_dispatch(<Dispatch as KernelOps>::removed_sq_norms(
+    Tensor::<1>::from_dispatch(<Dispatch as KernelOps>::row_sq_norms(
         w.into_dispatch(),
         g.into_dispatch(),
+        true,
     ))
     .sum()
+}
+
+/// `Σ g²` over `g` `[r, c]`, `[1]`, without writing `g²` (the twin's `square` does): one
+/// cube per row, then a sum of `r` numbers. For the clip norm of the encoder's gradient.
+pub fn sq_norm(g: Tensor<2>) -> Tensor<1> {
+    if !on_cube(&g.device()) {
+        return stock::sq_norm(g);
+    }
+    let g = g.into_dispatch();
+    Tensor::<1>::from_dispatch(<Dispatch as KernelOps>::row_sq_norms(g.clone(), g, false)).sum()
 }
 
 /// The stock-burn-op twins of the kernels: the same results from burn's generic ops, on any
@@ -441,6 +453,11 @@ pub mod stock {
     /// Twin of [`super::encode`] (always f32).
     pub fn encode(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>) -> Tensor<2> {
         (x.matmul(w) + b.unsqueeze_dim(0)).clamp_min(0.0)
+    }
+
+    /// Twin of [`super::sq_norm`].
+    pub fn sq_norm(g: Tensor<2>) -> Tensor<1> {
+        g.square().sum()
     }
 
     /// Twin of [`super::removed_sq_norm`].

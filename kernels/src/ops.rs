@@ -71,8 +71,9 @@ pub trait KernelOps: Backend {
     /// `g_i − (g_i · w_i) w_i` for every row `i` of `w`, `g` `[m, d]`.
     fn remove_parallel(w: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self>;
 
-    /// `‖g_i − (g_i · w_i) w_i‖²` for every row `i` of `w`, `g` `[m, d]`; `[m]`.
-    fn removed_sq_norms(w: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `‖g_i − (g_i · w_i) w_i‖²` (with `remove`) or `‖g_i‖²` for every row `i` of `g`
+    /// `[m, d]` (and `w`, read only with `remove`); `[m]`.
+    fn row_sq_norms(w: FloatTensor<Self>, g: FloatTensor<Self>, remove: bool) -> FloatTensor<Self>;
 
     /// Entries with `val > 0` per latent, `[m]` f32, for `val`, `lat` `[n]`.
     fn fire_counts(val: FloatTensor<Self>, lat: IntTensor<Self>, m: usize) -> FloatTensor<Self>;
@@ -360,20 +361,22 @@ impl KernelOps for Cube {
         out
     }
 
-    fn removed_sq_norms(w: CubeTensor, g: CubeTensor) -> CubeTensor {
-        let (w, g) = (f32s(w), f32s(g));
-        let (rows, d) = dims2(&w);
-        let out = empty(&w, Shape::new([rows]), DType::F32);
+    fn row_sq_norms(w: CubeTensor, g: CubeTensor, remove: bool) -> CubeTensor {
+        let g = f32s(g);
+        let w = if remove { f32s(w) } else { g.clone() };
+        let (rows, d) = dims2(&g);
+        let out = empty(&g, Shape::new([rows]), DType::F32);
         if rows > 0 {
-            cube::removed_sq_norm_kernel::launch(
-                &w.client,
+            cube::row_sq_norm_kernel::launch(
+                &g.client,
                 grid(rows),
                 CubeDim::new_1d(ROW_UNITS),
-                w.clone().into_tensor_arg(),
-                g.into_tensor_arg(),
+                w.into_tensor_arg(),
+                g.clone().into_tensor_arg(),
                 out.clone().into_tensor_arg(),
                 rows,
                 d,
+                remove,
             );
         }
         out

@@ -534,6 +534,13 @@ fn parallel_removal_matches_the_stock_ops_and_leaves_gradients_orthogonal() {
             (on_gpu - on_cpu).abs() <= 1e-5 * want,
             "removed norm² {on_gpu} vs stock {on_cpu}"
         );
+        // And the plain Σ g².
+        let want: f64 = g.iter().map(|&x| x as f64 * x as f64).sum();
+        let got_sq = host(lantern_kernels::sq_norm(t2(g.clone(), [m, d], &dev)))[0] as f64;
+        assert!(
+            (got_sq - want).abs() <= 1e-5 * want,
+            "Σ g² {got_sq} vs f64 {want}"
+        );
         for (gr, wr) in got.chunks(d).zip(w.chunks(d)) {
             let dot: f32 = gr.iter().zip(wr).map(|(a, b)| a * b).sum();
             assert!(dot.abs() < 1e-4, "row still has a parallel part {dot}");

@@ -146,7 +146,7 @@ fn squared_norm(g: &Params, unit_decoder: Option<&Tensor<2>>) -> Tensor<1> {
         Some(w) => kernels::removed_sq_norm(w.clone(), g.w_dec.clone()),
         None => g.w_dec.clone().square().sum(),
     };
-    let mut total = g.w_enc.clone().square().sum()
+    let mut total = kernels::sq_norm(g.w_enc.clone())
         + g.b_enc.clone().square().sum()
         + dec
         + g.b_dec.clone().square().sum();
