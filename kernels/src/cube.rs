@@ -375,6 +375,8 @@ pub fn scatter_kernel(
 /// - `enc_out[l] = enc_in[l] + Σ_{n: lat_n = l} gp_n · xc[row_n]`
 /// - `b_out[l] = b_in[l] + Σ_{n: lat_n = l} gp_n`
 ///
+/// (without `accumulate`, the sums alone: the `_in` tensors are not read).
+///
 /// A segment of at most [`SORT_CAP`] entries is first put in entry order (a rank sort in
 /// shared memory), so the sums do not depend on the scatter's scheduling.
 #[cube(launch)]
@@ -395,6 +397,7 @@ pub fn segment_kernel(
     b_out: &mut Tensor<f32>,
     m: usize,
     d: usize,
+    #[comptime] accumulate: bool,
 ) {
     let l = cube_id();
     if l >= m {
@@ -442,8 +445,13 @@ pub fn segment_kernel(
             dec += val[e] * g[r + j];
             enc += gp[e] * xc[r + j];
         }
-        dec_out[l * d + j] = dec_in[l * d + j] + dec;
-        enc_out[l * d + j] = enc_in[l * d + j] + enc;
+        if comptime!(accumulate) {
+            dec_out[l * d + j] = dec_in[l * d + j] + dec;
+            enc_out[l * d + j] = enc_in[l * d + j] + enc;
+        } else {
+            dec_out[l * d + j] = dec;
+            enc_out[l * d + j] = enc;
+        }
         j += units;
     }
     if tid == 0 {
@@ -456,7 +464,11 @@ pub fn segment_kernel(
             };
             b += gp[e];
         }
-        b_out[l] = b_in[l] + b;
+        if comptime!(accumulate) {
+            b_out[l] = b_in[l] + b;
+        } else {
+            b_out[l] = b;
+        }
     }
 }
 

@@ -135,18 +135,30 @@ impl Entries {
     }
 }
 
-/// Adds the gradients of a sparse decode (table in the crate docs) to `acc`, given
-/// `g = ∂L/∂x̂` `[B, d]`, the encoder input `xc` `[B, d]` and the decoder `w` `[m, d]`.
+/// The gradients of a sparse decode (table in the crate docs), added to `acc` when given (a
+/// second decode's, e.g. AuxK's, into the first's), given `g = ∂L/∂x̂` `[B, d]`, the encoder
+/// input `xc` `[B, d]` and the decoder `w` `[m, d]`. Without `acc` the kernel writes the sums
+/// directly: no zero `[m, d]` accumulators are filled and read.
 pub fn sparse_backward(
     e: &Entries,
     g: &Tensor<2>,
     xc: &Tensor<2>,
     w: &Tensor<2>,
-    acc: Grads,
+    acc: Option<Grads>,
 ) -> Grads {
     if !on_cube(&w.device()) {
         return stock::sparse_backward(e, g, xc, w, acc);
     }
+    let accumulate = acc.is_some();
+    // Unread without accumulation: any f32 tensors will do.
+    let acc = acc.unwrap_or_else(|| {
+        let [m, d] = w.dims();
+        Grads {
+            w_dec: w.clone(),
+            w_enc_t: w.clone(),
+            b_enc: w.clone().reshape([m * d]),
+        }
+    });
     let (w_dec, w_enc_t, b_enc) = <Dispatch as KernelOps>::sparse_backward(
         e.val.clone().into_dispatch(),
         e.row.clone().into_dispatch(),
@@ -157,6 +169,7 @@ pub fn sparse_backward(
         acc.w_dec.into_dispatch(),
         acc.w_enc_t.into_dispatch(),
         acc.b_enc.into_dispatch(),
+        accumulate,
     );
     Grads {
         w_dec: Tensor::from_dispatch(w_dec),
@@ -370,8 +383,17 @@ pub mod stock {
         g: &Tensor<2>,
         xc: &Tensor<2>,
         w: &Tensor<2>,
-        acc: Grads,
+        acc: Option<Grads>,
     ) -> Grads {
+        let acc = acc.unwrap_or_else(|| {
+            let [m, d] = w.dims();
+            let device = w.device();
+            Grads {
+                w_dec: Tensor::zeros([m, d], &device),
+                w_enc_t: Tensor::zeros([m, d], &device),
+                b_enc: Tensor::zeros([m], &device),
+            }
+        });
         let n = e.val.dims()[0];
         let g_rows = g.clone().select(0, e.row.clone());
         let dec_rows = w.clone().select(0, e.lat.clone());

@@ -36,7 +36,7 @@ pub trait KernelOps: Backend {
     ) -> FloatTensor<Self>;
 
     /// The weight gradients of a sparse decode (crate docs), added to `acc_dec` `[m, d]`,
-    /// `acc_enc_t` `[m, d]` and `acc_b` `[m]`.
+    /// `acc_enc_t` `[m, d]` and `acc_b` `[m]` with `accumulate` (without, those are unread).
     #[allow(clippy::too_many_arguments)] // every buffer and hyper-parameter of the kernel
     fn sparse_backward(
         val: FloatTensor<Self>,
@@ -48,6 +48,7 @@ pub trait KernelOps: Backend {
         acc_dec: FloatTensor<Self>,
         acc_enc_t: FloatTensor<Self>,
         acc_b: FloatTensor<Self>,
+        accumulate: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// One Adam step of every element of `p` (crate docs); with `unit_rows`, the update of a
@@ -194,6 +195,7 @@ impl KernelOps for Cube {
         acc_dec: CubeTensor,
         acc_enc_t: CubeTensor,
         acc_b: CubeTensor,
+        accumulate: bool,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
         let (val, row, lat) = (f32s(val), i32s(row), i32s(lat));
         let (g, xc, w) = (f32s(g), f32s(xc), f32s(w));
@@ -274,6 +276,7 @@ impl KernelOps for Cube {
             b_out.clone().into_tensor_arg(),
             m,
             d,
+            accumulate,
         );
         (dec_out, enc_out, b_out)
     }

@@ -307,7 +307,8 @@ impl Case {
         }
     }
 
-    fn run(&self, dev: &Device, kernel: bool) -> [Vec<f32>; 3] {
+    /// The kernel (or its twin), added to `acc` with `accumulate`.
+    fn run(&self, dev: &Device, kernel: bool, accumulate: bool) -> [Vec<f32>; 3] {
         let n = self.val.len();
         let e = Entries {
             row: ints(self.row.clone(), [n], dev),
@@ -317,11 +318,11 @@ impl Case {
         let g = t2(self.g.clone(), [self.b, self.d], dev);
         let xc = t2(self.xc.clone(), [self.b, self.d], dev);
         let w = t2(self.w.clone(), [self.m, self.d], dev);
-        let acc = Grads {
+        let acc = accumulate.then(|| Grads {
             w_dec: t2(self.acc[0].clone(), [self.m, self.d], dev),
             w_enc_t: t2(self.acc[1].clone(), [self.m, self.d], dev),
             b_enc: t1(self.acc[2].clone(), dev),
-        };
+        });
         let out = if kernel {
             lantern_kernels::sparse_backward(&e, &g, &xc, &w, acc)
         } else {
@@ -330,12 +331,19 @@ impl Case {
         [host(out.w_dec), host(out.w_enc_t), host(out.b_enc)]
     }
 
-    /// The gradients by plain loops in f64.
-    fn naive(&self) -> [Vec<f32>; 3] {
+    /// The gradients by plain loops in f64 (added to `acc` with `accumulate`).
+    fn naive(&self, accumulate: bool) -> [Vec<f32>; 3] {
         let d = self.d;
-        let mut dec: Vec<f64> = self.acc[0].iter().map(|&v| v as f64).collect();
-        let mut enc: Vec<f64> = self.acc[1].iter().map(|&v| v as f64).collect();
-        let mut bias: Vec<f64> = self.acc[2].iter().map(|&v| v as f64).collect();
+        let start = |a: &[f32]| -> Vec<f64> {
+            a.iter()
+                .map(|&v| if accumulate { v as f64 } else { 0.0 })
+                .collect()
+        };
+        let (mut dec, mut enc, mut bias) = (
+            start(&self.acc[0]),
+            start(&self.acc[1]),
+            start(&self.acc[2]),
+        );
         for n in 0..self.val.len() {
             let (r, l, v) = (
                 self.row[n] as usize,
@@ -366,22 +374,15 @@ fn sparse_backward_matches_the_stock_ops_and_f64_loops() {
         (6, 2000, 40, 3, 2, SORT_CAP + 500),
     ] {
         let case = Case::new(seed, b, m, d, k, crowd);
-        let got = case.run(&dev, true);
-        let twin = case.run(&dev, false);
-        let want = case.naive();
-        for (i, name) in ["w_dec", "w_enc_t", "b_enc"].iter().enumerate() {
-            assert_close(
-                &format!("{name} vs f64 (seed {seed})"),
-                &got[i],
-                &want[i],
-                2e-5,
-            );
-            assert_close(
-                &format!("{name} vs stock (seed {seed})"),
-                &got[i],
-                &twin[i],
-                2e-5,
-            );
+        for accumulate in [true, false] {
+            let got = case.run(&dev, true, accumulate);
+            let twin = case.run(&dev, false, accumulate);
+            let want = case.naive(accumulate);
+            for (i, name) in ["w_dec", "w_enc_t", "b_enc"].iter().enumerate() {
+                let what = format!("{name} (seed {seed}, accumulate {accumulate})");
+                assert_close(&format!("{what} vs f64"), &got[i], &want[i], 2e-5);
+                assert_close(&format!("{what} vs stock"), &got[i], &twin[i], 2e-5);
+            }
         }
     }
 }
@@ -392,9 +393,9 @@ fn sparse_backward_is_bitwise_repeatable_below_the_sort_cap() {
     // 4096 rows × 32 entries on 256 latents: segments of ≈ 512 entries, so the scatter's
     // atomics interleave and only the sort makes the sums repeatable.
     let case = Case::new(7, 4096, 256, 8, 32, 0);
-    let first = case.run(&dev, true);
+    let first = case.run(&dev, true, true);
     for _ in 0..2 {
-        assert_eq!(case.run(&dev, true), first);
+        assert_eq!(case.run(&dev, true, true), first);
     }
 }
 

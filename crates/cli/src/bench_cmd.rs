@@ -391,14 +391,6 @@ fn bench_pieces(
     let f = mask(&acts, false);
     let coo = sparse::top_k_per_row(acts.clone(), k);
     let g = sparse::decode_per_row(&coo, &p.w_dec, batch, k) - x.clone();
-    let zeros = || {
-        let z = p.zeros_like();
-        sparse::SparseGrads {
-            w_dec: z.w_dec.clone(),
-            w_enc_t: z.w_dec,
-            b_enc: z.b_enc,
-        }
-    };
     let mut out = vec![("encode", time(&mut || drop(encode(false)))?)];
     if lantern_kernels::on_cube(&device) && device.supports_dtype(FloatDType::F16) {
         out.push(("encode-f16", time(&mut || drop(encode(true)))?));
@@ -429,7 +421,7 @@ fn bench_pieces(
     ));
     out.push((
         "backward-sparse",
-        time(&mut || drop(sparse::backward(&coo, &g, &xc, &p.w_dec, zeros())))?,
+        time(&mut || drop(sparse::backward(&coo, &g, &xc, &p.w_dec, None)))?,
     ));
     // AuxK's selection (both paths): the k_aux = d/2 largest among dead latents, here every
     // other latent.
@@ -457,7 +449,7 @@ fn bench_pieces(
         time(&mut || drop(sparse::fire_counts(&coo, m)))?,
     ));
     let grads = {
-        let s = sparse::backward(&coo, &g, &xc, &p.w_dec, zeros());
+        let s = sparse::backward(&coo, &g, &xc, &p.w_dec, None);
         Params {
             w_enc: s.w_enc_t.transpose(),
             b_enc: s.b_enc,

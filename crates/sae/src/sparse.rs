@@ -64,8 +64,9 @@ pub fn decode_per_row(coo: &Coo, w_dec: &Tensor<2>, batch: usize, k: usize) -> T
 /// - `∂L/∂W_enc[:, j] += Σ_{n: lat_n = j} ∂L/∂pre_n · xc_{row_n}`
 /// - `∂L/∂b_enc[j] += Σ_{n: lat_n = j} ∂L/∂pre_n`
 ///
-/// The results are added into `grad_w_dec` `[m, d]`, `grad_w_enc_t` `[m, d]` (the encoder
-/// gradient transposed, so that both scatters run along rows) and `grad_b_enc` `[m]`. The
+/// The results are `grad_w_dec` `[m, d]`, `grad_w_enc_t` `[m, d]` (the encoder gradient
+/// transposed, so that both scatters run along rows) and `grad_b_enc` `[m]`, added to
+/// `grads` when given (AuxK's into the main decode's). The
 /// `b_dec` gradient through the encoder input follows from `grad_b_enc` (see `step`). On
 /// wgpu/vulkan this is `lantern_kernels::sparse_backward` (segment sums by latent, no
 /// scatter); on the CPU its twin of `select`s and `select_assign` adds.
@@ -74,7 +75,7 @@ pub fn backward(
     g: &Tensor<2>,
     xc: &Tensor<2>,
     w_dec: &Tensor<2>,
-    grads: SparseGrads,
+    grads: Option<SparseGrads>,
 ) -> SparseGrads {
     lantern_kernels::sparse_backward(coo, g, xc, w_dec, grads)
 }

@@ -242,16 +242,10 @@ fn sparse_step(
     let two_over_tv = tv.clone().recip().mul_scalar(2.0).reshape([1, 1]);
     let g = e.clone() * two_over_tv.clone();
 
-    let zeros = p.zeros_like();
-    let empty = SparseGrads {
-        w_dec: zeros.w_dec.clone(),
-        w_enc_t: zeros.w_dec,
-        b_enc: zeros.b_enc,
-    };
     // What ∂L/∂b_dec sums over rows: g, or S_1 for Matryoshka.
     let mut g_b_dec = g.clone();
     let mut grads = match (&coo, &dense_f) {
-        (Some(coo), _) => sparse::backward(coo, &g, &xc, &p.w_dec, empty),
+        (Some(coo), _) => sparse::backward(coo, &g, &xc, &p.w_dec, None),
         (None, Some((f, Some(_)))) if !s.matryoshka.is_empty() => {
             let (grads, s1) = matryoshka_backward(p, f, &x, &xc, &e, &s.matryoshka, &tv);
             g_b_dec = s1;
@@ -267,7 +261,7 @@ fn sparse_step(
                 b_enc: grad_pre.sum_dim(0).reshape([m]),
             }
         }
-        (None, None) => empty,
+        (None, None) => unreachable!("a selection is always made"),
     };
 
     // AuxK: dead latents reconstruct the (detached) residual r = x − x̂ = −e.
@@ -281,7 +275,7 @@ fn sparse_step(
         let diff = e_hat + e.clone(); // ê − r with r = −e
         aux_loss = diff.clone().square().sum() / tv.clone() * scale;
         let g_aux = diff * two_over_tv.clone() * (scale * s.aux_coeff);
-        grads = sparse::backward(&aux, &g_aux, &xc, &p.w_dec, grads);
+        grads = sparse::backward(&aux, &g_aux, &xc, &p.w_dec, Some(grads));
     }
 
     let mut grad_b_dec = g_b_dec.sum_dim(0).reshape([x.dims()[1]]);
