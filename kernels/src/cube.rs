@@ -72,6 +72,20 @@ pub fn bias_relu_kernel(acts: &mut Tensor<f32>, b: &Tensor<f32>, n: usize, m: us
     acts[i] = f32::max(acts[i] + b[i % m], 0f32);
 }
 
+/// `Σ_j a[base + j] · b[base + j]` over one row of `d`, summed by the cube: every unit gets
+/// it, and every unit of the cube must call it. The one dot product of the row kernels, so
+/// that they all find the same value for the same row.
+#[cube]
+fn row_dot(a: &Tensor<f32>, b: &Tensor<f32>, base: usize, d: usize) -> f32 {
+    let mut dot = 0f32;
+    let mut j = UNIT_POS as usize;
+    while j < d {
+        dot += a[base + j] * b[base + j];
+        j += ROW_UNITS as usize;
+    }
+    cube_sum(dot)
+}
+
 /// Column `i` of the row at `base` as the top-k kernel sees it: the value itself, or with
 /// `masked` `max(value, 0)` where `keep[i] > 0.5` and `0` elsewhere (AuxK's dead latents).
 #[cube]
@@ -548,13 +562,7 @@ pub fn remove_parallel_kernel(
     }
     let tid = UNIT_POS as usize;
     let base = r * d;
-    let mut dot = 0f32;
-    let mut j = tid;
-    while j < d {
-        dot += w[base + j] * g[base + j];
-        j += ROW_UNITS as usize;
-    }
-    let dot = cube_sum(dot);
+    let dot = row_dot(w, g, base, d);
     let mut j = tid;
     while j < d {
         out[base + j] = g[base + j] - dot * w[base + j];
@@ -581,21 +589,21 @@ pub fn row_sq_norm_kernel(
     }
     let tid = UNIT_POS as usize;
     let base = r * d;
-    let mut dot = 0f32;
+    let mut sq = 0f32;
     if comptime!(remove) {
+        let dot = row_dot(w, g, base, d);
         let mut j = tid;
         while j < d {
-            dot += w[base + j] * g[base + j];
+            let h = g[base + j] - dot * w[base + j];
+            sq += h * h;
             j += ROW_UNITS as usize;
         }
-        dot = cube_sum(dot);
-    }
-    let mut sq = 0f32;
-    let mut j = tid;
-    while j < d {
-        let h = g[base + j] - dot * w[base + j];
-        sq += h * h;
-        j += ROW_UNITS as usize;
+    } else {
+        let mut j = tid;
+        while j < d {
+            sq += g[base + j] * g[base + j];
+            j += ROW_UNITS as usize;
+        }
     }
     let total = cube_sum(sq);
     if tid == 0 {
@@ -633,13 +641,7 @@ pub fn adam_unit_rows_kernel(
     let base = r * d;
     let f = factor[0];
     // The gradient's component along the row, as `remove_parallel_kernel` computes it.
-    let mut dot = 0f32;
-    let mut j = tid;
-    while j < d {
-        dot += p[base + j] * g[base + j];
-        j += ROW_UNITS as usize;
-    }
-    let dot = cube_sum(dot);
+    let dot = row_dot(p, g, base, d);
     let mut sq = 0f32;
     let mut j = tid;
     while j < d {
