@@ -5,7 +5,7 @@
 //! Conventions: tensors are contiguous and row-major, read with linear indices; `f32` values,
 //! `i32` indices. A grid larger than 65 535 cubes along x (wgpu's limit per dimension) is
 //! folded into y, so a kernel's cube number is `CUBE_POS_Y · CUBE_COUNT_X + CUBE_POS_X`
-//! ([`cube_id`]) and cubes past the end return at once.
+//! (`cube_id`) and cubes past the end return at once.
 
 use cubecl::prelude::*;
 
@@ -111,7 +111,7 @@ fn entry(
 /// the k-th largest value's key byte by byte (a 256-bin histogram of the keys that share the
 /// bytes found so far); a last pass writes every value above it and the first `rem` values
 /// equal to it (ties go to the lower column), in column order within each class. With
-/// `masked` it selects from the row as [`entry`] masks it by `keep` `[m]`. Needs `k ≤ m` and a
+/// `masked` it selects from the row as `entry` masks it by `keep` `[m]`. Needs `k ≤ m` and a
 /// cube of `ROW_UNITS` units.
 #[cube(launch)]
 pub fn top_k_rows_kernel(
@@ -518,7 +518,7 @@ fn adam_at(
     pi
 }
 
-/// [`adam_at`] on every element, one unit each.
+/// `adam_at` on every element, one unit each.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)] // a kernel takes every buffer it touches as an argument
 pub fn adam_kernel(
@@ -571,7 +571,7 @@ pub fn remove_parallel_kernel(
 }
 
 /// `out[r] = ‖g_r − (g_r·w_r) w_r‖²` for every row `r` of `w`, `g` `[rows, d]`: the squared
-/// norm of each row of what [`remove_parallel_kernel`] writes, without writing it (for the
+/// norm of each row of what [`remove_parallel_kernel()`] writes, without writing it (for the
 /// clip factor of a unit-norm decoder's update); without `remove`, `‖g_r‖²` (`w` unread).
 /// One cube per row.
 #[cube(launch)]
@@ -612,8 +612,8 @@ pub fn row_sq_norm_kernel(
 }
 
 /// The update of a unit-norm decoder, one cube per row: the gradient's component along the
-/// row removed (`g_i − (g_i·p_i) p_i`, as [`remove_parallel_kernel`] writes it), the Adam
-/// step of [`adam_at`] on the result, then `p'_i ← p'_i / max(‖p'_i‖, 1e-12)`.
+/// row removed (`g_i − (g_i·p_i) p_i`, as [`remove_parallel_kernel()`] writes it), the Adam
+/// step of `adam_at` on the result, then `p'_i ← p'_i / max(‖p'_i‖, 1e-12)`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)] // a kernel takes every buffer it touches as an argument
 pub fn adam_unit_rows_kernel(
