@@ -546,32 +546,8 @@ pub fn adam_kernel(
     );
 }
 
-/// Removes from each decoder-row gradient its component along the row, one cube per row:
-/// `out_i = g_i − (g_i · w_i) w_i`.
-#[cube(launch)]
-pub fn remove_parallel_kernel(
-    w: &Tensor<f32>,
-    g: &Tensor<f32>,
-    out: &mut Tensor<f32>,
-    rows: usize,
-    d: usize,
-) {
-    let r = cube_id();
-    if r >= rows {
-        terminate!();
-    }
-    let tid = UNIT_POS as usize;
-    let base = r * d;
-    let dot = row_dot(w, g, base, d);
-    let mut j = tid;
-    while j < d {
-        out[base + j] = g[base + j] - dot * w[base + j];
-        j += ROW_UNITS as usize;
-    }
-}
-
 /// `out[r] = ‖g_r − (g_r·w_r) w_r‖²` for every row `r` of `w`, `g` `[rows, d]`: the squared
-/// norm of each row of what [`remove_parallel_kernel()`] writes, without writing it (for the
+/// norm of each row of `g` without its component along the row, without writing it (for the
 /// clip factor of a unit-norm decoder's update); without `remove`, `‖g_r‖²` (`w` unread).
 /// One cube per row.
 #[cube(launch)]
@@ -612,7 +588,7 @@ pub fn row_sq_norm_kernel(
 }
 
 /// The update of a unit-norm decoder, one cube per row: the gradient's component along the
-/// row removed (`g_i − (g_i·p_i) p_i`, as [`remove_parallel_kernel()`] writes it), the Adam
+/// row removed (`g_i − (g_i·p_i) p_i`), the Adam
 /// step of `adam_at` on the result, then `p'_i ← p'_i / max(‖p'_i‖, 1e-12)`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)] // a kernel takes every buffer it touches as an argument
@@ -640,7 +616,7 @@ pub fn adam_unit_rows_kernel(
     let tid = UNIT_POS as usize;
     let base = r * d;
     let f = factor[0];
-    // The gradient's component along the row, as `remove_parallel_kernel` computes it.
+    // The gradient's component along the row, as `row_sq_norm_kernel` computes it.
     let dot = row_dot(p, g, base, d);
     let mut sq = 0f32;
     let mut j = tid;

@@ -15,7 +15,6 @@
 //! | [`removed_sq_norm`] | `Σ_i ‖g_i − (g_i·w_i) w_i‖²` (the clip norm's decoder term) | one cube per row, then a sum over rows |
 //! | [`fire_counts`] | entries with `val > 0` per latent | one unit per entry, `u32` atomics |
 //! | [`encode`] | `max(x W_enc + b_enc, 0)`, optionally from f16 operands, always f32 out | cubek's autotuned GEMM (cooperative matrices where the device has them) told to write f32, then bias + ReLU in one elementwise pass |
-//! | [`remove_parallel`] | `g_i ← g_i − (g_i·w_i) w_i` | one cube per row |
 //!
 //! Adam with bias correction: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
 //! `θ ← θ − lr · (m / (1−β₁ᵗ)) / (√(v / (1−β₂ᵗ)) + ε)`, with `g` first multiplied by the clip
@@ -217,7 +216,7 @@ pub fn adam<const D: usize>(
 }
 
 /// The update of a unit-norm decoder `p` `[m, d]` in one kernel: each row's gradient without
-/// its component along the row (`g_i − (g_i·p_i) p_i`, [`remove_parallel`]), [`adam`] on it,
+/// its component along the row (`g_i − (g_i·p_i) p_i`, [`stock::remove_parallel`]), [`adam`] on it,
 /// then every row rescaled to unit norm.
 pub fn adam_unit_rows(
     p: Tensor<2>,
@@ -263,18 +262,6 @@ fn adam_kernel<const D: usize>(
     )
 }
 
-/// `g_i − (g_i · w_i) w_i` for each row `i` of the (unit-norm) decoder `w` and its gradient
-/// `g`, `[m, d]`.
-pub fn remove_parallel(w: Tensor<2>, g: Tensor<2>) -> Tensor<2> {
-    if !on_cube(&w.device()) {
-        return stock::remove_parallel(w, g);
-    }
-    Tensor::from_dispatch(<Dispatch as KernelOps>::remove_parallel(
-        w.into_dispatch(),
-        g.into_dispatch(),
-    ))
-}
-
 /// Fire counts of a sparse code: for each of the `m` latents, the entries with `val > 0`,
 /// `[m]` (as f32). burn's `select_assign` add, the twin, runs as one GPU thread per output
 /// column, so on a `[m]` vector one thread walks every entry; the kernel is one unit per
@@ -315,7 +302,7 @@ pub fn encode(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>, half: bool) -> Tensor<2>
 }
 
 /// `Σ_i ‖g_i − (g_i · w_i) w_i‖²` over the rows of `w`, `g` `[m, d]`, `[1]`: the squared norm
-/// of [`remove_parallel`]'s result without writing it (one kernel per row, then a sum of `m`
+/// of [`stock::remove_parallel`]'s result without writing it (one kernel per row, then a sum of `m`
 /// numbers), for the clip factor of [`adam_unit_rows`]' update.
 pub fn removed_sq_norm(w: Tensor<2>, g: Tensor<2>) -> Tensor<1> {
     if !on_cube(&w.device()) {
@@ -487,7 +474,8 @@ pub mod stock {
         remove_parallel(w, g).square().sum()
     }
 
-    /// Twin of [`super::remove_parallel`].
+    /// `g_i − (g_i · w_i) w_i` for each row `i` of the (unit-norm) decoder `w` and its
+    /// gradient `g`, `[m, d]`: what [`super::adam_unit_rows`] removes before Adam.
     pub fn remove_parallel(w: Tensor<2>, g: Tensor<2>) -> Tensor<2> {
         let dots = (g.clone() * w.clone()).sum_dim(1);
         g - w * dots

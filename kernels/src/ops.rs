@@ -69,9 +69,6 @@ pub trait KernelOps: Backend {
         unit_rows: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
-    /// `g_i − (g_i · w_i) w_i` for every row `i` of `w`, `g` `[m, d]`.
-    fn remove_parallel(w: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self>;
-
     /// `‖g_i − (g_i · w_i) w_i‖²` (with `remove`) or `‖g_i‖²` for every row `i` of `g`
     /// `[m, d]` (and `w`, read only with `remove`); `[m]`.
     fn row_sq_norms(w: FloatTensor<Self>, g: FloatTensor<Self>, remove: bool) -> FloatTensor<Self>;
@@ -343,25 +340,6 @@ impl KernelOps for Cube {
             );
         }
         (p_out, m_out, v_out)
-    }
-
-    fn remove_parallel(w: CubeTensor, g: CubeTensor) -> CubeTensor {
-        let (w, g) = (f32s(w), f32s(g));
-        let (rows, d) = dims2(&w);
-        let out = empty(&w, Shape::new([rows, d]), DType::F32);
-        if rows > 0 {
-            cube::remove_parallel_kernel::launch(
-                &w.client,
-                grid(rows),
-                CubeDim::new_1d(ROW_UNITS),
-                w.clone().into_tensor_arg(),
-                g.into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                rows,
-                d,
-            );
-        }
-        out
     }
 
     fn row_sq_norms(w: CubeTensor, g: CubeTensor, remove: bool) -> CubeTensor {

@@ -40,7 +40,8 @@ impl Adam {
     /// One update of `p` with gradients `g · factor` (`factor` `[1]`, e.g. the clip factor
     /// of [`clip_factor`], left on the device) at learning rates `lr`; with `unit_decoder`
     /// the decoder's update keeps its rows at unit norm: each row's gradient loses its
-    /// component along the row ([`remove_parallel_component`]) before Adam, and the rows are
+    /// component along the row (`g_i − (g_i·w_i) w_i`, so that a step keeps `‖w_i‖ = 1` to
+    /// first order; [`lantern_kernels::adam_unit_rows`]) before Adam, and the rows are
     /// rescaled to unit norm after, in the same pass. Each parameter is one `lantern_kernels`
     /// call: a fused kernel on wgpu/vulkan, burn's stock ops on the CPU.
     pub fn step(
@@ -174,12 +175,6 @@ pub fn clip_grads(g: &Params, clip: f32) -> Params {
         ParamTensor::One(t) => ParamTensor::One(t * factor.clone()),
         ParamTensor::Two(t) => ParamTensor::Two(t * factor.clone().unsqueeze_dim::<2>(0)),
     })
-}
-
-/// Removes from each decoder-row gradient its component along the (unit) row:
-/// `g_i ← g_i − (g_i · w_i) w_i`, so that a step keeps ‖w_i‖ = 1 to first order.
-pub fn remove_parallel_component(w_dec: &Tensor<2>, grad_w_dec: Tensor<2>) -> Tensor<2> {
-    kernels::remove_parallel(w_dec.clone(), grad_w_dec)
 }
 
 /// Rescales every decoder row to unit norm: `w_i ← w_i / ‖w_i‖`.

@@ -198,7 +198,7 @@ pub fn train_lockstep(
         let (batch, cursor_after) = batches.next()?;
         for (i, slot) in live.iter_mut().enumerate() {
             let Some(run) = slot else { continue };
-            match run.feed(batch.clone(), cursor_after, batches.skipped(), &mut |e| {
+            match run.feed(&batch, cursor_after, batches.skipped(), &mut |e| {
                 observer(i, e)
             }) {
                 Ok(()) => {}
@@ -331,12 +331,12 @@ impl Run {
     /// checkpoint when due. `skipped` is the reader's count of non-finite rows so far.
     pub fn feed(
         &mut self,
-        batch: lantern_acts::Batch,
+        batch: &lantern_acts::Batch,
         cursor_after: lantern_acts::Cursor,
         skipped: u64,
         observer: &mut dyn FnMut(TrainEvent),
     ) -> Result<()> {
-        let rows = Rows::cut(&batch, &self.state.saved.row_cut, self.state.saved.scale);
+        let rows = Rows::cut(batch, &self.state.saved.row_cut, self.state.saved.scale);
         self.feed_rows(rows, cursor_after, skipped, observer)
     }
 
