@@ -2,8 +2,10 @@
 //! bounded memory, deterministic order and exact resume from a [`Cursor`].
 
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ActsError, Result, usage};
@@ -14,8 +16,16 @@ use crate::store::Store;
 
 /// Window length used to bound the mapped shards when reading sequentially.
 const SEQUENTIAL_WINDOW: u64 = 1 << 16;
+/// Fewest rows one rayon task gathers (a task per 64 rows of d 768 moves ≥ 100 KiB).
+const GATHER_MIN_ROWS: usize = 64;
+/// Fewest rows of a store-scope window one rayon task locates.
+const LOCATE_MIN_ROWS: usize = 4096;
 /// Mixed into the seed of a [`ShuffleScope::Store`] permutation.
 const STORE_SCOPE_TAG: u64 = 0x0053_544f_5245; // "STORE"
+
+fn nothing_passes(dir: &Path) -> ActsError {
+    usage(dir, "no row passes the role / label / non-finite filters")
+}
 
 /// What to do with rows holding NaN or infinities.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -245,6 +255,16 @@ impl BatchReader {
         res
     }
 
+    /// Fills one batch in rounds. Each round *plans* on this thread — walks the cursor through
+    /// the current window, applies the role / label filters (one byte per row) and lists the
+    /// rows to read, up to the rows still missing — then *gathers* the planned rows from the
+    /// mapped shards in parallel (rayon, at least [`GATHER_MIN_ROWS`] rows per task), each
+    /// straight into its slot of the batch with its finiteness checked, and finally walks the
+    /// plan in stream order: the first non-finite row is the error, or under
+    /// [`NonFinite::Skip`] skipped rows are closed up and the next round reads as many more. A
+    /// round ends at a window boundary (loading the next window unmaps the shards this one
+    /// reads), so the rows, their order, the cursor, the skip count and every error are those
+    /// of reading one row at a time.
     fn fill(&mut self) -> Result<Option<Batch>> {
         let total = self.store.rows();
         let d = self.store.d_model();
@@ -254,59 +274,122 @@ impl BatchReader {
         let mut seq_ids = Vec::with_capacity(want);
         let mut positions = Vec::with_capacity(want);
         let role = self.opts.role.map(|r| r as u8);
+        // Rows rejected by a filter since the last kept row: past `total`, nothing passes.
         let mut rejected_in_a_row = 0u64;
+        // The round's rows (shard, row in shard) and, for each, the filter rejections just
+        // before it.
+        let mut plan: Vec<(u32, u32)> = Vec::with_capacity(want);
+        let mut gaps: Vec<u64> = Vec::with_capacity(want);
         while token_ids.len() < want && total > 0 {
-            if self.cursor.row >= total {
-                self.cursor = Cursor {
-                    epoch: self.cursor.epoch + 1,
-                    row: 0,
+            plan.clear();
+            gaps.clear();
+            let mut gap = 0u64;
+            let mut spinning = false;
+            let mut exhausted = false;
+            while plan.len() < want - token_ids.len() {
+                if self.cursor.row >= total {
+                    self.cursor = Cursor {
+                        epoch: self.cursor.epoch + 1,
+                        row: 0,
+                    };
+                }
+                if self.opts.epochs.is_some_and(|e| self.cursor.epoch >= e) {
+                    exhausted = true;
+                    break;
+                }
+                // Exact when nothing is planned yet, a lower bound otherwise (the planned rows
+                // may still turn out non-finite); the walk below checks the exact count.
+                let bound = gap
+                    + if plan.is_empty() {
+                        rejected_in_a_row
+                    } else {
+                        0
+                    };
+                if bound > total {
+                    spinning = true;
+                    break;
+                }
+                if !plan.is_empty() && !self.window_holds(self.cursor) {
+                    break;
+                }
+                let (shard_idx, local) = self.locate(self.cursor)?;
+                self.cursor.row += 1;
+                let Some(shard) = &self.mapped[shard_idx] else {
+                    return Err(usage(
+                        self.store.dir(),
+                        "internal: shard of the window is not mapped",
+                    ));
                 };
+                if (role.is_some() && shard.role(local) != role)
+                    || (self.opts.label.is_some() && shard.label(local) != self.opts.label)
+                {
+                    gap += 1;
+                    continue;
+                }
+                plan.push((shard_idx as u32, local as u32));
+                gaps.push(gap);
+                gap = 0;
             }
-            if self.opts.epochs.is_some_and(|e| self.cursor.epoch >= e) {
-                break;
-            }
-            if rejected_in_a_row > total {
-                return Err(usage(
-                    self.store.dir(),
-                    "no row passes the role / label / non-finite filters",
-                ));
-            }
-            let (shard_idx, local) = self.locate(self.cursor)?;
-            self.cursor.row += 1;
-            let Some(shard) = &self.mapped[shard_idx] else {
-                return Err(usage(
-                    self.store.dir(),
-                    "internal: shard of the window is not mapped",
-                ));
-            };
-            if (role.is_some() && shard.role(local) != role)
-                || (self.opts.label.is_some() && shard.label(local) != self.opts.label)
-            {
-                rejected_in_a_row += 1;
-                continue;
-            }
-            let k = token_ids.len();
-            let out = &mut acts[k * d..(k + 1) * d];
-            shard.row_f32(local, out);
-            if !out.iter().all(|x| x.is_finite()) {
-                match self.opts.non_finite {
-                    NonFinite::Error => {
-                        return Err(ActsError::NonFinite {
-                            path: shard.path().to_path_buf(),
-                            row: local as u64,
-                        });
+            let base = token_ids.len();
+            let mapped = &self.mapped;
+            // `None`: the row's shard is not mapped (cannot happen: planned rows lie in the
+            // window, whose shards are mapped).
+            let finite: Vec<Option<bool>> = acts[base * d..(base + plan.len()) * d]
+                .par_chunks_mut(d)
+                .zip(plan.par_iter())
+                .with_min_len(GATHER_MIN_ROWS)
+                .map(|(out, &(s, r))| match &mapped[s as usize] {
+                    Some(shard) => {
+                        shard.row_f32(r as usize, out);
+                        Some(out.iter().all(|x| x.is_finite()))
                     }
-                    NonFinite::Skip => {
-                        self.skipped += 1;
-                        rejected_in_a_row += 1;
-                        continue;
+                    None => None,
+                })
+                .collect();
+            for (j, (&(s, r), &ok)) in plan.iter().zip(&finite).enumerate() {
+                rejected_in_a_row += gaps[j];
+                if rejected_in_a_row > total {
+                    return Err(nothing_passes(self.store.dir()));
+                }
+                let (Some(shard), Some(finite)) = (&mapped[s as usize], ok) else {
+                    return Err(usage(
+                        self.store.dir(),
+                        "internal: shard of the window is not mapped",
+                    ));
+                };
+                let local = r as usize;
+                if !finite {
+                    match self.opts.non_finite {
+                        NonFinite::Error => {
+                            return Err(ActsError::NonFinite {
+                                path: shard.path().to_path_buf(),
+                                row: local as u64,
+                            });
+                        }
+                        NonFinite::Skip => {
+                            self.skipped += 1;
+                            rejected_in_a_row += 1;
+                            continue;
+                        }
                     }
                 }
+                rejected_in_a_row = 0;
+                let k = token_ids.len();
+                if k != base + j {
+                    // Close up the rows skipped before this one.
+                    acts.copy_within((base + j) * d..(base + j + 1) * d, k * d);
+                }
+                token_ids.push(shard.token_id(local));
+                seq_ids.push(shard.seq_id(local));
+                positions.push(shard.position(local));
             }
-            rejected_in_a_row = 0;
-            token_ids.push(shard.token_id(local));
-            seq_ids.push(shard.seq_id(local));
-            positions.push(shard.position(local));
+            rejected_in_a_row += gap;
+            if spinning {
+                return Err(nothing_passes(self.store.dir()));
+            }
+            if exhausted {
+                break;
+            }
         }
         if total > 0 && self.cursor.row >= total {
             // Canonical form: the end of an epoch is the start of the next.
@@ -330,16 +413,18 @@ impl BatchReader {
         }))
     }
 
+    /// Whether the stream row at `c` lies in the loaded window.
+    fn window_holds(&self, c: Cursor) -> bool {
+        self.window
+            .as_ref()
+            .is_some_and(|win| win.epoch == c.epoch && win.index == c.row / self.window_len)
+    }
+
     /// Shard index and row within it for the stream row at `c`, loading the epoch's shard order
     /// and the window (mapping its shards) when `c` leaves the current ones.
     fn locate(&mut self, c: Cursor) -> Result<(usize, usize)> {
-        let w = c.row / self.window_len;
-        let current = self
-            .window
-            .as_ref()
-            .is_some_and(|win| win.epoch == c.epoch && win.index == w);
-        if !current {
-            self.load_window(c.epoch, w)?;
+        if !self.window_holds(c) {
+            self.load_window(c.epoch, c.row / self.window_len)?;
         }
         let Some(win) = &self.window else {
             return Err(usage(self.store.dir(), "internal: no window loaded"));
@@ -378,13 +463,21 @@ impl BatchReader {
         let mut touched = vec![false; self.mapped.len()];
         match self.permutation.as_ref() {
             Some(perm) => {
-                // Store rows in manifest order: order[k] = k.
-                rows.extend((start..end).map(|p| {
-                    let g = perm.apply(p);
-                    let k = self.order_starts.partition_point(|&s| s <= g) - 1;
-                    touched[k] = true;
-                    (k as u32, (g - self.order_starts[k]) as u32)
-                }));
+                // Store rows in manifest order: order[k] = k. Located in parallel (a keyed
+                // permutation and a binary search per row).
+                let starts = &self.order_starts;
+                (0..(end - start) as usize)
+                    .into_par_iter()
+                    .with_min_len(LOCATE_MIN_ROWS)
+                    .map(|i| {
+                        let g = perm.apply(start + i as u64);
+                        let k = starts.partition_point(|&s| s <= g) - 1;
+                        (k as u32, (g - starts[k]) as u32)
+                    })
+                    .collect_into_vec(&mut rows);
+                for &(k, _) in &rows {
+                    touched[k as usize] = true;
+                }
             }
             None => {
                 // First order entry whose range contains `start`.
@@ -406,11 +499,19 @@ impl BatchReader {
                 }
             }
         }
-        for (i, slot) in self.mapped.iter_mut().enumerate() {
-            if !touched[i] {
+        // Map the shards this window adds, in parallel (each is checked against its crc32 as
+        // it is mapped); the first failure in shard order is the error.
+        let new: Vec<usize> = (0..self.mapped.len())
+            .filter(|&i| touched[i] && self.mapped[i].is_none())
+            .collect();
+        let store = &self.store;
+        let opened: Vec<Result<Shard>> = new.par_iter().map(|&i| store.shard(i)).collect();
+        for (i, shard) in new.into_iter().zip(opened) {
+            self.mapped[i] = Some(shard?);
+        }
+        for (slot, &keep) in self.mapped.iter_mut().zip(&touched) {
+            if !keep {
                 *slot = None; // unmap shards this window does not read
-            } else if slot.is_none() {
-                *slot = Some(self.store.shard(i)?);
             }
         }
         self.window = Some(Window {

@@ -252,6 +252,19 @@ fn a_filter_that_rejects_everything_errors_instead_of_spinning() {
         ..Default::default()
     };
     assert!(reader(dir.path(), opts).next_batch().is_err());
+    // Every row non-finite and skipped, endless epochs: an error too.
+    let bad = tempfile::tempdir().unwrap();
+    formula_store(bad.path(), 2, 7, 3, false);
+    for r in 0..7 {
+        poke_value(bad.path(), r / 3, r % 3, 1, f32::NAN);
+    }
+    let opts = ReaderOptions {
+        non_finite: NonFinite::Skip,
+        epochs: None,
+        ..Default::default()
+    };
+    let err = reader(bad.path(), opts).next_batch().unwrap_err();
+    assert!(err.to_string().contains("no row passes"), "{err}");
 }
 
 /// 20 rows, d = 3, shards of 5; row 7 has a NaN and row 13 an infinity.
@@ -375,4 +388,132 @@ fn reader_maps_only_the_shards_of_the_current_window() {
     assert!((1..=3).contains(&max), "up to {max} shards mapped at once");
     drop(r);
     assert_eq!(mapped_shards(dir.path()), 0);
+}
+
+/// Store rows poked non-finite by [`bad_big_store`]: runs of neighbours, both roles, shard
+/// edges and the store's first and last rows.
+const BAD_ROWS: [u64; 14] = [
+    0, 1, 2, 2999, 3000, 3001, 7777, 7778, 7779, 7780, 12_345, 15_000, 15_001, 19_999,
+];
+
+/// 20 000 rows, d 8, shards of 3 000, roles (row % 2), `BAD_ROWS` poked: NaN or ±∞.
+fn bad_big_store(dir: &Path) {
+    formula_store(dir, 8, 20_000, 3000, true);
+    for (i, &r) in BAD_ROWS.iter().enumerate() {
+        let v = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][i % 3];
+        poke_value(dir, (r / 3000) as usize, (r % 3000) as usize, i % 8, v);
+    }
+}
+
+/// Rows of every batch of a reader, in order, after the formula check of each row's values.
+fn stream(dir: &Path, opts: ReaderOptions) -> (Vec<u64>, Vec<usize>, u64) {
+    let mut r = reader(dir, opts);
+    let batches = all_batches(&mut r);
+    let rows = batches.iter().flat_map(row_numbers).collect();
+    (
+        rows,
+        batches.iter().map(|b| b.rows).collect(),
+        r.skipped_non_finite(),
+    )
+}
+
+#[test]
+fn batches_gathered_in_parallel_equal_rows_read_one_at_a_time() {
+    // Batches of 4 096 rows are gathered in parallel in rounds that end at each window edge
+    // (windows of 1 500 rows here, so several rounds per batch); skipped rows are closed up.
+    // The reference reads batches of one row: one row per round, nothing to close up.
+    let dir = tempfile::tempdir().unwrap();
+    bad_big_store(dir.path());
+    let bad_answers = BAD_ROWS.iter().filter(|&&r| r % 2 == 1).count() as u64;
+    for (scope, role, epochs) in [
+        (ShuffleScope::Window, Some(Role::Answer), 1),
+        (ShuffleScope::Window, None, 2),
+        (ShuffleScope::Store, Some(Role::Answer), 2),
+        (ShuffleScope::Store, None, 1),
+    ] {
+        let opts = |batch_rows| ReaderOptions {
+            batch_rows,
+            shuffle_rows: 1500,
+            scope,
+            seed: 11,
+            role,
+            epochs: Some(epochs),
+            non_finite: NonFinite::Skip,
+            ..Default::default()
+        };
+        let what = format!("{scope} role {role:?} epochs {epochs}");
+        let (rows, sizes, skipped) = stream(dir.path(), opts(4096));
+        let (want, _, want_skipped) = stream(dir.path(), opts(1));
+        assert_eq!(rows, want, "{what}: rows and order");
+        assert_eq!(skipped, want_skipped, "{what}: skip count");
+        // Independently of the reference: the rows kept, and the skips (a prompt row is
+        // dropped by the role filter before its values are read, so it is not counted).
+        let bad = match role {
+            Some(_) => bad_answers,
+            None => BAD_ROWS.len() as u64,
+        };
+        assert_eq!(skipped, bad * epochs, "{what}: skipped");
+        let mut kept = rows.clone();
+        kept.sort_unstable();
+        let mut expected: Vec<u64> = (0..20_000)
+            .filter(|r| role.is_none() || r % 2 == 1)
+            .filter(|r| !BAD_ROWS.contains(r))
+            .flat_map(|r| std::iter::repeat_n(r, epochs as usize))
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(kept, expected, "{what}: kept rows");
+        let full = sizes.len() - 1;
+        assert!(
+            sizes[..full].iter().all(|&s| s == 4096),
+            "{what}: {sizes:?}"
+        );
+    }
+}
+
+#[test]
+fn a_parallel_batch_fails_at_the_first_bad_row_of_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    bad_big_store(dir.path());
+    for scope in [ShuffleScope::Window, ShuffleScope::Store] {
+        let opts = |batch_rows| ReaderOptions {
+            batch_rows,
+            shuffle_rows: 1500,
+            scope,
+            seed: 5,
+            ..Default::default()
+        };
+        // One row at a time: the rows before the first bad one, then its error.
+        let mut one = reader(dir.path(), opts(1));
+        let mut before = 0;
+        let want = loop {
+            match one.next_batch() {
+                Ok(Some(_)) => before += 1,
+                Ok(None) => panic!("{scope}: no bad row met"),
+                Err(e) => break e.to_string(),
+            }
+        };
+        let mut big = reader(dir.path(), opts(4096));
+        let mut read = 0;
+        let got = loop {
+            let at = big.cursor();
+            match big.next_batch() {
+                Ok(Some(b)) => read += b.rows,
+                Ok(None) => panic!("{scope}: no bad row met"),
+                Err(e) => {
+                    assert_eq!(
+                        big.cursor(),
+                        at,
+                        "{scope}: cursor stays at the failed batch"
+                    );
+                    break e.to_string();
+                }
+            }
+        };
+        assert_eq!(got, want, "{scope}: the error names the same row");
+        assert_eq!(
+            read,
+            before / 4096 * 4096,
+            "{scope}: full batches before it"
+        );
+    }
 }
