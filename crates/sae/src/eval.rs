@@ -195,31 +195,68 @@ pub fn evaluate(
 /// Recovery of known features: `MMCS = mean_i max_j cos(f_i, W_dec,j)` for ground-truth
 /// features `f` `[n_true, d]` and decoder rows `w_dec` `[m, d]` (Sharkey et al. 2022, "Taking
 /// features out of superposition with sparse autoencoders").
+///
+/// Rows are scaled to unit norm, then the cosines come from a GEMM, `C = F̂ Ŵᵀ`, over blocks
+/// of [`MMCS_BLOCK`] features (a `[block, m]` buffer, 50 MB at m 24 576), each row's maximum
+/// taken as the block is done. At (6 144 × 24 576 × 768), what a d 768 ground-truth run checks,
+/// that is 116 G multiply-adds: a GEMM's work, a minute of scalar dot products on two cores.
 pub fn mean_max_cosine(features: &[f32], w_dec: &[f32], d: usize) -> f64 {
     use rayon::prelude::*;
     let unit = |rows: &[f32]| -> Vec<f32> {
-        rows.chunks(d)
-            .flat_map(|r| {
+        rows.par_chunks(d)
+            .flat_map_iter(|r| {
                 let n = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
                 r.iter().map(move |v| v / n)
             })
             .collect()
     };
     let (f, w) = (unit(features), unit(w_dec));
-    let n_true = f.len() / d;
-    if n_true == 0 {
+    let (n_true, m) = (f.len() / d.max(1), w.len() / d.max(1));
+    if n_true == 0 || m == 0 {
         return 0.0;
     }
-    let total: f64 = f
-        .par_chunks(d)
-        .map(|fi| {
-            w.chunks(d)
-                .map(|wj| fi.iter().zip(wj).map(|(a, b)| a * b).sum::<f32>())
-                .fold(f32::NEG_INFINITY, f32::max) as f64
-        })
-        .sum();
+    let mut cos = vec![0f32; MMCS_BLOCK.min(n_true) * m];
+    let mut total = 0f64;
+    for block in f.chunks(MMCS_BLOCK * d) {
+        let rows = block.len() / d;
+        let c = &mut cos[..rows * m];
+        // SAFETY: dst is `rows × m` (row stride m), lhs `rows × d` (row stride d), rhs the
+        // `d × m` view of `w` (element (r, j) at j·d + r, the largest offset (m−1)·d + d − 1
+        // < w.len()); gemm reads lhs/rhs and writes dst only within those extents.
+        unsafe {
+            gemm::gemm(
+                rows,
+                m,
+                d,
+                c.as_mut_ptr(),
+                1,
+                m as isize,
+                false,
+                block.as_ptr(),
+                1,
+                d as isize,
+                w.as_ptr(),
+                d as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+        let best: Vec<f32> = c
+            .par_chunks(m)
+            .map(|row| row.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+            .collect();
+        total += best.iter().map(|&b| f64::from(b)).sum::<f64>();
+    }
     total / n_true as f64
 }
+
+/// Ground-truth features per GEMM of [`mean_max_cosine`].
+const MMCS_BLOCK: usize = 512;
 
 /// Feature absorption measured against a ground truth with a parent/child hierarchy
 /// ([`absorption`]).
@@ -491,5 +528,42 @@ mod tests {
         let f2 = [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0];
         let w2 = [0.0, 0.0, 1.0, -1.0, 0.0, 0.0, 1.0];
         assert!(mean_max_cosine(&f2, &w2, 7).abs() < 1e-6);
+    }
+
+    #[test]
+    fn mean_max_cosine_matches_f64_dot_products_across_blocks() {
+        // More features than one GEMM block, an odd d and m, rows of any norm.
+        let (n_true, m, d) = (MMCS_BLOCK + 77, 301, 13);
+        let mut state = 7u64;
+        let mut draw = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 3.0
+                })
+                .collect()
+        };
+        let (f, w) = (draw(n_true * d), draw(m * d));
+        let norm = |r: &[f32]| r.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+        let want = f
+            .chunks(d)
+            .map(|fi| {
+                w.chunks(d)
+                    .map(|wj| {
+                        let dot: f64 = fi
+                            .iter()
+                            .zip(wj)
+                            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                            .sum();
+                        dot / (norm(fi) * norm(wj))
+                    })
+                    .fold(f64::NEG_INFINITY, f64::max)
+            })
+            .sum::<f64>()
+            / n_true as f64;
+        let got = mean_max_cosine(&f, &w, d);
+        assert!((got - want).abs() < 1e-6, "{got} against {want}");
     }
 }
