@@ -332,7 +332,7 @@ pub mod stock {
     use super::*;
 
     /// Twin of [`super::top_k_rows`] (burn's `topk_with_indices`, exact for every `k` on
-    /// `flex`; burn's cubecl reduction is wrong above k = 32, hence the kernel).
+    /// `flex`; burn's cubecl reduction was wrong above k = 33 on lavapipe, hence the kernel).
     pub fn top_k_rows(acts: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2, Int>) {
         acts.topk_with_indices(k, 1)
     }

@@ -2,8 +2,10 @@
 //!
 //! burn's `topk_with_indices` on `flex` sorts every row (≈ 270 ms for a 4096 × 2048 batch
 //! on 2 cores); a partial selection per row with rayon does it in a fraction of that. On cubecl
-//! devices (wgpu, vulkan) burn's stock op is a reduction that returns wrong results for k > 32
-//! (seen on lavapipe with burn 0.22.1: k = 64 of 2048 fails, k = 33 works); there
+//! devices (wgpu, vulkan) burn's stock op is a reduction that returned wrong results for k > 33
+//! on lavapipe with burn 0.22.1 (k = 64 of 2048: right for 4 rows, wrong from 8; whether a GPU
+//! driver does too is checked by an ignored test of `kernels/tests/wgpu.rs` that
+//! `scripts/gpu-bench.sh` runs on the device); there
 //! `lantern_kernels::top_k_rows` (a radix select, one cube per row, exact for every k) runs
 //! instead. The paths are compared in the tests below, in `kernels/tests/wgpu.rs` and in
 //! `tests/wgpu.rs`.
