@@ -17,6 +17,7 @@
 //! counting what it dropped and why ([`Dropped`]).
 
 use lantern_acts::Batch;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, SaeError};
@@ -174,25 +175,46 @@ impl RowCut {
     }
 
     /// The kept rows of `batch`, concatenated, each passed through `f` (e.g. scaled); adds the
-    /// dropped ones to `dropped`.
+    /// dropped ones to `dropped`. Rows are judged (a norm each) and copied in parallel (rayon),
+    /// in batch order: the same rows and values as one row at a time.
     pub fn keep(
         &self,
         batch: &Batch,
         dropped: &mut Dropped,
-        mut f: impl FnMut(f32) -> f32,
+        f: impl Fn(f32) -> f32 + Sync,
     ) -> Vec<f32> {
-        let mut kept = Vec::with_capacity(batch.acts.len());
-        for (t, p, r) in rows(batch) {
-            match self.reason(t, p, Some(r)) {
-                None => kept.extend(r.iter().map(|v| f(*v))),
+        let d = batch.d.max(1);
+        let n = batch.rows.min(batch.acts.len() / d);
+        let row = |i: usize| &batch.acts[i * d..(i + 1) * d];
+        let reasons: Vec<Option<Reason>> = (0..n)
+            .into_par_iter()
+            .with_min_len(KEEP_MIN_ROWS)
+            .map(|i| self.reason(batch.token_ids[i], batch.positions[i], Some(row(i))))
+            .collect();
+        let mut kept_rows = Vec::with_capacity(n);
+        for (i, reason) in reasons.iter().enumerate() {
+            match reason {
+                None => kept_rows.push(i),
                 Some(Reason::TokenId) => dropped.token_id += 1,
                 Some(Reason::FirstPosition) => dropped.first_position += 1,
                 Some(Reason::Outlier) => dropped.outlier += 1,
             }
         }
+        let mut kept = vec![0f32; kept_rows.len() * d];
+        kept.par_chunks_mut(d)
+            .zip(&kept_rows)
+            .with_min_len(KEEP_MIN_ROWS)
+            .for_each(|(out, &i)| {
+                for (o, v) in out.iter_mut().zip(row(i)) {
+                    *o = f(*v);
+                }
+            });
         kept
     }
 }
+
+/// Fewest rows one rayon task of [`RowCut::keep`] judges or copies.
+const KEEP_MIN_ROWS: usize = 64;
 
 enum Reason {
     TokenId,
@@ -279,6 +301,53 @@ mod tests {
             line.contains("2 at position 0") && line.contains("1 above 10× the median"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn a_large_batch_keeps_the_rows_a_row_by_row_loop_keeps_in_order() {
+        // 5 000 rows (many parallel tasks): every 37th at position 0, every 101st with an
+        // excluded token, every 53rd an outlier (norm 1 000 against a median near 5).
+        let n = 5000;
+        let norms: Vec<f32> = (0..n)
+            .map(|i| {
+                if i % 53 == 7 {
+                    1000.0
+                } else {
+                    1.0 + (i % 9) as f32
+                }
+            })
+            .collect();
+        let tokens: Vec<u32> = (0..n).map(|i| if i % 101 == 3 { 7 } else { 5 }).collect();
+        let positions: Vec<u32> = (0..n).map(|i| (i % 37) as u32).collect();
+        let b = batch(&norms, &tokens, &positions);
+        let filter = RowFilter {
+            exclude_token_ids: vec![7],
+            ..RowFilter::default()
+        };
+        let cut = RowCut::from_sample(&filter, &b);
+        let mut dropped = Dropped::default();
+        let kept = cut.keep(&b, &mut dropped, |v| -3.0 * v);
+        let mut want = Vec::new();
+        let mut want_dropped = Dropped::default();
+        for i in 0..n {
+            if tokens[i] == 7 {
+                want_dropped.token_id += 1;
+            } else if positions[i] == 0 {
+                want_dropped.first_position += 1;
+            } else if norms[i] > 100.0 {
+                want_dropped.outlier += 1;
+            } else {
+                want.extend([-3.0 * 0.6 * norms[i], -3.0 * 0.8 * norms[i]]);
+            }
+        }
+        assert_eq!(dropped, want_dropped);
+        assert_eq!(kept.len(), want.len());
+        for (j, (a, b)) in kept.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs(),
+                "value {j}: {a} against {b}"
+            );
+        }
     }
 
     #[test]
