@@ -50,8 +50,8 @@ done
   "$bin" acts synth --d 768 --features 6144 --mean-active 32 --rows 1000000 --seed 2 --out "$work/acts768"
 # The reader that feeds the trainer (rows gathered by rayon over the host's cores), files in
 # the page cache: at the 2.0 M tok/s goal it must stream well above that.
-echo "== bench acts (d 768 store, store-wide shuffle, batch 4096)"
-for i in 1 2; do timeout 60 "$bin" bench acts "$work/acts768" || echo "   (failed or timed out)"; done
+echo "== bench acts (d 768 store, store-wide shuffle, batch 4096; reader alone, then with the row cut)"
+for cut in "" --cut; do timeout 60 "$bin" bench acts "$work/acts768" $cut || echo "   (failed or timed out)"; done
 for run in vulkan vulkan-kernels vulkan-kernels-f16 cpu; do
   dev=${run%%-*}; steps=200; [[ $dev == cpu ]] && steps=20
   sparse=0; [[ $run == *kernels* ]] && sparse=1

@@ -6,10 +6,10 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 use lantern_acts::{BatchReader, NonFinite, ReaderOptions, Store};
-use lantern_sae::DeviceChoice;
 use lantern_sae::optim::{self, Adam};
 use lantern_sae::params::{Params, scalar};
 use lantern_sae::step::{random_topk_setup, step};
+use lantern_sae::{DeviceChoice, Dropped, RowCut, RowFilter};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -56,6 +56,11 @@ pub enum BenchCommand {
         /// what `sae train` does) or `window` (rows within windows of --shuffle-rows).
         #[arg(long, default_value = "store")]
         shuffle: lantern_acts::ShuffleScope,
+        /// Also apply `sae train`'s default row cut (position 0, outliers; fixed on the first
+        /// batch) and scale to each batch, as its prefetch thread does: the rate training can
+        /// be fed at.
+        #[arg(long)]
+        cut: bool,
     },
     /// Rows/s and peak memory of feature search over a store: `diff` (the SAE over the store
     /// as base and as finetune, with the sequence bootstrap) and `direction` (per-sequence
@@ -183,6 +188,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             batch,
             shuffle_rows,
             shuffle,
+            cut,
         } => {
             let s = Store::open(&store)?;
             let bytes: u64 = s.manifest().shards.iter().map(|sh| sh.bytes).sum();
@@ -201,11 +207,26 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             )?;
             let t = Instant::now();
             let (mut rows, mut checksum) = (0u64, 0f64);
+            let mut row_cut: Option<RowCut> = None;
+            let mut dropped = Dropped::default();
             while let Some(b) = reader.next_batch()? {
                 rows += b.rows as u64;
-                checksum += b.acts.first().copied().unwrap_or(0.0) as f64;
+                let first = if cut {
+                    let rc = row_cut
+                        .get_or_insert_with(|| RowCut::from_sample(&RowFilter::default(), &b));
+                    rc.keep(&b, &mut dropped, |v| v * 0.5).first().copied()
+                } else {
+                    b.acts.first().copied()
+                };
+                checksum += first.unwrap_or(0.0) as f64;
             }
             let secs = t.elapsed().as_secs_f64();
+            if let Some(rc) = &row_cut {
+                println!(
+                    "row cut and scale applied; left out: {}",
+                    dropped.describe(rc)
+                );
+            }
             println!(
                 "streamed {rows} rows ({:.2} GB on disk) in {secs:.1} s: {:.0} rows/s, {:.2} GB/s; peak RSS {} MiB (checksum {checksum:.3})",
                 bytes as f64 / 1e9,

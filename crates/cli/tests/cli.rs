@@ -1302,3 +1302,26 @@ fn bench_sae_breakdown_times_each_piece_of_both_gpu_paths() {
         "--breakdown times the burn engine",
     );
 }
+
+#[test]
+fn bench_acts_streams_every_row_and_applies_the_row_cut_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    small_store(store.to_str().unwrap(), "3");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["bench", "acts", store.to_str().unwrap(), "--batch", "1000"];
+        args.extend_from_slice(extra);
+        String::from_utf8_lossy(&run_ok(&args).stdout).into_owned()
+    };
+    let plain = run(&[]);
+    assert!(plain.contains("streamed 30000 rows"), "{plain}");
+    assert!(!plain.contains("row cut"), "{plain}");
+    // Synthetic rows come in sequences of 128 (position = row % 128) without outliers: the
+    // cut leaves out the ⌈30 000 / 128⌉ = 235 rows at position 0.
+    let cut = run(&["--cut"]);
+    assert!(cut.contains("streamed 30000 rows"), "{cut}");
+    assert!(
+        cut.contains("row cut and scale applied; left out: 235 at position 0\n"),
+        "{cut}"
+    );
+}
