@@ -148,7 +148,7 @@ struct Window {
 /// `shuffle_rows` rows; window `w`'s rows are permuted by an RNG seeded from `(seed, e, w)`.
 /// With [`ShuffleScope::Store`], stream row `p` of epoch `e` is store row `π_e(p)` (manifest
 /// order), `π_e` the [`Permutation`] keyed by `(seed, e)`. Rows are gathered from
-/// the memory-mapped shards straight into the batch. Only the shards the current window touches
+/// the memory-mapped shards straight into the batch, in parallel (rayon; see `fill`). Only the shards the current window touches
 /// stay mapped (under the store scope, nearly all of them: mappings cost address space, and the
 /// pages read are the kernel's cache to evict) and only the index vector of one window is held,
 /// so memory does not grow with the store. With `shuffle_rows = 0` rows come in manifest order.

@@ -222,7 +222,7 @@ pub fn evaluate(
 /// features out of superposition with sparse autoencoders").
 ///
 /// Rows are scaled to unit norm, then the cosines come from a GEMM, `C = F̂ Ŵᵀ`, over blocks
-/// of [`MMCS_BLOCK`] features (a `[block, m]` buffer, 50 MB at m 24 576), each row's maximum
+/// of 512 features (a `[512, m]` buffer, 50 MB at m 24 576), each row's maximum
 /// taken as the block is done. At (6 144 × 24 576 × 768), what a d 768 ground-truth run checks,
 /// that is 116 G multiply-adds: a GEMM's work, a minute of scalar dot products on two cores.
 pub fn mean_max_cosine(features: &[f32], w_dec: &[f32], d: usize) -> f64 {
