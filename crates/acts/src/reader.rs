@@ -148,10 +148,11 @@ struct Window {
 /// `shuffle_rows` rows; window `w`'s rows are permuted by an RNG seeded from `(seed, e, w)`.
 /// With [`ShuffleScope::Store`], stream row `p` of epoch `e` is store row `π_e(p)` (manifest
 /// order), `π_e` the [`Permutation`] keyed by `(seed, e)`. Rows are gathered from
-/// the memory-mapped shards straight into the batch, in parallel (rayon; see `fill`). Only the shards the current window touches
-/// stay mapped (under the store scope, nearly all of them: mappings cost address space, and the
-/// pages read are the kernel's cache to evict) and only the index vector of one window is held,
-/// so memory does not grow with the store. With `shuffle_rows = 0` rows come in manifest order.
+/// the memory-mapped shards straight into the batch, in parallel (rayon). Only the shards the
+/// current window touches stay mapped (under the store scope, nearly all of them: mappings cost
+/// address space, and the pages read are the kernel's cache to evict) and only the index vector
+/// of one window is held, so memory does not grow with the store. With `shuffle_rows = 0` rows
+/// come in manifest order.
 ///
 /// Filters (role, non-finite rows) apply after the order is fixed, so a [`Cursor`] counts
 /// stream rows before filtering and resuming is exact with or without them.
@@ -499,8 +500,13 @@ impl BatchReader {
                 }
             }
         }
-        // Map the shards this window adds, in parallel (each is checked against its crc32 as
-        // it is mapped); the first failure in shard order is the error.
+        for (slot, &keep) in self.mapped.iter_mut().zip(&touched) {
+            if !keep {
+                *slot = None; // unmap shards this window does not read
+            }
+        }
+        // Then map the shards this window adds, in parallel (each is checked against its crc32
+        // as it is mapped); the first failure in shard order is the error.
         let new: Vec<usize> = (0..self.mapped.len())
             .filter(|&i| touched[i] && self.mapped[i].is_none())
             .collect();
@@ -508,11 +514,6 @@ impl BatchReader {
         let opened: Vec<Result<Shard>> = new.par_iter().map(|&i| store.shard(i)).collect();
         for (i, shard) in new.into_iter().zip(opened) {
             self.mapped[i] = Some(shard?);
-        }
-        for (slot, &keep) in self.mapped.iter_mut().zip(&touched) {
-            if !keep {
-                *slot = None; // unmap shards this window does not read
-            }
         }
         self.window = Some(Window {
             epoch,

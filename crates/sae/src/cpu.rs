@@ -1132,26 +1132,51 @@ fn resize<T: Copy>(v: &mut Vec<T>, n: usize, fill: T) {
 
 /// `pre [rows, m] = xc [rows, d] · W_enc`, with `W_enc[r, i] = lat[i·2d + r]`.
 fn encode(xc: &[f32], lat: &[f32], d: usize, m: usize, pre: &mut [f32]) {
-    let rows = xc.len() / d;
-    debug_assert_eq!(pre.len(), rows * m);
-    debug_assert_eq!(lat.len(), m * 2 * d);
-    // SAFETY: the pointers cover `rows × m` (dst), `rows × d` (lhs, row stride d) and the
-    // `d × m` view of `lat` (element (r, i) at i·2d + r, the largest offset (m−1)·2d + d − 1
-    // < lat.len()); gemm reads lhs/rhs and writes dst only within those extents.
+    gemm_by_rows(pre, xc, d, lat, m, 2 * d);
+}
+
+/// `dst [rows, m] = lhs [rows, d] · R` (f32, the `gemm` crate on rayon) for the `d × m` matrix
+/// `R[r, j] = rhs[j·stride + r]`: column `j` of `R` is `d` consecutive values of `rhs` from
+/// `j·stride` (a row-major `[m, d]` matrix transposed when `stride = d`; the encoder half of
+/// an interleaved `[m, 2d]` layout when `stride = 2d`). Panics (a caller bug) when a slice is
+/// too short for its shape.
+pub(crate) fn gemm_by_rows(
+    dst: &mut [f32],
+    lhs: &[f32],
+    d: usize,
+    rhs: &[f32],
+    m: usize,
+    stride: usize,
+) {
+    let rows = lhs.len() / d.max(1);
+    assert!(
+        dst.len() >= rows * m && stride >= d && (m == 0 || rhs.len() >= (m - 1) * stride + d),
+        "gemm_by_rows: dst {} for {rows} × {m}, rhs {} for {m} columns of {d} at stride {stride}",
+        dst.len(),
+        rhs.len()
+    );
+    if rows == 0 || m == 0 || d == 0 {
+        dst[..rows * m].fill(0.0);
+        return;
+    }
+    // SAFETY: the pointers cover `rows × m` (dst, row stride m), `rows × d` (lhs, row stride
+    // d) and the `d × m` view of `rhs` (element (r, j) at j·stride + r, the largest offset
+    // (m−1)·stride + d − 1 < rhs.len(), asserted above); gemm reads lhs/rhs and writes dst
+    // only within those extents.
     unsafe {
         gemm::gemm(
             rows,
             m,
             d,
-            pre.as_mut_ptr(),
+            dst.as_mut_ptr(),
             1,
             m as isize,
             false,
-            xc.as_ptr(),
+            lhs.as_ptr(),
             1,
             d as isize,
-            lat.as_ptr(),
-            (2 * d) as isize,
+            rhs.as_ptr(),
+            stride as isize,
             1,
             0.0,
             1.0,

@@ -227,6 +227,9 @@ pub fn evaluate(
 /// that is 116 G multiply-adds: a GEMM's work, a minute of scalar dot products on two cores.
 pub fn mean_max_cosine(features: &[f32], w_dec: &[f32], d: usize) -> f64 {
     use rayon::prelude::*;
+    if d == 0 {
+        return 0.0;
+    }
     let unit = |rows: &[f32]| -> Vec<f32> {
         rows.par_chunks(d)
             .flat_map_iter(|r| {
@@ -236,7 +239,7 @@ pub fn mean_max_cosine(features: &[f32], w_dec: &[f32], d: usize) -> f64 {
             .collect()
     };
     let (f, w) = (unit(features), unit(w_dec));
-    let (n_true, m) = (f.len() / d.max(1), w.len() / d.max(1));
+    let (n_true, m) = (f.len() / d, w.len() / d);
     if n_true == 0 || m == 0 {
         return 0.0;
     }
@@ -245,32 +248,7 @@ pub fn mean_max_cosine(features: &[f32], w_dec: &[f32], d: usize) -> f64 {
     for block in f.chunks(MMCS_BLOCK * d) {
         let rows = block.len() / d;
         let c = &mut cos[..rows * m];
-        // SAFETY: dst is `rows × m` (row stride m), lhs `rows × d` (row stride d), rhs the
-        // `d × m` view of `w` (element (r, j) at j·d + r, the largest offset (m−1)·d + d − 1
-        // < w.len()); gemm reads lhs/rhs and writes dst only within those extents.
-        unsafe {
-            gemm::gemm(
-                rows,
-                m,
-                d,
-                c.as_mut_ptr(),
-                1,
-                m as isize,
-                false,
-                block.as_ptr(),
-                1,
-                d as isize,
-                w.as_ptr(),
-                d as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(0),
-            );
-        }
+        crate::cpu::gemm_by_rows(c, block, d, &w, m, d);
         let best: Vec<f32> = c
             .par_chunks(m)
             .map(|row| row.iter().copied().fold(f32::NEG_INFINITY, f32::max))
