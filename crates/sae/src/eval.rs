@@ -368,6 +368,16 @@ pub fn absorption(
 mod tests {
     use super::*;
 
+    /// Deterministic test values in [-0.5, 0.5) from a 64-bit LCG seeded with `state`.
+    fn lcg(mut state: u64) -> impl FnMut() -> f32 {
+        move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        }
+    }
+
     /// A parent `e0` with one child `e1` (d 2, parent rate 0.5, child given parent 0.5, no
     /// noise), read by two hand-built ReLU SAEs: one with a latent per feature, and one whose
     /// parent latent is switched off by the child (`pre = x₀ − 3x₁`, silent whenever the child
@@ -431,14 +441,7 @@ mod tests {
         };
         lantern_acts::synthesize(&synth, dir.path()).unwrap();
         let store = Store::open(dir.path()).unwrap();
-        // Deterministic weights in [-0.5, 0.5) from a 64-bit LCG.
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
+        let mut next = lcg(0x9e37_79b9_7f4a_7c15);
         let sae = SaeWeights {
             cfg: crate::SaeConfig {
                 d_in: d,
@@ -537,17 +540,8 @@ mod tests {
     fn mean_max_cosine_matches_f64_dot_products_across_blocks() {
         // More features than one GEMM block, an odd d and m, rows of any norm.
         let (n_true, m, d) = (MMCS_BLOCK + 77, 301, 13);
-        let mut state = 7u64;
-        let mut draw = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 3.0
-                })
-                .collect()
-        };
+        let mut next = lcg(7);
+        let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| 3.0 * next()).collect() };
         let (f, w) = (draw(n_true * d), draw(m * d));
         let norm = |r: &[f32]| r.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
         let want = f
