@@ -44,6 +44,11 @@ pub enum BenchCommand {
         /// before and after), and print ms per piece.
         #[arg(long)]
         breakdown: bool,
+        /// The native CPU engine's loops compiled for `base` (SSE2), `v3` (AVX2 + FMA) or `v4`
+        /// (AVX-512); default: the best this CPU has (the same bits at every level; the GEMM
+        /// picks its own kernels).
+        #[arg(long)]
+        isa: Option<lantern_sae::isa::Level>,
     },
     /// Rows/s and peak memory of streaming a whole store in shuffled batches.
     Acts {
@@ -107,6 +112,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             arch,
             compare_file,
             breakdown,
+            isa,
         } => {
             let choice: DeviceChoice = device.parse()?;
             let per_batch = match arch.as_str() {
@@ -124,6 +130,11 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                     "--breakdown times the burn engine's pieces (--engine burn); the native CPU engine prints its phases without it"
                 );
             }
+            if isa.is_some() && !native {
+                bail!(
+                    "--isa picks the native CPU engine's instruction set; this run uses the burn engine"
+                );
+            }
             let peers = match &compare_file {
                 Some(p) => read_peer_figures(p)?,
                 None => Vec::new(),
@@ -138,7 +149,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             };
             for (d, m, k) in shapes {
                 let (tok_s, phases) = if native {
-                    bench_native_step(d, m, k, batch, steps.max(1), per_batch)
+                    bench_native_step(d, m, k, batch, steps.max(1), per_batch, isa)
                 } else {
                     (
                         bench_step(choice, d, m, k, batch, steps.max(1), per_batch)?,
@@ -146,7 +157,15 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                     )
                 };
                 let ms = 1e3 * batch as f64 / tok_s;
-                let engine = if native { "native" } else { "burn" };
+                let engine = if native {
+                    format!(
+                        "native ({})",
+                        isa.map_or(lantern_sae::isa::Level::detected(), |l| l
+                            .min(lantern_sae::isa::Level::detected()))
+                    )
+                } else {
+                    "burn".into()
+                };
                 println!(
                     "sae step  device {choice}  engine {engine}  arch {arch}  d {d}  d_sae {m}  k {k}  batch {batch}  {ms:.3} ms/step  {tok_s:.0} tokens/s  peak RSS {} MiB",
                     peak_rss_mib().map_or("?".into(), |v| v.to_string())
@@ -543,9 +562,13 @@ fn bench_native_step(
     batch: usize,
     steps: usize,
     per_batch: bool,
+    isa: Option<lantern_sae::isa::Level>,
 ) -> (f64, Option<lantern_sae::cpu::Phases>) {
     use lantern_sae::cpu::{CpuStepOptions, CpuTopK, Phases, Select};
     let mut sae = CpuTopK::random(d, m, k);
+    if let Some(level) = isa {
+        sae.set_level(level);
+    }
     let mut s = 0x2545_F491_4F6C_DD1Du64;
     // Roughly standard normal inputs (sum of four uniforms, rescaled).
     let x: Vec<f32> = (0..batch * d)

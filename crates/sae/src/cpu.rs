@@ -30,12 +30,16 @@
 //! The encoder column and decoder row of a latent sit next to each other (`[d_sae, 2d]`), so
 //! the update streams one contiguous row per latent, and rayon splits latents, not elements
 //! (no false sharing).
+//!
+//! The loops of 1–3 (scan, decode, segment sums, Adam) are compiled for SSE2, AVX2 + FMA and
+//! AVX-512 and the best the CPU has runs ([`crate::isa`]); every level gives the same bits.
 
 use std::time::Instant;
 
 use burn::tensor::{Device, TensorData};
 use rayon::prelude::*;
 
+use crate::isa::{Level, isa_call};
 use crate::optim::Adam;
 use crate::params::{Params, download, upload1};
 use crate::{Result, SaeError};
@@ -168,6 +172,8 @@ pub struct CpuTopK {
     /// BatchTopK: candidates kept per row before the batch-wide cut (`None`:
     /// [`batch_candidates`]; tests lower it to run the recomputing path).
     candidates: Option<usize>,
+    /// The instruction set of the step's loops ([`Level::detected`]; [`CpuTopK::set_level`]).
+    level: Level,
     scratch: Scratch,
 }
 
@@ -289,6 +295,7 @@ impl CpuTopK {
             eps,
             grad_budget: GRAD_BUDGET,
             candidates: None,
+            level: Level::detected(),
             scratch: Scratch::default(),
         })
     }
@@ -331,8 +338,25 @@ impl CpuTopK {
             eps: 1e-8,
             grad_budget: GRAD_BUDGET,
             candidates: None,
+            level: Level::detected(),
             scratch: Scratch::default(),
         }
+    }
+
+    /// Runs the step's loops compiled for `level` (default: the best this CPU has), or for the
+    /// best supported level below it. Every level gives the same bits ([`crate::isa`]); this is
+    /// for measuring what the wider registers buy (`lantern bench sae --isa`).
+    pub fn set_level(&mut self, level: Level) {
+        self.level = Level::ALL
+            .into_iter()
+            .rev()
+            .find(|l| *l <= level && l.is_supported())
+            .unwrap_or(Level::Base);
+    }
+
+    /// The instruction set the step's loops run with.
+    pub fn level(&self) -> Level {
+        self.level
     }
 
     /// `(d, d_sae)`.
@@ -423,7 +447,7 @@ impl CpuTopK {
     /// Panics when `x.len()` is not a multiple of `d` or the batch has 2³¹ rows or more
     /// (caller bugs: the trainer hands whole rows of a store in batches of thousands).
     pub fn step(&mut self, x: &[f32], opts: &CpuStepOptions, dead: Option<&[u32]>) -> CpuStepStats {
-        let (d, m, k) = (self.d, self.m, self.k);
+        let (d, m, k, level) = (self.d, self.m, self.k, self.level);
         let batch = x.len() / d;
         assert_eq!(batch * d, x.len(), "x is not [batch, d]");
         assert!(batch < AUX as usize, "a batch of {batch} rows");
@@ -459,7 +483,7 @@ impl CpuTopK {
             } => self
                 .lat
                 .par_chunks(2 * d)
-                .map(|row| dot(&row[d..], &row[d..]).sqrt())
+                .map(|row| dot_at(level, &row[d..], &row[d..]).sqrt())
                 .collect(),
             _ => Vec::new(),
         };
@@ -529,7 +553,8 @@ impl CpuTopK {
                     .zip(sel.zip(cands))
                     .zip(aux)
                     .map_init(Vec::new, |buf, ((pre, ((lat, val), (score, cut))), aux)| {
-                        let (nan, dropped) = top_k_row(pre, b_enc, norms, c, buf, lat, score);
+                        let (nan, dropped) =
+                            top_k_row(level, pre, b_enc, norms, c, buf, lat, score);
                         *cut = dropped;
                         for (v, &i) in val.iter_mut().zip(lat.iter()) {
                             *v = if i == u32::MAX {
@@ -547,7 +572,8 @@ impl CpuTopK {
                     .zip(sel)
                     .zip(aux)
                     .map_init(Vec::new, |buf, ((pre, (lat, val)), aux)| {
-                        top_k_row(pre, b_enc, &[], k, buf, lat, val).0 | aux_pick(buf, pre, aux)
+                        top_k_row(level, pre, b_enc, &[], k, buf, lat, val).0
+                            | aux_pick(buf, pre, aux)
                     })
                     .reduce(|| false, |a, b| a | b)
             };
@@ -600,13 +626,8 @@ impl CpuTopK {
             .map(|(b, ((e, x), grad))| {
                 let r = sel_off[b]..sel_off[b + 1];
                 let (il, iv) = (&sel_lat[r.clone()], &sel_val[r]);
-                e.copy_from_slice(b_dec);
-                gather_sum(lat, d, il, iv, e);
-                for (e, x) in e.iter_mut().zip(x) {
-                    *e -= x;
-                }
-                value_grads(lat, d, il, e, two_over_tv, grad);
-                dot(e, e) as f64
+                let scale = two_over_tv;
+                isa_call!(level, decode_row, (lat: &[f32], d: usize, il: &[u32], iv: &[f32], x: &[f32], b_dec: &[f32], e: &mut [f32], scale: f32, grad: &mut [f32]) -> f64)
             })
             .collect::<Vec<_>>()
             .iter()
@@ -624,11 +645,8 @@ impl CpuTopK {
                 )
                 .zip(sc.aux_grad.par_chunks_mut(k_aux))
                 .map(|(((diff, e), (il, iv)), grad)| {
-                    // ê − r with r = x − x̂ = −e.
-                    diff.copy_from_slice(e);
-                    gather_sum(lat, d, il, iv, diff);
-                    value_grads(lat, d, il, diff, aux_factor, grad);
-                    dot(diff, diff) as f64
+                    let scale = aux_factor;
+                    isa_call!(level, aux_row, (lat: &[f32], d: usize, il: &[u32], iv: &[f32], e: &[f32], diff: &mut [f32], scale: f32, grad: &mut [f32]) -> f64)
                 })
                 .collect::<Vec<_>>()
                 .iter()
@@ -708,6 +726,7 @@ impl CpuTopK {
             xc: &sc.xc,
             apply_b_dec: opts.apply_b_dec_to_input,
             normalize: opts.normalize_decoder,
+            level,
         };
         // Σ_b g_b = 2/TV Σ_b e_b.
         let mut g_b_dec = vec![0f64; d];
@@ -772,6 +791,7 @@ impl CpuTopK {
 
 /// Adam's constants for one step (bias corrections at step `t`).
 struct Hyper {
+    level: Level,
     lr_c1: f32,
     c2: f32,
     beta1: f32,
@@ -783,6 +803,7 @@ impl Hyper {
     fn new(s: &CpuTopK, lr: f32) -> Self {
         let t = s.t.min(i32::MAX as u64) as i32;
         Self {
+            level: s.level,
             lr_c1: lr / (1.0 - s.beta1.powi(t)),
             c2: 1.0 - s.beta2.powi(t),
             beta1: s.beta1,
@@ -795,14 +816,98 @@ impl Hyper {
     /// (the operations of [`crate::optim::Adam`], in its order).
     /// `g` is scaled by `factor` (the clip) first.
     fn adam(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], factor: f32) {
-        let (b1, b2) = (self.beta1, self.beta2);
-        for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
-            let g = g * factor;
-            *m = *m * b1 + g * (1.0 - b1);
-            *v = *v * b2 + g * g * (1.0 - b2);
-            *p -= *m / ((*v / self.c2).sqrt() + self.eps) * self.lr_c1;
-        }
+        let h = self;
+        isa_call!(self.level, adam_impl, (h: &Hyper, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], factor: f32));
     }
+}
+
+/// [`Hyper::adam`]'s loop.
+#[inline(always)]
+fn adam_impl(h: &Hyper, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], factor: f32) {
+    let (b1, b2) = (h.beta1, h.beta2);
+    for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+        let g = g * factor;
+        *m = *m * b1 + g * (1.0 - b1);
+        *v = *v * b2 + g * g * (1.0 - b2);
+        *p -= *m / ((*v / h.c2).sqrt() + h.eps) * h.lr_c1;
+    }
+}
+
+/// [`LatentCtx::grads`]'s loop.
+#[inline(always)]
+fn latent_grads(ctx: &LatentCtx, i: usize, row: &[f32], gd: &mut [f32], ge: &mut [f32]) -> f32 {
+    let d = ctx.d;
+    gd.fill(0.0);
+    ge.fill(0.0);
+    let mut gb = 0f32;
+    for en in &ctx.entries[ctx.offsets[i]..ctx.offsets[i + 1]] {
+        let b = (en.row & !AUX) as usize;
+        let src = if en.row & AUX != 0 { ctx.diff } else { ctx.e };
+        axpy(en.coef, &src[b * d..(b + 1) * d], gd);
+        axpy(en.grad_pre, &ctx.xc[b * d..(b + 1) * d], ge);
+        gb += en.grad_pre;
+    }
+    if ctx.normalize && ctx.offsets[i] < ctx.offsets[i + 1] {
+        let w = &row[d..];
+        axpy(-dot(gd, w), w, gd);
+    }
+    gb
+}
+
+/// A decoder row scaled to unit norm.
+#[inline(always)]
+fn renorm(w: &mut [f32]) {
+    let norm = dot(w, w).sqrt().max(1e-12);
+    w.iter_mut().for_each(|v| *v /= norm);
+}
+
+/// One row's decode: `e = b_dec + Σ_j v_j W_dec[i_j] − x`, the value gradients
+/// `grad_j = scale · W_dec[i_j] · e`; returns `‖e‖²`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn decode_row(
+    lat: &[f32],
+    d: usize,
+    il: &[u32],
+    iv: &[f32],
+    x: &[f32],
+    b_dec: &[f32],
+    e: &mut [f32],
+    scale: f32,
+    grad: &mut [f32],
+) -> f64 {
+    e.copy_from_slice(b_dec);
+    gather_sum(lat, d, il, iv, e);
+    for (e, x) in e.iter_mut().zip(x) {
+        *e -= x;
+    }
+    value_grads(lat, d, il, e, scale, grad);
+    dot(e, e) as f64
+}
+
+/// One row's AuxK decode: `diff = ê − r = e + Σ_j v_j W_dec[i_j]` (with `r = x − x̂ = −e`),
+/// its value gradients; returns `‖diff‖²`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn aux_row(
+    lat: &[f32],
+    d: usize,
+    il: &[u32],
+    iv: &[f32],
+    e: &[f32],
+    diff: &mut [f32],
+    scale: f32,
+    grad: &mut [f32],
+) -> f64 {
+    diff.copy_from_slice(e);
+    gather_sum(lat, d, il, iv, diff);
+    value_grads(lat, d, il, diff, scale, grad);
+    dot(diff, diff) as f64
+}
+
+/// [`dot`] compiled for `level`.
+fn dot_at(level: Level, a: &[f32], b: &[f32]) -> f32 {
+    isa_call!(level, dot, (a: &[f32], b: &[f32]) -> f32)
 }
 
 /// What the per-latent passes read.
@@ -815,6 +920,7 @@ struct LatentCtx<'a> {
     xc: &'a [f32],
     apply_b_dec: bool,
     normalize: bool,
+    level: Level,
 }
 
 impl LatentCtx<'_> {
@@ -822,22 +928,8 @@ impl LatentCtx<'_> {
     /// is unit-norm), `ge` (encoder column); returns the bias gradient. `row` is the latent's
     /// `[2d]` parameter row before the update.
     fn grads(&self, i: usize, row: &[f32], gd: &mut [f32], ge: &mut [f32]) -> f32 {
-        let d = self.d;
-        gd.fill(0.0);
-        ge.fill(0.0);
-        let mut gb = 0f32;
-        for en in &self.entries[self.offsets[i]..self.offsets[i + 1]] {
-            let b = (en.row & !AUX) as usize;
-            let src = if en.row & AUX != 0 { self.diff } else { self.e };
-            axpy(en.coef, &src[b * d..(b + 1) * d], gd);
-            axpy(en.grad_pre, &self.xc[b * d..(b + 1) * d], ge);
-            gb += en.grad_pre;
-        }
-        if self.normalize && self.offsets[i] < self.offsets[i + 1] {
-            let w = &row[d..];
-            axpy(-dot(gd, w), w, gd);
-        }
-        gb
+        let ctx = self;
+        isa_call!(self.level, latent_grads, (ctx: &LatentCtx<'_>, i: usize, row: &[f32], gd: &mut [f32], ge: &mut [f32]) -> f32)
     }
 
     /// First pass when clipping: `(Σ_i ∂L/∂b_enc[i] W_enc[:, i], ‖∂L/∂(W_enc, W_dec, b_enc)‖²)`.
@@ -870,7 +962,7 @@ impl LatentCtx<'_> {
                         *a += (gb * w) as f64;
                     }
                 }
-                norm2 += (dot(gd, gd) + dot(ge, ge) + gb * gb) as f64;
+                norm2 += (dot_at(self.level, gd, gd) + dot_at(self.level, ge, ge) + gb * gb) as f64;
             }
             norm2
         };
@@ -966,8 +1058,7 @@ impl LatentCtx<'_> {
                         );
                         if self.normalize {
                             let w = &mut row[d..];
-                            let norm = dot(w, w).sqrt().max(1e-12);
-                            w.iter_mut().for_each(|v| *v /= norm);
+                            isa_call!(self.level, renorm, (w: &mut [f32]));
                         }
                     }
                     acc
@@ -979,6 +1070,7 @@ impl LatentCtx<'_> {
 }
 
 /// `out += Σ_j val_j · W_dec[lat_j]` over the row's selected latents.
+#[inline(always)]
 fn gather_sum(lat: &[f32], d: usize, il: &[u32], iv: &[f32], out: &mut [f32]) {
     for (&i, &v) in il.iter().zip(iv) {
         if i != u32::MAX {
@@ -989,6 +1081,7 @@ fn gather_sum(lat: &[f32], d: usize, il: &[u32], iv: &[f32], out: &mut [f32]) {
 }
 
 /// `grad_j = scale · W_dec[lat_j] · r` for the row's selected latents (0 for empty slots).
+#[inline(always)]
 fn value_grads(lat: &[f32], d: usize, il: &[u32], r: &[f32], scale: f32, grad: &mut [f32]) {
     for (&i, g) in il.iter().zip(grad) {
         *g = if i == u32::MAX {
@@ -1002,6 +1095,7 @@ fn value_grads(lat: &[f32], d: usize, il: &[u32], r: &[f32], scale: f32, grad: &
 
 /// `a · b` with 16 independent partial sums, so that the loop vectorises (a single running
 /// sum is a serial chain of dependent adds the compiler may not reorder).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
@@ -1020,6 +1114,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `y += a·x`.
+#[inline(always)]
 fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y += a * x;
@@ -1253,7 +1348,9 @@ impl<'a> Candidates<'a> {
 /// value above the threshold (almost all of them once it has risen) costs one vectorised add
 /// and compare. Returns whether the row held a NaN or infinite value, and the smallest value
 /// kept if larger ones had to be cut off (BatchTopK's candidates, [`batch_select`]).
+#[allow(clippy::too_many_arguments)]
 fn top_k_row(
+    level: Level,
     pre: &[f32],
     b_enc: &[f32],
     norms: &[f32],
@@ -1262,17 +1359,20 @@ fn top_k_row(
     lat: &mut [u32],
     val: &mut [f32],
 ) -> (bool, Option<f32>) {
-    let mut top = Candidates::new(buf, k);
+    let mut cands = Candidates::new(buf, k);
+    let top = &mut cands;
     let bad = if norms.is_empty() {
-        scan_row::<false>(pre, b_enc, norms, &mut top)
+        isa_call!(level, scan_row::<false>, (pre: &[f32], b_enc: &[f32], norms: &[f32], top: &mut Candidates<'_>) -> bool)
     } else {
-        scan_row::<true>(pre, b_enc, norms, &mut top)
+        isa_call!(level, scan_row::<true>, (pre: &[f32], b_enc: &[f32], norms: &[f32], top: &mut Candidates<'_>) -> bool)
     };
+    let top = cands;
     (bad, top.finish(lat, val))
 }
 
 /// Offers every `(pre_i + b_enc,i)` (times `norms_i` when `SCALED`) of a row to `top`, 16
 /// values at a time. Returns whether the row held a NaN or infinite value.
+#[inline(always)]
 fn scan_row<const SCALED: bool>(
     pre: &[f32],
     b_enc: &[f32],
@@ -1762,6 +1862,68 @@ mod tests {
                     .zip(&again.2)
                     .all(|(a, b)| a.to_bits() == b.to_bits())
             );
+        }
+    }
+
+    /// The loops compiled for SSE2, AVX2 + FMA and AVX-512 ([`crate::isa`]) give the same bits:
+    /// four steps of TopK and of BatchTopK (free decoder norms) with AuxK and clipping, at
+    /// every level this CPU runs (d 40: the 16-lane loops' remainders run too).
+    #[test]
+    fn every_instruction_set_gives_the_same_bits() {
+        let (d, m, k, batch) = (40, 700, 8, 300);
+        let x: Vec<f32> = (0..batch * d)
+            .map(|i| (i as f32 * 0.37).sin() * 3.0 + 0.2)
+            .collect();
+        let dead: Vec<u32> = (0..m as u32).step_by(4).collect();
+        let levels: Vec<Level> = Level::ALL
+            .into_iter()
+            .filter(|l| l.is_supported())
+            .collect();
+        eprintln!("levels this CPU runs: {levels:?}");
+        for select in [
+            Select::PerRow,
+            Select::PerBatch {
+                by_decoder_norm: true,
+            },
+        ] {
+            let opts = CpuStepOptions {
+                apply_b_dec_to_input: true,
+                aux_coeff: 1.0 / 32.0,
+                k_aux: 20,
+                lr: 1e-3,
+                normalize_decoder: select == Select::PerRow,
+                clip: Some(0.5),
+                select,
+            };
+            let run = |level: Level| {
+                let mut sae = CpuTopK::random(d, m, k);
+                sae.set_level(level);
+                assert_eq!(sae.level(), level);
+                let mut losses = Vec::new();
+                for _ in 0..4 {
+                    let s = sae.step(&x, &opts, Some(&dead));
+                    losses.push((s.sse.to_bits(), s.aux_loss.to_bits(), s.active));
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                (
+                    losses,
+                    bits(&sae.lat),
+                    bits(&sae.lat_m),
+                    bits(&sae.lat_v),
+                    bits(&sae.b_enc),
+                    bits(&sae.b_dec),
+                )
+            };
+            let base = run(Level::Base);
+            for &level in &levels[1..] {
+                let got = run(level);
+                assert!(got.0 == base.0, "{select:?} {level}: losses differ");
+                assert!(got.1 == base.1, "{select:?} {level}: parameters differ");
+                assert!(got.2 == base.2, "{select:?} {level}: first moments differ");
+                assert!(got.3 == base.3, "{select:?} {level}: second moments differ");
+                assert!(got.4 == base.4, "{select:?} {level}: b_enc differs");
+                assert!(got.5 == base.5, "{select:?} {level}: b_dec differs");
+            }
         }
     }
 

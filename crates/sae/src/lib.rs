@@ -25,7 +25,7 @@
 //! Modules: [`weights`] (host weights and config), [`sae`] (device inference),
 //! [`train`](mod@train) (the loop, lockstep sweeps and the short-run learning-rate probe) with
 //! [`step`] (losses and gradients) and [`cpu`] (the TopK and BatchTopK step on the CPU without
-//! burn), [`optim`], [`init`], [`sparse`] and [`topk`]; [`rows`] (which rows are trained and
+//! burn, its loops compiled per instruction set by [`isa`]), [`optim`], [`init`], [`sparse`] and [`topk`]; [`rows`] (which rows are trained and
 //! evaluated on), [`eval`], [`checkpoint`], [`formats`], [`device`] (choosing cpu / wgpu /
 //! vulkan).
 
@@ -41,6 +41,7 @@ pub mod cpu;
 pub mod device;
 pub mod eval;
 pub mod init;
+pub mod isa;
 pub mod optim;
 pub mod params;
 pub mod rows;

@@ -65,9 +65,8 @@ impl HostCase {
     /// flip would otherwise turn up in one run of many, and a seed makes every run the same test.
     pub fn random(d: usize, m: usize, b: usize) -> Self {
         let mut rng = lantern_acts::rng::Rng::new(0x5ae);
-        let mut draw = |n: usize, sd: f32| -> Vec<f32> {
-            (0..n).map(|_| sd * rng.normal_f32()).collect()
-        };
+        let mut draw =
+            |n: usize, sd: f32| -> Vec<f32> { (0..n).map(|_| sd * rng.normal_f32()).collect() };
         Self {
             d,
             m,
