@@ -1366,8 +1366,7 @@ fn top_k_row(
     } else {
         isa_call!(level, scan_row::<true>, (pre: &[f32], b_enc: &[f32], norms: &[f32], top: &mut Candidates<'_>) -> bool)
     };
-    let top = cands;
-    (bad, top.finish(lat, val))
+    (bad, cands.finish(lat, val))
 }
 
 /// Offers every `(pre_i + b_enc,i)` (times `norms_i` when `SCALED`) of a row to `top`, 16
