@@ -160,8 +160,8 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 let engine = if native {
                     format!(
                         "native ({})",
-                        isa.map_or(lantern_sae::isa::Level::detected(), |l| l
-                            .min(lantern_sae::isa::Level::detected()))
+                        isa.unwrap_or(lantern_sae::isa::Level::detected())
+                            .runnable()
                     )
                 } else {
                     "burn".into()

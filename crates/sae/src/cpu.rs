@@ -347,11 +347,7 @@ impl CpuTopK {
     /// best supported level below it. Every level gives the same bits ([`crate::isa`]); this is
     /// for measuring what the wider registers buy (`lantern bench sae --isa`).
     pub fn set_level(&mut self, level: Level) {
-        self.level = Level::ALL
-            .into_iter()
-            .rev()
-            .find(|l| *l <= level && l.is_supported())
-            .unwrap_or(Level::Base);
+        self.level = level.runnable();
     }
 
     /// The instruction set the step's loops run with.

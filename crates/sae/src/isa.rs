@@ -13,6 +13,7 @@
 //! let best = Level::detected();
 //! assert!(best.is_supported());
 //! assert!(Level::Base.is_supported());
+//! assert!(Level::V4.runnable() <= best);
 //! ```
 
 use std::sync::OnceLock;
@@ -47,6 +48,12 @@ impl Level {
     /// Whether this CPU runs code compiled for `self`.
     pub fn is_supported(self) -> bool {
         self <= Level::detected()
+    }
+
+    /// The level code asked to run at `self` runs at here: `self`, or the best this CPU has
+    /// below it.
+    pub fn runnable(self) -> Level {
+        self.min(Level::detected())
     }
 
     fn probe(self) -> bool {
@@ -119,14 +126,13 @@ macro_rules! isa_call {
                 $f($($arg),*)
             }
             let level: $crate::isa::Level = $level;
-            if level == $crate::isa::Level::V4 && level.is_supported() {
-                // SAFETY: the CPU has every feature `v4` is compiled with (`is_supported`).
-                unsafe { v4($($arg),*) }
-            } else if level >= $crate::isa::Level::V3 && $crate::isa::Level::V3.is_supported() {
+            match level.runnable() {
+                // SAFETY: `runnable` is at most `Level::detected()`, so the CPU has every
+                // feature `v4` is compiled with.
+                $crate::isa::Level::V4 => unsafe { v4($($arg),*) },
                 // SAFETY: as above, for `v3`.
-                unsafe { v3($($arg),*) }
-            } else {
-                $f($($arg),*)
+                $crate::isa::Level::V3 => unsafe { v3($($arg),*) },
+                $crate::isa::Level::Base => $f($($arg),*),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
