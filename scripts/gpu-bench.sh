@@ -24,7 +24,7 @@ echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --forma
 # 1. The isolated step at the issue's shapes (batch 4096), with the ms of each piece (encoder
 #    GEMM f32 and f16 with the fused bias+ReLU, the selections, decodes, backwards, update)
 #    alone: on vulkan (SPIR-V) the default dense TopK path and the sparse path on lantern-kernels' CubeCL kernels
-#    (`LANTERN_SPARSE_TOPK=1`: radix top-k, gather decode, segment-sum backward), the latter
+#    (`LANTERN_SPARSE_TOPK=1`: one-pass top-k, gather decode, segment-sum backward), the latter
 #    also with the f16 encoder GEMM (`LANTERN_ENCODER_F16=1`, tensor cores); WGSL for
 #    the smallest shape (the WGSL path is what CI tests on lavapipe).
 for spec in "128,2048,32 50" "768,24576,32 50" "4096,65536,64 10"; do

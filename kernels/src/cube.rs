@@ -107,6 +107,112 @@ fn entry(
     v
 }
 
+/// Bins of a radix pass summed per group, in `state[STATE_GROUPS..]`.
+const BIN_GROUPS: u32 = 16;
+/// Where the group sums of [`radix_pick`] start in `state` (before: key, rank, tie count).
+const STATE_GROUPS: usize = 3;
+/// Length of the `state` array of the radix kernels.
+const STATE_LEN: usize = STATE_GROUPS + BIN_GROUPS as usize;
+
+/// The step of a radix pass after its histogram: finds the bin of byte `shift` that holds the
+/// `state[1]`-th largest of the keys counted in `hist` (256 bins), sets that byte in
+/// `state[0]` (the key bytes found so far), leaves in `state[1]` how many of the largest are
+/// still to be taken from that bin, and in `state[2]` how many the bin holds (on the last
+/// pass, `shift` 0: how many keys equal the one found). Sixteen units sum sixteen bins each,
+/// then unit 0 walks the sums and the bins of one group down from the top (32 steps, where a
+/// walk over the bins takes 256 one after another). Every unit must call it; it ends synced.
+#[cube]
+fn radix_pick(hist: &Shared<[Atomic<u32>]>, state: &mut Shared<[u32]>, shift: u32) {
+    let tid = UNIT_POS as usize;
+    let width = (256 / BIN_GROUPS) as usize;
+    if tid < BIN_GROUPS as usize {
+        let mut sum = 0u32;
+        for j in 0..width {
+            sum += hist[tid * width + j].load();
+        }
+        state[STATE_GROUPS + tid] = sum;
+    }
+    sync_cube();
+    if tid == 0 {
+        let prefix = state[0];
+        let mut rem = state[1];
+        let mut group = 0usize;
+        let mut found = false;
+        for j in 0..BIN_GROUPS as usize {
+            let g = BIN_GROUPS as usize - 1 - j;
+            if !found {
+                let c = state[STATE_GROUPS + g];
+                if c >= rem {
+                    group = g;
+                    found = true;
+                } else {
+                    rem -= c;
+                }
+            }
+        }
+        found = false;
+        for j in 0..width {
+            let bin = group * width + width - 1 - j;
+            if !found {
+                let c = hist[bin].load();
+                if c >= rem {
+                    state[0] = prefix | ((bin as u32) << shift);
+                    state[1] = rem;
+                    state[2] = c;
+                    found = true;
+                } else {
+                    rem -= c;
+                }
+            }
+        }
+    }
+    sync_cube();
+}
+
+/// The `state[1]`-th largest key of the first `n` candidates of [`top_k_stream_kernel`]'s
+/// buffer (four byte passes of a 256-bin histogram in shared memory, [`radix_pick`]), the key
+/// of a candidate being its value's `order_key`: `state[0]` ends as that key, `state[1]` as
+/// how many equal to it are among the largest, `state[2]` as how many equal it in all. With
+/// `by_column` the keys are `!cols[i]` of the candidates whose value's key is `tied` (the
+/// others are not counted), so that the largest are the lowest columns. `state[0]` must be 0
+/// on entry. Every unit must call it.
+#[cube]
+fn radix_select_shared(
+    cand: &mut Shared<[f32]>,
+    cols: &mut Shared<[u32]>,
+    hist: &Shared<[Atomic<u32>]>,
+    state: &mut Shared<[u32]>,
+    n: usize,
+    tied: u32,
+    by_column: bool,
+) {
+    let tid = UNIT_POS as usize;
+    // A loop, not unrolled: the kernel stays small enough for lavapipe to compile quickly.
+    for pass in 0..4u32 {
+        let shift = 24u32 - 8u32 * pass;
+        // The key bytes found on earlier passes (none on the first).
+        let high = !(0xFFFF_FFFFu32 >> (8u32 * pass));
+        hist[tid].store(0u32);
+        sync_cube();
+        let prefix = state[0];
+        let mut i = tid;
+        while i < n {
+            let mut key = order_key(cand[i]);
+            let mut counted = true;
+            if by_column {
+                counted = key == tied;
+                key = !cols[i];
+            }
+            if counted && (key & high) == (prefix & high) {
+                hist[((key >> shift) & 255u32) as usize].fetch_add(1u32);
+            }
+            i += ROW_UNITS as usize;
+        }
+        sync_cube();
+        radix_pick(hist, state, shift);
+    }
+}
+
 /// Row top-k by radix selection: one cube per row of `acts` `[rows, m]`. Four passes find
 /// the k-th largest value's key byte by byte (a 256-bin histogram of the keys that share the
 /// bytes found so far); a last pass writes every value above it and the first `rem` values
@@ -132,7 +238,7 @@ pub fn top_k_rows_kernel(
     let units = ROW_UNITS as usize;
     let base = row * m;
     let hist = Shared::<[Atomic<u32>]>::new_slice(ROW_UNITS as usize);
-    let mut state = Shared::<[u32]>::new_slice(2usize);
+    let mut state = Shared::<[u32]>::new_slice(STATE_LEN);
     let mut gt = Shared::<[u32]>::new_slice(ROW_UNITS as usize);
     let mut eq = Shared::<[u32]>::new_slice(ROW_UNITS as usize);
     if tid == 0 {
@@ -159,24 +265,7 @@ pub fn top_k_rows_kernel(
             i += units;
         }
         sync_cube();
-        if tid == 0 {
-            let mut rem = state[1];
-            let mut found = false;
-            for j in 0..256u32 {
-                let bin = 255u32 - j;
-                if !found {
-                    let c = hist[bin as usize].load();
-                    if c >= rem {
-                        state[0] = prefix | (bin << shift);
-                        state[1] = rem;
-                        found = true;
-                    } else {
-                        rem -= c;
-                    }
-                }
-            }
-        }
-        sync_cube();
+        radix_pick(&hist, &mut state, shift);
     }
     let threshold = state[0];
     let need_eq = state[1];
@@ -231,6 +320,202 @@ pub fn top_k_rows_kernel(
             at_eq += 1u32;
         }
     }
+}
+
+/// Candidate slots per unit of [`top_k_stream_kernel`] (13 KiB of shared memory in all,
+/// within WebGPU's default 16 KiB).
+const STREAM_SLOTS: u32 = 6;
+/// The largest `k` of [`top_k_stream_kernel`] (512); larger `k` go to [`top_k_rows_kernel`].
+pub const STREAM_K_MAX: usize = (2 * ROW_UNITS) as usize;
+/// Values each unit reads per tile of [`top_k_stream_kernel`] for `k`: 4 up to 256, 2 above,
+/// so that a cut (which leaves `k`) always leaves at least 256 slots of room before the next.
+pub fn stream_reads(k: usize) -> u32 {
+    if k <= ROW_UNITS as usize { 4 } else { 2 }
+}
+
+/// Row top-k in one pass over the row: one cube per row of `acts` `[rows, m]`, the same
+/// result as [`top_k_rows_kernel`] (values above the k-th in column order, then the first
+/// values equal to it in column order) for `k ≤ STREAM_K_MAX`.
+///
+/// The row is read once, in tiles of `reads · ROW_UNITS` values ([`stream_reads`]). The first
+/// tile goes whole into a candidate buffer in shared memory (`STREAM_SLOTS · ROW_UNITS`
+/// slots); after that a value joins only if its key is above the threshold. Whenever more
+/// than `(STREAM_SLOTS − reads) · ROW_UNITS` are held (and after the first tile), a cut
+/// ([`stream_cut`]) keeps the `k` largest by (value descending, column ascending) and raises
+/// the threshold to the k-th's key. A later value equal to the threshold can never be kept:
+/// it comes after `k` values that rank above it (larger, or equal with a lower column). A
+/// last cut leaves exactly the `k`, which each unit places by counting the kept ones that go
+/// before its own. Where the radix kernel reads the row six times (four byte histograms, a
+/// count, a write) and runs its histogram atomics over every value, this one reads it once
+/// and works on the few candidates in shared memory.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)] // a kernel takes every buffer it touches as an argument
+pub fn top_k_stream_kernel(
+    acts: &Tensor<f32>,
+    keep: &Tensor<f32>,
+    vals: &mut Tensor<f32>,
+    idx: &mut Tensor<i32>,
+    rows: usize,
+    m: usize,
+    k: usize,
+    #[comptime] masked: bool,
+    #[comptime] reads: u32,
+) {
+    let row = cube_id();
+    if row >= rows {
+        terminate!();
+    }
+    let tid = UNIT_POS as usize;
+    let units = ROW_UNITS as usize;
+    let base = row * m;
+    let mut cand = Shared::<[f32]>::new_slice((STREAM_SLOTS * ROW_UNITS) as usize);
+    let mut cols = Shared::<[u32]>::new_slice((STREAM_SLOTS * ROW_UNITS) as usize);
+    let count = Shared::<[Atomic<u32>]>::new_slice(1usize);
+    let hist = Shared::<[Atomic<u32>]>::new_slice(ROW_UNITS as usize);
+    let mut state = Shared::<[u32]>::new_slice(STATE_LEN);
+    let tile = comptime!((reads * ROW_UNITS) as usize);
+    let limit = comptime!((STREAM_SLOTS - reads) * ROW_UNITS);
+    let tiles = m.div_ceil(tile);
+    let mut threshold = 0u32;
+    // Tiles 0 .. tiles − 1, then one more turn for the last cut (one call site of the cut, so
+    // that the kernel stays small).
+    for t in 0..tiles + 1 {
+        if t == 0 {
+            // Every value of the first tile is a candidate, each in its own slot (no atomics).
+            #[unroll]
+            for r in 0..reads as usize {
+                let i = r * units + tid;
+                if i < m {
+                    cand[i] = entry(acts, keep, base, i, masked);
+                    cols[i] = i as u32;
+                }
+            }
+            if tid == 0 {
+                count[0].store(min(m, tile) as u32);
+            }
+        } else if t < tiles {
+            #[unroll]
+            for r in 0..reads as usize {
+                let i = t * tile + r * units + tid;
+                if i < m {
+                    let x = entry(acts, keep, base, i, masked);
+                    if order_key(x) > threshold {
+                        let at = count[0].fetch_add(1u32) as usize;
+                        cand[at] = x;
+                        cols[at] = i as u32;
+                    }
+                }
+            }
+        }
+        sync_cube();
+        let n = count[0].load();
+        // Every unit has read `n` before a cut starts rewriting the buffer and the count.
+        sync_cube();
+        // After the first tile there is a cut (the threshold is set) unless the row had at
+        // most `limit < tile` values, and then there is no second tile.
+        if n > limit || t == tiles {
+            stream_cut(
+                &mut cand, &mut cols, &count, &hist, &mut state, n as usize, k as u32,
+            );
+            threshold = state[0];
+        }
+    }
+    let out = row * k;
+    #[unroll]
+    for s in 0..comptime!(STREAM_K_MAX / ROW_UNITS as usize) {
+        let slot = s * units + tid;
+        if slot < k {
+            let x = cand[slot];
+            let c = cols[slot];
+            let above = order_key(x) > threshold;
+            // Kept values above the threshold go first, each class in column order.
+            let mut before = 0u32;
+            let mut n_above = 0u32;
+            for j in 0..k {
+                let other_above = order_key(cand[j]) > threshold;
+                if other_above {
+                    n_above += 1u32;
+                }
+                if other_above == above && cols[j] < c {
+                    before += 1u32;
+                }
+            }
+            if !above {
+                before += n_above;
+            }
+            vals[out + before as usize] = x;
+            idx[out + before as usize] = c as i32;
+        }
+    }
+}
+
+/// A cut of [`top_k_stream_kernel`]'s `n` candidates (`cand`/`cols`, in any order) to the
+/// `k` largest by (value descending, column ascending), left in the first `k` slots in any
+/// order, with `count` set to `k` and `state[0]` the k-th's key. A radix select over the
+/// buffer finds the k-th key; when only some of the values equal to it are kept, a second
+/// one over their columns finds the highest column kept. Every unit must call it.
+#[cube]
+fn stream_cut(
+    cand: &mut Shared<[f32]>,
+    cols: &mut Shared<[u32]>,
+    count: &Shared<[Atomic<u32>]>,
+    hist: &Shared<[Atomic<u32>]>,
+    state: &mut Shared<[u32]>,
+    n: usize,
+    k: u32,
+) {
+    let tid = UNIT_POS as usize;
+    let units = ROW_UNITS as usize;
+    if tid == 0 {
+        state[0] = 0u32;
+        state[1] = k;
+    }
+    radix_select_shared(cand, cols, hist, state, n, 0u32, false);
+    let threshold = state[0];
+    let need_eq = state[1];
+    let n_eq = state[2];
+    // Equal values kept: every one, or those up to the need_eq-th lowest column.
+    let mut last_col = 0xFFFF_FFFFu32;
+    if need_eq < n_eq {
+        sync_cube();
+        if tid == 0 {
+            state[0] = 0u32;
+            state[1] = need_eq;
+        }
+        radix_select_shared(cand, cols, hist, state, n, threshold, true);
+        last_col = !state[0];
+    }
+    // Each unit's survivors, held while the buffer is rewritten.
+    let mut kept_v = Array::<f32>::new(STREAM_SLOTS as usize);
+    let mut kept_c = Array::<u32>::new(STREAM_SLOTS as usize);
+    let mut kept = 0u32;
+    #[unroll]
+    for s in 0..STREAM_SLOTS as usize {
+        let i = s * units + tid;
+        if i < n {
+            let x = cand[i];
+            let c = cols[i];
+            let key = order_key(x);
+            if key > threshold || (key == threshold && c <= last_col) {
+                kept_v[kept as usize] = x;
+                kept_c[kept as usize] = c;
+                kept += 1u32;
+            }
+        }
+    }
+    if tid == 0 {
+        count[0].store(0u32);
+    }
+    sync_cube();
+    let at = count[0].fetch_add(kept) as usize;
+    for j in 0..kept as usize {
+        cand[at + j] = kept_v[j];
+        cols[at + j] = kept_c[j];
+    }
+    if tid == 0 {
+        state[0] = threshold;
+    }
+    sync_cube();
 }
 
 /// Sparse decode, `k` entries per row: `out[b, j] = Σ_t val[b, t] · w[lat[b, t], j]`. Cube

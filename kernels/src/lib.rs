@@ -5,7 +5,7 @@
 //!
 //! | function | what it computes | kernel |
 //! |---|---|---|
-//! | [`top_k_rows`] | the `k` largest of each row of `[B, m]`, values and columns (ties to the lower column) | radix select, one cube per row: four byte passes over a 256-bin histogram in shared memory, then an ordered write |
+//! | [`top_k_rows`] | the `k` largest of each row of `[B, m]`, values and columns (ties to the lower column) | one cube per row; for `k ≤ 512` one read of the row into a candidate buffer in shared memory, cut back to `k` by a radix select whenever it fills (`cube::top_k_stream_kernel`); above, a radix select over the row (four byte passes of a 256-bin histogram, then an ordered write; [`top_k_rows_radix`] at every `k`) |
 //! | [`top_k_rows_masked`] | the same of `max(acts, 0)` with the columns outside a mask set to 0 (AuxK) | the same kernel, masking as it reads |
 //! | [`decode_rows`] | `x̂_b = Σ_t val_bt W_dec[lat_bt]` | gather of `k` decoder rows per batch row |
 //! | [`sparse_backward`] | `∂W_dec[j] += Σ_{n: lat_n = j} val_n g_{row_n}`; `∂pre_n = 1[val_n > 0] W_dec[lat_n]·g_{row_n}`; `∂W_encᵀ[j] += Σ_{n: lat_n = j} ∂pre_n xc_{row_n}`; `∂b_enc[j] += Σ_{n: lat_n = j} ∂pre_n` | value gradient at the selected entries only; a counting sort of the entries by latent (histogram, scan, scatter); segment sums by latent, one cube per latent, no float atomics |
@@ -51,7 +51,9 @@ pub fn on_cube(device: &Device) -> bool {
 }
 
 /// The `k` largest values of each row of `acts` `[B, m]` and their columns, `[B, k]`, ties
-/// to the lower column; the order within a row is unspecified. Needs `k ≤ m`.
+/// to the lower column. On a cubecl device each row holds the values above the k-th in
+/// column order, then those equal to it in column order; the twin's order is its own. Needs
+/// `k ≤ m`.
 pub fn top_k_rows(acts: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2, Int>) {
     let [_, m] = acts.dims();
     assert!(k <= m, "top_k_rows: k = {k} exceeds the row length {m}");
@@ -59,7 +61,25 @@ pub fn top_k_rows(acts: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2, Int>) {
         return stock::top_k_rows(acts, k);
     }
     let acts = acts.into_dispatch();
-    let (v, i) = <Dispatch as KernelOps>::top_k_rows(acts.clone(), acts, false, k);
+    let (v, i) = <Dispatch as KernelOps>::top_k_rows(acts.clone(), acts, false, k, false);
+    (Tensor::from_dispatch(v), Tensor::from_dispatch(i))
+}
+
+/// [`top_k_rows`] by the radix kernel at every `k` (what [`top_k_rows`] runs above
+/// [`cube::STREAM_K_MAX`]; below it, the one-pass kernel gives the same result): public so
+/// that a bench or a test can set the two side by side. Elsewhere than on a cubecl device,
+/// the twin.
+pub fn top_k_rows_radix(acts: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2, Int>) {
+    let [_, m] = acts.dims();
+    assert!(
+        k <= m,
+        "top_k_rows_radix: k = {k} exceeds the row length {m}"
+    );
+    if !on_cube(&acts.device()) {
+        return stock::top_k_rows(acts, k);
+    }
+    let acts = acts.into_dispatch();
+    let (v, i) = <Dispatch as KernelOps>::top_k_rows(acts.clone(), acts, false, k, true);
     (Tensor::from_dispatch(v), Tensor::from_dispatch(i))
 }
 
@@ -80,8 +100,13 @@ pub fn top_k_rows_masked(
     if !on_cube(&acts.device()) {
         return stock::top_k_rows_masked(acts, keep, k);
     }
-    let (v, i) =
-        <Dispatch as KernelOps>::top_k_rows(acts.into_dispatch(), keep.into_dispatch(), true, k);
+    let (v, i) = <Dispatch as KernelOps>::top_k_rows(
+        acts.into_dispatch(),
+        keep.into_dispatch(),
+        true,
+        k,
+        false,
+    );
     (Tensor::from_dispatch(v), Tensor::from_dispatch(i))
 }
 

@@ -12,7 +12,7 @@ use burn_cubecl::ops::numeric::{empty_device_dtype, zeros_client};
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use crate::cube::{self, ROW_UNITS, VG_ENTRIES, VG_LANES};
+use crate::cube::{self, ROW_UNITS, STREAM_K_MAX, VG_ENTRIES, VG_LANES};
 
 /// The sparse half of a TopK SAE step and its optimiser update, as kernels (see the crate
 /// docs for each formula; the Tensor-level wrappers in the crate root check shapes).
@@ -20,12 +20,14 @@ use crate::cube::{self, ROW_UNITS, VG_ENTRIES, VG_LANES};
 pub trait KernelOps: Backend {
     /// The `k` largest values of each row of `acts` `[B, m]` and their columns, `[B, k]`;
     /// with `masked`, of each row of `relu(acts)` with the columns where `keep` `[m]` is
-    /// ≤ 0.5 set to 0 (without, `keep` is not read).
+    /// ≤ 0.5 set to 0 (without, `keep` is not read). By the one-pass kernel for
+    /// `k ≤ STREAM_K_MAX` unless `radix`, else by the radix kernel (the same result).
     fn top_k_rows(
         acts: FloatTensor<Self>,
         keep: FloatTensor<Self>,
         masked: bool,
         k: usize,
+        radix: bool,
     ) -> (FloatTensor<Self>, IntTensor<Self>);
 
     /// `out[b] = Σ_t val[b, t] · w[lat[b, t]]` for `val`, `lat` `[B, k]` and `w` `[m, d]`.
@@ -132,6 +134,7 @@ impl KernelOps for Cube {
         keep: CubeTensor,
         masked: bool,
         k: usize,
+        radix: bool,
     ) -> (CubeTensor, CubeTensor) {
         let acts = f32s(acts);
         let (rows, m) = dims2(&acts);
@@ -139,7 +142,22 @@ impl KernelOps for Cube {
         let idx = empty(&acts, Shape::new([rows, k]), DType::I32);
         // Unread without the mask: any f32 tensor will do.
         let keep = if masked { f32s(keep) } else { acts.clone() };
-        if rows > 0 && k > 0 {
+        if rows > 0 && k > 0 && k <= STREAM_K_MAX && !radix {
+            cube::top_k_stream_kernel::launch(
+                &acts.client,
+                grid(rows),
+                CubeDim::new_1d(ROW_UNITS),
+                acts.clone().into_tensor_arg(),
+                keep.into_tensor_arg(),
+                vals.clone().into_tensor_arg(),
+                idx.clone().into_tensor_arg(),
+                rows,
+                m,
+                k,
+                masked,
+                cube::stream_reads(k),
+            );
+        } else if rows > 0 && k > 0 {
             cube::top_k_rows_kernel::launch(
                 &acts.client,
                 grid(rows),

@@ -95,6 +95,30 @@ fn naive_top_k(x: &[f32], m: usize, k: usize) -> Vec<Vec<(i64, f32)>> {
         .collect()
 }
 
+/// Host top-k in the kernels' documented order: within each row the values above the k-th
+/// (by value descending, column ascending) in column order, then those equal to it in column
+/// order, as (column, value) pairs.
+fn ordered_top_k(x: &[f32], m: usize, k: usize) -> Vec<Vec<(i64, f32)>> {
+    naive_top_k(x, m, k)
+        .into_iter()
+        .map(|kept| {
+            let kth = kept.iter().map(|p| p.1).min_by(f32::total_cmp).unwrap();
+            let (mut above, equal): (Vec<_>, Vec<_>) =
+                kept.into_iter().partition(|p| p.1.total_cmp(&kth).is_gt());
+            above.extend(equal);
+            above
+        })
+        .collect()
+}
+
+/// A kernel's `[B, k]` result as rows of (column, value) pairs, in its order.
+fn as_rows(vals: &[f32], cols: &[i64], k: usize) -> Vec<Vec<(i64, f32)>> {
+    vals.chunks(k)
+        .zip(cols.chunks(k))
+        .map(|(v, c)| c.iter().copied().zip(v.iter().copied()).collect())
+        .collect()
+}
+
 fn by_column(vals: &[f32], cols: &[i64], k: usize) -> Vec<Vec<(i64, f32)>> {
     vals.chunks(k)
         .zip(cols.chunks(k))
@@ -115,11 +139,46 @@ fn top_k_matches_a_host_sort_for_every_k_with_ties_and_negatives() {
     let smooth: Vec<f32> = (0..b * m).map(|_| rng.normal()).collect();
     let coarse: Vec<f32> = smooth.iter().map(|v| (v * 2.0).round() / 2.0).collect();
     for (name, x) in [("smooth", &smooth), ("ties", &coarse)] {
-        for k in [1, 7, 32, 33, 64, 200, 256] {
+        // The one-pass kernel up to STREAM_K_MAX (512), the radix kernel above; the radix
+        // kernel at every k.
+        for k in [1, 7, 32, 33, 64, 200, 256, 511, 512, 513, 1000] {
+            let want = ordered_top_k(x, m, k);
             let (v, c) = lantern_kernels::top_k_rows(t2(x.clone(), [b, m], &dev), k);
-            let got = by_column(&host(v), &host_int(c), k);
-            assert_eq!(got, naive_top_k(x, m, k), "{name}, k {k}");
+            assert_eq!(as_rows(&host(v), &host_int(c), k), want, "{name}, k {k}");
+            let (v, c) = lantern_kernels::top_k_rows_radix(t2(x.clone(), [b, m], &dev), k);
+            assert_eq!(
+                as_rows(&host(v), &host_int(c), k),
+                want,
+                "{name}, k {k}, radix"
+            );
         }
+    }
+}
+
+/// Rows that make the one-pass kernel cut at every tile (values rising along the row), never
+/// after the first (falling), keep every value of the first tile tied (constant), or hold
+/// the k largest in its last tile only, over a dozen tiles.
+#[test]
+fn one_pass_top_k_on_rows_that_stress_its_cuts() {
+    let Some(dev) = wgpu() else { return };
+    let m = 12_000;
+    let mut rng = Rng(4);
+    let rows: [Vec<f32>; 4] = [
+        (0..m).map(|i| i as f32 * 1e-3).collect(),
+        (0..m).map(|i| -(i as f32) * 1e-3).collect(),
+        vec![0.25; m],
+        (0..m)
+            .map(|i| rng.normal() + if i >= m - 300 { 10.0 } else { 0.0 })
+            .collect(),
+    ];
+    let x: Vec<f32> = rows.concat();
+    for k in [1, 32, 256, 512] {
+        let (v, c) = lantern_kernels::top_k_rows(t2(x.clone(), [4, m], &dev), k);
+        assert_eq!(
+            as_rows(&host(v), &host_int(c), k),
+            ordered_top_k(&x, m, k),
+            "k {k}"
+        );
     }
 }
 
@@ -187,14 +246,16 @@ fn masked_top_k_is_the_top_k_of_the_masked_rows() {
         .enumerate()
         .map(|(i, &v)| if keep[i % m] > 0.5 { v.max(0.0) } else { 0.0 })
         .collect();
-    for k in [1, 16, 100, 256] {
+    // 384: AuxK's k at d 768 (one-pass kernel); 600: the radix kernel's masked read.
+    for k in [1, 16, 100, 256, 384, 600] {
         let (v, c) = lantern_kernels::top_k_rows_masked(
             t2(x.clone(), [b, m], &dev),
             t1(keep.clone(), &dev),
             k,
         );
-        let got = by_column(&host(v), &host_int(c), k);
-        assert_eq!(got, naive_top_k(&masked, m, k), "k {k}");
+        let (v, c) = (host(v), host_int(c));
+        assert_eq!(as_rows(&v, &c, k), ordered_top_k(&masked, m, k), "k {k}");
+        let got = by_column(&v, &c, k);
         let (sv, _) = stock::top_k_rows_masked(
             t2(x.clone(), [b, m], &Device::flex()),
             t1(keep.clone(), &Device::flex()),

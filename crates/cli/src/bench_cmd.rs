@@ -380,7 +380,8 @@ fn bench_step(
 /// batch of [`bench_step`]. The dense path (the GPU default) is `encode`, `select-mask`
 /// (`select-mask-kth` with `LANTERN_TOPK_KTH=topk`), `decode-dense`, `backward-dense`,
 /// `fires-dense`, `update`; the sparse kernel path (`LANTERN_SPARSE_TOPK=1`) `encode`,
-/// `select-topk`, `decode-gather`, `backward-sparse`, `fires-sparse`, `update`; `encode-f16`
+/// `select-topk` (on GPUs also `select-topk-radix`, the radix kernel's time for the same
+/// selection), `decode-gather`, `backward-sparse`, `fires-sparse`, `update`; `encode-f16`
 /// is `encode` with f16 operands (`LANTERN_ENCODER_F16=1`, devices with f16); `auxk-select`
 /// is AuxK's selection on both (when latents are dead; its decode and backward are like
 /// `decode-gather` and `backward-sparse`). The rest of a step's time is its loss and the
@@ -441,6 +442,14 @@ fn bench_pieces(
         "select-topk",
         time(&mut || drop(sparse::top_k_per_row(acts.clone(), k)))?,
     ));
+    if lantern_kernels::on_cube(&device) {
+        // The same selection by the radix kernel (six reads of each row, where `select-topk`'s
+        // one-pass kernel reads it once for k ≤ 512).
+        out.push((
+            "select-topk-radix",
+            time(&mut || drop(lantern_kernels::top_k_rows_radix(acts.clone(), k)))?,
+        ));
+    }
     out.push((
         "decode-dense",
         time(&mut || drop(f.clone().matmul(p.w_dec.clone())))?,

@@ -128,7 +128,7 @@ pub fn step(p: &Params, x: Tensor<2>, s: &StepSettings, dead: Option<&DeadLatent
 
 /// Whether TopK runs densely on `device`: everywhere but burn's CPU backend, where the sparse
 /// gather/scatter path is the faster one. `LANTERN_SPARSE_TOPK=1` forces the sparse path,
-/// which on wgpu/vulkan runs on `lantern_kernels` (radix top-k, gather decode, segment-sum
+/// which on wgpu/vulkan runs on `lantern_kernels` (one-pass top-k, gather decode, segment-sum
 /// backward; tested on lavapipe, not yet timed on a GPU, so not the default there).
 fn dense_top_k(device: &burn::tensor::Device) -> bool {
     *device != burn::tensor::Device::flex()

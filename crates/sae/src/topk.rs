@@ -6,8 +6,8 @@
 //! on lavapipe with burn 0.22.1 (k = 64 of 2048: right for 4 rows, wrong from 8; whether a GPU
 //! driver does too is checked by an ignored test of `kernels/tests/wgpu.rs` that
 //! `scripts/gpu-bench.sh` runs on the device); there
-//! `lantern_kernels::top_k_rows` (a radix select, one cube per row, exact for every k) runs
-//! instead. The paths are compared in the tests below, in `kernels/tests/wgpu.rs` and in
+//! `lantern_kernels::top_k_rows` (one cube per row, exact for every k: one read of the row
+//! for k ≤ 512, a radix select above) runs instead. The paths are compared in the tests below, in `kernels/tests/wgpu.rs` and in
 //! `tests/wgpu.rs`.
 
 use burn::tensor::{Int, Tensor, TensorData};
