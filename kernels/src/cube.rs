@@ -339,8 +339,9 @@ pub fn stream_reads(k: usize) -> u32 {
 ///
 /// The row is read once, in tiles of `reads · ROW_UNITS` values ([`stream_reads`]). The first
 /// tile goes whole into a candidate buffer in shared memory (`STREAM_SLOTS · ROW_UNITS`
-/// slots); after that a value joins only if its key is above the threshold. Whenever more
-/// than `(STREAM_SLOTS − reads) · ROW_UNITS` are held (and after the first tile), a cut
+/// slots), and so does every later value until the first cut; after it a value joins only if
+/// its key is above the threshold. Whenever more than `(STREAM_SLOTS − reads) · ROW_UNITS`
+/// are held, a cut
 /// ([`stream_cut`]) keeps the `k` largest by (value descending, column ascending) and raises
 /// the threshold to the k-th's key. A later value equal to the threshold can never be kept:
 /// it comes after `k` values that rank above it (larger, or equal with a lower column). A
@@ -377,6 +378,9 @@ pub fn top_k_stream_kernel(
     let limit = comptime!((STREAM_SLOTS - reads) * ROW_UNITS);
     let tiles = m.div_ceil(tile);
     let mut threshold = 0u32;
+    // Until the first cut every value is a candidate (with k > 256 a tile of 512 does not fill
+    // the buffer past `limit` = 1 024, so that cut may come a tile or two later).
+    let mut open = true;
     // Tiles 0 .. tiles − 1, then one more turn for the last cut (one call site of the cut, so
     // that the kernel stays small).
     for t in 0..tiles + 1 {
@@ -399,7 +403,7 @@ pub fn top_k_stream_kernel(
                 let i = t * tile + r * units + tid;
                 if i < m {
                     let x = entry(acts, keep, base, i, masked);
-                    if order_key(x) > threshold {
+                    if open || order_key(x) > threshold {
                         let at = count[0].fetch_add(1u32) as usize;
                         cand[at] = x;
                         cols[at] = i as u32;
@@ -411,13 +415,12 @@ pub fn top_k_stream_kernel(
         let n = count[0].load();
         // Every unit has read `n` before a cut starts rewriting the buffer and the count.
         sync_cube();
-        // After the first tile there is a cut (the threshold is set) unless the row had at
-        // most `limit < tile` values, and then there is no second tile.
         if n > limit || t == tiles {
             stream_cut(
                 &mut cand, &mut cols, &count, &hist, &mut state, n as usize, k as u32,
             );
             threshold = state[0];
+            open = false;
         }
     }
     let out = row * k;
