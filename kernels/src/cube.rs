@@ -86,22 +86,32 @@ fn row_dot(a: &Tensor<f32>, b: &Tensor<f32>, base: usize, d: usize) -> f32 {
     cube_sum(dot)
 }
 
-/// Column `i` of the row at `base` as the top-k kernel sees it: the value itself, or with
-/// `masked` `max(value, 0)` where `keep[i] > 0.5` and `0` elsewhere (AuxK's dead latents).
+/// Column `i` of the row at `base` as the top-k kernels see it: the value itself, or with
+/// `biased` the encoder's epilogue of it, `max(value + bias[i], 0)` (the row is then the GEMM's
+/// result `x W`, [`bias_relu_kernel`] not yet applied; the same two operations, so the same
+/// bits); with `masked` that, or `max(value, 0)`, where `keep[i] > 0.5` and `0` elsewhere
+/// (AuxK's dead latents).
 #[cube]
+#[allow(clippy::too_many_arguments)] // the row, its two per-column vectors, where, and how
 fn entry(
     acts: &Tensor<f32>,
     keep: &Tensor<f32>,
+    bias: &Tensor<f32>,
     base: usize,
     i: usize,
     #[comptime] masked: bool,
+    #[comptime] biased: bool,
 ) -> f32 {
     let x = acts[base + i];
     let mut v = x;
+    if comptime!(biased) {
+        v = f32::max(x + bias[i], 0f32);
+    }
     if comptime!(masked) {
+        let y = v;
         v = 0f32;
         if keep[i] > 0.5f32 {
-            v = f32::max(x, 0f32);
+            v = f32::max(y, 0f32);
         }
     }
     v
@@ -216,19 +226,21 @@ fn radix_select_shared(
 /// Row top-k by radix selection: one cube per row of `acts` `[rows, m]`. Four passes find
 /// the k-th largest value's key byte by byte (a 256-bin histogram of the keys that share the
 /// bytes found so far); a last pass writes every value above it and the first `rem` values
-/// equal to it (ties go to the lower column), in column order within each class. With
-/// `masked` it selects from the row as `entry` masks it by `keep` `[m]`. Needs `k ≤ m` and a
-/// cube of `ROW_UNITS` units.
+/// equal to it (ties go to the lower column), in column order within each class. It selects
+/// from the row as `entry` reads it: with `biased` after the encoder's epilogue by `bias`
+/// `[m]`, with `masked` masked by `keep` `[m]`. Needs `k ≤ m` and a cube of `ROW_UNITS` units.
 #[cube(launch)]
 pub fn top_k_rows_kernel(
     acts: &Tensor<f32>,
     keep: &Tensor<f32>,
+    bias: &Tensor<f32>,
     vals: &mut Tensor<f32>,
     idx: &mut Tensor<i32>,
     rows: usize,
     m: usize,
     k: usize,
     #[comptime] masked: bool,
+    #[comptime] biased: bool,
 ) {
     let row = cube_id();
     if row >= rows {
@@ -253,7 +265,7 @@ pub fn top_k_rows_kernel(
         let prefix = state[0];
         let mut i = tid;
         while i < m {
-            let key = order_key(entry(acts, keep, base, i, masked));
+            let key = order_key(entry(acts, keep, bias, base, i, masked, biased));
             let mut same = true;
             if comptime!(pass > 0) {
                 let high = comptime!(0xFFFF_FFFFu32 << (shift + 8));
@@ -277,7 +289,7 @@ pub fn top_k_rows_kernel(
     let mut n_gt = 0u32;
     let mut n_eq = 0u32;
     for i in start..end {
-        let key = order_key(entry(acts, keep, base, i, masked));
+        let key = order_key(entry(acts, keep, bias, base, i, masked, biased));
         if key > threshold {
             n_gt += 1u32;
         } else if key == threshold {
@@ -305,7 +317,7 @@ pub fn top_k_rows_kernel(
     let mut at_eq = eq[tid];
     let out = row * k;
     for i in start..end {
-        let x = entry(acts, keep, base, i, masked);
+        let x = entry(acts, keep, bias, base, i, masked, biased);
         let key = order_key(x);
         if key > threshold {
             vals[out + at_gt as usize] = x;
@@ -335,7 +347,8 @@ pub fn stream_reads(k: usize) -> u32 {
 
 /// Row top-k in one pass over the row: one cube per row of `acts` `[rows, m]`, the same
 /// result as [`top_k_rows_kernel`] (values above the k-th in column order, then the first
-/// values equal to it in column order) for `k ≤ STREAM_K_MAX`.
+/// values equal to it in column order) for `k ≤ STREAM_K_MAX`, reading the row as `entry`
+/// does (`biased`, `masked`).
 ///
 /// The row is read once, in tiles of `reads · ROW_UNITS` values ([`stream_reads`]). The first
 /// tile goes whole into a candidate buffer in shared memory (`STREAM_SLOTS · ROW_UNITS`
@@ -354,12 +367,14 @@ pub fn stream_reads(k: usize) -> u32 {
 pub fn top_k_stream_kernel(
     acts: &Tensor<f32>,
     keep: &Tensor<f32>,
+    bias: &Tensor<f32>,
     vals: &mut Tensor<f32>,
     idx: &mut Tensor<i32>,
     rows: usize,
     m: usize,
     k: usize,
     #[comptime] masked: bool,
+    #[comptime] biased: bool,
     #[comptime] reads: u32,
 ) {
     let row = cube_id();
@@ -390,7 +405,7 @@ pub fn top_k_stream_kernel(
             for r in 0..reads as usize {
                 let i = r * units + tid;
                 if i < m {
-                    cand[i] = entry(acts, keep, base, i, masked);
+                    cand[i] = entry(acts, keep, bias, base, i, masked, biased);
                     cols[i] = i as u32;
                 }
             }
@@ -402,7 +417,7 @@ pub fn top_k_stream_kernel(
             for r in 0..reads as usize {
                 let i = t * tile + r * units + tid;
                 if i < m {
-                    let x = entry(acts, keep, base, i, masked);
+                    let x = entry(acts, keep, bias, base, i, masked, biased);
                     if open || order_key(x) > threshold {
                         let at = count[0].fetch_add(1u32) as usize;
                         cand[at] = x;

@@ -19,11 +19,16 @@ use crate::cube::{self, ROW_UNITS, STREAM_K_MAX, VG_ENTRIES, VG_LANES};
 #[backend_extension(Cube)]
 pub trait KernelOps: Backend {
     /// The `k` largest values of each row of `acts` `[B, m]` and their columns, `[B, k]`;
-    /// with `masked`, of each row of `relu(acts)` with the columns where `keep` `[m]` is
-    /// ≤ 0.5 set to 0 (without, `keep` is not read). By the one-pass kernel for
-    /// `k ≤ STREAM_K_MAX` unless `radix`, else by the radix kernel (the same result).
+    /// with `biased`, of each row of `max(acts + bias, 0)` (`bias` `[m]`: the encoder's
+    /// epilogue, done as the row is read); with `masked`, of each row of `relu(·)` with the
+    /// columns where `keep` `[m]` is ≤ 0.5 set to 0 (`bias` and `keep` are unread without
+    /// their flags). By the one-pass kernel for `k ≤ STREAM_K_MAX` unless `radix`, else by
+    /// the radix kernel (the same result).
+    #[allow(clippy::too_many_arguments)] // the row, two optional vectors and their flags
     fn top_k_rows(
         acts: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        biased: bool,
         keep: FloatTensor<Self>,
         masked: bool,
         k: usize,
@@ -78,14 +83,12 @@ pub trait KernelOps: Backend {
     /// Entries with `val > 0` per latent, `[m]` f32, for `val`, `lat` `[n]`.
     fn fire_counts(val: FloatTensor<Self>, lat: IntTensor<Self>, m: usize) -> FloatTensor<Self>;
 
-    /// `max(x w + b, 0)` `[B, m]` in f32 for `x` `[B, d]`, `w` `[d, m]`, `b` `[m]`; with
-    /// `half` the GEMM's operands are f16 (accumulation and result stay f32).
-    fn encode(
-        x: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        half: bool,
-    ) -> FloatTensor<Self>;
+    /// `x w` `[B, m]` in f32 for `x` `[B, d]`, `w` `[d, m]`; with `half` the GEMM's operands
+    /// are f16 (accumulation and result stay f32).
+    fn encode_gemm(x: FloatTensor<Self>, w: FloatTensor<Self>, half: bool) -> FloatTensor<Self>;
+
+    /// `max(acts + b, 0)` for `acts` `[B, m]`, `b` `[m]`: in place when `acts` is not shared.
+    fn bias_relu(acts: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// wgpu's limit on cubes along one dimension of a grid.
@@ -131,6 +134,8 @@ fn elementwise(n: usize, units: u32) -> CubeCount {
 impl KernelOps for Cube {
     fn top_k_rows(
         acts: CubeTensor,
+        bias: CubeTensor,
+        biased: bool,
         keep: CubeTensor,
         masked: bool,
         k: usize,
@@ -140,7 +145,8 @@ impl KernelOps for Cube {
         let (rows, m) = dims2(&acts);
         let vals = empty(&acts, Shape::new([rows, k]), DType::F32);
         let idx = empty(&acts, Shape::new([rows, k]), DType::I32);
-        // Unread without the mask: any f32 tensor will do.
+        // Unread without their flags: any f32 tensor will do.
+        let bias = if biased { f32s(bias) } else { acts.clone() };
         let keep = if masked { f32s(keep) } else { acts.clone() };
         if rows > 0 && k > 0 && k <= STREAM_K_MAX && !radix {
             cube::top_k_stream_kernel::launch(
@@ -149,12 +155,14 @@ impl KernelOps for Cube {
                 CubeDim::new_1d(ROW_UNITS),
                 acts.clone().into_tensor_arg(),
                 keep.into_tensor_arg(),
+                bias.into_tensor_arg(),
                 vals.clone().into_tensor_arg(),
                 idx.clone().into_tensor_arg(),
                 rows,
                 m,
                 k,
                 masked,
+                biased,
                 cube::stream_reads(k),
             );
         } else if rows > 0 && k > 0 {
@@ -164,12 +172,14 @@ impl KernelOps for Cube {
                 CubeDim::new_1d(ROW_UNITS),
                 acts.clone().into_tensor_arg(),
                 keep.into_tensor_arg(),
+                bias.into_tensor_arg(),
                 vals.clone().into_tensor_arg(),
                 idx.clone().into_tensor_arg(),
                 rows,
                 m,
                 k,
                 masked,
+                biased,
             );
         }
         (vals, idx)
@@ -399,15 +409,20 @@ impl KernelOps for Cube {
         f32s(counts)
     }
 
-    fn encode(x: CubeTensor, w: CubeTensor, b: CubeTensor, half: bool) -> CubeTensor {
+    fn encode_gemm(x: CubeTensor, w: CubeTensor, half: bool) -> CubeTensor {
         let operands = if half { DType::F16 } else { DType::F32 };
-        let (x, w, b) = (as_dtype(x, operands), as_dtype(w, operands), f32s(b));
+        let (x, w) = (as_dtype(x, operands), as_dtype(w, operands));
         // cubek's matmul (autotuned like burn's own), told to write f32 whatever the
         // operands: with f16 operands it accumulates in f32 (`MatmulElems::from_globals`)
         // and, on devices with cooperative matrices, runs on them.
         let acts = matmul(x, w, None, MatmulStrategy::default(), DType::F32)
             .unwrap_or_else(|e| panic!("encoder GEMM ({operands:?} operands): {e:?}"));
-        let acts = into_contiguous(acts);
+        into_contiguous(acts)
+    }
+
+    fn bias_relu(acts: CubeTensor, b: CubeTensor) -> CubeTensor {
+        let (acts, b) = (f32s(acts), f32s(b));
+        let acts = if acts.can_mut() { acts } else { acts.copy() };
         let (rows, m) = dims2(&acts);
         let n = rows * m;
         if n > 0 {

@@ -271,6 +271,89 @@ fn masked_top_k_is_the_top_k_of_the_masked_rows() {
     }
 }
 
+/// `max(g + b, 0)` on the host, row-major `[rows, m]`: the encoder's epilogue.
+fn host_epilogue(gemm: &[f32], bias: &[f32]) -> Vec<f32> {
+    let m = bias.len();
+    gemm.iter()
+        .enumerate()
+        .map(|(i, &g)| (g + bias[i % m]).max(0.0))
+        .collect()
+}
+
+/// The selections that apply the encoder's bias and ReLU as they read the GEMM's result
+/// (`Preacts`) give what the epilogue written out on the host and a host sort give, positions
+/// included, plain and masked, on both kernels; `Preacts::relu` writes that epilogue, in place
+/// only when nothing else holds the GEMM's result.
+#[test]
+fn selections_of_pending_activations_match_the_host_epilogue_and_a_host_sort() {
+    let Some(dev) = wgpu() else { return };
+    let mut rng = Rng(5);
+    let (b, m) = (19, 2700);
+    // Both signs, with a bias that pushes a third of the columns below zero: rows with fewer
+    // than k positive values, so that tied zeros fill the selection. The coarse copy ties
+    // above zero too (`+ 0.0`: no negative zeros, whose order against 0 a GPU's max may not
+    // keep).
+    let bias: Vec<f32> = (0..m)
+        .map(|c| if c % 3 == 0 { -4.0 } else { 0.5 * rng.normal() })
+        .collect();
+    let smooth: Vec<f32> = (0..b * m).map(|_| rng.normal() - 1.0).collect();
+    let coarse: Vec<f32> = smooth
+        .iter()
+        .map(|v| (v * 2.0).round() / 2.0 + 0.0)
+        .collect();
+    let keep: Vec<f32> = (0..m).map(|_| f32::from(rng.below(3) == 0)).collect();
+    let pre = |gemm: &Vec<f32>, dev: &Device| lantern_kernels::Preacts {
+        gemm: t2(gemm.clone(), [b, m], dev),
+        bias: t1(bias.clone(), dev),
+    };
+    for (name, gemm) in [("smooth", &smooth), ("ties", &coarse)] {
+        let acts = host_epilogue(gemm, &bias);
+        let masked: Vec<f32> = acts
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| if keep[i % m] > 0.5 { v } else { 0.0 })
+            .collect();
+        // The one-pass kernel up to 512, the radix kernel above.
+        for k in [1, 32, 300, 512, 513, 700] {
+            let (v, c) = lantern_kernels::top_k_rows_relu(&pre(gemm, &dev), k);
+            let got = as_rows(&host(v), &host_int(c), k);
+            assert_eq!(got, ordered_top_k(&acts, m, k), "{name}, k {k}");
+            let (v, c) = lantern_kernels::top_k_rows_masked_relu(
+                &pre(gemm, &dev),
+                t1(keep.clone(), &dev),
+                k,
+            );
+            let got = as_rows(&host(v), &host_int(c), k);
+            assert_eq!(got, ordered_top_k(&masked, m, k), "{name}, k {k}, masked");
+        }
+        // The twin (flex): the same values (its columns among tied values are its own).
+        let k = 64;
+        let (v, _) = lantern_kernels::top_k_rows_relu(&pre(gemm, &Device::flex()), k);
+        let mut got = host(v);
+        let mut want: Vec<f32> = ordered_top_k(&acts, m, k)
+            .into_iter()
+            .flatten()
+            .map(|p| p.1)
+            .collect();
+        for row in got.chunks_mut(k).chain(want.chunks_mut(k)) {
+            row.sort_by(f32::total_cmp);
+        }
+        assert_eq!(got, want, "{name}: the twin's values");
+
+        // Written out: in place when the GEMM's result is not shared ...
+        assert_eq!(host(pre(gemm, &dev).relu()), acts, "{name}: relu");
+        // ... and into a new tensor when it is, leaving the other holder's values alone.
+        let p = pre(gemm, &dev);
+        let held = p.gemm.clone();
+        assert_eq!(host(p.relu()), acts, "{name}: relu of a shared result");
+        assert_eq!(
+            &host(held),
+            gemm,
+            "{name}: the shared result was overwritten"
+        );
+    }
+}
+
 fn random_code(rng: &mut Rng, b: usize, m: usize, k: usize) -> (Vec<f32>, Vec<i64>) {
     let mut val = Vec::with_capacity(b * k);
     let mut lat = Vec::with_capacity(b * k);

@@ -379,9 +379,11 @@ fn bench_step(
 /// untimed run (autotuning) with the device synced before and after, on the random SAE and
 /// batch of [`bench_step`]. The dense path (the GPU default) is `encode`, `select-mask`
 /// (`select-mask-kth` with `LANTERN_TOPK_KTH=topk`), `decode-dense`, `backward-dense`,
-/// `fires-dense`, `update`; the sparse kernel path (`LANTERN_SPARSE_TOPK=1`) `encode`,
-/// `select-topk` (on GPUs also `select-topk-radix`, the radix kernel's time for the same
-/// selection), `decode-gather`, `backward-sparse`, `fires-sparse`, `update`; `encode-f16`
+/// `fires-dense`, `update`; the sparse kernel path (`LANTERN_SPARSE_TOPK=1`) on GPUs
+/// `encode-gemm` (the GEMM without its bias + ReLU pass) and `select-topk-relu` (the selection
+/// doing them as it reads), elsewhere `encode` and `select-topk`, then `decode-gather`,
+/// `backward-sparse`, `fires-sparse`, `update`; `select-topk-radix` is the radix kernel's time
+/// for `select-topk`'s selection (GPUs); `encode-f16`
 /// is `encode` with f16 operands (`LANTERN_ENCODER_F16=1`, devices with f16); `auxk-select`
 /// is AuxK's selection on both (when latents are dead; its decode and backward are like
 /// `decode-gather` and `backward-sparse`). The rest of a step's time is its loss and the
@@ -418,6 +420,8 @@ fn bench_pieces(
     let p = &params;
     let xc = x.clone() - p.b_dec.clone().unsqueeze_dim(0);
     let encode = |half| lantern_kernels::encode(xc.clone(), p.w_enc.clone(), p.b_enc.clone(), half);
+    let encode_gemm =
+        |half| lantern_kernels::encode_gemm(xc.clone(), p.w_enc.clone(), p.b_enc.clone(), half);
     let acts = encode(false);
     // The dense path's selection: each row's k-th value by halving, or (`LANTERN_TOPK_KTH=
     // topk`) from the row top-k, then the mask.
@@ -448,6 +452,14 @@ fn bench_pieces(
         out.push((
             "select-topk-radix",
             time(&mut || drop(lantern_kernels::top_k_rows_radix(acts.clone(), k)))?,
+        ));
+        // What the sparse path runs instead of `encode` + `select-topk`: the GEMM alone, and
+        // the selection adding the bias and clamping as it reads its result.
+        out.push(("encode-gemm", time(&mut || drop(encode_gemm(false)))?));
+        let pre = encode_gemm(false);
+        out.push((
+            "select-topk-relu",
+            time(&mut || drop(sparse::top_k_per_row(pre.clone(), k)))?,
         ));
     }
     out.push((

@@ -26,6 +26,7 @@
 //! ```
 
 use burn::tensor::{Device, IndexingUpdateOp, Tensor};
+use lantern_kernels::Preacts;
 
 use crate::params::{Params, upload1};
 use crate::sparse::{self, Coo};
@@ -83,25 +84,36 @@ impl Sae {
         )
     }
 
+    /// [`Self::pre_acts`] with `b_enc` and the ReLU still to apply, for a TopK selection that
+    /// applies them as it reads (on a GPU the activations `[B, d_sae]` are then never written).
+    fn pending_acts(&self, x: &Tensor<2>) -> Preacts {
+        let xc = encoder_input(&self.params, x, self.cfg.apply_b_dec_to_input);
+        Preacts {
+            gemm: xc.matmul(self.params.w_enc.clone()),
+            bias: self.params.b_enc.clone(),
+        }
+    }
+
     /// The active latents of `x` in coordinate form when σ selects a fixed `k` per row
     /// (TopK, BatchTopK without threshold); `None` for the dense nonlinearities.
     pub fn encode_sparse(&self, x: &Tensor<2>) -> Option<Coo> {
         match self.sigma() {
-            Sigma::TopK(k) => Some(sparse::top_k_per_row(self.pre_acts(x).clamp_min(0.0), k)),
+            Sigma::TopK(k) => Some(sparse::top_k_per_row(self.pending_acts(x), k)),
             _ => None,
         }
     }
 
     /// `f = σ(pre)`, dense `[B, d_sae]`.
     pub fn encode(&self, x: &Tensor<2>) -> Tensor<2> {
-        let pre = self.pre_acts(x);
         match self.sigma() {
-            Sigma::Relu => pre.clamp_min(0.0),
-            Sigma::Jump => self.jump(pre),
+            Sigma::Relu => self.pre_acts(x).clamp_min(0.0),
+            Sigma::Jump => self.jump(self.pre_acts(x)),
             Sigma::TopK(k) => {
-                let [b, _] = pre.dims();
-                let coo = sparse::top_k_per_row(pre.clone().clamp_min(0.0), k);
-                pre.zeros_like().scatter(
+                let pre = self.pending_acts(x);
+                let [b, _] = pre.gemm.dims();
+                let zeros = pre.gemm.zeros_like();
+                let coo = sparse::top_k_per_row(pre, k);
+                zeros.scatter(
                     1,
                     coo.lat.reshape([b, k]),
                     coo.val.reshape([b, k]),

@@ -11,6 +11,8 @@
 
 use burn::tensor::{Int, Tensor};
 
+use crate::topk::Acts;
+
 /// Active latents in coordinate form (see the module docs): lantern-kernels' [`Entries`],
 /// whose kernels take it as it is.
 ///
@@ -18,15 +20,17 @@ use burn::tensor::{Int, Tensor};
 pub type Coo = lantern_kernels::Entries;
 
 /// The `k` largest activations of every row of `acts` `[B, m]` (TopK), `k` entries per row in
-/// row order.
-pub fn top_k_per_row(acts: Tensor<2>, k: usize) -> Coo {
+/// row order. `acts` may be pending (the encoder's GEMM result and bias, [`Acts::Pending`]):
+/// on a GPU the selection then adds the bias and clamps as it reads, and the activations are
+/// never written.
+pub fn top_k_per_row(acts: impl Into<Acts>, k: usize) -> Coo {
     let (val, lat) = crate::topk::top_k_rows(acts, k);
     coo_per_row(val, lat)
 }
 
 /// [`top_k_per_row`] among the latents where `keep` `[m]` is 1, the others counted as 0
 /// (AuxK's dead latents; `crate::topk::top_k_rows_masked`).
-pub fn top_k_per_row_among(acts: Tensor<2>, keep: Tensor<1>, k: usize) -> Coo {
+pub fn top_k_per_row_among(acts: impl Into<Acts>, keep: Tensor<1>, k: usize) -> Coo {
     let (val, lat) = crate::topk::top_k_rows_masked(acts, keep, k);
     coo_per_row(val, lat)
 }

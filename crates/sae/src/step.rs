@@ -54,6 +54,7 @@ use burn::tensor::Tensor;
 use crate::Arch;
 use crate::params::Params;
 use crate::sparse::{self, SparseGrads};
+use crate::topk::Acts;
 
 /// Settings of one step that are not parameters.
 #[derive(Clone, Debug)]
@@ -155,15 +156,18 @@ pub fn pre_acts(p: &Params, xc: &Tensor<2>) -> Tensor<2> {
 }
 
 /// `max(pre, 0)` of [`pre_acts`] for a TopK/BatchTopK training step, by
-/// [`lantern_kernels::encode`]: on a cubecl device the bias and ReLU are one pass over the
-/// GEMM's result, and with `LANTERN_ENCODER_F16=1` (on a device with f16) the GEMM takes f16
-/// operands (tensor cores, through SPIR-V's cooperative matrices on vulkan) while still
-/// accumulating and writing f32. The f16 operands are off by default: they round `xc` and
-/// `W_enc` to 11-bit mantissas, and their speed has not been measured on a GPU yet
-/// (`scripts/gpu-bench.sh`). Evaluation and inference always use f32.
-fn training_acts(p: &Params, xc: &Tensor<2>) -> Tensor<2> {
+/// [`lantern_kernels::encode_gemm`]: the GEMM's result with the bias and ReLU still to apply,
+/// which on a cubecl device are one pass over it ([`Preacts::relu`]) or, on the sparse TopK
+/// path, done by the selection as it reads. With `LANTERN_ENCODER_F16=1` (on a device with
+/// f16) the GEMM takes f16 operands (tensor cores, through SPIR-V's cooperative matrices on
+/// vulkan) while still accumulating and writing f32. The f16 operands are off by default: they
+/// round `xc` and `W_enc` to 11-bit mantissas, and their speed has not been measured on a GPU
+/// yet (`scripts/gpu-bench.sh`). Evaluation and inference always use f32.
+///
+/// [`Preacts::relu`]: lantern_kernels::Preacts::relu
+fn training_acts(p: &Params, xc: &Tensor<2>) -> lantern_kernels::Preacts {
     let half = std::env::var("LANTERN_ENCODER_F16").is_ok_and(|v| v == "1");
-    lantern_kernels::encode(xc.clone(), p.w_enc.clone(), p.b_enc.clone(), half)
+    lantern_kernels::encode_gemm(xc.clone(), p.w_enc.clone(), p.b_enc.clone(), half)
 }
 
 fn total_variance(x: &Tensor<2>) -> Tensor<1> {
@@ -191,12 +195,20 @@ fn sparse_step(
     let [batch, _] = x.dims();
     let (_, m) = p.dims();
     let xc = encoder_input(p, &x, s.apply_b_dec_to_input);
-    let acts = training_acts(p, &xc);
+    // The sparse TopK path's selections (TopK's and AuxK's) add the bias and clamp as they
+    // read the GEMM's result, so on a GPU the activations `[B, m]` are never written; the
+    // dense paths need them written.
+    let pre = training_acts(p, &xc);
+    let acts = match sel {
+        Selection::PerRow(_) if !dense_top_k(&x.device()) => pre.into(),
+        _ => Acts::Written(pre.relu()),
+    };
 
     // TopK: k entries per row, decoded sparsely. BatchTopK: every activation at or above the
     // batch threshold τ (the k·B-th largest), decoded densely.
     let (coo, dense_f, recon) = match sel {
         Selection::PerRow(k) if dense_top_k(&x.device()) => {
+            let acts = acts.clone().written();
             // On GPUs burn's scatter-add runs one thread per column over every entry, which
             // costs more than three dense matmuls: mask the k largest per row instead and
             // take the dense path (same values and gradients; ties at the k-th value keep
@@ -221,6 +233,7 @@ fn sparse_step(
             (Some(coo), None, recon)
         }
         Selection::PerBatch(k) => {
+            let acts = acts.clone().written();
             let ranked = if s.rescale_by_decoder_norm {
                 let norms = p.w_dec.clone().square().sum_dim(1).sqrt().reshape([1, m]);
                 acts.clone() * norms.expand([batch, m])

@@ -11,11 +11,50 @@
 //! `tests/wgpu.rs`.
 
 use burn::tensor::{Int, Tensor, TensorData};
+use lantern_kernels::Preacts;
 use rayon::prelude::*;
+
+/// What a selection reads: activations written out `[B, m]`, or the encoder's GEMM result
+/// with its bias and ReLU still to apply ([`Preacts`]; the GPU kernels apply them as they
+/// read the row, elsewhere they are applied first).
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // two tensors against one, held for one step
+pub enum Acts {
+    Written(Tensor<2>),
+    Pending(Preacts),
+}
+
+impl From<Tensor<2>> for Acts {
+    fn from(acts: Tensor<2>) -> Self {
+        Acts::Written(acts)
+    }
+}
+
+impl From<Preacts> for Acts {
+    fn from(pre: Preacts) -> Self {
+        Acts::Pending(pre)
+    }
+}
+
+impl Acts {
+    /// The activations written out (the pending epilogue applied).
+    pub fn written(self) -> Tensor<2> {
+        match self {
+            Acts::Written(acts) => acts,
+            Acts::Pending(pre) => pre.relu(),
+        }
+    }
+}
 
 /// The `k` largest values of each row of `acts` `[B, m]` and their column indices, both
 /// `[B, k]`; the order inside a row is unspecified, ties go to the lower index.
-pub fn top_k_rows(acts: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2, Int>) {
+pub fn top_k_rows(acts: impl Into<Acts>, k: usize) -> (Tensor<2>, Tensor<2, Int>) {
+    let acts = match acts.into() {
+        Acts::Pending(pre) if lantern_kernels::on_cube(&pre.gemm.device()) => {
+            return lantern_kernels::top_k_rows_relu(&pre, k);
+        }
+        acts => acts.written(),
+    };
     let device = acts.device();
     if lantern_kernels::on_cube(&device) {
         return lantern_kernels::top_k_rows(acts, k);
@@ -33,16 +72,22 @@ pub fn top_k_rows(acts: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2, Int>) {
 
 /// [`top_k_rows`] of `max(acts, 0)` with the columns where `keep` `[m]` is ≤ 0.5 set to 0
 /// (AuxK among dead latents): on cubecl devices one kernel that masks as it reads
-/// (`lantern_kernels::top_k_rows_masked`), elsewhere the masked copy and the host selection.
+/// (`lantern_kernels::top_k_rows_masked`, or `top_k_rows_masked_relu` for pending
+/// activations), elsewhere the masked copy and the host selection.
 pub fn top_k_rows_masked(
-    acts: Tensor<2>,
+    acts: impl Into<Acts>,
     keep: Tensor<1>,
     k: usize,
 ) -> (Tensor<2>, Tensor<2, Int>) {
-    if lantern_kernels::on_cube(&acts.device()) {
-        return lantern_kernels::top_k_rows_masked(acts, keep, k);
+    match acts.into() {
+        Acts::Pending(pre) if lantern_kernels::on_cube(&pre.gemm.device()) => {
+            lantern_kernels::top_k_rows_masked_relu(&pre, keep, k)
+        }
+        Acts::Written(acts) if lantern_kernels::on_cube(&acts.device()) => {
+            lantern_kernels::top_k_rows_masked(acts, keep, k)
+        }
+        acts => top_k_rows(lantern_kernels::stock::mask_rows(acts.written(), keep), k),
     }
-    top_k_rows(lantern_kernels::stock::mask_rows(acts, keep), k)
 }
 
 /// Host twin of [`top_k_rows`] on a row-major `[B, m]` slice: values and `i64` indices.

@@ -1,7 +1,7 @@
-//! The TopK step's sparse path on wgpu, i.e. on `lantern_kernels` (radix top-k, gather
-//! decode, segment-sum backward), against the CPU. A file of its own because the path is
-//! chosen by `LANTERN_SPARSE_TOPK=1`, a process-wide variable; `wgpu.rs` covers the default
-//! dense path.
+//! The TopK step's sparse path on wgpu, i.e. on `lantern_kernels` (row top-k of the GEMM's
+//! result, the bias and ReLU applied as it reads; gather decode, segment-sum backward),
+//! against the CPU. A file of its own because the path is chosen by `LANTERN_SPARSE_TOPK=1`,
+//! a process-wide variable; `wgpu.rs` covers the default dense path.
 
 mod wgpu_common;
 
