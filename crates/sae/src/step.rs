@@ -195,12 +195,16 @@ fn sparse_step(
     let [batch, _] = x.dims();
     let (_, m) = p.dims();
     let xc = encoder_input(p, &x, s.apply_b_dec_to_input);
-    // The sparse TopK path's selections (TopK's and AuxK's) add the bias and clamp as they
-    // read the GEMM's result, so on a GPU the activations `[B, m]` are never written; the
-    // dense paths need them written.
+    // On a GPU the sparse TopK path's selections (TopK's and AuxK's) add the bias and clamp as
+    // they read the GEMM's result, so the activations `[B, m]` are never written; the dense
+    // paths, and the CPU (whose selection is on the host), need them written.
     let pre = training_acts(p, &xc);
     let acts = match sel {
-        Selection::PerRow(_) if !dense_top_k(&x.device()) => pre.into(),
+        Selection::PerRow(_)
+            if !dense_top_k(&x.device()) && lantern_kernels::on_cube(&x.device()) =>
+        {
+            pre.into()
+        }
         _ => Acts::Written(pre.relu()),
     };
 
