@@ -182,31 +182,38 @@ fn capture_killed_midway_and_resumed_equals_an_uninterrupted_run() {
 
     let cut = tmp.path().join("cut");
     let args = capture_args(m, ps, cut.to_str().unwrap());
-    let mut child = lantern().args(&args).spawn().unwrap();
-    let t = Instant::now();
-    // Kill once at least two shards are committed.
-    loop {
-        let shards = std::fs::read_to_string(cut.join("manifest.json"))
-            .ok()
-            .and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
-            .and_then(|v| v["shards"].as_array().map(Vec::len))
-            .unwrap_or(0);
-        if shards >= 2 {
+    let total = Store::open(&whole).unwrap().rows();
+    // Kill once at least two shards are committed. The whole capture takes a second or two,
+    // so on a busy machine (the other tests of this binary run models on the same cores) this
+    // thread can be scheduled too late, after the child has finished: then start over (a
+    // fresh directory), up to five times.
+    let mut before = total;
+    for _ in 0..5 {
+        let _ = std::fs::remove_dir_all(&cut);
+        let mut child = lantern().args(&args).spawn().unwrap();
+        let t = Instant::now();
+        loop {
+            let shards = std::fs::read_to_string(cut.join("manifest.json"))
+                .ok()
+                .and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
+                .and_then(|v| v["shards"].as_array().map(Vec::len))
+                .unwrap_or(0);
+            if shards >= 2 || child.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(300));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        before = Store::open(&cut).unwrap().rows();
+        if before < total {
             break;
         }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before the kill; make it longer"
-        );
-        assert!(t.elapsed() < Duration::from_secs(300));
-        std::thread::sleep(Duration::from_millis(20));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let before = Store::open(&cut).unwrap().rows();
     assert!(
-        before < Store::open(&whole).unwrap().rows(),
-        "the kill came too late"
+        before < total,
+        "the kill came after the capture had finished, five times"
     );
     let o = run(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
