@@ -45,7 +45,10 @@ for shape in 128,2048,32; do
 done
 
 # 2. The whole trainer (prefetch, statistics, checkpoints off): tokens/s against the
-#    isolated step above, on a synthetic store of d 768 with planted features.
+#    isolated step above, on a synthetic store of d 768 with planted features — over the whole
+#    run (set-up, first-step compilation and autotuning, evaluation and saving included) and
+#    after the first step (metrics.json `steady_tokens_per_second`: issue 13 §2 asks ≥ 80 % of
+#    the isolated step's rate).
 [[ -f "$work/acts768/manifest.json" ]] ||
   "$bin" acts synth --d 768 --features 6144 --mean-active 32 --rows 1000000 --seed 2 --out "$work/acts768"
 # The reader that feeds the trainer (rows gathered by rayon over the host's cores), files in
@@ -62,7 +65,7 @@ for run in vulkan vulkan-kernels vulkan-kernels-f16 cpu; do
     --batch 4096 --steps "$steps" --lr rule --eval-rows 100000 --device "$dev" --quiet --out "$work/train-$run" ||
     echo "   (failed or timed out)"
   [[ -f "$work/train-$run/metrics.json" ]] && cp "$work/train-$run/metrics.json" "$out/train-$run.json" &&
-    python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print('   tokens/s', round(m['tokens_per_second']), 'fvu', m.get('eval',{}).get('fvu'), 'mmcs', m.get('mmcs'))" "$out/train-$run.json" || true
+    python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print('   tokens/s', round(m['tokens_per_second']), 'after the first step', round(m.get('steady_tokens_per_second') or 0), 'fvu', m.get('eval',{}).get('fvu'), 'mmcs', m.get('mmcs'))" "$out/train-$run.json" || true
 done
 
 # 3. Correctness: the same small run on the GPU and on the CPU engine ends at the same FVU and

@@ -50,6 +50,11 @@ struct MetricsFile<'a> {
     seconds: f64,
     /// Tokens trained per second, over every SAE of a learning-rate probe.
     tokens_per_second: f64,
+    /// Batch rows per second from the end of the first step to the last step's statistics:
+    /// the trainer's step rate without its set-up, the first step (shader compilation and
+    /// autotuning on a GPU), the evaluation or the saving; what `bench sae` measures for the
+    /// step alone. A single run of two or more steps.
+    steady_tokens_per_second: Option<f64>,
     input_scale: f32,
     skipped_non_finite: u64,
     /// Rows not trained on, by reason, and the cut (its median norm, whether position 0 goes).
@@ -89,6 +94,13 @@ pub struct Probed<'a> {
     pub eval: EvalReport,
 }
 
+/// How long a run took: wall seconds from the start, and the rate after its first step
+/// (metrics.json `steady_tokens_per_second`; single runs only).
+pub struct RunTime {
+    pub seconds: f64,
+    pub steady_tokens_per_second: Option<f64>,
+}
+
 /// Saves the SAE (SAELens v6), evaluates it on `--eval-rows` rows (a probe's evaluation is
 /// taken as it is: the same rows), and writes metrics.json and the plots.
 pub fn finish_training(
@@ -97,9 +109,13 @@ pub fn finish_training(
     store: &Store,
     device: DeviceChoice,
     report: TrainReport,
-    seconds: f64,
+    time: RunTime,
     probed: Option<Probed>,
 ) -> Result<TrainOutcome> {
+    let RunTime {
+        seconds,
+        steady_tokens_per_second,
+    } = time;
     let out = &args.out;
     let lr_probe = probed.as_ref().map(|p| p.probe);
     let eval = match (args.eval_rows, probed) {
@@ -132,6 +148,7 @@ pub fn finish_training(
         tokens: report.tokens,
         seconds,
         tokens_per_second,
+        steady_tokens_per_second,
         input_scale: report.input_scale,
         skipped_non_finite: report.skipped_non_finite,
         dropped_rows: report.dropped,
@@ -165,13 +182,16 @@ pub fn finish_training(
     let files: Vec<PathBuf> = names.iter().map(|n| out.join(n)).collect();
     if !args.quiet {
         println!(
-            "trained {} tokens{} in {seconds:.1} s ({tokens_per_second:.0} tokens/s); left out: {}{}",
+            "trained {} tokens{} in {seconds:.1} s ({tokens_per_second:.0} tokens/s{}); left out: {}{}",
             report.tokens,
             if runs > 1 {
                 format!(" at each of {runs} rates")
             } else {
                 String::new()
             },
+            steady_tokens_per_second
+                .map(|r| format!(", {r:.0} after the first step"))
+                .unwrap_or_default(),
             report.dropped.describe(&report.row_cut),
             if report.dropped.first_position + report.dropped.outlier > 0 {
                 " (--keep-first, --keep-outliers keep them)"

@@ -653,7 +653,11 @@ pub fn sweep(a: &SweepArgs) -> Result<()> {
             Err(e) => return Err(train_flag_error(e)),
         };
         let history_last = report.history.last().cloned();
-        let outcome = report::finish_training(args, cfg, &store, device, report, seconds, None)?;
+        let time = report::RunTime {
+            seconds,
+            steady_tokens_per_second: None,
+        };
+        let outcome = report::finish_training(args, cfg, &store, device, report, time, None)?;
         let (fvu, l0, dead) = match (&outcome.eval, &history_last) {
             (Some(e), _) => (e.fvu, e.l0, e.dead_fraction),
             (None, Some(m)) => (m.fvu, m.l0, m.dead_fraction),
@@ -1157,6 +1161,7 @@ pub fn train(args: &TrainArgs) -> Result<report::TrainOutcome> {
         );
     }
     let mut first_step = 0;
+    let mut rate = SteadyRate::default();
     let report = lantern_sae::train(
         &store,
         &cfg,
@@ -1168,8 +1173,12 @@ pub fn train(args: &TrainArgs) -> Result<report::TrainOutcome> {
                 first_step = step;
                 bar.set_position(step);
             }
-            TrainEvent::Step(s) => bar.set_position(s),
+            TrainEvent::Step(s) => {
+                rate.step(s);
+                bar.set_position(s);
+            }
             TrainEvent::Metrics(m) => {
+                rate.metrics(m.step);
                 let tok_s = (m.step - first_step) as f64 * tokens_per_step
                     / t0.elapsed().as_secs_f64().max(1e-9);
                 bar.set_message(format!(
@@ -1192,9 +1201,36 @@ pub fn train(args: &TrainArgs) -> Result<report::TrainOutcome> {
         &store,
         device,
         report,
-        t0.elapsed().as_secs_f64(),
+        report::RunTime {
+            seconds: t0.elapsed().as_secs_f64(),
+            steady_tokens_per_second: rate.tokens_per_second(cfg.batch),
+        },
         None,
     )
+}
+
+/// The trainer's rate after its first step (metrics.json `steady_tokens_per_second`): batch
+/// rows per second from the first step's end to the last statistics, which come with the
+/// last step (on a GPU they are read back, so its work is done by then).
+#[derive(Default)]
+struct SteadyRate {
+    first: Option<(std::time::Instant, u64)>,
+    last: Option<(std::time::Instant, u64)>,
+}
+
+impl SteadyRate {
+    fn step(&mut self, step: u64) {
+        self.first.get_or_insert((std::time::Instant::now(), step));
+    }
+
+    fn metrics(&mut self, step: u64) {
+        self.last = Some((std::time::Instant::now(), step));
+    }
+
+    fn tokens_per_second(&self, batch: usize) -> Option<f64> {
+        let ((t0, s0), (t1, s1)) = (self.first?, self.last?);
+        (s1 > s0).then(|| (s1 - s0) as f64 * batch as f64 / (t1 - t0).as_secs_f64().max(1e-9))
+    }
 }
 
 /// `sae train` with a learning-rate probe: the rates of
@@ -1258,7 +1294,10 @@ fn train_probing(
         store,
         device,
         outcome.report,
-        t0.elapsed().as_secs_f64(),
+        report::RunTime {
+            seconds: t0.elapsed().as_secs_f64(),
+            steady_tokens_per_second: None,
+        },
         Some(report::Probed {
             probe,
             eval: outcome.eval,

@@ -949,6 +949,18 @@ fn a_short_run_keeps_the_probed_rate_with_the_lowest_fvu() {
     let m = read_json(&Path::new(&ruled).join("metrics.json"));
     assert!(m.get("lr_probe").is_none());
     assert!((m["config"]["lr"].as_f64().unwrap() / rates[1] - 1.0).abs() < 1e-7);
+    // The rate after the first step leaves out the set-up and the saving (the plots alone
+    // take longer than one of these small steps), so it is above the whole run's; a probe,
+    // which trains three SAEs at once, has none.
+    let (whole, steady) = (
+        m["tokens_per_second"].as_f64().unwrap(),
+        m["steady_tokens_per_second"].as_f64().unwrap(),
+    );
+    assert!(
+        steady.is_finite() && steady > whole,
+        "{steady} against {whole}"
+    );
+    assert!(metrics["steady_tokens_per_second"].is_null());
 }
 
 /// `acts synth --hierarchy` → `sae train --arch matryoshka` → `sae eval`: the store's ground
