@@ -61,17 +61,7 @@ pub fn top_k_rows(acts: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2, Int>) {
     if !on_cube(&acts.device()) {
         return stock::top_k_rows(acts, k);
     }
-    let acts = acts.into_dispatch();
-    let (v, i) = <Dispatch as KernelOps>::top_k_rows(
-        acts.clone(),
-        acts.clone(),
-        false,
-        acts,
-        false,
-        k,
-        false,
-    );
-    (Tensor::from_dispatch(v), Tensor::from_dispatch(i))
+    launch_top_k(acts, None, None, k, false)
 }
 
 /// [`top_k_rows`] by the radix kernel at every `k` (what [`top_k_rows`] runs above
@@ -87,17 +77,7 @@ pub fn top_k_rows_radix(acts: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2, Int>
     if !on_cube(&acts.device()) {
         return stock::top_k_rows(acts, k);
     }
-    let acts = acts.into_dispatch();
-    let (v, i) = <Dispatch as KernelOps>::top_k_rows(
-        acts.clone(),
-        acts.clone(),
-        false,
-        acts,
-        false,
-        k,
-        true,
-    );
-    (Tensor::from_dispatch(v), Tensor::from_dispatch(i))
+    launch_top_k(acts, None, None, k, true)
 }
 
 /// [`top_k_rows`] of `max(acts, 0)` with the columns where `keep ≤ 0.5` set to 0 (`keep`
@@ -117,16 +97,24 @@ pub fn top_k_rows_masked(
     if !on_cube(&acts.device()) {
         return stock::top_k_rows_masked(acts, keep, k);
     }
+    launch_top_k(acts, None, Some(keep), k, false)
+}
+
+/// The kernel behind the top-k functions: the rows of `acts` as they are, or through the
+/// encoder's epilogue by `bias` and AuxK's mask by `keep` as it reads them.
+fn launch_top_k(
+    acts: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    keep: Option<Tensor<1>>,
+    k: usize,
+    radix: bool,
+) -> (Tensor<2>, Tensor<2, Int>) {
     let acts = acts.into_dispatch();
-    let (v, i) = <Dispatch as KernelOps>::top_k_rows(
-        acts.clone(),
-        acts,
-        false,
-        keep.into_dispatch(),
-        true,
-        k,
-        false,
-    );
+    let (biased, masked) = (bias.is_some(), keep.is_some());
+    // The kernel does not read what it is not told to: any tensor stands in.
+    let bias = bias.map_or_else(|| acts.clone(), Tensor::into_dispatch);
+    let keep = keep.map_or_else(|| acts.clone(), Tensor::into_dispatch);
+    let (v, i) = <Dispatch as KernelOps>::top_k_rows(acts, bias, biased, keep, masked, k, radix);
     (Tensor::from_dispatch(v), Tensor::from_dispatch(i))
 }
 
@@ -135,8 +123,8 @@ pub fn top_k_rows_masked(
 /// apply the epilogue as they read each row, so that a sparse TopK step never writes the
 /// activations `[B, m]`: one read and one write of them fewer than [`encode`] then
 /// [`top_k_rows`] (at d_sae 24 576, batch 4 096: 800 MB of the ≈ 4.5 GB of memory traffic
-/// of a step, by our count).
-/// [`Preacts::relu`] writes them for the paths that need them (what [`encode`] returns).
+/// of a step, by our count). [`Preacts::relu`] writes them for the paths that need them (what
+/// [`encode`] returns).
 #[derive(Clone, Debug)]
 pub struct Preacts {
     /// `x W_enc` `[B, m]`.
@@ -167,17 +155,7 @@ pub fn top_k_rows_relu(pre: &Preacts, k: usize) -> (Tensor<2>, Tensor<2, Int>) {
     if !on_cube(&pre.gemm.device()) {
         return stock::top_k_rows(pre.clone().relu(), k);
     }
-    let gemm = pre.gemm.clone().into_dispatch();
-    let (v, i) = <Dispatch as KernelOps>::top_k_rows(
-        gemm.clone(),
-        pre.bias.clone().into_dispatch(),
-        true,
-        gemm,
-        false,
-        k,
-        false,
-    );
-    (Tensor::from_dispatch(v), Tensor::from_dispatch(i))
+    launch_top_k(pre.gemm.clone(), Some(pre.bias.clone()), None, k, false)
 }
 
 /// [`top_k_rows_masked`] of `max(pre.gemm + pre.bias, 0)`, applied as it reads (AuxK on a
@@ -192,16 +170,13 @@ pub fn top_k_rows_masked_relu(
     if !on_cube(&pre.gemm.device()) {
         return stock::top_k_rows_masked(pre.clone().relu(), keep, k);
     }
-    let (v, i) = <Dispatch as KernelOps>::top_k_rows(
-        pre.gemm.clone().into_dispatch(),
-        pre.bias.clone().into_dispatch(),
-        true,
-        keep.into_dispatch(),
-        true,
+    launch_top_k(
+        pre.gemm.clone(),
+        Some(pre.bias.clone()),
+        Some(keep),
         k,
         false,
-    );
-    (Tensor::from_dispatch(v), Tensor::from_dispatch(i))
+    )
 }
 
 /// The row length `m` of `pre`, checked against its bias and `k`.
