@@ -572,12 +572,9 @@ pub mod stock {
         )
     }
 
-    /// Twin of [`super::encode`] (always f32).
-    pub fn encode(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>) -> Tensor<2> {
-        bias_relu(x.matmul(w), b)
-    }
-
-    /// Twin of [`super::Preacts::relu`]: `max(acts + b, 0)`.
+    /// Twin of [`super::Preacts::relu`]: `max(acts + b, 0)`; after `x.matmul(w)` (what
+    /// [`super::encode_gemm`] gives elsewhere than on a cubecl device), the twin of
+    /// [`super::encode`].
     pub fn bias_relu(acts: Tensor<2>, b: Tensor<1>) -> Tensor<2> {
         (acts + b.unsqueeze_dim(0)).clamp_min(0.0)
     }
